@@ -1,0 +1,75 @@
+package relay
+
+import "sync/atomic"
+
+// DropReason says why a packet was not delivered.
+type DropReason int
+
+const (
+	DropMalformed DropReason = iota // cannot be framed: bad header, length or version
+	DropTruncated                   // shorter than its own header says
+	DropOversized                   // larger than the MTU or the peer's frame limit
+	DropFamily                      // unknown or mismatched address family
+	DropWrite                       // the destination refused it (EINVAL from a tun, ...)
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{"malformed", "truncated", "oversized", "family", "write"}
+
+func (r DropReason) String() string {
+	if r < 0 || r >= numDropReasons {
+		return "unknown"
+	}
+	return dropNames[r]
+}
+
+// Counters counts one direction of traffic. The zero value is ready; all
+// methods are safe for concurrent use.
+type Counters struct {
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	drops   [numDropReasons]atomic.Uint64
+}
+
+// Add counts n packets totalling size bytes as delivered.
+func (c *Counters) Add(n, size int) {
+	c.packets.Add(uint64(n))
+	c.bytes.Add(uint64(size))
+}
+
+// Drop counts one packet dropped for reason r.
+func (c *Counters) Drop(r DropReason) {
+	if r < 0 || r >= numDropReasons {
+		r = DropMalformed
+	}
+	c.drops[r].Add(1)
+}
+
+// Snapshot is a point-in-time copy of Counters.
+type Snapshot struct {
+	Packets, Bytes uint64
+	Drops          map[string]uint64 // by DropReason.String(), only reasons seen
+}
+
+// Snapshot copies the counters.
+func (c *Counters) Snapshot() Snapshot {
+	s := Snapshot{Packets: c.packets.Load(), Bytes: c.bytes.Load()}
+	for r := range numDropReasons {
+		if v := c.drops[r].Load(); v > 0 {
+			if s.Drops == nil {
+				s.Drops = make(map[string]uint64)
+			}
+			s.Drops[r.String()] = v
+		}
+	}
+	return s
+}
+
+// Dropped is the total of all drops.
+func (s Snapshot) Dropped() uint64 {
+	var n uint64
+	for _, v := range s.Drops {
+		n += v
+	}
+	return n
+}
