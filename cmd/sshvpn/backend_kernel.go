@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+// kernelBackend connects each tunnel to a kernel tun/tap device it creates
+// and configures, and owns the gateway-wide changes (forwarding, NAT).
+type kernelBackend struct {
+	addrs  []netip.Prefix
+	nat    bool
+	mtu    int
+	log    *slog.Logger
+	global *kernel.Undo
+}
+
+func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) {
+	b := &kernelBackend{addrs: c.tunAddrs, nat: c.nat, mtu: c.mtu, log: log, global: kernel.NewUndo(log)}
+	if !c.nat {
+		return b, nil
+	}
+	if err := b.enableNAT(); err != nil {
+		b.global.Revert()
+		return nil, err
+	}
+	return b, nil
+}
+
+// enableNAT turns on forwarding for the families in use and masquerades
+// the tunnel networks, so that hosts behind the gateway need no route back.
+func (b *kernelBackend) enableNAT() error {
+	v4, v6 := false, false
+	for _, a := range b.addrs {
+		if a.Addr().Is4() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+		if err := b.global.Masquerade(a.Masked()); err != nil {
+			return err
+		}
+	}
+	if v4 {
+		if err := b.global.SetSysctl("net.ipv4.ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if v6 {
+		if err := b.global.SetSysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close undoes the gateway-wide changes.
+func (b *kernelBackend) Close() error { return b.global.Revert() }
+
+// Open implements relay.Opener.
+func (b *kernelBackend) Open(ctx context.Context, req relay.TunnelRequest) (relay.Device, error) {
+	tun, err := kernel.Open(kernel.Config{Mode: req.Mode, Unit: req.Unit, MTU: b.mtu})
+	if err != nil {
+		return nil, err
+	}
+	d := &kernelDevice{Tun: tun, undo: kernel.NewUndo(b.log), addrs: b.addrs, nat: b.nat}
+	if err := d.configure(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// kernelDevice is one tunnel's device plus the changes made to it.
+type kernelDevice struct {
+	*kernel.Tun
+	undo  *kernel.Undo
+	addrs []netip.Prefix
+	nat   bool
+}
+
+func (d *kernelDevice) configure() error {
+	for _, a := range d.addrs {
+		if err := d.undo.AddAddress(d.Name(), a, false); err != nil {
+			return err
+		}
+	}
+	return d.undo.LinkUp(d.Name())
+}
+
+// Close reverts the device's configuration, then closes it, which removes
+// a device sshvpn created.
+func (d *kernelDevice) Close() error {
+	err := d.undo.Revert()
+	if cerr := d.Tun.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Describe implements relay.Describer: what the client must do on its side.
+func (d *kernelDevice) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d).\n", d.Name(), d.MTU())
+	if len(d.addrs) == 0 {
+		b.WriteString("  The gateway's device has no address (start it with --tun-address to give it one).\n")
+		return b.String()
+	}
+	for _, a := range d.addrs {
+		peer := a.Addr().Next()
+		fmt.Fprintf(&b, "  gateway address %s; on your side: ip addr add %s/%d dev <your tun> && ip link set <your tun> up\n",
+			a, peer, a.Bits())
+	}
+	if d.nat {
+		fmt.Fprintf(&b, "  NAT is on: route any network through it, e.g. ip route add <network> via %s\n", d.addrs[0].Addr())
+	}
+	return b.String()
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+// serveConfig is what `sshvpn serve` was asked to do.
+type serveConfig struct {
+	listen         string
+	hostKey        string
+	authorizedKeys string
+	permit         relay.PermitTunnel
+	backend        Backend
+	tunAddrs       prefixes
+	nat            bool
+	mtu            int
+	ciphers        string
+	level          logLevel
+}
+
+func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{permit: relay.PermitYes, backend: "kernel"}
+	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
+	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
+	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, restrict)")
+	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
+	fs.Var(&c.backend, "backend", "where packets go: kernel (tun/tap devices; needs root)")
+	fs.Var(&c.tunAddrs, "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
+	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
+	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
+	fs.StringVar(&c.ciphers, "ciphers", strings.Join(relay.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
+	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.mtu < 576 || c.mtu > relay.MaxFrame-4 {
+		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, relay.MaxFrame-4, relay.MaxFrame)
+	}
+	if c.nat && len(c.tunAddrs) == 0 {
+		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
+	}
+	return c, nil
+}
+
+func defaultHostKey() string {
+	dir := os.Getenv("XDG_STATE_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "sshvpn_host_ed25519_key"
+		}
+		dir = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(dir, "sshvpn", "ssh_host_ed25519_key")
+}
+
+func defaultAuthorizedKeys() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "authorized_keys"
+	}
+	return filepath.Join(home, ".ssh", "authorized_keys")
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.level.Level}))
+	signer, err := relay.LoadOrCreateHostKey(c.hostKey)
+	if err != nil {
+		return err
+	}
+	keys, err := relay.LoadAuthorizedKeys(c.authorizedKeys)
+	if err != nil {
+		return err
+	}
+	backend, err := newKernelBackend(c, log)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	srv, err := relay.NewServer(relay.ServerConfig{
+		HostKeys:     []ssh.Signer{signer},
+		Keys:         keys,
+		PermitTunnel: c.permit,
+		Ciphers:      strings.Split(c.ciphers, ","),
+		MTU:          c.mtu,
+		Open:         backend.Open,
+		Log:          log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := listen(c.listen)
+	if err != nil {
+		return err
+	}
+	log.Info("sshvpn gateway listening", "addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
+		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend,
+		"tun_address", c.tunAddrs.String(), "nat", c.nat)
+	err = srv.Serve(ctx, ln)
+	log.Info("sshvpn gateway stopped")
+	return err
+}
+
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen on %s: address already in use: another server holds the port; pick another with --listen", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}

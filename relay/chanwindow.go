@@ -1,0 +1,199 @@
+package relay
+
+// This file is the one place where sshvpn reaches into golang.org/x/crypto/ssh
+// internals. It exists because the public ssh.Channel API cannot do two things
+// tun@openssh.com needs (golang/go#70029):
+//
+//   - Write one datagram as exactly one SSH_MSG_CHANNEL_DATA. Channel.Write
+//     splits a write across messages when the peer's window is short, and
+//     OpenSSH takes every message as a whole packet, so a split write becomes
+//     two corrupt packets.
+//   - Charge the window the way OpenSSH does. An OpenSSH receiver debits and
+//     credits len+4 per datagram (the string's length word); senders debit
+//     len. Each packet OpenSSH consumes thus widens our idea of its window by
+//     4 bytes, a fast sender overruns it, and OpenSSH ≥ 9.6 disconnects with
+//     "peer ignored channel window".
+//   - Read one message at a time. Channel.Read concatenates queued messages,
+//     so packet boundaries are lost; with exact reads a malformed packet costs
+//     that packet alone.
+//
+// The shim mirrors two unexported types (window, buffer) whose layout is
+// checked field by field with reflect before any pointer is converted: if
+// x/crypto/ssh changes shape, newChanShim fails, the Channel falls back to
+// re-framing the byte stream (framer.go) and paced writes, and
+// TestChanShimMatchesXCrypto fails loudly. No x/crypto code is copied.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// xWindow mirrors ssh.window (x/crypto/ssh common.go).
+type xWindow struct {
+	*sync.Cond
+	win          uint32
+	writeWaiters int
+	closed       bool
+}
+
+// xBuffer mirrors ssh.buffer (x/crypto/ssh buffer.go).
+type xBuffer struct {
+	*sync.Cond
+	head   *xElement
+	tail   *xElement
+	closed bool
+}
+
+// xElement mirrors ssh.element.
+type xElement struct {
+	buf  []byte
+	next *xElement
+}
+
+// chanShim gives whole-message writes and reads on one ssh.Channel.
+type chanShim struct {
+	ch         ssh.Channel
+	win        *xWindow
+	pending    *xBuffer
+	maxPayload uint32 // the peer's maximum packet size
+}
+
+var errShimShape = errors.New("x/crypto/ssh channel internals changed shape (golang/go#70029)")
+
+// newChanShim binds the shim to ch, which must come from x/crypto/ssh
+// (NewChannel.Accept or Conn.OpenChannel).
+func newChanShim(ch ssh.Channel) (*chanShim, error) {
+	v := reflect.ValueOf(ch)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: %T is not *ssh.channel", errShimShape, ch)
+	}
+	s := v.Elem()
+	if t := s.Type(); t.Name() != "channel" || t.PkgPath() != "golang.org/x/crypto/ssh" {
+		return nil, fmt.Errorf("%w: %T is not *ssh.channel", errShimShape, ch)
+	}
+	win := s.FieldByName("remoteWin")
+	pend := s.FieldByName("pending")
+	maxp := s.FieldByName("maxRemotePayload")
+	if !win.IsValid() || !pend.IsValid() || !maxp.IsValid() || maxp.Kind() != reflect.Uint32 {
+		return nil, fmt.Errorf("%w: missing remoteWin, pending or maxRemotePayload", errShimShape)
+	}
+	if err := sameLayout(win.Type(), reflect.TypeFor[xWindow]()); err != nil {
+		return nil, fmt.Errorf("%w: window: %v", errShimShape, err)
+	}
+	if pend.Kind() != reflect.Pointer {
+		return nil, fmt.Errorf("%w: pending is %s", errShimShape, pend.Type())
+	}
+	if err := sameLayout(pend.Type().Elem(), reflect.TypeFor[xBuffer]()); err != nil {
+		return nil, fmt.Errorf("%w: buffer: %v", errShimShape, err)
+	}
+	elem := pend.Type().Elem().Field(1).Type.Elem()
+	if err := sameLayout(elem, reflect.TypeFor[xElement]()); err != nil {
+		return nil, fmt.Errorf("%w: element: %v", errShimShape, err)
+	}
+	return &chanShim{
+		ch:         ch,
+		win:        (*xWindow)(unsafe.Pointer(win.UnsafeAddr())),
+		pending:    *(**xBuffer)(unsafe.Pointer(pend.UnsafeAddr())),
+		maxPayload: uint32(maxp.Uint()),
+	}, nil
+}
+
+// sameLayout reports whether got has want's fields: same names, kinds,
+// offsets and sizes, in order. Pointer fields to the mirrored types compare by
+// kind only; the types they point to are checked separately.
+func sameLayout(got, want reflect.Type) error {
+	if got.Kind() != reflect.Struct || got.NumField() != want.NumField() || got.Size() != want.Size() {
+		return fmt.Errorf("%s has %d fields and %d bytes, want %d and %d",
+			got, got.NumField(), got.Size(), want.NumField(), want.Size())
+	}
+	for i := range want.NumField() {
+		g, w := got.Field(i), want.Field(i)
+		if g.Name != w.Name || g.Type.Kind() != w.Type.Kind() || g.Offset != w.Offset || g.Type.Size() != w.Type.Size() {
+			return fmt.Errorf("field %d is %s %s at %d, want %s %s at %d",
+				i, g.Name, g.Type, g.Offset, w.Name, w.Type, w.Offset)
+		}
+		if g.Type.Kind() == reflect.Pointer && g.Type.Elem().Name() != w.Type.Elem().Name() &&
+			!(g.Type.Elem().Name() == "element" && w.Type.Elem().Name() == "xElement") {
+			return fmt.Errorf("field %s points to %s", g.Name, g.Type.Elem())
+		}
+	}
+	return nil
+}
+
+// writeDatagram sends p as exactly one SSH_MSG_CHANNEL_DATA. It first waits
+// until the peer's window holds len(p)+drift, takes the drift away for good
+// (what an OpenSSH receiver charges beyond len), and only then writes:
+// Channel.Write then finds len(p) bytes of window and never splits. The
+// caller must be the channel's only writer, or another write could take the
+// window between the two steps.
+func (s *chanShim) writeDatagram(p []byte, drift uint32) error {
+	if uint32(len(p)) > s.maxPayload {
+		return fmt.Errorf("datagram of %d bytes exceeds the peer's maximum packet of %d", len(p), s.maxPayload)
+	}
+	need := uint32(len(p)) + drift
+	w := s.win
+	w.L.Lock()
+	for w.win < need && !w.closed {
+		w.Wait()
+	}
+	if w.closed {
+		w.L.Unlock()
+		return io.EOF
+	}
+	w.win -= drift
+	w.L.Unlock()
+	_, err := s.ch.Write(p)
+	return err
+}
+
+// nextLen returns the size of the next queued message without consuming it.
+// With wait it blocks until a message arrives; without, it returns 0 when
+// none is queued. It returns io.EOF once the channel is closed and drained.
+func (s *chanShim) nextLen(wait bool) (int, error) {
+	b := s.pending
+	b.L.Lock()
+	defer b.L.Unlock()
+	for {
+		for e := b.head; e != nil; e = e.next {
+			if len(e.buf) > 0 {
+				return len(e.buf), nil
+			}
+			if e == b.tail {
+				break
+			}
+		}
+		if b.closed {
+			return 0, io.EOF
+		}
+		if !wait {
+			return 0, nil
+		}
+		b.Wait()
+	}
+}
+
+// readMessage reads exactly the next message into p, which must hold
+// nextLen bytes. Channel.Read does the copy and credits the window; it stops
+// at the message's end because p is full.
+func (s *chanShim) readMessage(p []byte) (int, error) {
+	return io.ReadFull(s.ch, p)
+}
+
+// close unblocks a reader waiting in nextLen and a writer waiting for window,
+// for when the peer never answers our SSH_MSG_CHANNEL_CLOSE.
+func (s *chanShim) close() {
+	s.pending.L.Lock()
+	s.pending.closed = true
+	s.pending.Broadcast()
+	s.pending.L.Unlock()
+	s.win.L.Lock()
+	s.win.closed = true
+	s.win.Broadcast()
+	s.win.L.Unlock()
+}
