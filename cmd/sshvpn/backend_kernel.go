@@ -85,13 +85,18 @@ type kernelDevice struct {
 	nat   bool
 }
 
+// configure brings the device up first: Linux drops IPv6 addresses from a
+// link that is down.
 func (d *kernelDevice) configure() error {
+	if err := d.undo.LinkUp(d.Name()); err != nil {
+		return err
+	}
 	for _, a := range d.addrs {
 		if err := d.undo.AddAddress(d.Name(), a, false); err != nil {
 			return err
 		}
 	}
-	return d.undo.LinkUp(d.Name())
+	return nil
 }
 
 // Close reverts the device's configuration, then closes it, which removes

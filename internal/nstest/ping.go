@@ -1,0 +1,34 @@
+package nstest
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// pingArgs builds the ping command for addr, adding -6 for IPv6 literals.
+func pingArgs(addr string, count int, wait string) []string {
+	args := []string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", wait, "-i", "0.2"}
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() && !a.Is4In6() {
+		args = append(args, "-6")
+	}
+	return append(args, addr)
+}
+
+// Ping sends count echo requests from inside from to addr (ping -c count -W 2
+// -i 0.2, -6 for IPv6) and fails the test, showing ping's output, when none is
+// answered. Partial loss passes: this proves reachability, not quality.
+func Ping(t testing.TB, from *NS, addr string, count int) {
+	t.Helper()
+	if out, err := from.run(pingArgs(addr, count, "2")...); err != nil {
+		t.Fatalf("in %s: ping %s: %v\n%s", from.Name, addr, err, strings.TrimSpace(out))
+	}
+}
+
+// CanPing reports whether a single echo request from inside from to addr is
+// answered within one second.
+func CanPing(from *NS, addr string) bool {
+	_, err := from.run(pingArgs(addr, 1, "1")...)
+	return err == nil
+}

@@ -1,0 +1,225 @@
+//go:build linux
+
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Reversals find a link by index, not name: the index is never reused while
+// the namespace lives, so a reversal cannot touch a different device that
+// took the name after ours went away.
+
+// LinkUp sets dev up. Revert sets it down again only if it was down before.
+func (u *Undo) LinkUp(dev string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("set %s up: %w", dev, err)
+	}
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", dev, err)
+	}
+	index := link.Attrs().Index
+	u.record("link "+dev+" up", func() error {
+		return onLink(index, "set "+dev+" down", netlink.LinkSetDown)
+	})
+	return nil
+}
+
+// SetMTU sets dev's MTU. Revert restores the old one.
+func (u *Undo) SetMTU(dev string, mtu int) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("set %s mtu %d: %w", dev, mtu, err)
+	}
+	old := link.Attrs().MTU
+	if old == mtu {
+		return nil
+	}
+	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("set %s mtu %d: %w", dev, mtu, err)
+	}
+	index := link.Attrs().Index
+	u.record(fmt.Sprintf("link %s mtu %d (was %d)", dev, mtu, old), func() error {
+		return onLink(index, fmt.Sprintf("restore %s mtu %d", dev, old), func(l netlink.Link) error {
+			return netlink.LinkSetMTU(l, old)
+		})
+	})
+	return nil
+}
+
+// onLink applies fn to the link with index; a link that is gone is fine.
+func onLink(index int, what string, fn func(netlink.Link) error) error {
+	link, err := netlink.LinkByIndex(index)
+	if gone(err) {
+		return nil
+	}
+	if err == nil {
+		err = fn(link)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// AddAddress adds p (the host address and its prefix length) to dev. With
+// noPrefixRoute the kernel adds no route for the prefix (IFA_F_NOPREFIXROUTE).
+// An IPv6 address skips duplicate address detection (IFA_F_NODAD) and, on an
+// up link, AddAddress returns once the kernel delivers packets for it, so it
+// is usable at once. Revert deletes the address.
+//
+// Linux flushes IPv6 addresses when a link goes down, so add them after
+// LinkUp.
+func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("add %s to %s: %w", p, dev, err)
+	}
+	addr := &netlink.Addr{IPNet: ipNet(p), Flags: addrFlags(p, noPrefixRoute)}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return &causeError{fmt.Sprintf("add %s to %s: address in use (already on %s)", p, dev, holders(p.Addr(), dev)), err}
+		}
+		return fmt.Errorf("add %s to %s: %w", p, dev, err)
+	}
+	index := link.Attrs().Index
+	u.record(fmt.Sprintf("address %s on %s", p, dev), func() error {
+		err := netlink.AddrDel(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}, addr)
+		if gone(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete %s from %s: %w", p, dev, err)
+		}
+		return nil
+	})
+	if p.Addr().Is6() && link.Attrs().Flags&net.FlagUp != 0 {
+		u.waitLocal(p.Addr(), dev)
+	}
+	return nil
+}
+
+// waitLocal waits until the kernel delivers packets for ip locally. An IPv6
+// address, even with IFA_F_NODAD, gets its local route from a workqueue a
+// moment after the add returns, and a packet arriving before that is
+// forwarded or dropped as if the address were elsewhere. (On a down link the
+// route waits for the link to come up, so only an up link is waited for.)
+func (u *Undo) waitLocal(ip netip.Addr, dev string) {
+	deadline := time.Now().Add(localRouteWait)
+	for time.Now().Before(deadline) {
+		routes, err := netlink.RouteGet(ip.AsSlice())
+		if err == nil && len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	u.log().Warn("address added but not yet usable", "addr", ip, "dev", dev, "waited", localRouteWait)
+}
+
+// localRouteWait bounds waitLocal; the kernel takes microseconds.
+const localRouteWait = 2 * time.Second
+
+func addrFlags(p netip.Prefix, noPrefixRoute bool) int {
+	var f int
+	if noPrefixRoute {
+		f |= unix.IFA_F_NOPREFIXROUTE
+	}
+	if p.Addr().Is6() {
+		f |= unix.IFA_F_NODAD
+	}
+	return f
+}
+
+// holders names the devices that carry ip, falling back to dev: the kernel
+// refuses a duplicate only on the same device, so dev is always one of them.
+func holders(ip netip.Addr, dev string) string {
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(nil, family)
+	if err != nil {
+		return dev
+	}
+	var names []string
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			names = append(names, linkName(a.LinkIndex))
+		}
+	}
+	if len(names) == 0 {
+		return dev
+	}
+	return strings.Join(names, ", ")
+}
+
+func linkName(index int) string {
+	link, err := netlink.LinkByIndex(index)
+	if err != nil {
+		return fmt.Sprintf("link %d", index)
+	}
+	return link.Attrs().Name
+}
+
+// AddRoute routes dst through dev in the main table. Revert deletes the route.
+func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
+	}
+	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(dst.Masked()), Protocol: unix.RTPROT_STATIC}
+	if dst.Addr().Is4() {
+		// What "ip route add ... dev X" does for a route without a gateway.
+		route.Scope = netlink.SCOPE_LINK
+	}
+	if err := netlink.RouteAdd(route); err != nil {
+		return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
+	}
+	u.record(fmt.Sprintf("route %s dev %s", dst, dev), func() error {
+		err := netlink.RouteDel(route)
+		if gone(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete route %s dev %s: %w", dst, dev, err)
+		}
+		return nil
+	})
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	bits := p.Addr().BitLen()
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// gone reports whether err says the object to undo no longer exists,
+// typically because the kernel deleted it along with its device.
+func gone(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) ||
+		errors.Is(err, unix.ENODEV) ||
+		errors.Is(err, unix.ESRCH) ||
+		errors.Is(err, unix.EADDRNOTAVAIL) ||
+		errors.Is(err, unix.ENOENT)
+}

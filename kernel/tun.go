@@ -1,0 +1,24 @@
+package kernel
+
+import "github.com/sshvpn/sshvpn/relay"
+
+// Config says which tun or tap device Open attaches to.
+type Config struct {
+	// Mode picks the device kind: relay.PointToPoint opens a tun (IP
+	// packets, named tunN), relay.Ethernet a tap (Ethernet frames, tapN).
+	Mode relay.Mode
+
+	// Unit is N in tunN/tapN. relay.AnyUnit takes the first unit from 0 up
+	// that is free, as OpenSSH does for "-w any".
+	Unit uint32
+
+	// MTU, when not zero, is set on the device before Open returns. Zero
+	// leaves the device's MTU alone (1500 for a new device).
+	MTU int
+}
+
+// BatchSize is the most packets one Tun Read or Write handles.
+const BatchSize = 64
+
+// maxUnits bounds the search for a free unit when Config.Unit is AnyUnit.
+const maxUnits = 1024

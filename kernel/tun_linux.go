@@ -1,0 +1,287 @@
+//go:build linux
+
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+// cloneDevice is the tun driver's clone device: each open file becomes one
+// queue of one tun/tap interface after TUNSETIFF.
+const cloneDevice = "/dev/net/tun"
+
+// Tun is a kernel tun (relay.PointToPoint: IFF_TUN, IP packets) or tap
+// (relay.Ethernet: IFF_TAP, Ethernet frames) device, both without the
+// 4-byte packet information header (IFF_NO_PI). It implements relay.Device.
+//
+// The file descriptor is non-blocking and registered with Go's poller, so a
+// Read parks its goroutine instead of an OS thread, and Close wakes it.
+type Tun struct {
+	file    *os.File
+	rc      syscall.RawConn
+	name    string
+	created bool
+	mtu     int
+	closed  atomic.Bool
+	restore func() error // undoes the MTU change on a device we only attached
+
+	rmu sync.Mutex // one Read at a time: rd is its state
+	rd  readBatch
+	wmu sync.Mutex // one Write at a time: wr is its state
+	wr  writeBatch
+}
+
+var _ relay.Device = (*Tun)(nil)
+
+// tunKind is what distinguishes a tun from a tap.
+type tunKind struct {
+	prefix string // "tun" or "tap"
+	flag   uint16 // IFF_TUN or IFF_TAP
+	mode   netlink.TuntapMode
+}
+
+func kindOf(m relay.Mode) (tunKind, error) {
+	switch m {
+	case relay.PointToPoint:
+		return tunKind{"tun", unix.IFF_TUN, netlink.TUNTAP_MODE_TUN}, nil
+	case relay.Ethernet:
+		return tunKind{"tap", unix.IFF_TAP, netlink.TUNTAP_MODE_TAP}, nil
+	}
+	return tunKind{}, fmt.Errorf("open tun: unknown tunnel mode %v", m)
+}
+
+func (k tunKind) name(unit uint32) string { return fmt.Sprintf("%s%d", k.prefix, unit) }
+
+// Open attaches to the tun or tap device cfg names, creating it if it does not
+// exist. A device Open creates is not persistent: it vanishes when the Tun is
+// closed or the process dies. An existing persistent device that no one holds
+// is attached as it is (Created reports false) and survives Close.
+func Open(cfg Config) (*Tun, error) {
+	k, err := kindOf(cfg.Mode)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := openClone()
+	if err != nil {
+		return nil, err
+	}
+	t, err := setup(fd, k, cfg)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return t, nil
+}
+
+// setup turns an open clone fd into a Tun; the caller closes fd on error.
+func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
+	name, err := attach(fd, k, cfg.Unit)
+	if err != nil {
+		return nil, err
+	}
+	created, err := isNew(fd, name)
+	if err != nil {
+		return nil, err
+	}
+	mtu, restore, err := applyMTU(name, cfg.MTU, created)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tun{name: name, created: created, mtu: mtu, restore: restore}
+	if err := t.wrap(fd); err != nil {
+		if restore != nil {
+			restore()
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+// wrap hands fd to Go's poller. The fd was opened O_NONBLOCK, which is what
+// makes os.NewFile register it.
+func (t *Tun) wrap(fd int) error {
+	t.file = os.NewFile(uintptr(fd), t.name)
+	rc, err := t.file.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("open %s: %w", t.name, err)
+	}
+	t.rc = rc
+	t.rd.init()
+	t.wr.init()
+	return nil
+}
+
+func openClone() (int, error) {
+	fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	switch {
+	case err == nil:
+		return fd, nil
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+		return -1, fmt.Errorf("open %s: %w: load the tun module (modprobe tun) or use --backend netstack", cloneDevice, err)
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return -1, fmt.Errorf("open %s: %w: run as root or use --backend netstack", cloneDevice, err)
+	}
+	return -1, fmt.Errorf("open %s: %w", cloneDevice, err)
+}
+
+// attach binds fd to the named unit, or for AnyUnit to the first of
+// tun0..tun1023 that can be had. Units held by another process, or taken by a
+// device of another kind, are skipped; a free persistent device is taken, as
+// OpenSSH's "-w any" does.
+func attach(fd int, k tunKind, unit uint32) (string, error) {
+	if unit != relay.AnyUnit {
+		name := k.name(unit)
+		return name, setIff(fd, k, name)
+	}
+	for u := range uint32(maxUnits) {
+		name := k.name(u)
+		err := setIff(fd, k, name)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EINVAL) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("open %s (any unit): no free unit among %s..%s: close unused devices or pick a unit", k.prefix, k.name(0), k.name(maxUnits-1))
+}
+
+func setIff(fd int, k tunKind, name string) error {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	ifr.SetUint16(k.flag | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return explainSetIff(name, k, err)
+	}
+	return nil
+}
+
+// explainSetIff turns TUNSETIFF's errno into advice.
+func explainSetIff(name string, k tunKind, err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("open %s: %w: run as root or use --backend netstack", name, err)
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("open %s: %w: another process holds %s", name, err, name)
+	case errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("open %s: %w: %s", name, err, describeExisting(name, k))
+	}
+	return fmt.Errorf("open %s: %w", name, err)
+}
+
+// describeExisting says why the kernel will not give us name as a k device.
+func describeExisting(name string, k tunKind) string {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Sprintf("the kernel refused to create %s as a %s device", name, k.prefix)
+	}
+	if tt, ok := link.(*netlink.Tuntap); ok {
+		if tt.Mode != k.mode {
+			return fmt.Sprintf("%s exists as a %s device, not a %s", name, other(k), k.prefix)
+		}
+		return fmt.Sprintf("%s exists as a %s device with incompatible flags (multi-queue?)", name, k.prefix)
+	}
+	return fmt.Sprintf("%s exists as a %s device, not a %s", name, link.Type(), k.prefix)
+}
+
+func other(k tunKind) string {
+	if k.prefix == "tun" {
+		return "tap"
+	}
+	return "tun"
+}
+
+// isNew reports whether TUNSETIFF created the device. We never set
+// IFF_PERSIST, and a device that is not persistent exists only while a file
+// holds it, so a persistent device is one that was there before us.
+func isNew(fd int, name string) (bool, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", name, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return false, fmt.Errorf("open %s: read flags: %w", name, err)
+	}
+	return ifr.Uint16()&unix.IFF_PERSIST == 0, nil
+}
+
+// applyMTU sets the MTU when asked and returns the one in force. On a device
+// we only attached it also returns how to put the old MTU back, through a
+// netlink handle opened now so Close reaches the right network namespace.
+func applyMTU(name string, mtu int, created bool) (int, func() error, error) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open %s: look up link: %w", name, err)
+	}
+	old := link.Attrs().MTU
+	if mtu == 0 || mtu == old {
+		return old, nil, nil
+	}
+	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		return 0, nil, fmt.Errorf("open %s: set mtu %d: %w", name, mtu, err)
+	}
+	if created {
+		return mtu, nil, nil
+	}
+	return mtu, restoreMTU(name, link.Attrs().Index, old), nil
+}
+
+func restoreMTU(name string, index, mtu int) func() error {
+	h, err := netlink.NewHandle()
+	return func() error {
+		if err != nil {
+			return fmt.Errorf("restore %s mtu %d: %w", name, mtu, err)
+		}
+		defer h.Close()
+		link, err := h.LinkByIndex(index)
+		if err == nil {
+			err = h.LinkSetMTU(link, mtu)
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s mtu %d: %w", name, mtu, err)
+		}
+		return nil
+	}
+}
+
+// Name is the interface name, such as tun0.
+func (t *Tun) Name() string { return t.name }
+
+// Created reports whether Open created the device. When false, Open attached
+// a persistent device that existed before, and Close leaves it in place.
+func (t *Tun) Created() bool { return t.created }
+
+// BatchSize is the most packets one Read or Write handles.
+func (t *Tun) BatchSize() int { return BatchSize }
+
+// MTU is the device MTU when Open returned.
+func (t *Tun) MTU() int { return t.mtu }
+
+// Close releases the device, which the kernel deletes if Open created it, and
+// wakes blocked Reads and Writes; they and later calls return net.ErrClosed.
+// On an attached device it restores an MTU that Open changed.
+func (t *Tun) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	err := t.file.Close()
+	if err != nil {
+		err = fmt.Errorf("close %s: %w", t.name, err)
+	}
+	if t.restore != nil {
+		err = errors.Join(err, t.restore())
+	}
+	return err
+}

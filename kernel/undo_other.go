@@ -1,0 +1,31 @@
+//go:build !linux
+
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Host changes are Linux-only; elsewhere they fail with errors.ErrUnsupported.
+
+func unsupported(what string) error {
+	return fmt.Errorf("%s: %w on this system: use --backend netstack", what, errors.ErrUnsupported)
+}
+
+func (u *Undo) LinkUp(dev string) error { return unsupported("set " + dev + " up") }
+
+func (u *Undo) SetMTU(dev string, mtu int) error { return unsupported("set " + dev + " mtu") }
+
+func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
+	return unsupported("add " + p.String() + " to " + dev)
+}
+
+func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
+	return unsupported("add route " + dst.String() + " dev " + dev)
+}
+
+func (u *Undo) SetSysctl(name, value string) error { return unsupported("sysctl " + name) }
+
+func (u *Undo) Masquerade(src netip.Prefix) error { return unsupported("masquerade " + src.String()) }

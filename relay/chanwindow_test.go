@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// channelPair opens a channel over an in-memory SSH connection and returns
+// the client's end and the server's.
+func channelPair(t *testing.T) (client, server ssh.Channel) {
+	t.Helper()
+	_, hk, _ := ed25519.GenerateKey(rand.Reader)
+	hs, err := ssh.NewSignerFromKey(hk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	cfg.AddHostKey(hs)
+	a, b := tcpPair(t) // net.Pipe would deadlock: both sides send their version first
+	srvCh := make(chan ssh.Channel, 1)
+	go func() {
+		_, chans, reqs, err := ssh.NewServerConn(b, cfg)
+		if err != nil {
+			close(srvCh)
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		nc := <-chans
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			close(srvCh)
+			return
+		}
+		go ssh.DiscardRequests(creqs)
+		srvCh <- ch
+	}()
+	c, chans, reqs, err := ssh.NewClientConn(a, "pipe", &ssh.ClientConfig{HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	go func() {
+		for nc := range chans {
+			nc.Reject(ssh.Prohibited, "no")
+		}
+	}()
+	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(ChannelType, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(creqs)
+	server = <-srvCh
+	if server == nil {
+		t.Fatal("server side of the channel failed")
+	}
+	return client, server
+}
+
+// TestChanShimMatchesXCrypto fails when golang.org/x/crypto/ssh changes the
+// internals chanwindow.go mirrors: then update the mirror (or, once
+// golang/go#70029 lands, replace the shim with the new API).
+func TestChanShimMatchesXCrypto(t *testing.T) {
+	client, server := channelPair(t)
+	for _, ch := range []ssh.Channel{client, server} {
+		s, err := newChanShim(ch)
+		if err != nil {
+			t.Fatalf("x/crypto/ssh changed shape: %v", err)
+		}
+		if s.maxPayload != 1<<15 {
+			t.Errorf("peer's max packet %d, want x/crypto's 32768", s.maxPayload)
+		}
+		s.win.L.Lock()
+		win := s.win.win
+		s.win.L.Unlock()
+		if win != 64<<15 {
+			t.Errorf("initial window %d, want x/crypto's 2 MiB", win)
+		}
+	}
+}
+
+func TestChanShimReadsOneMessageAtATime(t *testing.T) {
+	client, server := channelPair(t)
+	s, err := newChanShim(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := [][]byte{[]byte("first"), bytes.Repeat([]byte("second"), 300), []byte("3")}
+	for _, m := range msgs {
+		if _, err := client.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until all three are queued together, as they are under load.
+	deadline := time.Now().Add(5 * time.Second)
+	for queued(s) < len(msgs) {
+		if time.Now().After(deadline) {
+			t.Fatal("messages never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i, want := range msgs {
+		n, err := s.nextLen(false)
+		if err != nil || n != len(want) {
+			t.Fatalf("message %d: nextLen = %d, %v; want %d", i, n, err, len(want))
+		}
+		got := make([]byte, n)
+		if _, err := s.readMessage(got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("message %d: got %q", i, got)
+		}
+	}
+	if n, err := s.nextLen(false); n != 0 || err != nil {
+		t.Fatalf("after the last message: nextLen = %d, %v", n, err)
+	}
+}
+
+// queued counts the messages waiting in the shim's buffer.
+func queued(s *chanShim) int {
+	b := s.pending
+	b.L.Lock()
+	defer b.L.Unlock()
+	n := 0
+	for e := b.head; e != nil; e = e.next {
+		if len(e.buf) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
+	client, server := channelPair(t)
+	s, err := newChanShim(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	window := func() uint32 {
+		s.win.L.Lock()
+		defer s.win.L.Unlock()
+		return s.win.win
+	}
+	before := window()
+	p := bytes.Repeat([]byte{0xab}, 1404)
+	if err := s.writeDatagram(p, 4); err != nil {
+		t.Fatal(err)
+	}
+	if got := before - window(); got != 1408 {
+		t.Fatalf("window charged %d for a 1404-byte datagram, want len+4 = 1408", got)
+	}
+	got := make([]byte, 2000)
+	n, err := client.Read(got)
+	if err != nil || n != len(p) {
+		t.Fatalf("client read %d, %v", n, err)
+	}
+
+	// With less window than a datagram needs, the write waits instead of
+	// sending part of it.
+	s.win.L.Lock()
+	saved := s.win.win
+	s.win.win = 100
+	s.win.L.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- s.writeDatagram(p, 4) }()
+	select {
+	case err := <-done:
+		t.Fatalf("wrote with a 100-byte window: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.win.L.Lock()
+	s.win.win = saved
+	s.win.Broadcast()
+	s.win.L.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	n, err = client.Read(got)
+	if err != nil || n != len(p) {
+		t.Fatalf("after the window opened, client read %d, %v; want one whole datagram", n, err)
+	}
+
+	if err := s.writeDatagram(make([]byte, 40000), 0); err == nil {
+		t.Fatal("a datagram beyond the peer's max packet was written")
+	}
+}
+
+func TestChanShimRejectsOtherChannels(t *testing.T) {
+	if _, err := newChanShim(fakeChannel{}); err == nil {
+		t.Fatal("shim bound to a channel that is not x/crypto's")
+	}
+}
+
+type fakeChannel struct{ ssh.Channel }
+
+// tcpPair is a connected loopback TCP pair.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
