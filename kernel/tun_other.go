@@ -5,6 +5,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -29,3 +30,11 @@ func (t *Tun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return 0, errors.ErrUnsupported
 }
 func (t *Tun) Write(bufs [][]byte, offset int) (int, error) { return 0, errors.ErrUnsupported }
+
+// CheckAccess fails: there are no tun/tap devices here.
+func CheckAccess() error {
+	return fmt.Errorf("open tun: %w on this system: use --backend netstack", errors.ErrUnsupported)
+}
+
+// AddressOwner fails: there are no tun/tap devices here.
+func AddressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }

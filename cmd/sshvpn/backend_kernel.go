@@ -22,6 +22,12 @@ type kernelBackend struct {
 }
 
 func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) {
+	if err := kernel.CheckAccess(); err != nil {
+		return nil, err
+	}
+	if err := checkAddressesFree(c.tunAddrs); err != nil {
+		return nil, err
+	}
 	b := &kernelBackend{addrs: c.tunAddrs, nat: c.nat, mtu: c.mtu, log: log, global: kernel.NewUndo(log)}
 	if !c.nat {
 		return b, nil
@@ -31,6 +37,21 @@ func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) 
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkAddressesFree refuses a --tun-address that an interface already
+// holds: the gateway would answer for it on two links.
+func checkAddressesFree(addrs []netip.Prefix) error {
+	for _, a := range addrs {
+		owner, err := kernel.AddressOwner(a.Addr())
+		if err != nil {
+			return err
+		}
+		if owner != "" {
+			return fmt.Errorf("--tun-address %s: address in use: %s is already on %s; pick an address no interface has", a, a.Addr(), owner)
+		}
+	}
+	return nil
 }
 
 // enableNAT turns on forwarding for the families in use and masquerades

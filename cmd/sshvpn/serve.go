@@ -87,6 +87,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.level.Level}))
+	ln, err := listen(c.listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	backend, err := newKernelBackend(c, log)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
 	signer, err := relay.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
 		return err
@@ -95,11 +105,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	backend, err := newKernelBackend(c, log)
-	if err != nil {
-		return err
-	}
-	defer backend.Close()
 	srv, err := relay.NewServer(relay.ServerConfig{
 		HostKeys:     []ssh.Signer{signer},
 		Keys:         keys,
@@ -109,10 +114,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Open:         backend.Open,
 		Log:          log,
 	})
-	if err != nil {
-		return err
-	}
-	ln, err := listen(c.listen)
 	if err != nil {
 		return err
 	}
