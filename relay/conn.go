@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -94,7 +96,8 @@ func (cs *connState) run(ctx context.Context, ch ssh.Channel, dev Device, mode M
 	log.Info("tunnel up", "mode", mode)
 	err := NewPump(c, dev, &in, &out, log).Run(ctx)
 	c.Close()
-	if cerr := dev.Close(); cerr != nil && err == nil {
+	// The pump closed both already; this Close covers a pump that never ran.
+	if cerr := dev.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = cerr
 	}
 	cs.remove(dev)

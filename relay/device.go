@@ -58,4 +58,8 @@ func (e *DropError) Error() string {
 	return "packet dropped: " + e.Reason.String()
 }
 
-func (e *DropError) Unwrap() []error { return []error{ErrDropped, e.Err} }
+// Is makes errors.Is(err, ErrDropped) hold without allocating, which
+// Unwrap() []error would do on every call.
+func (e *DropError) Is(target error) bool { return target == ErrDropped }
+
+func (e *DropError) Unwrap() error { return e.Err }

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+func TestParseServeDefaults(t *testing.T) {
+	c, err := parseServe(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.listen != ":2222" || c.permit != relay.PermitYes || c.backend != "kernel" || c.mtu != 1500 || c.nat {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if !strings.HasSuffix(c.hostKey, "sshvpn/ssh_host_ed25519_key") || !strings.HasSuffix(c.authorizedKeys, ".ssh/authorized_keys") {
+		t.Fatalf("default paths: %q %q", c.hostKey, c.authorizedKeys)
+	}
+	if !strings.HasPrefix(c.ciphers, "aes128-gcm@openssh.com,") {
+		t.Fatalf("AES-GCM must be offered first: %q", c.ciphers)
+	}
+}
+
+func TestParseServeFlags(t *testing.T) {
+	c, err := parseServe([]string{"--listen", "198.18.0.1:22", "--permit-tunnel", "ethernet",
+		"--tun-address", "198.18.3.1/24", "--tun-address", "2001:2::1/64", "--nat", "--mtu", "9000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24"), netip.MustParsePrefix("2001:2::1/64")}
+	if c.listen != "198.18.0.1:22" || c.permit != relay.PermitEthernet || !c.nat || c.mtu != 9000 ||
+		len(c.tunAddrs) != 2 || c.tunAddrs[0] != want[0] || c.tunAddrs[1] != want[1] {
+		t.Fatalf("parsed %+v", c)
+	}
+}
+
+func TestParseServeErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--permit-tunnel", "maybe"}, "want yes, point-to-point, ethernet or no"},
+		{[]string{"--backend", "netstack"}, "not built yet"},
+		{[]string{"--backend", "qemu"}, `unknown backend "qemu"`},
+		{[]string{"--tun-address", "198.18.3.1"}, "like 198.18.0.1/24"},
+		{[]string{"--mtu", "20000"}, "--mtu 20000: want 576 to 16380"},
+		{[]string{"--nat"}, "--nat needs --tun-address"},
+		{[]string{"extra"}, "serve takes no arguments"},
+	} {
+		var stderr bytes.Buffer
+		_, err := parseServe(tt.args, &stderr)
+		if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
+			t.Errorf("%v: error %v (stderr %q), want %q", tt.args, err, stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "sshvpn ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	if err := run(context.Background(), []string{"frobnicate"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if err := run(context.Background(), nil, &out, &errOut); err == nil || !strings.Contains(errOut.String(), "sshvpn serve") {
+		t.Fatalf("no command: %v %q", err, errOut.String())
+	}
+}
