@@ -42,7 +42,9 @@ type AuthorizedKeys struct {
 }
 
 // LoadAuthorizedKeys reads path. Every line that is not a key, with its
-// options, is an error naming the file and line.
+// options, is an error naming the file and line. A missing file is not an
+// error: the gateway starts refusing every login (Len is 0) and picks the
+// file up once it exists, as sshd does.
 func LoadAuthorizedKeys(path string) (*AuthorizedKeys, error) {
 	a := &AuthorizedKeys{path: path}
 	if err := a.reload(); err != nil {
@@ -61,7 +63,8 @@ func (a *AuthorizedKeys) Len() int {
 func (a *AuthorizedKeys) reload() error {
 	fi, err := os.Stat(a.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("authorized keys %s: %w: put the clients' public keys there or pass --authorized-keys", a.path, err)
+		a.keys, a.modTime = nil, time.Time{}
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("authorized keys: %w", err)
@@ -165,6 +168,9 @@ func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, remote net.Addr) (*KeyOptions
 				ssh.FingerprintSHA256(key), o.Source, remote, strings.Join(o.From, ","))
 		}
 		return &o, nil
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("key %s refused: %s is missing or empty", ssh.FingerprintSHA256(key), a.path)
 	}
 	return nil, fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path)
 }

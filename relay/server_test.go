@@ -340,9 +340,19 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 			t.Errorf("error %v, want it to contain %q", err, tt.want)
 		}
 	}
-	_, err := relay.LoadAuthorizedKeys(filepath.Join(t.TempDir(), "missing"))
-	if err == nil || !strings.Contains(err.Error(), "--authorized-keys") {
-		t.Errorf("missing file: %v", err)
+	// A missing file starts empty and is picked up once it appears.
+	missing := filepath.Join(t.TempDir(), "authorized_keys")
+	keys, err := relay.LoadAuthorizedKeys(missing)
+	if err != nil || keys.Len() != 0 {
+		t.Fatalf("missing file: %v, %d keys", err, keys.Len())
+	}
+	signer := newSigner(t)
+	if _, err := keys.Lookup(signer.PublicKey(), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil || !strings.Contains(err.Error(), "missing or empty") {
+		t.Fatalf("lookup in a missing file: %v", err)
+	}
+	os.WriteFile(missing, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600)
+	if _, err := keys.Lookup(signer.PublicKey(), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatalf("the key added after start was not found: %v", err)
 	}
 }
 
@@ -365,5 +375,38 @@ func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 	}
 	if !bytes.Equal(k1.PublicKey().Marshal(), k2.PublicKey().Marshal()) {
 		t.Fatal("a second start made a new host key")
+	}
+}
+
+func TestAuthorizedKeysExample(t *testing.T) {
+	const path = "../testdata/authorized_keys.example"
+	keys, err := relay.LoadAuthorizedKeys(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	var pubs []ssh.PublicKey
+	for rest := data; len(rest) > 0; {
+		k, _, _, r, err := ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			break
+		}
+		pubs, rest = append(pubs, k), r
+	}
+	if len(pubs) != 3 || keys.Len() != 3 {
+		t.Fatalf("%d keys parsed, %d loaded; want 3", len(pubs), keys.Len())
+	}
+	from := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1} }
+	if o, err := keys.Lookup(pubs[0], from("127.0.0.1")); err != nil || o.ForceUnit != nil || o.Restrict {
+		t.Errorf("plain key: %+v %v", o, err)
+	}
+	if o, err := keys.Lookup(pubs[1], from("198.18.0.5")); err != nil || o.ForceUnit == nil || *o.ForceUnit != 5 {
+		t.Errorf("tunnel=5 key: %+v %v", o, err)
+	}
+	if _, err := keys.Lookup(pubs[1], from("198.18.9.9")); err == nil || !strings.Contains(err.Error(), "not allowed from") {
+		t.Errorf("negated from= address let in: %v", err)
+	}
+	if o, err := keys.Lookup(pubs[2], from("127.0.0.1")); err != nil || !o.Restrict || !strings.HasSuffix(o.Source, ":11") {
+		t.Errorf("restrict key: %+v %v", o, err)
 	}
 }

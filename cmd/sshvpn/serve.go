@@ -105,6 +105,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if keys.Len() == 0 {
+		log.Warn("no authorized keys yet: every login is refused until you add clients' public keys (read again on each login)",
+			"file", c.authorizedKeys)
+	}
 	srv, err := relay.NewServer(relay.ServerConfig{
 		HostKeys:     []ssh.Signer{signer},
 		Keys:         keys,
