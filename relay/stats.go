@@ -11,10 +11,11 @@ const (
 	DropOversized                   // larger than the MTU or the peer's frame limit
 	DropFamily                      // unknown or mismatched address family
 	DropWrite                       // the destination refused it (EINVAL from a tun, ...)
+	DropSpoofed                     // its source address belongs to another tunnel
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"malformed", "truncated", "oversized", "family", "write"}
+var dropNames = [numDropReasons]string{"malformed", "truncated", "oversized", "family", "write", "spoofed"}
 
 func (r DropReason) String() string {
 	if r < 0 || r >= numDropReasons {

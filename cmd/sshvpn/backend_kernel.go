@@ -19,6 +19,7 @@ type kernelBackend struct {
 	mtu    int
 	log    *slog.Logger
 	global *kernel.Undo
+	claims *kernel.Claims
 }
 
 func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) {
@@ -28,7 +29,8 @@ func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) 
 	if err := checkAddressesFree(c.tunAddrs); err != nil {
 		return nil, err
 	}
-	b := &kernelBackend{addrs: c.tunAddrs, nat: c.nat, mtu: c.mtu, log: log, global: kernel.NewUndo(log)}
+	b := &kernelBackend{addrs: c.tunAddrs, nat: c.nat, mtu: c.mtu, log: log,
+		global: kernel.NewUndo(log), claims: kernel.NewClaims()}
 	if !c.nat {
 		return b, nil
 	}
@@ -90,7 +92,9 @@ func (b *kernelBackend) Open(ctx context.Context, req relay.TunnelRequest) (rela
 	if err != nil {
 		return nil, err
 	}
-	d := &kernelDevice{Tun: tun, undo: kernel.NewUndo(b.log), addrs: b.addrs, nat: b.nat}
+	undo := kernel.NewUndo(b.log)
+	d := &kernelDevice{Tun: tun, undo: undo, addrs: b.addrs, nat: b.nat,
+		guard: kernel.NewSourceGuard(b.claims, undo, tun.Name(), req.Mode, b.addrs, b.log)}
 	if err := d.configure(); err != nil {
 		d.Close()
 		return nil, err
@@ -102,8 +106,24 @@ func (b *kernelBackend) Open(ctx context.Context, req relay.TunnelRequest) (rela
 type kernelDevice struct {
 	*kernel.Tun
 	undo  *kernel.Undo
+	guard *kernel.SourceGuard
 	addrs []netip.Prefix
 	nat   bool
+}
+
+// Write implements relay.Device: packets from the client pass the source
+// guard on their way into the device.
+func (d *kernelDevice) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if !d.guard.Check(b[offset:]) {
+			n, err := d.Tun.Write(bufs[:i], offset)
+			if err != nil {
+				return n, err
+			}
+			return i, &relay.DropError{Reason: relay.DropSpoofed}
+		}
+	}
+	return d.Tun.Write(bufs, offset)
 }
 
 // configure brings the device up first: Linux drops IPv6 addresses from a
@@ -123,6 +143,7 @@ func (d *kernelDevice) configure() error {
 // Close reverts the device's configuration, then closes it, which removes
 // a device sshvpn created.
 func (d *kernelDevice) Close() error {
+	d.guard.Release() // first: no route may be added after the revert
 	err := d.undo.Revert()
 	if cerr := d.Tun.Close(); err == nil {
 		err = cerr

@@ -1,0 +1,42 @@
+package kernel
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// Claims records which tunnel device each client address lives behind.
+// Every tunnel device of a gateway carries the same gateway address and
+// prefix, so the prefix route alone would send every client's replies to
+// whichever device came first; a host route per claimed address sends them
+// to the right one, and a client can never take an address another client
+// holds.
+type Claims struct {
+	mu    sync.Mutex
+	owner map[netip.Addr]string
+}
+
+// NewClaims returns an empty registry.
+func NewClaims() *Claims { return &Claims{owner: make(map[netip.Addr]string)} }
+
+// claim gives a to dev unless another device holds it. It reports whether
+// dev may use a, and whether the claim is new.
+func (c *Claims) claim(a netip.Addr, dev string) (ok, fresh bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.owner[a] {
+	case dev:
+		return true, false
+	case "":
+		c.owner[a] = dev
+		return true, true
+	}
+	return false, false
+}
+
+// release frees a.
+func (c *Claims) release(a netip.Addr) {
+	c.mu.Lock()
+	delete(c.owner, a)
+	c.mu.Unlock()
+}

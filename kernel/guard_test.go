@@ -1,0 +1,104 @@
+package kernel
+
+import (
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+func ipv4From(src string) []byte {
+	p := make([]byte, 20)
+	p[0] = 0x45
+	a := netip.MustParseAddr(src).As4()
+	copy(p[12:], a[:])
+	return p
+}
+
+func TestSourceOf(t *testing.T) {
+	v6 := make([]byte, 40)
+	v6[0] = 0x60
+	a6 := netip.MustParseAddr("2001:2::5").As16()
+	copy(v6[8:], a6[:])
+	eth := func(typ uint16, payload []byte) []byte {
+		f := make([]byte, 14, 14+len(payload))
+		f[12], f[13] = byte(typ>>8), byte(typ)
+		return append(f, payload...)
+	}
+	arp := make([]byte, 28)
+	arp[2], arp[3] = 0x08, 0x00
+	copy(arp[14:18], []byte{198, 18, 3, 7})
+	for _, tt := range []struct {
+		name string
+		p    []byte
+		mode relay.Mode
+		want string // "" for none
+	}{
+		{"ipv4", ipv4From("198.18.3.2"), relay.PointToPoint, "198.18.3.2"},
+		{"ipv6", v6, relay.PointToPoint, "2001:2::5"},
+		{"short", []byte{0x45, 0}, relay.PointToPoint, ""},
+		{"eth-ipv4", eth(0x0800, ipv4From("198.18.3.9")), relay.Ethernet, "198.18.3.9"},
+		{"eth-ipv6", eth(0x86dd, v6), relay.Ethernet, "2001:2::5"},
+		{"eth-arp", eth(0x0806, arp), relay.Ethernet, "198.18.3.7"},
+		{"eth-vlan", eth(0x8100, ipv4From("198.18.3.9")), relay.Ethernet, ""},
+	} {
+		got, ok := sourceOf(tt.p, tt.mode)
+		if (tt.want == "") == ok || (ok && got != netip.MustParseAddr(tt.want)) {
+			t.Errorf("%s: sourceOf = %v, %v; want %q", tt.name, got, ok, tt.want)
+		}
+	}
+}
+
+// Two tunnels share the gateway's network: each client's address is routed
+// to its own device, and neither may use the other's.
+func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		nets := []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}
+		claims := NewClaims()
+		var guards [2]*SourceGuard
+		var undos [2]*Undo
+		for i := range guards {
+			tun := open(t, relay.PointToPoint, relay.AnyUnit)
+			undos[i] = NewUndo(slog.New(slog.DiscardHandler))
+			if err := undos[i].LinkUp(tun.Name()); err != nil {
+				t.Fatal(err)
+			}
+			guards[i] = NewSourceGuard(claims, undos[i], tun.Name(), relay.PointToPoint, nets, slog.New(slog.DiscardHandler))
+		}
+		if !guards[0].Check(ipv4From("198.18.3.2")) || !guards[1].Check(ipv4From("198.18.3.3")) {
+			t.Fatal("first packets refused")
+		}
+		if guards[1].Check(ipv4From("198.18.3.2")) {
+			t.Fatal("tunnel 1 used tunnel 0's address")
+		}
+		if !guards[0].Check(ipv4From("198.18.3.2")) || !guards[1].Check(ipv4From("203.0.113.9")) {
+			t.Fatal("an owned address or one outside the tunnel network was refused")
+		}
+		if guards[0].Check(ipv4From("198.18.3.1")) == false {
+			t.Fatal("the gateway's own address is not a client's to claim, but passes")
+		}
+		routes := run(t, "ip", "route")
+		for _, want := range []string{"198.18.3.2 dev tun0", "198.18.3.3 dev tun1"} {
+			if !strings.Contains(routes, want) {
+				t.Errorf("routes lack %q:\n%s", want, routes)
+			}
+		}
+		guards[0].Release()
+		if err := undos[0].Revert(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(run(t, "ip", "route"), "198.18.3.2 ") {
+			t.Error("a released claim's route remained")
+		}
+		if !guards[1].Check(ipv4From("198.18.3.2")) {
+			t.Error("a released address could not be claimed again")
+		}
+		if guards[0].Check(ipv4From("198.18.3.4")) {
+			t.Error("a released guard claimed a new address")
+		}
+		undos[1].Revert()
+	})
+}
