@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO       ?= go
 FUZZTIME ?= 30s
+BENCHTIME ?= 3x
 BIN      := bin/sshvpn
 
 .PHONY: help build test unit integration fmt-check vet vet-cross fuzz bench clean
@@ -35,7 +36,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 
 bench: ## micro-benchmarks, then the ssh -w comparison in namespaces (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./relay/ ./kernel/
-	$(GO) test -tags integration -run '^$$' -bench . -benchtime 1x -timeout 20m ./cmd/sshvpn/
+	$(GO) test -tags integration -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./bench/
 
 clean: ## remove build output
 	rm -rf bin integration.log
