@@ -16,7 +16,7 @@ import (
 // ("net.ipv4.ip_forward"), to value through /proc/sys. A name that contains
 // "/" is taken as a path under /proc/sys as is, for the interface names that
 // hold dots ("net/ipv4/conf/eth0.100/forwarding"). Revert writes the old value
-// back, and only if SetSysctl changed it.
+// back, and only if SetSysctl changed it and nobody changed it since.
 //
 // Parameters under net. belong to the calling thread's network namespace.
 func (u *Undo) SetSysctl(name, value string) error {
@@ -44,6 +44,11 @@ func (u *Undo) SetSysctl(name, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 	}
 	u.record(fmt.Sprintf("sysctl %s=%s (was %s)", name, value, oldValue), func() error {
+		// Someone who changed it since owns it now: leave it be.
+		if now, err := os.ReadFile(path); err == nil && string(bytes.TrimSpace(now)) != value {
+			u.log().Info("sysctl changed by someone else since; not restored", "name", name, "value", string(bytes.TrimSpace(now)))
+			return nil
+		}
 		if err := writeSysctl(path, oldValue); err != nil {
 			return fmt.Errorf("restore sysctl %s=%s: %w", name, oldValue, err)
 		}

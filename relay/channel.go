@@ -161,37 +161,36 @@ func (c *Channel) readMessage(buf []byte, size *int, offset, n int) (bool, error
 // decode validates one whole message and returns the packet it carries,
 // which starts at msg[0] (ethernet) or msg[4] (point-to-point).
 func (c *Channel) decode(msg []byte) ([]byte, DropReason, bool) {
-	var frame []byte
-	var err error
 	if c.mode == PointToPoint {
-		frame, _, err = SplitL3(msg)
-	} else {
-		frame, _, err = SplitL2(msg)
-		if errors.Is(err, ErrUnknownLength) {
-			frame, err = msg, nil // a message is a frame: OpenSSH sends one per message
+		pkt, err := DecodeL3(msg)
+		if err != nil {
+			return nil, dropReason(err), false
 		}
+		if len(pkt) > c.mtu {
+			return nil, DropOversized, false
+		}
+		return pkt, 0, true
+	}
+	frame, _, err := SplitL2(msg)
+	if err == ErrUnknownLength { // unwrapped; errors.Is would allocate
+		frame, err = msg, nil // a message is a frame: OpenSSH sends one per message
+	}
+	if err == nil {
+		err = DecodeL2(frame, c.mtu)
 	}
 	if err != nil {
 		return nil, dropReason(err), false
 	}
-	if c.mode == PointToPoint {
-		frame = frame[4:]
-		if len(frame) > c.mtu {
-			return nil, DropOversized, false
-		}
-	} else if len(frame) > c.mtu+14+4 {
-		return nil, DropOversized, false
-	}
 	return frame, 0, true
 }
 
-// dropReason maps a framer error to the counter it belongs to.
+// dropReason maps a framer error to the counter it belongs to, without the
+// allocation errors.As would cost on every dropped packet.
 func dropReason(err error) DropReason {
-	var de *DropError
-	switch {
-	case errors.As(err, &de):
+	if de, ok := errors.AsType[*DropError](err); ok {
 		return de.Reason
-	case errors.Is(err, ErrShort):
+	}
+	if err == ErrShort {
 		return DropTruncated
 	}
 	return DropMalformed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -20,26 +21,35 @@ type connState struct {
 	log  *slog.Logger
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex
-	tunnels []Device
-	opened  chan struct{} // closed when the first tunnel is up
+	mu       sync.Mutex
+	tunnels  []Device
+	channels int           // open tunnels and sessions, for maxChannels
+	opened   chan struct{} // closed when the first tunnel is up
+	openOnce sync.Once
 }
+
+// maxChannels bounds what one authenticated client may hold open at once
+// (sshd's MaxSessions is 10): each tunnel is a kernel device and buffers.
+const maxChannels = 10
 
 func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 	cs.opened = make(chan struct{})
 	for nc := range chans {
 		switch t := nc.ChannelType(); t {
-		case ChannelType:
+		case ChannelType, "session":
+			if !cs.take() {
+				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", maxChannels))
+				continue
+			}
 			cs.wg.Add(1)
 			go func() {
 				defer cs.wg.Done()
-				cs.tunnel(ctx, nc)
-			}()
-		case "session":
-			cs.wg.Add(1)
-			go func() {
-				defer cs.wg.Done()
-				cs.session(nc)
+				defer cs.give()
+				if t == ChannelType {
+					cs.tunnel(ctx, nc)
+				} else {
+					cs.session(nc)
+				}
 			}()
 		default:
 			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w) and a status session", t))
@@ -94,7 +104,10 @@ func (cs *connState) run(ctx context.Context, ch ssh.Channel, dev Device, mode M
 	cs.add(dev)
 	log := cs.log.With("tunnel", describeShort(dev))
 	log.Info("tunnel up", "mode", mode)
-	err := NewPump(c, dev, &in, &out, log).Run(ctx)
+	// The device is the pump's first side because the pump closes its
+	// sides in order, and closing the channel can wait behind a write to a
+	// stalled client: the device and its routes must go at once.
+	err := NewPump(dev, c, &out, &in, log).Run(ctx)
 	c.Close()
 	// The pump closed both already; this Close covers a pump that never ran.
 	if cerr := dev.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
@@ -106,13 +119,28 @@ func (cs *connState) run(ctx context.Context, ch ssh.Channel, dev Device, mode M
 		"out.packets", out.Snapshot().Packets, "out.bytes", out.Snapshot().Bytes, "out.drops", out.Snapshot().Drops)
 }
 
+// take counts one more open channel, unless the client holds maxChannels.
+func (cs *connState) take() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.channels >= maxChannels {
+		return false
+	}
+	cs.channels++
+	return true
+}
+
+func (cs *connState) give() {
+	cs.mu.Lock()
+	cs.channels--
+	cs.mu.Unlock()
+}
+
 func (cs *connState) add(d Device) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cs.tunnels = append(cs.tunnels, d)
-	if len(cs.tunnels) == 1 {
-		close(cs.opened)
-	}
+	cs.openOnce.Do(func() { close(cs.opened) })
 }
 
 func (cs *connState) remove(d Device) {
@@ -201,7 +229,10 @@ func (cs *connState) greet(ch ssh.Channel, pty bool) {
 	ch.Write([]byte(text))
 	if !pty {
 		// Without a terminal the client's stdin may well be /dev/null:
-		// its EOF must not end the tunnel. The client closes the channel.
+		// its EOF must not end the tunnel; the client closes the channel.
+		// Whatever it types is read and dropped so it never fills the
+		// window.
+		io.Copy(io.Discard, ch)
 		return
 	}
 	waitForHangup(ch)

@@ -47,6 +47,9 @@ func checkTunnel(permit PermitTunnel, mode Mode, unit uint32, key *KeyOptions) (
 	if mode != PointToPoint && mode != Ethernet {
 		return 0, fmt.Errorf("tunnel refused: unknown tunnel mode %d", uint32(mode))
 	}
+	if unit > AnyUnit {
+		return 0, fmt.Errorf("tunnel refused: unit %d is out of range", unit)
+	}
 	if !permit.Allows(mode) {
 		return 0, fmt.Errorf("%s tunnel refused: this gateway runs with --permit-tunnel %s", mode, permit)
 	}

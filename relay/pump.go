@@ -84,6 +84,8 @@ func (s *stopper) stop(cause error) {
 		}
 		s.log.Debug("pump stopping", "cause", cause)
 		close(s.done)
+		// In order: a Close that can block (an SSH channel behind a
+		// stalled peer) belongs second.
 		for _, d := range s.devs {
 			if err := d.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("pump: close device", "err", err)
@@ -112,7 +114,7 @@ type direction struct {
 
 // newDirection allocates the direction's buffers, once: src.BatchSize rows,
 // each large enough for the bigger MTU of the two plus an ethernet header and
-// a VLAN tag, and never smaller than a MaxFrame datagram behind Headroom.
+// a VLAN tag. Devices drop (and count) what is larger than their MTU.
 func newDirection(name string, src, dst Device, c *Counters, log *slog.Logger) *direction {
 	batch := max(src.BatchSize(), 1)
 	size := bufSize(src.MTU(), dst.MTU())
@@ -132,7 +134,7 @@ func newDirection(name string, src, dst Device, c *Counters, log *slog.Logger) *
 
 // bufSize rounds up to a multiple of 64 bytes so rows start on cache lines.
 func bufSize(mtuA, mtuB int) int {
-	n := max(Headroom+max(mtuA, mtuB)+ethHeaderLen+vlanTagLen, Headroom+MaxFrame)
+	n := Headroom + max(mtuA, mtuB) + ethHeaderLen + vlanTagLen
 	return (n + 63) &^ 63
 }
 

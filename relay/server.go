@@ -59,10 +59,11 @@ type Server struct {
 	ssh *ssh.ServerConfig
 	log *slog.Logger
 
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[*ssh.ServerConn]struct{}
-	closing bool
+	wg          sync.WaitGroup
+	mu          sync.Mutex
+	conns       map[net.Conn]struct{}
+	handshaking int
+	closing     bool
 }
 
 // keyOptionsKey is where the authorized_keys options travel from the
@@ -83,7 +84,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, conns: make(map[*ssh.ServerConn]struct{})}
+	s := &Server{cfg: cfg, log: cfg.Log, conns: make(map[net.Conn]struct{})}
 	s.ssh = &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers},
 		PublicKeyCallback: s.authenticate,
@@ -104,21 +105,35 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	return &ssh.Permissions{ExtraData: map[any]any{keyOptionsKey{}: opts}}, nil
 }
 
-// Serve accepts connections on ln until ctx ends or ln fails, then closes
-// every connection and returns once all their tunnels are torn down.
+// Serve accepts connections on ln until ctx ends or ln is closed, then
+// closes every connection and returns once all their tunnels are torn down.
+// A failing Accept (out of file descriptors, say) is retried with backoff,
+// as net/http does: it must not take every client's tunnel down.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var err error
-	for {
+	for backoff := time.Duration(0); ; {
 		var c net.Conn
 		c, err = ln.Accept()
 		if err != nil {
-			break
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.untrack(c)
 			s.serveConn(ctx, c)
 		}()
 	}
@@ -130,6 +145,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 }
 
+// closeAll closes every connection, handshaking or not, and refuses new
+// ones.
 func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,6 +156,37 @@ func (s *Server) closeAll() {
 	}
 }
 
+// maxHandshakes bounds unauthenticated connections, as sshd's MaxStartups
+// does, so a flood of them cannot use up file descriptors for everyone.
+const maxHandshakes = 64
+
+// track registers a connection from its accept on; it refuses once Serve is
+// stopping or too many are still handshaking.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.handshaking >= maxHandshakes {
+		return false
+	}
+	s.handshaking++
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// handshakeDone counts a connection out of the unauthenticated ones.
+func (s *Server) handshakeDone() {
+	s.mu.Lock()
+	s.handshaking--
+	s.mu.Unlock()
+}
+
 // handshakeTimeout bounds how long an unauthenticated client may hold a
 // connection.
 const handshakeTimeout = 30 * time.Second
@@ -146,39 +194,17 @@ const handshakeTimeout = 30 * time.Second
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	conn, chans, reqs, err := ssh.NewServerConn(c, s.ssh)
+	s.handshakeDone()
 	if err != nil {
 		s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)
-		c.Close()
 		return
 	}
 	c.SetDeadline(time.Time{})
-	if !s.track(conn) {
-		conn.Close()
-		return
-	}
-	defer s.untrack(conn)
+	defer conn.Close()
 	log := s.log.With("user", conn.User(), "remote", conn.RemoteAddr())
 	log.Info("client connected", "version", string(conn.ClientVersion()))
 	go ssh.DiscardRequests(reqs)
 	cs := &connState{srv: s, conn: conn, log: log}
 	cs.serve(ctx, chans)
 	log.Info("client disconnected")
-}
-
-// track registers a live connection; it refuses once Serve is stopping.
-func (s *Server) track(c *ssh.ServerConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c *ssh.ServerConn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
 }

@@ -410,3 +410,40 @@ func TestAuthorizedKeysExample(t *testing.T) {
 		t.Errorf("restrict key: %+v %v", o, err)
 	}
 }
+
+// A client may close its tunnel and open another on the same connection,
+// and may not hold more than the gateway's limit at once.
+func TestServerReopenAndChannelLimit(t *testing.T) {
+	g := startGateway(t, relay.PermitYes, "")
+	c := g.dial(t)
+	for i := range 3 {
+		ch, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		ch.Close()
+	}
+	var open []ssh.Channel
+	for {
+		ch, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit)
+		if err != nil {
+			var oe *ssh.OpenChannelError
+			if !errors.As(err, &oe) || oe.Reason != ssh.ResourceShortage || !strings.Contains(oe.Message, "too many channels") {
+				t.Fatalf("refusal: %v", err)
+			}
+			break
+		}
+		open = append(open, ch)
+		if len(open) > 100 {
+			t.Fatal("no limit on tunnels per connection")
+		}
+	}
+	// Up to 10; the three closed ones may still be on their way out.
+	if len(open) < 7 || len(open) > 10 {
+		t.Errorf("held %d tunnels, want the limit of 10", len(open))
+	}
+	// The gateway still serves new connections.
+	if _, err := openTunnel(g.dial(t), relay.PointToPoint, relay.AnyUnit); err != nil {
+		t.Fatalf("a second client was refused: %v", err)
+	}
+}
