@@ -58,7 +58,7 @@ func startGateway(t *testing.T, permit relay.PermitTunnel, keyOptions string) *t
 	if err := os.WriteFile(path, []byte("# a comment\n\n"+line+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := relay.LoadAuthorizedKeys(path)
+	keys, err := relay.LoadAuthorizedKeys(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,14 +335,14 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 		if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := relay.LoadAuthorizedKeys(path)
+		_, err := relay.LoadAuthorizedKeys(path, nil)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("error %v, want it to contain %q", err, tt.want)
 		}
 	}
 	// A missing file starts empty and is picked up once it appears.
 	missing := filepath.Join(t.TempDir(), "authorized_keys")
-	keys, err := relay.LoadAuthorizedKeys(missing)
+	keys, err := relay.LoadAuthorizedKeys(missing, nil)
 	if err != nil || keys.Len() != 0 {
 		t.Fatalf("missing file: %v, %d keys", err, keys.Len())
 	}
@@ -380,7 +380,7 @@ func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 
 func TestAuthorizedKeysExample(t *testing.T) {
 	const path = "../testdata/authorized_keys.example"
-	keys, err := relay.LoadAuthorizedKeys(path)
+	keys, err := relay.LoadAuthorizedKeys(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,5 +445,60 @@ func TestServerReopenAndChannelLimit(t *testing.T) {
 	// The gateway still serves new connections.
 	if _, err := openTunnel(g.dial(t), relay.PointToPoint, relay.AnyUnit); err != nil {
 		t.Fatalf("a second client was refused: %v", err)
+	}
+}
+
+// authorized_keys as sshd reads it: option quoting, expiry, duplicate key
+// lines, and lines skipped rather than fatal once the gateway runs.
+func TestAuthorizedKeysLikeSSHD(t *testing.T) {
+	signer := newSigner(t)
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	path := filepath.Join(t.TempDir(), "authorized_keys")
+	load := func(content string) (*relay.AuthorizedKeys, error) {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return relay.LoadAuthorizedKeys(path, nil)
+	}
+
+	// Options sshvpn does not act on are left alone, whatever they hold.
+	keys, err := load(`command="grep -E '\d+' \"x\"",no-pty ` + line + "\n")
+	if err != nil {
+		t.Fatalf("a file sshd takes was refused: %v", err)
+	}
+	if _, err := keys.Lookup(signer.PublicKey(), from); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(`tunnel='3' ` + line + "\n"); err == nil || !strings.Contains(err.Error(), "double quotes") {
+		t.Errorf("single-quoted tunnel= accepted: %v", err)
+	}
+	if _, err := load(`cert-authority ` + line + "\n"); err == nil || !strings.Contains(err.Error(), "cert-authority") {
+		t.Errorf("cert-authority line accepted: %v", err)
+	}
+
+	// An expired key is refused; the same key on a later line still counts.
+	keys, err = load(`expiry-time="20200101Z" ` + line + "\n" + `from="198.18.0.0/15" ` + line + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Lookup(signer.PublicKey(), from); err == nil {
+		t.Error("expired key accepted")
+	}
+	os.WriteFile(path, []byte(`expiry-time="20200101Z" `+line+"\n"+`tunnel="2" `+line+"\n"), 0o600)
+	o, err := keys.Lookup(signer.PublicKey(), from)
+	if err != nil || o.ForceUnit == nil || *o.ForceUnit != 2 {
+		t.Errorf("the second line for the same key was not used: %+v %v", o, err)
+	}
+
+	// Once running, a bad line is skipped and the good ones still work.
+	os.WriteFile(path, []byte("garbage here\n"+line+"\n"), 0o600)
+	if _, err := keys.Lookup(signer.PublicKey(), from); err != nil {
+		t.Errorf("a bad line locked the good key out: %v", err)
+	}
+	// A key removed from the file is refused at the next login.
+	os.WriteFile(path, []byte("# nobody\n"), 0o600)
+	if _, err := keys.Lookup(signer.PublicKey(), from); err == nil {
+		t.Error("a removed key still logs in")
 	}
 }

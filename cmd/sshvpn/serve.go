@@ -101,7 +101,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	keys, err := relay.LoadAuthorizedKeys(c.authorizedKeys)
+	keys, err := relay.LoadAuthorizedKeys(c.authorizedKeys, log)
 	if err != nil {
 		return err
 	}
