@@ -40,3 +40,20 @@ func (c *Claims) release(a netip.Addr) {
 	delete(c.owner, a)
 	c.mu.Unlock()
 }
+
+// reserve claims for dev the first address of network n that nobody holds,
+// other than n's own address (the gateway's), the network address and, for
+// IPv4, the broadcast address.
+func (c *Claims) reserve(n netip.Prefix, dev string) (netip.Addr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	base := n.Masked().Addr()
+	for a, i := base.Next(), 0; a.IsValid() && n.Contains(a) && i < 1<<16; a, i = a.Next(), i+1 {
+		if a == n.Addr() || c.owner[a] != "" || (a.Is4() && !n.Contains(a.Next())) {
+			continue
+		}
+		c.owner[a] = dev
+		return a, true
+	}
+	return netip.Addr{}, false
+}

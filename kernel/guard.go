@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -91,6 +92,28 @@ func (g *SourceGuard) claim(src netip.Addr) bool {
 	}
 	g.mine = append(g.mine, src)
 	return true
+}
+
+// Reserve picks the first free client address of each tunnel network for
+// this tunnel and routes it here, so that the client can be told which
+// address to use and is reachable before it sends anything.
+func (g *SourceGuard) Reserve() ([]netip.Prefix, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var got []netip.Prefix
+	for _, n := range g.nets {
+		a, ok := g.claims.reserve(n, g.dev)
+		if !ok {
+			return got, fmt.Errorf("no free client address left in %s", n.Masked())
+		}
+		if err := g.undo.AddRoute(netip.PrefixFrom(a, a.BitLen()), g.dev); err != nil {
+			g.claims.release(a)
+			return got, err
+		}
+		g.mine = append(g.mine, a)
+		got = append(got, netip.PrefixFrom(a, n.Bits()))
+	}
+	return got, nil
 }
 
 // Release gives up the tunnel's claims for good; its routes go with its

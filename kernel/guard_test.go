@@ -102,3 +102,23 @@ func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 		undos[1].Revert()
 	})
 }
+
+func TestClaimsReserve(t *testing.T) {
+	c := NewClaims()
+	n := netip.MustParsePrefix("198.18.3.1/30") // .0 network, .1 gateway, .3 broadcast
+	a, ok := c.reserve(n, "tun0")
+	if !ok || a != netip.MustParseAddr("198.18.3.2") {
+		t.Fatalf("reserve = %v, %v; want 198.18.3.2", a, ok)
+	}
+	if a, ok := c.reserve(n, "tun1"); ok {
+		t.Fatalf("reserved %v from a full /30", a)
+	}
+	c.release(netip.MustParseAddr("198.18.3.2"))
+	if a, ok := c.reserve(n, "tun1"); !ok || a != netip.MustParseAddr("198.18.3.2") {
+		t.Fatalf("after release: %v, %v", a, ok)
+	}
+	v6, ok := c.reserve(netip.MustParsePrefix("2001:2:0:3::1/64"), "tun1")
+	if !ok || v6 != netip.MustParseAddr("2001:2:0:3::2") {
+		t.Fatalf("IPv6 reserve = %v, %v", v6, ok)
+	}
+}

@@ -99,16 +99,21 @@ func (b *kernelBackend) Open(ctx context.Context, req relay.TunnelRequest) (rela
 		d.Close()
 		return nil, err
 	}
+	if d.clients, err = d.guard.Reserve(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tunnel %s: %w", tun.Name(), err)
+	}
 	return d, nil
 }
 
 // kernelDevice is one tunnel's device plus the changes made to it.
 type kernelDevice struct {
 	*kernel.Tun
-	undo  *kernel.Undo
-	guard *kernel.SourceGuard
-	addrs []netip.Prefix
-	nat   bool
+	undo    *kernel.Undo
+	guard   *kernel.SourceGuard
+	addrs   []netip.Prefix
+	clients []netip.Prefix // the addresses reserved for this tunnel's client
+	nat     bool
 }
 
 // Write implements relay.Device: packets from the client pass the source
@@ -159,13 +164,16 @@ func (d *kernelDevice) Describe() string {
 		b.WriteString("  The gateway's device has no address (start it with --tun-address to give it one).\n")
 		return b.String()
 	}
-	for _, a := range d.addrs {
-		peer := a.Addr().Next()
-		fmt.Fprintf(&b, "  gateway address %s; on your side: ip addr add %s/%d dev <your tun> && ip link set <your tun> up\n",
-			a, peer, a.Bits())
+	for i, a := range d.addrs {
+		fmt.Fprintf(&b, "  gateway address %s; yours: %s\n", a.Addr(), d.clients[i])
 	}
+	b.WriteString("  on your side: ip link set <your tun> up")
+	for _, c := range d.clients {
+		fmt.Fprintf(&b, " && ip addr add %s dev <your tun>", c)
+	}
+	b.WriteString("\n")
 	if d.nat {
-		fmt.Fprintf(&b, "  NAT is on: route any network through it, e.g. ip route add <network> via %s\n", d.addrs[0].Addr())
+		b.WriteString("  NAT is on: route any network through it: ip route add <network> dev <your tun>\n")
 	}
 	return b.String()
 }

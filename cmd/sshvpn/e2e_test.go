@@ -171,7 +171,8 @@ func TestPointToPoint(t *testing.T) {
 		t.Logf("OpenSSH %s client → sshvpn: upload %v, download %v", o.Version, up, down)
 
 		nstest.WaitFor(t, 5*time.Second, "status text in the ssh session", func() bool {
-			return strings.Contains(ssh.Log(), "tunnel up on the gateway's tun0")
+			return strings.Contains(ssh.Log(), "tunnel up on the gateway's tun0") &&
+				strings.Contains(ssh.Log(), "yours: "+tunClient.String())
 		})
 		if ssh.Exited() {
 			t.Fatalf("ssh without -N exited: %s", ssh.Log())
