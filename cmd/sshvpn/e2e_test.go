@@ -289,3 +289,31 @@ func dialTCP(t *testing.T, ns *nstest.NS, addr string) net.Conn {
 	}
 	return c
 }
+
+// The seed's recipe made tap6 by hand (tunctl -t tap6) and asked for it
+// with -w 4:6: the gateway attaches the existing persistent device, and
+// leaves it, with the user's own configuration, when the client goes.
+func TestPersistentDevice(t *testing.T) {
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
+		tp := newTopo(t)
+		tp.gw.Run(t, "ip", "tuntap", "add", "dev", "tap6", "mode", "tap")
+		tp.gw.Run(t, "ip", "addr", "add", "198.18.6.1/24", "dev", "tap6")
+		tp.gw.Run(t, "ip", "link", "set", "tap6", "up")
+		before := tp.gw.Run(t, "ip", "-o", "addr", "show", "dev", "tap6")
+		priv, pub := tp.key(t, o, "client")
+		gw := tp.startGateway(t, pub+"\n")
+		ssh := tp.sshTunnel(t, o, priv, "ethernet", "4:6", "-N")
+		waitTunnel(t, tp.client, "tap4", ssh, gw, 1)
+		upClient(t, tp.client, "tap4", netip.MustParsePrefix("198.18.6.2/24"))
+		nstest.Ping(t, tp.client, "198.18.6.1", 3)
+
+		ssh.Signal(os.Interrupt)
+		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel down") })
+		if after := tp.gw.Run(t, "ip", "-o", "addr", "show", "dev", "tap6"); after != before {
+			t.Fatalf("the user's tap6 changed:\nbefore %s\nafter  %s", before, after)
+		}
+		if !strings.Contains(tp.gw.Run(t, "ip", "-d", "link", "show", "tap6"), "persist") {
+			t.Fatal("the persistent tap6 lost its persist flag")
+		}
+	})
+}
