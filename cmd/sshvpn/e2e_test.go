@@ -299,7 +299,7 @@ func TestPersistentDevice(t *testing.T) {
 		tp.gw.Run(t, "ip", "tuntap", "add", "dev", "tap6", "mode", "tap")
 		tp.gw.Run(t, "ip", "addr", "add", "198.18.6.1/24", "dev", "tap6")
 		tp.gw.Run(t, "ip", "link", "set", "tap6", "up")
-		before := tp.gw.Run(t, "ip", "-o", "addr", "show", "dev", "tap6")
+		before := tp.gw.Run(t, "ip", "-o", "-4", "addr", "show", "dev", "tap6")
 		priv, pub := tp.key(t, o, "client")
 		gw := tp.startGateway(t, pub+"\n")
 		ssh := tp.sshTunnel(t, o, priv, "ethernet", "4:6", "-N")
@@ -309,7 +309,7 @@ func TestPersistentDevice(t *testing.T) {
 
 		ssh.Signal(os.Interrupt)
 		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel down") })
-		if after := tp.gw.Run(t, "ip", "-o", "addr", "show", "dev", "tap6"); after != before {
+		if after := tp.gw.Run(t, "ip", "-o", "-4", "addr", "show", "dev", "tap6"); after != before { // IPv4: the kernel adds a link-local IPv6 address on carrier
 			t.Fatalf("the user's tap6 changed:\nbefore %s\nafter  %s", before, after)
 		}
 		if !strings.Contains(tp.gw.Run(t, "ip", "-d", "link", "show", "tap6"), "persist") {
