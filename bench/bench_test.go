@@ -26,29 +26,13 @@ import (
 var sshvpnBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sshvpn-bench-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sshvpnBin = filepath.Join(dir, "sshvpn")
-	if out, err := exec.Command("go", "build", "-o", sshvpnBin, "github.com/sshvpn/sshvpn/cmd/sshvpn").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sshvpn: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	// A parent benchmark's b.Log shows only under -v; print the summary
-	// here so a plain `make bench` shows it too.
-	if !testing.Verbose() && summary.len() > 0 {
-		fmt.Print(summary.report())
-	}
-	os.RemoveAll(dir)
-	if left, err := nstest.Leftovers(); err != nil || len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "bench left namespaces behind: %v (err %v)\n", left, err)
-		code = 1
-	}
-	os.Exit(code)
+	nstest.Main(m, &sshvpnBin, func() {
+		// A parent benchmark's b.Log shows only under -v; print the
+		// summary here so a plain `make bench` shows it too.
+		if !testing.Verbose() && summary.len() > 0 {
+			fmt.Print(summary.report())
+		}
+	})
 }
 
 // The topology: client ns —veth 198.18.1.0/24— server ns, and a

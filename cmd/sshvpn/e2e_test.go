@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -24,21 +23,7 @@ import (
 // sshvpnBin is the binary under test, built once by TestMain.
 var sshvpnBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sshvpn-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sshvpnBin = filepath.Join(dir, "sshvpn")
-	if out, err := exec.Command("go", "build", "-o", sshvpnBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sshvpn: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m, &sshvpnBin, nil) }
 
 // The addresses of every test: the client reaches the gateway over an
 // underlay; behind the gateway is a LAN whose host has no route back to the
