@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -285,3 +286,8 @@ func (t *Tun) Close() error {
 	}
 	return err
 }
+
+// SetReadDeadline makes a blocked Read return once t passes, without closing
+// the device: a client that reconnects lends the device to one SSH session
+// after another and must stop each one's Read (relay.Lender).
+func (t *Tun) SetReadDeadline(d time.Time) error { return t.file.SetReadDeadline(d) }

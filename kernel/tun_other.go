@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -38,3 +39,6 @@ func CheckAccess() error {
 
 // AddressOwner fails: there are no tun/tap devices here.
 func AddressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }
+
+// SetReadDeadline fails: there are no tun/tap devices here.
+func (t *Tun) SetReadDeadline(d time.Time) error { return errors.ErrUnsupported }

@@ -91,7 +91,18 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
+	if c, ok := dev.(Configurer); ok && isSSHVPN(cs.conn.ClientVersion()) {
+		if err := sendTunnelConfig(ch, c.TunnelConfig()); err != nil {
+			cs.log.Warn("cannot send the tunnel's configuration", "err", err)
+		}
+	}
 	cs.run(ctx, ch, dev, mode)
+}
+
+// isSSHVPN reports whether the peer is sshvpn, which understands sshvpn's
+// own requests; stock OpenSSH is sent nothing it does not know.
+func isSSHVPN(version []byte) bool {
+	return strings.HasPrefix(string(version), "SSH-2.0-sshvpn")
 }
 
 // run pumps one tunnel until either side ends, then tears the device down.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +70,7 @@ func startGateway(t *testing.T, permit relay.PermitTunnel, keyOptions string) *t
 			g.mu.Lock()
 			g.devs, g.reqs = append(g.devs, d), append(g.reqs, req)
 			g.mu.Unlock()
-			return d, nil
+			return configured{d}, nil
 		},
 	})
 	if err != nil {
@@ -500,5 +501,47 @@ func TestAuthorizedKeysLikeSSHD(t *testing.T) {
 	os.WriteFile(path, []byte("# nobody\n"), 0o600)
 	if _, err := keys.Lookup(signer.PublicKey(), from); err == nil {
 		t.Error("a removed key still logs in")
+	}
+}
+
+// configured is a fake device that describes its tunnel.
+type configured struct{ *relaytest.Dev }
+
+func (configured) TunnelConfig() relay.TunnelConfig {
+	return relay.TunnelConfig{MTU: 1500, Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")},
+		Gateways: []netip.Addr{netip.MustParseAddr("198.18.3.1")}, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}}
+}
+
+// An sshvpn client learns its tunnel's configuration; a stock client is
+// sent nothing it does not know.
+func TestServerSendsTunnelConfigToSSHVPNClients(t *testing.T) {
+	g := startGateway(t, relay.PermitYes, "")
+	for _, version := range []string{"SSH-2.0-sshvpn", "SSH-2.0-OpenSSH_9.2p1"} {
+		c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
+			User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, ClientVersion: version,
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, reqs, err := c.OpenChannel(relay.ChannelType, ssh.Marshal(struct{ Mode, Unit uint32 }{1, relay.AnyUnit}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := relay.WaitTunnelConfig(reqs, 500*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if version != "SSH-2.0-sshvpn" {
+			if got != nil {
+				t.Errorf("%s was sent a tunnel config", version)
+			}
+			continue
+		}
+		if got == nil || len(got.Addresses) != 1 || got.Addresses[0].String() != "198.18.3.2/24" ||
+			got.Gateways[0].String() != "198.18.3.1" || got.Routes[0].String() != "198.18.2.0/24" || got.MTU != 1500 {
+			t.Errorf("tunnel config: %+v", got)
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 // and configures, and owns the gateway-wide changes (forwarding, NAT).
 type kernelBackend struct {
 	addrs  []netip.Prefix
+	routes []netip.Prefix
+	dns    []netip.Addr
 	nat    bool
 	mtu    int
 	log    *slog.Logger
@@ -29,7 +31,7 @@ func newKernelBackend(c *serveConfig, log *slog.Logger) (*kernelBackend, error) 
 	if err := checkAddressesFree(c.tunAddrs); err != nil {
 		return nil, err
 	}
-	b := &kernelBackend{addrs: c.tunAddrs, nat: c.nat, mtu: c.mtu, log: log,
+	b := &kernelBackend{addrs: c.tunAddrs, routes: c.routes, dns: c.dns, nat: c.nat, mtu: c.mtu, log: log,
 		global: kernel.NewUndo(log), claims: kernel.NewClaims()}
 	if !c.nat {
 		return b, nil
@@ -93,7 +95,7 @@ func (b *kernelBackend) Open(ctx context.Context, req relay.TunnelRequest) (rela
 		return nil, err
 	}
 	undo := kernel.NewUndo(b.log)
-	d := &kernelDevice{Tun: tun, undo: undo, addrs: b.addrs, nat: b.nat,
+	d := &kernelDevice{Tun: tun, undo: undo, addrs: b.addrs, routes: b.routes, dns: b.dns, nat: b.nat,
 		guard: kernel.NewSourceGuard(b.claims, undo, tun.Name(), req.Mode, b.addrs, b.log)}
 	if err := d.configure(); err != nil {
 		d.Close()
@@ -113,7 +115,19 @@ type kernelDevice struct {
 	guard   *kernel.SourceGuard
 	addrs   []netip.Prefix
 	clients []netip.Prefix // the addresses reserved for this tunnel's client
+	routes  []netip.Prefix // pushed to sshvpn clients
+	dns     []netip.Addr
 	nat     bool
+}
+
+// TunnelConfig implements relay.Configurer: what an sshvpn client needs to
+// set its side up without flags.
+func (d *kernelDevice) TunnelConfig() relay.TunnelConfig {
+	c := relay.TunnelConfig{Device: d.Name(), MTU: d.MTU(), Addresses: d.clients, Routes: d.routes, DNS: d.dns}
+	for _, a := range d.addrs {
+		c.Gateways = append(c.Gateways, a.Addr())
+	}
+	return c
 }
 
 // Write implements relay.Device: packets from the client pass the source

@@ -52,3 +52,26 @@ func (p *prefixes) Set(s string) error {
 type logLevel struct{ slog.Level }
 
 func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
+
+// addrs is a repeatable IP address flag.
+type addrs []netip.Addr
+
+func (a *addrs) String() string {
+	s := make([]string, len(*a))
+	for i, x := range *a {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set implements flag.Value.
+func (a *addrs) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		x, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("want an IP address: %w", err)
+		}
+		*a = append(*a, x)
+	}
+	return nil
+}

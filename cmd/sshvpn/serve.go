@@ -26,6 +26,8 @@ type serveConfig struct {
 	permit         relay.PermitTunnel
 	backend        Backend
 	tunAddrs       prefixes
+	routes         prefixes
+	dns            addrs
 	nat            bool
 	mtu            int
 	ciphers        string
@@ -42,6 +44,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
 	fs.Var(&c.backend, "backend", "where packets go: kernel (tun/tap devices; needs root)")
 	fs.Var(&c.tunAddrs, "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
+	fs.Var(&c.routes, "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
+	fs.Var(&c.dns, "dns", "name server `address` sshvpn clients are told to use (repeatable)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(relay.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
