@@ -32,16 +32,21 @@ type Client struct {
 	KeepAlive func(ctx context.Context, c *ssh.Client) error
 	Mode      Mode
 	Unit      uint32 // the remote unit, AnyUnit for any
-	// Local is the local device; each session borrows it, and Client never
-	// closes it.
-	Local interface {
-		Device
-		Lender
-	}
-	// Configure sets the local side up once, on the first tunnel, with what
-	// the gateway said (nil from a stock sshd).
-	Configure func(*TunnelConfig) error
-	Log       *slog.Logger
+	// Setup makes and configures the local device, once, when the first
+	// tunnel is up, with what the gateway said (nil from a stock sshd):
+	// until then nothing on the machine has changed. Each session borrows
+	// the device; Run closes it when it returns.
+	Setup func(*TunnelConfig) (LocalDevice, error)
+	Log   *slog.Logger
+
+	local LocalDevice
+}
+
+// LocalDevice is the client's own device: a Device that can also stop a
+// blocked Read without closing, so sessions can borrow it in turn.
+type LocalDevice interface {
+	Device
+	Lender
 }
 
 // Lender is a Device that can stop a blocked Read without closing: Client
@@ -74,10 +79,14 @@ func backoff(n int) time.Duration {
 // Run keeps the tunnel up until ctx ends (it returns nil) or an error that
 // retrying cannot fix.
 func (c *Client) Run(ctx context.Context) error {
-	configured := false
+	defer func() {
+		if c.local != nil {
+			c.local.Close()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		err := c.session(ctx, &configured)
+		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -112,7 +121,7 @@ func (c *Client) retryable(err error) bool {
 }
 
 // session runs one connection from dial to loss.
-func (c *Client) session(ctx context.Context, configured *bool) error {
+func (c *Client) session(ctx context.Context) error {
 	c.Log.Info("connecting")
 	sc, err := c.Dial(ctx)
 	if err != nil {
@@ -130,12 +139,11 @@ func (c *Client) session(ctx context.Context, configured *bool) error {
 		}
 	}
 	go ssh.DiscardRequests(reqs)
-	if !*configured {
-		if err := c.Configure(cfg); err != nil {
+	if c.local == nil {
+		if c.local, err = c.Setup(cfg); err != nil {
 			ch.Close()
 			return err
 		}
-		*configured = true
 	}
 	c.Log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
 	return &sessionError{c.pump(ctx, sc, ch)}
@@ -159,9 +167,9 @@ func (c *Client) pump(ctx context.Context, sc *ssh.Client, ch ssh.Channel) error
 		cancel()
 	}()
 	var in, out Counters
-	channel := NewChannel(ch, ChannelConfig{Mode: c.Mode, MTU: c.Local.MTU(), In: &in, Log: c.Log,
+	channel := NewChannel(ch, ChannelConfig{Mode: c.Mode, MTU: c.local.MTU(), In: &in, Log: c.Log,
 		Drift: WindowDrift(sc.ServerVersion())})
-	local := lend(c.Local)
+	local := lend(c.local)
 	err := NewPump(local, channel, &out, &in, c.Log).Run(ctx)
 	local.giveBack()
 	sc.Close()

@@ -27,10 +27,11 @@ func main() {
 const usage = `sshvpn turns any SSH connection into a VPN.
 
 Usage:
-  sshvpn serve [flags]    run a gateway that stock "ssh -w" clients tunnel into
-  sshvpn version          print the version
+  sshvpn serve [flags]             run a gateway that stock "ssh -w" clients tunnel into
+  sshvpn connect [flags] [user@]host  open a tunnel to sshd (PermitTunnel) or an sshvpn gateway
+  sshvpn version                   print the version
 
-Run "sshvpn serve -h" for the gateway's flags.
+Run "sshvpn serve -h" or "sshvpn connect -h" for their flags.
 `
 
 // version is set by the linker for releases.
@@ -45,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "connect":
+		return connect(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sshvpn", version)
 		return nil

@@ -1,0 +1,231 @@
+package sshclient
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// maxPassphraseTries is ssh's number of passphrase prompts per key.
+const maxPassphraseTries = 3
+
+// authenticator provides ssh's publickey authentication: agent keys first
+// (under IdentitiesOnly only those whose public half matches an identity
+// file), then the identity files the agent did not already offer.
+type authenticator struct {
+	cfg       *Config
+	agentSock string
+	prompt    Prompter // nil: encrypted keys are skipped
+	log       *slog.Logger
+
+	mu    sync.Mutex
+	agent net.Conn
+}
+
+func newAuthenticator(cfg *Config, d *Dialer) *authenticator {
+	a := &authenticator{cfg: cfg, agentSock: d.agentSocket(), log: d.logger()}
+	if !cfg.BatchMode {
+		a.prompt = d.Prompt
+	}
+	return a
+}
+
+// methods returns the auth methods. The callback runs when the server asks
+// for publickey, and encrypted keys ask for their passphrase only when the
+// server has accepted their public half.
+func (a *authenticator) methods() []ssh.AuthMethod {
+	return []ssh.AuthMethod{ssh.PublicKeysCallback(a.signers)}
+}
+
+// close ends the agent connection; call it after the handshake.
+func (a *authenticator) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.agent != nil {
+		a.agent.Close()
+		a.agent = nil
+	}
+}
+
+func (a *authenticator) signers() ([]ssh.Signer, error) {
+	ids := a.loadIdentities()
+	var out []ssh.Signer
+	offered := map[string]bool{}
+	for _, s := range a.agentSigners() {
+		blob := string(s.PublicKey().Marshal())
+		if a.cfg.IdentitiesOnly && !hasPublicKey(ids, blob) {
+			continue
+		}
+		offered[blob] = true
+		out = append(out, s)
+	}
+	for _, id := range ids {
+		if id.signer == nil || offered[string(id.pub.Marshal())] {
+			continue
+		}
+		offered[string(id.pub.Marshal())] = true
+		out = append(out, id.signer)
+	}
+	return out, nil
+}
+
+func hasPublicKey(ids []identity, blob string) bool {
+	for _, id := range ids {
+		if string(id.pub.Marshal()) == blob {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *authenticator) agentSigners() []ssh.Signer {
+	if a.agentSock == "" {
+		return nil
+	}
+	conn, err := net.Dial("unix", a.agentSock)
+	if err != nil {
+		a.log.Debug("ssh-agent unavailable", "socket", a.agentSock, "err", err)
+		return nil
+	}
+	a.mu.Lock()
+	a.agent = conn
+	a.mu.Unlock()
+	signers, err := agent.NewClient(conn).Signers()
+	if err != nil {
+		a.log.Debug("ssh-agent: list keys", "err", err)
+		return nil
+	}
+	return signers
+}
+
+// identity is one identity file: its public half and, when usable, a
+// signer (a lazySigner for encrypted keys).
+type identity struct {
+	path   string
+	pub    ssh.PublicKey
+	signer ssh.Signer
+}
+
+func (a *authenticator) loadIdentities() []identity {
+	var ids []identity
+	for _, path := range a.cfg.IdentityFiles {
+		id, err := a.loadIdentity(path)
+		if err != nil {
+			a.log.Debug("identity file skipped", "path", path, "err", err)
+		}
+		if id.pub != nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// loadIdentity reads one identity file. It may return a public key without
+// a signer (and an error saying why): that key still selects agent keys
+// under IdentitiesOnly.
+func (a *authenticator) loadIdentity(path string) (identity, error) {
+	id := identity{path: path, pub: readPublicKey(path + ".pub")}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return id, err
+	}
+	signer, err := ssh.ParsePrivateKey(raw)
+	if err == nil {
+		id.pub, id.signer = signer.PublicKey(), signer
+		return id, nil
+	}
+	var missing *ssh.PassphraseMissingError
+	if !errors.As(err, &missing) {
+		return id, err
+	}
+	if missing.PublicKey != nil {
+		id.pub = missing.PublicKey
+	}
+	switch {
+	case id.pub == nil:
+		return id, errors.New("encrypted key without a public half (add the .pub file beside it)")
+	case a.prompt == nil:
+		return id, errors.New("encrypted key and no terminal (or BatchMode) to ask for its passphrase")
+	}
+	id.signer = &lazySigner{path: path, pub: id.pub, raw: raw, prompt: a.prompt}
+	return id, nil
+}
+
+func readPublicKey(path string) ssh.PublicKey {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(bytes.TrimSpace(b))
+	if err != nil {
+		return nil
+	}
+	return pub
+}
+
+// lazySigner decrypts its key on the first signature, which x/crypto/ssh
+// asks for only after the server accepted the public key.
+type lazySigner struct {
+	path   string
+	pub    ssh.PublicKey
+	raw    []byte
+	prompt Prompter
+
+	mu     sync.Mutex
+	signer ssh.AlgorithmSigner
+}
+
+var _ ssh.AlgorithmSigner = (*lazySigner)(nil)
+
+func (l *lazySigner) PublicKey() ssh.PublicKey { return l.pub }
+
+func (l *lazySigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	s, err := l.load()
+	if err != nil {
+		return nil, err
+	}
+	return s.Sign(rand, data)
+}
+
+func (l *lazySigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	s, err := l.load()
+	if err != nil {
+		return nil, err
+	}
+	return s.SignWithAlgorithm(rand, data, algorithm)
+}
+
+// load asks for the passphrase up to three times; an empty answer gives
+// up, as in ssh. x/crypto/ssh then ends authentication with the error.
+func (l *lazySigner) load() (ssh.AlgorithmSigner, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.signer != nil {
+		return l.signer, nil
+	}
+	for range maxPassphraseTries {
+		pass, err := l.prompt.ReadSecret(fmt.Sprintf("Enter passphrase for key '%s': ", l.path))
+		if err != nil || pass == "" {
+			break
+		}
+		s, err := ssh.ParsePrivateKeyWithPassphrase(l.raw, []byte(pass))
+		if err != nil {
+			continue
+		}
+		as, ok := s.(ssh.AlgorithmSigner)
+		if !ok {
+			return nil, fmt.Errorf("key %s: unsupported signer", l.path)
+		}
+		l.signer = as
+		return as, nil
+	}
+	return nil, fmt.Errorf("key %s: no correct passphrase given", l.path)
+}

@@ -1,0 +1,184 @@
+package sshclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ClientVersion is the SSH identification string sshvpn sends.
+const ClientVersion = "SSH-2.0-sshvpn"
+
+// maxJumpDepth bounds ProxyJump chains, including chains that a hop's own
+// ProxyJump extends (and loops among them).
+const maxJumpDepth = 16
+
+// Dialer connects and authenticates like ssh. The zero value works: no
+// prompts, messages discarded, agent at $SSH_AUTH_SOCK.
+type Dialer struct {
+	// Stderr receives what ssh prints: host key warnings, "Permanently
+	// added", and prompts. nil discards.
+	Stderr io.Writer
+	// Prompt asks for passphrases and for StrictHostKeyChecking=ask
+	// confirmations. nil means there is no terminal: encrypted keys are
+	// skipped and ask behaves like yes. BatchMode in the Config has the
+	// same effect.
+	Prompt Prompter
+	// AgentSocket is the ssh-agent socket: "" reads SSH_AUTH_SOCK, "none"
+	// disables the agent.
+	AgentSocket string
+	// Log receives debug notes (skipped keys, agent errors); nil discards.
+	Log *slog.Logger
+}
+
+func (d *Dialer) stderr() io.Writer {
+	if d.Stderr == nil {
+		return io.Discard
+	}
+	return d.Stderr
+}
+
+func (d *Dialer) logger() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}
+
+func (d *Dialer) agentSocket() string {
+	switch d.AgentSocket {
+	case "none":
+		return ""
+	case "":
+		return os.Getenv("SSH_AUTH_SOCK")
+	}
+	return d.AgentSocket
+}
+
+// Dial connects to cfg.HostName:cfg.Port, through each ProxyJump hop in
+// order, verifies the host key and authenticates. Each hop is resolved
+// with its own configuration, as the ssh that ProxyJump runs would resolve
+// it. Closing the returned client closes the hops too. ctx bounds the
+// whole setup; cfg.ConnectTimeout bounds each TCP connection.
+func (d *Dialer) Dial(ctx context.Context, cfg *Config) (*ssh.Client, error) {
+	return d.dial(ctx, cfg, 0)
+}
+
+func (d *Dialer) dial(ctx context.Context, cfg *Config, depth int) (*ssh.Client, error) {
+	if depth > maxJumpDepth {
+		return nil, fmt.Errorf("more than %d ProxyJump hops: is there a loop?", maxJumpDepth)
+	}
+	conn, via, err := d.connect(ctx, cfg, depth)
+	if err != nil {
+		return nil, err
+	}
+	client, err := d.handshake(ctx, conn, cfg)
+	if err != nil {
+		conn.Close()
+		if via != nil {
+			via.Close()
+		}
+		return nil, err
+	}
+	if via != nil {
+		// The hop lives exactly as long as the connection it carries.
+		go func() {
+			client.Wait()
+			via.Close()
+		}()
+	}
+	return client, nil
+}
+
+// connect opens the transport: TCP, or a direct-tcpip channel through the
+// last ProxyJump hop (which is itself dialed recursively).
+func (d *Dialer) connect(ctx context.Context, cfg *Config, depth int) (net.Conn, *ssh.Client, error) {
+	addr := net.JoinHostPort(cfg.HostName, strconv.Itoa(cfg.Port))
+	hops, err := ParseJump(cfg.ProxyJump)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ProxyJump: %w", err)
+	}
+	if len(hops) == 0 {
+		nd := net.Dialer{Timeout: cfg.ConnectTimeout}
+		conn, err := nd.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to host %s port %d: %w", cfg.HostName, cfg.Port, err)
+		}
+		return conn, nil, nil
+	}
+	hopCfg, err := d.resolveHop(cfg, hops)
+	if err != nil {
+		return nil, nil, err
+	}
+	via, err := d.dial(ctx, hopCfg, depth+1)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jump host %s: %w", hopCfg.OriginalHost, err)
+	}
+	conn, err := via.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		via.Close()
+		return nil, nil, fmt.Errorf("connect to %s through jump host %s: %w", addr, hopCfg.OriginalHost, err)
+	}
+	return conn, via, nil
+}
+
+// resolveHop resolves the last hop the way ssh.c builds its jump command:
+// ssh [-l user] [-p port] [-J earlier,hops] [-F file] host.
+func (d *Dialer) resolveHop(cfg *Config, hops []JumpHost) (*Config, error) {
+	parts := strings.Split(cfg.ProxyJump, ",")
+	rest := strings.Join(parts[:len(parts)-1], ",")
+	o := hops[len(hops)-1].Options(cfg.configFile, rest)
+	e := cfg.env
+	if e.home == "" {
+		var err error
+		if e, err = currentEnv(); err != nil {
+			return nil, err
+		}
+	}
+	hop, err := resolve(o, e)
+	if err != nil {
+		return nil, fmt.Errorf("jump host %s: %w", o.Destination, err)
+	}
+	for _, n := range hop.Notes {
+		d.logger().Debug("ssh_config", "host", o.Destination, "note", n)
+	}
+	if hop.HostName == cfg.HostName && hop.Port == cfg.Port && hop.User == cfg.User {
+		return nil, fmt.Errorf("jumphost loop via %s", o.Destination)
+	}
+	return hop, nil
+}
+
+// handshake runs the SSH handshake and authentication on conn.
+func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config) (*ssh.Client, error) {
+	auth := newAuthenticator(cfg, d)
+	defer auth.close()
+	hk := newHostKeyChecker(cfg, d)
+	cc := &ssh.ClientConfig{
+		Config:            ssh.Config{Ciphers: cfg.Ciphers},
+		User:              cfg.User,
+		Auth:              auth.methods(),
+		HostKeyCallback:   hk.check,
+		HostKeyAlgorithms: hk.algorithms(),
+		ClientVersion:     ClientVersion,
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	c, chans, reqs, err := ssh.NewClientConn(conn, hk.addr, cc)
+	if !stop() && err == nil {
+		c.Close()
+		err = ctx.Err()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("%s@%s: %w", cfg.User, hk.display(), err)
+	}
+	return ssh.NewClient(c, chans, reqs), nil
+}

@@ -1,0 +1,60 @@
+package sshclient
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// KeepAlive implements ServerAliveInterval and ServerAliveCountMax: every
+// interval it sends a keepalive@openssh.com global request with want-reply
+// (any reply, true or false, proves the server alive). When countMax
+// intervals pass in a row without a reply it closes c and returns an error.
+// It returns ctx.Err() when ctx ends, and an error when c closes. With
+// interval 0 it only waits for ctx. countMax below 1 counts as 1.
+//
+// At most one request is outstanding; a request the server never answers
+// ends when c is closed.
+func KeepAlive(ctx context.Context, c *ssh.Client, interval time.Duration, countMax int) error {
+	if interval <= 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	countMax = max(countMax, 1)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var inFlight atomic.Bool
+	failed := make(chan error, 1)
+	misses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-failed:
+			return fmt.Errorf("keepalive: %w", err)
+		case <-t.C:
+		}
+		if inFlight.Load() {
+			if misses++; misses >= countMax {
+				c.Close()
+				return fmt.Errorf("server not responding: %d keepalives unanswered", misses)
+			}
+			continue
+		}
+		misses = 0
+		inFlight.Store(true)
+		go func() {
+			if _, _, err := c.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+				select {
+				case failed <- err:
+				default:
+				}
+				return
+			}
+			inFlight.Store(false)
+		}()
+	}
+}

@@ -1,0 +1,332 @@
+package sshclient
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options are the ssh-like command-line flags that drive Resolve.
+type Options struct {
+	// Destination is ssh's positional argument: [user@]host or
+	// ssh://[user@]host[:port]. A user given here loses to -o User, like ssh.
+	Destination string
+	// Port is -p; 0 means unset. It beats -o Port and the config files.
+	Port int
+	// ConfigFile is -F. "" reads ~/.ssh/config and then /etc/ssh/ssh_config;
+	// a path reads only that file (it must exist); "none" reads no file.
+	ConfigFile string
+	// Identities are the -i files, in order; they come before any
+	// IdentityFile from the config files.
+	Identities []string
+	// Opts are the -o Key=Value (or "Key Value") options, in order. They are
+	// read before any file, so the first one obtained wins. Host, Match and
+	// Include are refused here, as ssh refuses them.
+	Opts []string
+	// Jump is -J: a comma-separated ProxyJump chain of [user@]host[:port]
+	// hops (or "none"). It beats ProxyJump from -o and the files.
+	Jump string
+}
+
+// Config is the resolved client configuration for one destination; see
+// ssh_config(5) for the meaning of each keyword. Paths are expanded (~ and
+// %-tokens). Resolve fills every field with OpenSSH's default when nothing
+// set it.
+type Config struct {
+	// OriginalHost is the host as given on the command line (ssh's %n),
+	// lower-cased.
+	OriginalHost string
+	// HostName is the host to connect to after HostName and %h expansion.
+	HostName string
+	User     string
+	Port     int
+	// IdentityFiles: -i files, then IdentityFile lines; when neither gave
+	// one, the default files (~/.ssh/id_rsa, id_ecdsa, id_ecdsa_sk,
+	// id_ed25519, id_ed25519_sk) that exist.
+	IdentityFiles  []string
+	IdentitiesOnly bool
+	// ProxyJump is the jump chain, "" when there is none ("none" resolves
+	// to ""). Dial resolves each hop with its own config; see ParseJump.
+	ProxyJump string
+	// ServerAliveInterval 0 disables keepalives.
+	ServerAliveInterval time.Duration
+	ServerAliveCountMax int
+	// UserKnownHostsFiles and GlobalKnownHostsFiles are lists given on one
+	// line each: like ssh, the first line obtained wins as a whole.
+	UserKnownHostsFiles   []string
+	GlobalKnownHostsFiles []string
+	// StrictHostKeyChecking is one of "yes", "accept-new", "no" ("off" and
+	// "false" resolve to "no"), or "ask".
+	StrictHostKeyChecking string
+	// HashKnownHosts hashes the host names Dial adds to known_hosts.
+	HashKnownHosts bool
+	// HostKeyAlias, when set, replaces the host name in known_hosts lookups.
+	HostKeyAlias string
+	// Tunnel is "no", "point-to-point" or "ethernet" ("yes" resolves to
+	// "point-to-point", as in ssh).
+	Tunnel string
+	// TunnelDevice is "local:remote", each a unit number or "any"; see
+	// ParseTunnelDevice.
+	TunnelDevice string
+	// ConnectTimeout bounds the TCP connection (0: the system's limit).
+	ConnectTimeout time.Duration
+	// Ciphers is nil for x/crypto/ssh's defaults; otherwise the cipher list
+	// with OpenSSH's +, - and ^ forms applied to those defaults.
+	Ciphers   []string
+	BatchMode bool
+	// Notes says what was read but not applied: unknown or unsupported
+	// keywords and Match criteria (such as exec) that were not evaluated,
+	// each with its file:line. Callers log them at debug level.
+	Notes []string
+
+	// configFile is Options.ConfigFile, handed to ProxyJump hops like ssh
+	// hands -F to the jump ssh.
+	configFile string
+	env        env
+}
+
+// Defaults, as in OpenSSH's readconf.c fill_default_options.
+const (
+	defaultPort                = 22
+	defaultServerAliveCountMax = 3
+)
+
+var defaultIdentityNames = []string{"id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk"}
+
+// env is what resolution reads from the local machine. Tests substitute it.
+type env struct {
+	home      string // the passwd home directory, as ssh uses (not $HOME)
+	localUser string
+	uid       string
+	localHost string // full host name (%l)
+	// userConfig and systemConfig are the files read when Options.ConfigFile
+	// is "".
+	userConfig, systemConfig string
+	systemDir                string // relative Include base for the system file
+}
+
+func currentEnv() (env, error) {
+	u, err := user.Current()
+	if err != nil {
+		return env{}, fmt.Errorf("look up the local user: %w", err)
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return env{}, fmt.Errorf("look up the local host name: %w", err)
+	}
+	return env{
+		home:         u.HomeDir,
+		localUser:    u.Username,
+		uid:          u.Uid,
+		localHost:    h,
+		userConfig:   filepath.Join(u.HomeDir, ".ssh", "config"),
+		systemConfig: "/etc/ssh/ssh_config",
+		systemDir:    "/etc/ssh",
+	}, nil
+}
+
+// Resolve computes the configuration for o.Destination the way ssh -G
+// does. Errors in files name the file and line.
+func Resolve(o Options) (*Config, error) {
+	e, err := currentEnv()
+	if err != nil {
+		return nil, err
+	}
+	return resolve(o, e)
+}
+
+func resolve(o Options, e env) (*Config, error) {
+	destUser, host, destPort, err := ParseDestination(o.Destination)
+	if err != nil {
+		return nil, err
+	}
+	r := newResolver(e, host)
+	if err := r.readCommandLine(o, destUser, destPort); err != nil {
+		return nil, err
+	}
+	if err := r.readConfigs(o.ConfigFile); err != nil {
+		return nil, err
+	}
+	if r.wantFinal {
+		// ssh.c: with "Match final" the files are read a second time with
+		// Host and Match host seeing the expanded HostName; values obtained
+		// in the first pass still win.
+		r.final = true
+		r.host = r.hostName()
+		r.vals["hostname"] = setting{
+			args:  []string{strings.ReplaceAll(r.host, "%", "%%")},
+			where: r.vals["hostname"].where,
+		}
+		if err := r.readConfigs(o.ConfigFile); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := r.finish()
+	if err != nil {
+		return nil, err
+	}
+	cfg.configFile = o.ConfigFile
+	cfg.env = e
+	return cfg, nil
+}
+
+// readCommandLine stores the flags with ssh's precedence: -p beats -o Port,
+// which beats a port in the destination URI; -o User beats user@; -J beats
+// -o ProxyJump.
+func (r *resolver) readCommandLine(o Options, destUser string, destPort int) error {
+	if o.Port != 0 {
+		if o.Port < 0 || o.Port > 65535 {
+			return fmt.Errorf("-p %d: bad port number", o.Port)
+		}
+		r.store("port", []string{strconv.Itoa(o.Port)}, "-p")
+	}
+	if o.Jump != "" {
+		if _, err := ParseJump(o.Jump); err != nil {
+			return fmt.Errorf("-J: %w", err)
+		}
+		r.store("proxyjump", []string{o.Jump}, "-J")
+	}
+	for _, id := range o.Identities {
+		r.store("identityfile", []string{id}, "-i")
+	}
+	for _, opt := range o.Opts {
+		if err := r.processLine(opt, "command-line option -o", nil); err != nil {
+			return err
+		}
+	}
+	if destUser != "" {
+		r.store("user", []string{destUser}, "destination")
+	}
+	if destPort != 0 {
+		r.store("port", []string{strconv.Itoa(destPort)}, "destination")
+	}
+	return nil
+}
+
+// readConfigs reads the -F file, or the user file and then the system file.
+func (r *resolver) readConfigs(configFile string) error {
+	switch configFile {
+	case "none":
+		return nil
+	case "":
+		if err := r.readFile(r.env.userConfig, true, false); err != nil {
+			return err
+		}
+		return r.readFile(r.env.systemConfig, false, false)
+	}
+	return r.readFile(r.expandTilde(configFile), true, true)
+}
+
+// finish turns the stored values into a Config, applying defaults and
+// expanding tokens.
+func (r *resolver) finish() (*Config, error) {
+	c := &Config{
+		OriginalHost:          r.originalHost,
+		HostName:              r.hostName(),
+		User:                  r.str("user", r.env.localUser),
+		Port:                  r.integer("port", defaultPort),
+		IdentitiesOnly:        r.boolean("identitiesonly"),
+		ServerAliveInterval:   r.duration("serveraliveinterval"),
+		ServerAliveCountMax:   r.integer("serveralivecountmax", defaultServerAliveCountMax),
+		StrictHostKeyChecking: normalizeStrict(r.str("stricthostkeychecking", "ask")),
+		HashKnownHosts:        r.boolean("hashknownhosts"),
+		HostKeyAlias:          r.str("hostkeyalias", ""),
+		Tunnel:                normalizeTunnel(r.str("tunnel", "no")),
+		ConnectTimeout:        r.duration("connecttimeout"),
+		BatchMode:             r.boolean("batchmode"),
+		Notes:                 r.notes,
+	}
+	if s, ok := r.vals["proxycommand"]; ok && !strings.EqualFold(s.args[0], "none") {
+		return nil, fmt.Errorf("%s: ProxyCommand is not supported by sshvpn; use ProxyJump", s.where)
+	}
+	if j := r.str("proxyjump", ""); !strings.EqualFold(j, "none") {
+		c.ProxyJump = j
+	}
+	local, remote, _ := ParseTunnelDevice(r.str("tunneldevice", "any:any"))
+	c.TunnelDevice = formatTunnelUnit(local) + ":" + formatTunnelUnit(remote)
+	if s, ok := r.vals["ciphers"]; ok {
+		c.Ciphers = applyAlgorithmList(defaultCiphers(), s.args[0])
+	}
+	return c, r.expandPaths(c)
+}
+
+// expandPaths fills the path lists, expanding ~ and %-tokens.
+func (r *resolver) expandPaths(c *Config) error {
+	t := r.tokens(c)
+	for _, s := range r.identities {
+		p, err := t.expandPath(s.args[0])
+		if err != nil {
+			return fmt.Errorf("%s: IdentityFile: %w", s.where, err)
+		}
+		c.IdentityFiles = appendUnique(c.IdentityFiles, p)
+	}
+	if len(r.identities) == 0 {
+		for _, name := range defaultIdentityNames {
+			p := filepath.Join(r.env.home, ".ssh", name)
+			if _, err := os.Stat(p); err == nil {
+				c.IdentityFiles = append(c.IdentityFiles, p)
+			}
+		}
+	}
+	var err error
+	c.UserKnownHostsFiles, err = r.pathList(t, "userknownhostsfile",
+		"~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+	if err != nil {
+		return err
+	}
+	c.GlobalKnownHostsFiles, err = r.pathList(t, "globalknownhostsfile",
+		"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+	return err
+}
+
+func (r *resolver) pathList(t tokens, key string, defaults ...string) ([]string, error) {
+	s, ok := r.vals[key]
+	if !ok {
+		s = setting{args: defaults, where: "default"}
+	}
+	if len(s.args) == 1 && strings.EqualFold(s.args[0], "none") {
+		return nil, nil // no file, as in ssh
+	}
+	var out []string
+	for _, a := range s.args {
+		p, err := t.expandPath(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", s.where, key, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+func normalizeStrict(s string) string {
+	switch strings.ToLower(s) {
+	case "yes", "true":
+		return "yes"
+	case "no", "false", "off":
+		return "no"
+	}
+	return strings.ToLower(s)
+}
+
+func normalizeTunnel(s string) string {
+	switch strings.ToLower(s) {
+	case "yes", "true", "point-to-point":
+		return "point-to-point"
+	case "no", "false":
+		return "no"
+	}
+	return strings.ToLower(s)
+}
