@@ -223,3 +223,16 @@ func gone(err error) bool {
 		errors.Is(err, unix.EADDRNOTAVAIL) ||
 		errors.Is(err, unix.ENOENT)
 }
+
+// DeleteAddress removes p from dev, for a client whose gateway handed it a
+// new address on reconnect. An Undo that added p treats it as already gone.
+func DeleteAddress(dev string, p netip.Prefix) error {
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("delete %s from %s: %w", p, dev, err)
+	}
+	if err := netlink.AddrDel(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil && !gone(err) {
+		return fmt.Errorf("delete %s from %s: %w", p, dev, err)
+	}
+	return nil
+}

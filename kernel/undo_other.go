@@ -29,3 +29,6 @@ func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
 func (u *Undo) SetSysctl(name, value string) error { return unsupported("sysctl " + name) }
 
 func (u *Undo) Masquerade(src netip.Prefix) error { return unsupported("masquerade " + src.String()) }
+
+// DeleteAddress fails: there are no tun/tap devices here.
+func DeleteAddress(dev string, p netip.Prefix) error { return unsupported("delete address on " + dev) }

@@ -37,9 +37,13 @@ type Client struct {
 	// until then nothing on the machine has changed. Each session borrows
 	// the device; Run closes it when it returns.
 	Setup func(*TunnelConfig) (LocalDevice, error)
-	Log   *slog.Logger
+	// Update applies a later tunnel's configuration to the device Setup
+	// made; nil to keep the first one.
+	Update func(*TunnelConfig) error
+	Log    *slog.Logger
 
-	local LocalDevice
+	local   LocalDevice
+	upSince time.Time // when the current session's tunnel came up
 }
 
 // LocalDevice is the client's own device: a Device that can also stop a
@@ -85,7 +89,6 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	for attempt := 0; ; attempt++ {
-		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -93,9 +96,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if !c.retryable(err) {
 			return err
 		}
-		if time.Since(start) > stableAfter {
-			attempt = 0
+		if !c.upSince.IsZero() && time.Since(c.upSince) > stableAfter {
+			attempt = 0 // that tunnel lived: start the backoff over
 		}
+		c.upSince = time.Time{}
 		wait := backoff(attempt)
 		c.Log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
@@ -120,33 +124,79 @@ func (c *Client) retryable(err error) bool {
 	return c.Retryable != nil && c.Retryable(err)
 }
 
+// dialTimeout bounds one connection's TCP connect, handshake and login: a
+// server that accepts and then stalls must not hold a reconnect forever.
+const dialTimeout = 30 * time.Second
+
 // session runs one connection from dial to loss.
 func (c *Client) session(ctx context.Context) error {
 	c.Log.Info("connecting")
-	sc, err := c.Dial(ctx)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	sc, err := c.Dial(dctx)
+	cancel()
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
 	ch, reqs, err := sc.OpenChannel(ChannelType, ssh.Marshal(tunnelOpen{Mode: uint32(c.Mode), Unit: c.Unit}))
 	if err != nil {
-		return fmt.Errorf("open %s tunnel: %w", c.Mode, err)
-	}
-	var cfg *TunnelConfig
-	if isSSHVPN(sc.ServerVersion()) {
-		if cfg, err = WaitTunnelConfig(reqs, configWait); err != nil {
-			return err
+		err = fmt.Errorf("open %s tunnel: %w", c.Mode, err)
+		if c.local != nil && transientRefusal(err) {
+			// The server's last session may still hold the unit.
+			return &sessionError{err}
 		}
+		return err
 	}
+	cfg, err := c.tunnelConfig(ctx, sc, reqs)
 	go ssh.DiscardRequests(reqs)
-	if c.local == nil {
-		if c.local, err = c.Setup(cfg); err != nil {
-			ch.Close()
-			return err
-		}
+	if err != nil {
+		return &sessionError{err}
+	}
+	if err := c.setup(cfg); err != nil {
+		ch.Close()
+		return err
 	}
 	c.Log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
-	return &sessionError{c.pump(ctx, sc, ch)}
+	c.upSince = time.Now()
+	return c.pump(ctx, sc, ch)
+}
+
+// transientRefusal tells a refusal that may pass (the unit busy, the
+// server short of resources) from a policy that will not.
+func transientRefusal(err error) bool {
+	oe, ok := errors.AsType[*ssh.OpenChannelError](err)
+	return ok && (oe.Reason == ssh.ConnectionFailed || oe.Reason == ssh.ResourceShortage)
+}
+
+// tunnelConfig waits for an sshvpn gateway's TunnelConfig; a stock sshd
+// sends none.
+func (c *Client) tunnelConfig(ctx context.Context, sc *ssh.Client, reqs <-chan *ssh.Request) (*TunnelConfig, error) {
+	if !isSSHVPN(sc.ServerVersion()) {
+		return nil, nil
+	}
+	cfg, err := WaitTunnelConfig(ctx, reqs, configWait)
+	if err == nil && cfg == nil {
+		err = fmt.Errorf("the sshvpn gateway sent no %s within %v", TunnelConfigRequest, configWait)
+	}
+	return cfg, err
+}
+
+// setup makes the local device on the first tunnel, and on later ones
+// applies what changed in the gateway's configuration (a new address when
+// the old session still holds the previous one).
+func (c *Client) setup(cfg *TunnelConfig) error {
+	if c.local != nil {
+		if c.Update != nil && cfg != nil {
+			return c.Update(cfg)
+		}
+		return nil
+	}
+	local, err := c.Setup(cfg)
+	if err != nil {
+		return err
+	}
+	c.local = local
+	return nil
 }
 
 // pump moves packets until the connection or ctx ends.
@@ -173,6 +223,9 @@ func (c *Client) pump(ctx context.Context, sc *ssh.Client, ch ssh.Channel) error
 	err := NewPump(local, channel, &out, &in, c.Log).Run(ctx)
 	local.giveBack()
 	sc.Close()
+	if local.failed.Load() {
+		return err // the local device broke: reconnecting cannot mend it
+	}
 	if err == nil {
 		select {
 		case err = <-lost:
@@ -180,9 +233,9 @@ func (c *Client) pump(ctx context.Context, sc *ssh.Client, ch ssh.Channel) error
 		}
 	}
 	if err == nil {
-		err = errors.New("connection closed")
+		err = errors.New("the server closed the connection")
 	}
-	return err
+	return &sessionError{err}
 }
 
 // lent is a Device on loan to one Pump: closing it ends the loan, not the
@@ -190,6 +243,7 @@ func (c *Client) pump(ctx context.Context, sc *ssh.Client, ch ssh.Channel) error
 type lent struct {
 	Device
 	closed atomic.Bool
+	failed atomic.Bool // the device itself failed, not the loan
 }
 
 func lend(d Device) *lent { return &lent{Device: d} }
@@ -199,17 +253,27 @@ func (l *lent) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, errLoanEnded
 	}
 	n, err := l.Device.Read(bufs, sizes, offset)
-	if err != nil && l.closed.Load() {
-		return n, errLoanEnded
-	}
-	return n, err
+	return n, l.check(err)
 }
 
 func (l *lent) Write(bufs [][]byte, offset int) (int, error) {
 	if l.closed.Load() {
 		return 0, errLoanEnded
 	}
-	return l.Device.Write(bufs, offset)
+	n, err := l.Device.Write(bufs, offset)
+	return n, l.check(err)
+}
+
+// check tells the end of the loan from a failure of the device itself.
+func (l *lent) check(err error) error {
+	switch {
+	case err == nil || errors.Is(err, ErrDropped):
+		return err
+	case l.closed.Load():
+		return errLoanEnded
+	}
+	l.failed.Store(true)
+	return fmt.Errorf("local device: %w", err)
 }
 
 // Close wakes a blocked Read through the read deadline.

@@ -529,7 +529,7 @@ func TestServerSendsTunnelConfigToSSHVPNClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := relay.WaitTunnelConfig(reqs, 500*time.Millisecond)
+		got, err := relay.WaitTunnelConfig(context.Background(), reqs, 500*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}

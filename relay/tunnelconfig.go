@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -47,10 +48,12 @@ func sendTunnelConfig(ch ssh.Channel, c TunnelConfig) error {
 // the channel's requests, and answers any other request that wants a reply
 // with a failure. It returns nil, nil when none came: a stock sshd sends
 // none. The caller must keep draining reqs afterwards.
-func WaitTunnelConfig(reqs <-chan *ssh.Request, timeout time.Duration) (*TunnelConfig, error) {
+func WaitTunnelConfig(ctx context.Context, reqs <-chan *ssh.Request, timeout time.Duration) (*TunnelConfig, error) {
 	deadline := time.After(timeout)
 	for {
 		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case r, ok := <-reqs:
 			if !ok {
 				return nil, nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -111,7 +112,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	for _, n := range cfg.Notes {
-		log.Debug("ssh_config", "note", n)
+		log.Warn("ssh_config: ignored", "what", n)
 	}
 	mode, err := tunnelMode(cfg.Tunnel)
 	if err != nil {
@@ -134,6 +135,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	if interval == 0 {
 		interval = defaultKeepAlive
 	}
+	var tun *localTunnel
 	client := &relay.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: retryable,
@@ -143,9 +145,15 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 		Mode: mode,
 		Unit: uint32(remote),
 		Setup: func(gw *relay.TunnelConfig) (relay.LocalDevice, error) {
-			return newLocalTunnel(mode, uint32(local), gw, c, log)
+			l, err := newLocalTunnel(mode, uint32(local), gw, c, log)
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			tun = l
+			return l, nil
 		},
-		Log: log.With("host", cfg.HostName, "port", cfg.Port),
+		Update: func(gw *relay.TunnelConfig) error { return tun.update(gw) },
+		Log:    log.With("host", cfg.HostName, "port", cfg.Port),
 	}
 	return client.Run(ctx)
 }
@@ -156,20 +164,32 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 const defaultKeepAlive = 15 * time.Second
 
 // retryable tells a passing network failure (worth a reconnect) from one
-// the user must fix: a refused key, a changed host key, a refused tunnel.
+// the user must fix: a refused key, a changed host key, a refused tunnel, a
+// host name that does not resolve. syscall.Errno is a net.Error, so the
+// test is by errno, not by type.
 func retryable(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.ECONNABORTED,
+		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ETIMEDOUT, syscall.EPIPE} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	if dns, ok := errors.AsType[*net.DNSError](err); ok {
+		return dns.IsTemporary || dns.IsTimeout
+	}
+	return false
 }
 
 // localTunnel is the client's device and what was set up on it.
 type localTunnel struct {
 	*kernel.Tun
-	undo  *kernel.Undo
-	flags *connectConfig
-	log   *slog.Logger
+	undo        *kernel.Undo
+	flags       *connectConfig
+	log         *slog.Logger
+	fromGateway []netip.Prefix // addresses the gateway assigned, in place now
 }
 
 // newLocalTunnel opens and configures the local device once the first
@@ -202,6 +222,7 @@ func (l *localTunnel) configure(gw *relay.TunnelConfig) error {
 	if gw != nil {
 		if len(addrs) == 0 {
 			addrs = gw.Addresses
+			l.fromGateway = gw.Addresses
 		}
 		routes = append(routes, gw.Routes...)
 		if len(gw.DNS) > 0 {
@@ -236,6 +257,33 @@ func (l *localTunnel) addAddress(a netip.Prefix) error {
 		return err
 	}
 	return l.undo.AddRoute(netip.PrefixFrom(p, p.BitLen()), l.Name())
+}
+
+// update follows the gateway when a reconnect brings another address: the
+// gateway may still hold the old one for the session it has not yet seen
+// die, and drops packets from it as another tunnel's.
+func (l *localTunnel) update(gw *relay.TunnelConfig) error {
+	if len(l.flags.addrs) > 0 || slices.Equal(gw.Addresses, l.fromGateway) {
+		return nil
+	}
+	l.log.Warn("the gateway assigned a new address on reconnect; connections from the old one will break",
+		"old", l.fromGateway, "new", gw.Addresses)
+	for _, a := range gw.Addresses {
+		if !slices.Contains(l.fromGateway, a) {
+			if err := l.addAddress(a); err != nil {
+				return err
+			}
+		}
+	}
+	for _, a := range l.fromGateway {
+		if !slices.Contains(gw.Addresses, a) {
+			if err := kernel.DeleteAddress(l.Name(), a); err != nil {
+				return err
+			}
+		}
+	}
+	l.fromGateway = gw.Addresses
+	return nil
 }
 
 // Close undoes the configuration and releases the device.

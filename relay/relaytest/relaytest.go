@@ -10,7 +10,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -30,7 +32,8 @@ type Dev struct {
 
 	mu      sync.Mutex
 	onWrite func(pkt []byte) error
-	readErr error // sticky: once Read met an injected error, it keeps it
+	readErr error         // sticky: once Read met an injected error, it keeps it
+	expired chan struct{} // closed while the read deadline has passed; never nil
 }
 
 // item is a packet, or an error Read returns in its place.
@@ -45,9 +48,10 @@ var _ relay.Device = (*Dev)(nil)
 func New(mtu, batch int) *Dev {
 	return &Dev{
 		mtu: mtu, batch: max(batch, 1),
-		in:     make(chan item, QueueLen),
-		out:    make(chan []byte, QueueLen),
-		closed: make(chan struct{}),
+		in:      make(chan item, QueueLen),
+		out:     make(chan []byte, QueueLen),
+		closed:  make(chan struct{}),
+		expired: make(chan struct{}),
 	}
 }
 
@@ -129,6 +133,8 @@ func (d *Dev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	case it = <-d.in:
 	case <-d.closed:
 		return 0, net.ErrClosed
+	case <-d.deadline():
+		return 0, os.ErrDeadlineExceeded
 	}
 	for {
 		if it.err != nil {
@@ -152,6 +158,31 @@ func (d *Dev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, nil
 		}
 	}
+}
+
+// SetReadDeadline implements relay.Lender, for the two deadlines a
+// relay.Client uses: one in the past stops Read, the zero time clears it.
+func (d *Dev) SetReadDeadline(t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.expired:
+		if t.IsZero() {
+			d.expired = make(chan struct{})
+		}
+	default:
+		if !t.IsZero() {
+			close(d.expired)
+		}
+	}
+	return nil
+}
+
+// deadline is closed once the read deadline has passed.
+func (d *Dev) deadline() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.expired
 }
 
 func (d *Dev) stickyErr() error {

@@ -1,0 +1,127 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
+)
+
+// The client keeps its local device across a lost connection, makes it
+// once, and carries packets again after reconnecting.
+func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
+	g := startGateway(t, relay.PermitYes, "")
+	local := relaytest.New(1500, 8)
+	var mu sync.Mutex
+	var conns []*ssh.Client
+	var setups atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &relay.Client{
+		Dial: func(ctx context.Context) (*ssh.Client, error) {
+			sc, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{User: "test",
+				Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+				ClientVersion: "SSH-2.0-sshvpn-test"})
+			if err == nil {
+				mu.Lock()
+				conns = append(conns, sc)
+				mu.Unlock()
+			}
+			return sc, err
+		},
+		Mode: relay.PointToPoint, Unit: relay.AnyUnit,
+		Setup: func(*relay.TunnelConfig) (relay.LocalDevice, error) {
+			setups.Add(1)
+			return local, nil
+		},
+		Log: slog.New(slog.DiscardHandler),
+	}
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+
+	send := func(n int) {
+		t.Helper()
+		p := ipv4Packet("through tunnel " + string(rune('a'+n)))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g.mu.Lock()
+			var dev *relaytest.Dev
+			if len(g.devs) > n {
+				dev = g.devs[n]
+			}
+			g.mu.Unlock()
+			if dev != nil {
+				local.Inject(p)
+				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				got, err := dev.Recv(rctx)
+				rcancel()
+				if err == nil && bytes.Equal(got, p) {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("tunnel %d carried nothing", n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send(0)
+	mu.Lock()
+	conns[0].Close() // the connection dies
+	mu.Unlock()
+	send(1)
+	if setups.Load() != 1 {
+		t.Errorf("the local device was set up %d times, want once", setups.Load())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	select {
+	case <-local.Closed():
+	default:
+		t.Error("Run did not close the local device it owned")
+	}
+}
+
+// A failing Setup or a final dial error ends Run with that error.
+func TestClientStopsOnFinalErrors(t *testing.T) {
+	g := startGateway(t, relay.PermitYes, "")
+	setupErr := errors.New("device busy")
+	for name, c := range map[string]*relay.Client{
+		"setup": {
+			Dial: func(ctx context.Context) (*ssh.Client, error) {
+				return ssh.Dial("tcp", g.addr, &ssh.ClientConfig{User: "test",
+					Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+					ClientVersion: "SSH-2.0-sshvpn-test"})
+			},
+			Setup: func(*relay.TunnelConfig) (relay.LocalDevice, error) { return nil, setupErr },
+		},
+		"dial": {
+			Dial:      func(ctx context.Context) (*ssh.Client, error) { return nil, setupErr },
+			Retryable: func(error) bool { return false },
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c.Mode, c.Unit, c.Log = relay.PointToPoint, relay.AnyUnit, slog.New(slog.DiscardHandler)
+			done := make(chan error)
+			go func() { done <- c.Run(context.Background()) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, setupErr) {
+					t.Fatalf("Run = %v, want %v", err, setupErr)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run retried a final error")
+			}
+		})
+	}
+}
