@@ -55,17 +55,25 @@ func (a *authenticator) close() {
 	}
 }
 
+// signers orders keys as OpenSSH's pubkey_prepare does: agent keys that
+// match a configured identity first, then (unless IdentitiesOnly) the
+// agent's others, then the identity files the agent does not hold. With
+// many keys in the agent, the configured one is tried before sshd's
+// MaxAuthTries runs out.
 func (a *authenticator) signers() ([]ssh.Signer, error) {
 	ids := a.loadIdentities()
 	var out []ssh.Signer
 	offered := map[string]bool{}
-	for _, s := range a.agentSigners() {
-		blob := string(s.PublicKey().Marshal())
-		if a.cfg.IdentitiesOnly && !hasPublicKey(ids, blob) {
-			continue
+	agent := a.agentSigners()
+	for _, wantMatch := range []bool{true, false} {
+		for _, s := range agent {
+			blob := string(s.PublicKey().Marshal())
+			if offered[blob] || hasPublicKey(ids, blob) != wantMatch || (!wantMatch && a.cfg.IdentitiesOnly) {
+				continue
+			}
+			offered[blob] = true
+			out = append(out, s)
 		}
-		offered[blob] = true
-		out = append(out, s)
 	}
 	for _, id := range ids {
 		if id.signer == nil || offered[string(id.pub.Marshal())] {

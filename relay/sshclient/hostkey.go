@@ -34,10 +34,15 @@ type hostKeyChecker struct {
 }
 
 func newHostKeyChecker(cfg *Config, d *Dialer) *hostKeyChecker {
-	host := firstNonEmpty(cfg.HostKeyAlias, cfg.HostName)
+	// OpenSSH looks a HostKeyAlias up alone, without the port; port 22 is
+	// what makes knownhosts do the same.
+	port := cfg.Port
+	if cfg.HostKeyAlias != "" {
+		port = 22
+	}
 	h := &hostKeyChecker{
 		cfg:    cfg,
-		addr:   net.JoinHostPort(host, strconv.Itoa(cfg.Port)),
+		addr:   net.JoinHostPort(firstNonEmpty(cfg.HostKeyAlias, cfg.HostName), strconv.Itoa(port)),
 		stderr: d.stderr(),
 		log:    d.logger(),
 	}
