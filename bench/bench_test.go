@@ -106,7 +106,7 @@ func (r *results) table() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-8s %-7s %-9s %8s %8s %8s %9s %9s %9s %9s %6s  %s\n",
+	fmt.Fprintf(&b, "%-8s %-14s %-9s %8s %8s %8s %9s %9s %9s %9s %6s  %s\n",
 		"openssh", "tunnel", "direction", "Mbit/s", "x-ssh-w", "retrans", "srv-drop", "cli-drop", "srv-cpu%", "cli-cpu%", "host%", "cipher")
 	for _, x := range r.rows {
 		ratio := "-"
@@ -117,7 +117,7 @@ func (r *results) table() string {
 				}
 			}
 		}
-		fmt.Fprintf(&b, "%-8s %-7s %-9s %8.1f %8s %8d %9d %9d %9.0f %9.0f %6.0f  %s\n",
+		fmt.Fprintf(&b, "%-8s %-14s %-9s %8.1f %8s %8d %9d %9d %9.0f %9.0f %6.0f  %s\n",
 			x.version, x.tunnel, x.dir, x.mbps, ratio, x.retrans, x.srvDrops, x.cliDrops, x.serverCPU, x.clientCPU, x.hostCPU, x.cipher)
 	}
 	return b.String()
@@ -140,15 +140,18 @@ func (r *results) report() string {
 // summary collects the rows of the benchmark runs, for TestMain to print.
 var summary = &results{}
 
-// tunnel is one established tunnel: the namespaces at both ends and the ssh
-// client carrying it.
+// tunnel is one established tunnel: the namespaces at both ends, the client
+// process carrying it (stock ssh or sshvpn connect), and the process whose
+// log names the negotiated cipher.
 type tunnel struct {
 	server, client *nstest.NS
-	ssh            *nstest.Proc
+	proc           *nstest.Proc // the client: ssh -w or sshvpn connect
+	kexLog         *nstest.Proc // ssh -v, or sshd at DEBUG1 when the client is sshvpn connect
 }
 
 // BenchmarkTunnel compares iperf3 TCP throughput through stock `ssh -w` into
-// sshd with the same through `sshvpn serve`, per OpenSSH generation. Run it
+// sshd with the same through `sshvpn serve` (stock ssh client) and through
+// `sshvpn connect` into the same stock sshd, per OpenSSH generation. Run it
 // with -benchtime 1x: every b.N iteration is a whole iperf3 run.
 func BenchmarkTunnel(b *testing.B) {
 	nstest.RequireRoot(b)
@@ -166,6 +169,10 @@ func BenchmarkTunnel(b *testing.B) {
 				tn := startSSHVPN(b, o)
 				measure(b, tn, res, o.Version, "sshvpn")
 			})
+			b.Run("sshvpn-connect", func(b *testing.B) {
+				tn := startConnect(b, o)
+				measure(b, tn, res, o.Version, "sshvpn-connect")
+			})
 		})
 	}
 	b.Logf("%s", res.report())
@@ -176,12 +183,16 @@ func BenchmarkTunnel(b *testing.B) {
 
 // measure runs the upload and download sub-benchmarks through tn.
 func measure(b *testing.B, tn *tunnel, res *results, version, name string) {
-	cipher := negotiatedCipher(tn.ssh.Log())
+	cipher := negotiatedCipher(tn.kexLog.Log())
 	for _, d := range directions {
 		b.Run(d.name, func(b *testing.B) {
 			var sum row
 			for range b.N {
 				r := iperf(b, tn, d.reverse)
+				// A reconnect mid-run would measure an outage, not the tunnel.
+				if strings.Contains(tn.proc.Log(), "tunnel down; reconnecting") {
+					b.Fatalf("the tunnel went down during iperf3:\n%s", tn.proc.Tail(40))
+				}
 				sum.mbps += r.mbps
 				sum.retrans += r.retrans
 				sum.serverCPU += r.serverCPU
@@ -241,7 +252,7 @@ func startSSHW(b *testing.B, o nstest.OpenSSH) *tunnel {
 	})
 	upTun(b, server, tunServer)
 	upTun(b, client, tunClient)
-	tn := &tunnel{server: server, client: client, ssh: ssh}
+	tn := &tunnel{server: server, client: client, proc: ssh, kexLog: ssh}
 	nstest.Ping(b, client, tunServer.Addr().String(), 2)
 	return tn
 }
@@ -284,7 +295,41 @@ func startSSHVPN(b *testing.B, o nstest.OpenSSH) *tunnel {
 		return hasDev(client, tunDev) && strings.Contains(gw.Log(), "tunnel up")
 	})
 	upTun(b, client, tunClient)
-	tn := &tunnel{server: server, client: client, ssh: ssh}
+	tn := &tunnel{server: server, client: client, proc: ssh, kexLog: ssh}
+	nstest.Ping(b, client, tunServer.Addr().String(), 2)
+	return tn
+}
+
+// startConnect runs sshvpn connect, the client under test, against the
+// baseline's server: stock sshd with PermitTunnel yes, which creates its tun0
+// when the tunnel channel opens, configured by hand as for ssh -w. The client
+// asks for -w any:0 and configures its own device with --address and --mtu.
+func startConnect(b *testing.B, o nstest.OpenSSH) *tunnel {
+	b.Helper()
+	server, client := pair(b)
+	key, pub := o.Keygen(b, b.TempDir(), "id_ed25519")
+	s := o.StartSSHD(b, server, nstest.SSHDConfig{
+		ListenAddr:     underServer.Addr().String() + ":22",
+		PermitTunnel:   "yes",
+		AuthorizedKeys: pub + "\n",
+	})
+	c := client.Start(b, sshvpnBin, "connect", "-F", "none", "-i", key,
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile="+s.KnownHosts,
+		"-o", "GlobalKnownHostsFile=/dev/null",
+		"-w", "any:0", "--address", tunClient.String(), "--mtu", mtu,
+		"root@"+underServer.Addr().String())
+	nstest.WaitFor(b, 20*time.Second, "sshvpn connect: tunnel up", func() bool {
+		if c.Exited() {
+			b.Fatalf("sshvpn connect exited: %v\n%s\nsshd:\n%s", c.Wait(0), c.Log(), s.Tail(40))
+		}
+		return strings.Contains(c.Log(), `msg="tunnel up"`) && hasDev(server, tunDev) && hasDev(client, tunDev)
+	})
+	if addr := client.Run(b, "ip", "-o", "addr", "show", "dev", tunDev); !strings.Contains(addr, tunClient.String()) {
+		b.Fatalf("sshvpn connect did not configure %s with %s: %s", tunDev, tunClient, addr)
+	}
+	upTun(b, server, tunServer)
+	tn := &tunnel{server: server, client: client, proc: c, kexLog: s.Proc}
 	nstest.Ping(b, client, tunServer.Addr().String(), 2)
 	return tn
 }
@@ -338,7 +383,7 @@ func iperf(b *testing.B, tn *tunnel, reverse bool) row {
 	sdAfter, cdAfter := tunDrops(b, tn.server), tunDrops(b, tn.client)
 	var j iperfJSON
 	if jerr := json.Unmarshal(out, &j); jerr != nil || err != nil || j.Error != "" {
-		b.Fatalf("iperf3 %v: %v, json %v, error %q\n%s\nssh:\n%s", args, err, jerr, j.Error, out, tn.ssh.Tail(40))
+		b.Fatalf("iperf3 %v: %v, json %v, error %q\n%s\nclient:\n%s", args, err, jerr, j.Error, out, tn.proc.Tail(40))
 	}
 	if err := srv.Wait(10 * time.Second); err != nil {
 		b.Logf("iperf3 -s -1: %v\n%s", err, srv.Tail(20))
@@ -467,7 +512,8 @@ func (c cpuTimes) busyShare(before cpuTimes) float64 {
 
 var cipherRE = regexp.MustCompile(`kex: server->client cipher: (\S+)`)
 
-// negotiatedCipher reads the cipher from an ssh -v log.
+// negotiatedCipher reads the cipher from an ssh -v log or an sshd log at
+// DEBUG1 (both print the kex line).
 func negotiatedCipher(log string) string {
 	if m := cipherRE.FindStringSubmatch(log); m != nil {
 		return m[1]
