@@ -49,6 +49,11 @@ type ServerConfig struct {
 	MTU          int      // tunnel MTU
 	Open         Opener
 	Log          *slog.Logger
+	// ClientAliveInterval and ClientAliveCountMax are sshd's: a client
+	// that answers no keepalive for Interval×CountMax is disconnected, so
+	// a vanished client's devices and addresses are freed. 0 disables.
+	ClientAliveInterval time.Duration
+	ClientAliveCountMax int
 }
 
 // Server is an SSH server that carries tun@openssh.com tunnels.
@@ -202,7 +207,29 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	log := s.log.With("user", conn.User(), "remote", conn.RemoteAddr())
 	log.Info("client connected", "version", string(conn.ClientVersion()))
 	go ssh.DiscardRequests(reqs)
+	alive := s.watch(ctx, conn, log)
 	cs := &connState{srv: s, conn: conn, log: log}
 	cs.serve(ctx, chans)
+	alive()
 	log.Info("client disconnected")
+}
+
+// watch sends the client keepalives until the returned stop is called,
+// which also waits for the watcher to end.
+func (s *Server) watch(ctx context.Context, conn ssh.Conn, log *slog.Logger) (stop func()) {
+	if s.cfg.ClientAliveInterval <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := KeepAlive(ctx, conn, s.cfg.ClientAliveInterval, s.cfg.ClientAliveCountMax); err != nil && ctx.Err() == nil {
+			log.Warn("client not responding; disconnecting it", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -140,7 +140,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: retryable,
 		KeepAlive: func(ctx context.Context, sc *ssh.Client) error {
-			return sshclient.KeepAlive(ctx, sc, interval, count)
+			return relay.KeepAlive(ctx, sc, interval, count)
 		},
 		Mode: mode,
 		Unit: uint32(remote),

@@ -270,3 +270,31 @@ func hostState(t *testing.T, ns *nstest.NS) string {
 // carrierRE matches what a veth's carrier changes on its own after the
 // namespaces are linked; the gateway never touches it.
 var carrierRE = regexp.MustCompile(`NO-CARRIER,|state (UP|DOWN|UNKNOWN) `)
+
+// A client that stops answering (its machine froze, its network vanished)
+// is disconnected after ClientAliveInterval×CountMax, and its device and
+// address go with it.
+func TestDeadClientIsReaped(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	priv, pub := tp.key(t, o, "client")
+	gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(),
+		"--client-alive-interval", "500ms", "--client-alive-count-max", "2")
+	ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
+	waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
+	time.Sleep(2 * time.Second) // answered keepalives keep it up
+	if strings.Contains(gw.Log(), "tunnel down") {
+		t.Fatalf("a live client was disconnected:\n%s", gw.Log())
+	}
+	ssh.Signal(syscall.SIGSTOP)
+	defer ssh.Signal(syscall.SIGCONT)
+	stopped := time.Now()
+	nstest.WaitFor(t, 10*time.Second, "the frozen client's tunnel torn down", func() bool {
+		return strings.Contains(gw.Log(), "tunnel down") && !strings.Contains(tp.gw.Run(t, "ip", "-o", "link"), "tun0")
+	})
+	t.Logf("reaped %v after the client froze", time.Since(stopped).Round(100*time.Millisecond))
+	if !strings.Contains(gw.Log(), "client not responding") {
+		t.Errorf("the gateway did not say why:\n%s", gw.Log())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -31,6 +32,8 @@ type serveConfig struct {
 	nat            bool
 	mtu            int
 	ciphers        string
+	aliveInterval  time.Duration
+	aliveCount     int
 	level          logLevel
 }
 
@@ -49,6 +52,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(relay.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
+	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
+	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -121,6 +126,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MTU:          c.mtu,
 		Open:         backend.Open,
 		Log:          log,
+
+		ClientAliveInterval: c.aliveInterval,
+		ClientAliveCountMax: c.aliveCount,
 	})
 	if err != nil {
 		return err

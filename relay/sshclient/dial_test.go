@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
 	"golang.org/x/crypto/ssh/agent"
 )
 
@@ -370,7 +372,7 @@ func TestKeepAlive(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- KeepAlive(ctx, c, 20*time.Millisecond, 3) }()
+	go func() { errc <- relay.KeepAlive(ctx, c, 20*time.Millisecond, 3) }()
 	select {
 	case err := <-errc:
 		t.Fatalf("KeepAlive failed while the server answered (false replies): %v", err)
@@ -379,7 +381,7 @@ func TestKeepAlive(t *testing.T) {
 	proxy.frozen.Lock()
 	select {
 	case err := <-errc:
-		if err == nil || err.Error() != "server not responding: 3 keepalives unanswered" {
+		if err == nil || err.Error() != "peer not responding: 3 keepalives unanswered" {
 			t.Fatalf("err = %v", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -393,7 +395,7 @@ func TestKeepAlive(t *testing.T) {
 func TestKeepAliveDisabledWaitsForContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := KeepAlive(ctx, nil, 0, 3); !errors.Is(err, context.DeadlineExceeded) {
+	if err := relay.KeepAlive(ctx, nil, 0, 3); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package sshclient
+package relay
 
 import (
 	"context"
@@ -9,16 +9,17 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// KeepAlive implements ServerAliveInterval and ServerAliveCountMax: every
-// interval it sends a keepalive@openssh.com global request with want-reply
-// (any reply, true or false, proves the server alive). When countMax
-// intervals pass in a row without a reply it closes c and returns an error.
+// KeepAlive implements ssh's ServerAliveInterval/ServerAliveCountMax and
+// sshd's ClientAliveInterval/ClientAliveCountMax: every interval it sends a
+// keepalive@openssh.com global request with want-reply (any reply, true or
+// false, proves the peer alive). When countMax intervals pass in a row
+// without a reply it closes c and returns an error.
 // It returns ctx.Err() when ctx ends, and an error when c closes. With
 // interval 0 it only waits for ctx. countMax below 1 counts as 1.
 //
 // At most one request is outstanding; a request the server never answers
 // ends when c is closed.
-func KeepAlive(ctx context.Context, c *ssh.Client, interval time.Duration, countMax int) error {
+func KeepAlive(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int) error {
 	if interval <= 0 {
 		<-ctx.Done()
 		return ctx.Err()
@@ -40,7 +41,7 @@ func KeepAlive(ctx context.Context, c *ssh.Client, interval time.Duration, count
 		if inFlight.Load() {
 			if misses++; misses >= countMax {
 				c.Close()
-				return fmt.Errorf("server not responding: %d keepalives unanswered", misses)
+				return fmt.Errorf("peer not responding: %d keepalives unanswered", misses)
 			}
 			continue
 		}
