@@ -25,13 +25,14 @@ type authenticator struct {
 	agentSock string
 	prompt    Prompter // nil: encrypted keys are skipped
 	log       *slog.Logger
+	keys      *keyCache
 
 	mu    sync.Mutex
 	agent net.Conn
 }
 
 func newAuthenticator(cfg *Config, d *Dialer) *authenticator {
-	a := &authenticator{cfg: cfg, agentSock: d.agentSocket(), log: d.logger()}
+	a := &authenticator{cfg: cfg, agentSock: d.agentSocket(), log: d.logger(), keys: &d.keys}
 	if !cfg.BatchMode {
 		a.prompt = d.Prompt
 	}
@@ -163,8 +164,32 @@ func (a *authenticator) loadIdentity(path string) (identity, error) {
 	case a.prompt == nil:
 		return id, errors.New("encrypted key and no terminal (or BatchMode) to ask for its passphrase")
 	}
-	id.signer = &lazySigner{path: path, pub: id.pub, raw: raw, prompt: a.prompt}
+	id.signer = a.keys.get(path, id.pub, raw, a.prompt)
 	return id, nil
+}
+
+// keyCache keeps a Dialer's encrypted keys once their passphrase was given,
+// so that a reconnect, which may come while nobody watches the terminal,
+// does not ask again.
+type keyCache struct {
+	mu   sync.Mutex
+	keys map[string]*lazySigner
+}
+
+// get returns the lazySigner for path, the same one while the file is
+// unchanged.
+func (c *keyCache) get(path string, pub ssh.PublicKey, raw []byte, prompt Prompter) *lazySigner {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.keys[path]; ok && bytes.Equal(l.raw, raw) {
+		return l
+	}
+	if c.keys == nil {
+		c.keys = make(map[string]*lazySigner)
+	}
+	l := &lazySigner{path: path, pub: pub, raw: raw, prompt: prompt}
+	c.keys[path] = l
+	return l
 }
 
 func readPublicKey(path string) ssh.PublicKey {

@@ -36,6 +36,8 @@ type Dialer struct {
 	AgentSocket string
 	// Log receives debug notes (skipped keys, agent errors); nil discards.
 	Log *slog.Logger
+
+	keys keyCache // decrypted keys, kept across dials
 }
 
 func (d *Dialer) stderr() io.Writer {

@@ -171,11 +171,18 @@ func TestDialEncryptedKey(t *testing.T) {
 
 	// A terminal: one wrong passphrase, then the right one.
 	p = &fakePrompter{answers: []string{"wrong", "secret"}}
-	if _, _, err = dialTest(t, &Dialer{AgentSocket: "none", Prompt: p}, srv.port(), Options{Identities: []string{id}}); err != nil {
+	d := &Dialer{AgentSocket: "none", Prompt: p}
+	if _, _, err = dialTest(t, d, srv.port(), Options{Identities: []string{id}}); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("Enter passphrase for key '%s': ", id)
 	eq(t, "prompts", p.prompts, []string{want, want})
+
+	// A reconnect through the same Dialer does not ask again.
+	if _, _, err = dialTest(t, d, srv.port(), Options{Identities: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "prompts after a second dial", p.prompts, []string{want, want})
 }
 
 func TestDialEncryptedKeyNotAskedWhenRefused(t *testing.T) {
