@@ -76,6 +76,14 @@ func (h *hostKeyChecker) lookup(remote net.Addr, key ssh.PublicKey) error {
 // check is the ssh.HostKeyCallback.
 func (h *hostKeyChecker) check(_ string, remote net.Addr, key ssh.PublicKey) error {
 	err := h.lookup(remote, key)
+	if cert, ok := key.(*ssh.Certificate); ok && err != nil {
+		if _, revoked := errors.AsType[*knownhosts.RevokedError](err); !revoked {
+			// As ssh does: "No matching CA found. Retry with plain key".
+			h.log.Debug("no @cert-authority for the host certificate; checking its plain key", "err", err)
+			key = cert.Key
+			err = h.lookup(remote, key)
+		}
+	}
 	var revoked *knownhosts.RevokedError
 	var keyErr *knownhosts.KeyError
 	switch {

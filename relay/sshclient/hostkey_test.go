@@ -2,6 +2,7 @@ package sshclient
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -189,5 +190,29 @@ func TestHostKeyAlgorithmsPreferKnownType(t *testing.T) {
 	cfg.HostName = "unknown.example"
 	if algs := newHostKeyChecker(cfg, &Dialer{}).algorithms(); algs != nil {
 		t.Errorf("unknown host: algorithms = %q, want nil (defaults)", algs)
+	}
+}
+
+// A host certificate from a CA nobody trusts falls back to its plain key,
+// as ssh does: known as a plain key, it passes; unknown, it fails as an
+// unknown host would.
+func TestHostKeyCertificateFallsBackToPlainKey(t *testing.T) {
+	host, ca := newSigner(t), newSigner(t)
+	cert := &ssh.Certificate{Key: host.PublicKey(), CertType: ssh.HostCert, ValidPrincipals: []string{"198.18.1.1"},
+		ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	cfg := hostKeyCfg(t, "yes", false)
+	var stderr bytes.Buffer
+	h := newHostKeyChecker(cfg, &Dialer{Stderr: &stderr})
+	if err := h.check("", remoteAddr, cert); !errors.Is(err, ErrHostKeyVerification) {
+		t.Fatalf("unknown certified host: %v", err)
+	}
+	os.MkdirAll(filepath.Dir(cfg.UserKnownHostsFiles[0]), 0o700)
+	line := knownhosts.Line([]string{"[198.18.1.1]:2222"}, host.PublicKey())
+	os.WriteFile(cfg.UserKnownHostsFiles[0], []byte(line+"\n"), 0o600)
+	if err := h.check("", remoteAddr, cert); err != nil {
+		t.Fatalf("a certificate over a known plain key was refused: %v", err)
 	}
 }
