@@ -125,9 +125,10 @@ func (cs *connState) run(ctx context.Context, ch ssh.Channel, dev Device, mode M
 		err = cerr
 	}
 	cs.remove(dev)
+	i, o := in.Snapshot(), out.Snapshot()
 	log.Info("tunnel down", "err", err,
-		"in.packets", in.Snapshot().Packets, "in.bytes", in.Snapshot().Bytes, "in.drops", in.Snapshot().Drops,
-		"out.packets", out.Snapshot().Packets, "out.bytes", out.Snapshot().Bytes, "out.drops", out.Snapshot().Drops)
+		"in.packets", i.Packets, "in.bytes", i.Bytes, "in.drops", i.Drops,
+		"out.packets", o.Packets, "out.bytes", o.Bytes, "out.drops", o.Drops)
 }
 
 // take counts one more open channel, unless the client holds maxChannels.

@@ -25,9 +25,9 @@ import (
 type connectConfig struct {
 	ssh     sshclient.Options
 	tunnel  string // -w
-	addrs   prefixes
-	peer    addrs
-	routes  prefixes
+	addrs   []netip.Prefix
+	peer    []netip.Addr
+	routes  []netip.Prefix
 	backend Backend
 	mtu     int
 	level   logLevel
@@ -53,9 +53,9 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.Var((*strs)(&c.ssh.Opts), "o", "ssh_config `option` as Key=Value (as ssh -o; repeatable), e.g. -o Tunnel=ethernet")
 	fs.StringVar(&c.tunnel, "w", "", "tunnel devices `local[:remote]`, each a unit number or any (as ssh -w; default any:any)")
 	fs.StringVar(&c.ssh.Jump, "J", "", "jump `hosts` [user@]host[:port],… (as ssh -J)")
-	fs.Var(&c.addrs, "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
-	fs.Var(&c.peer, "peer", "the point-to-point peer's `address` on the tunnel")
-	fs.Var(&c.routes, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6)")
+	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
+	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
+	fs.Var(prefixList(&c.routes), "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6)")
 	fs.Var(&c.backend, "backend", "where packets go: kernel (a local tun/tap; needs root)")
 	fs.IntVar(&c.mtu, "mtu", 0, "local device MTU (default: the gateway's, else 1500)")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
@@ -218,7 +218,7 @@ func (l *localTunnel) configure(gw *relay.TunnelConfig) error {
 	if err := l.undo.LinkUp(name); err != nil {
 		return err
 	}
-	addrs, routes := []netip.Prefix(l.flags.addrs), []netip.Prefix(l.flags.routes)
+	addrs, routes := l.flags.addrs, slices.Clone(l.flags.routes)
 	if gw != nil {
 		if len(addrs) == 0 {
 			addrs = gw.Addresses

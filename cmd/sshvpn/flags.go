@@ -24,54 +24,49 @@ func (b *Backend) Set(s string) error {
 	return fmt.Errorf("unknown backend %q (want kernel)", s)
 }
 
-// prefixes is a repeatable CIDR flag.
-type prefixes []netip.Prefix
-
-func (p *prefixes) String() string {
-	s := make([]string, len(*p))
-	for i, x := range *p {
-		s[i] = x.String()
-	}
-	return strings.Join(s, ",")
+// listFlag is a repeatable flag of comma-separated values, appended to
+// *items as they parse.
+type listFlag[T fmt.Stringer] struct {
+	items *[]T
+	parse func(string) (T, error)
+	want  string // what a value looks like, for the error
 }
 
-// Set implements flag.Value. It keeps the host bits: 198.18.0.1/24 is the
-// address 198.18.0.1 on the network 198.18.0.0/24.
-func (p *prefixes) Set(s string) error {
-	for _, f := range strings.Split(s, ",") {
-		x, err := netip.ParsePrefix(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("want an address with its prefix length, like 198.18.0.1/24: %w", err)
-		}
-		*p = append(*p, x)
+func (l listFlag[T]) String() string {
+	if l.items == nil {
+		return ""
 	}
-	return nil
-}
-
-// logLevel is a slog level flag.
-type logLevel struct{ slog.Level }
-
-func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
-
-// addrs is a repeatable IP address flag.
-type addrs []netip.Addr
-
-func (a *addrs) String() string {
-	s := make([]string, len(*a))
-	for i, x := range *a {
+	s := make([]string, len(*l.items))
+	for i, x := range *l.items {
 		s[i] = x.String()
 	}
 	return strings.Join(s, ",")
 }
 
 // Set implements flag.Value.
-func (a *addrs) Set(s string) error {
+func (l listFlag[T]) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
-		x, err := netip.ParseAddr(strings.TrimSpace(f))
+		x, err := l.parse(strings.TrimSpace(f))
 		if err != nil {
-			return fmt.Errorf("want an IP address: %w", err)
+			return fmt.Errorf("want %s: %w", l.want, err)
 		}
-		*a = append(*a, x)
+		*l.items = append(*l.items, x)
 	}
 	return nil
 }
+
+// prefixList is a repeatable CIDR flag. It keeps the host bits:
+// 198.18.0.1/24 is the address 198.18.0.1 on the network 198.18.0.0/24.
+func prefixList(p *[]netip.Prefix) listFlag[netip.Prefix] {
+	return listFlag[netip.Prefix]{p, netip.ParsePrefix, "an address with its prefix length, like 198.18.0.1/24"}
+}
+
+// addrList is a repeatable IP address flag.
+func addrList(a *[]netip.Addr) listFlag[netip.Addr] {
+	return listFlag[netip.Addr]{a, netip.ParseAddr, "an IP address"}
+}
+
+// logLevel is a slog level flag.
+type logLevel struct{ slog.Level }
+
+func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }

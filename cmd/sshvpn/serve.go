@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,9 +27,9 @@ type serveConfig struct {
 	authorizedKeys string
 	permit         relay.PermitTunnel
 	backend        Backend
-	tunAddrs       prefixes
-	routes         prefixes
-	dns            addrs
+	tunAddrs       []netip.Prefix
+	routes         []netip.Prefix
+	dns            []netip.Addr
 	nat            bool
 	mtu            int
 	ciphers        string
@@ -46,9 +47,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, restrict)")
 	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
 	fs.Var(&c.backend, "backend", "where packets go: kernel (tun/tap devices; needs root)")
-	fs.Var(&c.tunAddrs, "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
-	fs.Var(&c.routes, "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
-	fs.Var(&c.dns, "dns", "name server `address` sshvpn clients are told to use (repeatable)")
+	fs.Var(prefixList(&c.tunAddrs), "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
+	fs.Var(prefixList(&c.routes), "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
+	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(relay.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
@@ -135,7 +136,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("sshvpn gateway listening", "addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend,
-		"tun_address", c.tunAddrs.String(), "nat", c.nat)
+		"tun_address", prefixList(&c.tunAddrs).String(), "nat", c.nat)
 	err = srv.Serve(ctx, ln)
 	log.Info("sshvpn gateway stopped")
 	return err
