@@ -38,18 +38,33 @@ func TestTwoClients(t *testing.T) {
 		nstest.Ping(t, tp.gw, tunClient.Addr().String(), 2)
 		nstest.Ping(t, tp.gw, otherAddr.Addr().String(), 2)
 
-		done := make(chan nstest.Result)
-		go func() {
-			done <- nstest.Transfer(t, tp.gw, tunGW.Addr().String()+":0", second, tunGW.Addr().String(), 20<<20, true)
-		}()
-		r1 := nstest.Transfer(t, tp.gw, tunGW.Addr().String()+":0", tp.client, tunGW.Addr().String(), 20<<20, true)
-		r2 := <-done
-		t.Logf("concurrent downloads: first %v, second %v", r1, r2)
+		// Both downloads run at once; each must arrive whole.
+		var rs [2]nstest.Result
+		trs := [2]*nstest.TransferRun{
+			nstest.StartTransfer(t, tp.gw, tunGW.Addr().String()+":0", tp.client, tunGW.Addr().String(), 20<<20, true),
+			nstest.StartTransfer(t, tp.gw, tunGW.Addr().String()+":0", second, tunGW.Addr().String(), 20<<20, true),
+		}
+		for i, tr := range trs {
+			r, err := tr.Wait()
+			if err != nil {
+				t.Errorf("client %d's download: %v", i+1, err)
+			}
+			rs[i] = r
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		t.Logf("concurrent downloads: first %v, second %v", rs[0], rs[1])
 
 		// The second client claims the first one's address: dropped.
 		second.Run(t, "ip", "addr", "add", tunClient.Addr().String()+"/32", "dev", "tun0")
-		if out, err := second.Cmd("ping", "-c", "2", "-W", "1", "-I", tunClient.Addr().String(), tunGW.Addr().String()).CombinedOutput(); err == nil {
+		out, err := second.Cmd("ping", "-n", "-c", "2", "-W", "1", "-I", tunClient.Addr().String(), tunGW.Addr().String()).CombinedOutput()
+		if err == nil {
 			t.Fatalf("a ping spoofing the first client's address got through:\n%s", out)
+		}
+		// Failing is not enough: the pings must have gone out and been lost.
+		if !strings.Contains(string(out), "2 packets transmitted, 0 received") {
+			t.Fatalf("the spoofing ping failed without sending (%v):\n%s", err, out)
 		}
 		nstest.Ping(t, tp.client, tunGW.Addr().String(), 2)
 		nstest.WaitFor(t, 5*time.Second, "spoof warning", func() bool {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -149,23 +150,41 @@ func TestConnectReconnects(t *testing.T) {
 			"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
 		waitUp(t, c, 1)
 		index := tp.client.Run(t, "ip", "-o", "link", "show", "tun0")[:3]
-
-		done := make(chan nstest.Result)
-		go func() {
-			done <- nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
-		}()
-		time.Sleep(500 * time.Millisecond)
 		sessions := sshdSessions(t, tp.gw, sshd.PID())
 		if len(sessions) == 0 {
 			t.Fatal("found no sshd session process to kill")
 		}
+
+		// Kill the session as soon as the receiver has a few MiB, then
+		// prove the kill landed mid-transfer: started, not yet complete.
+		const size, threshold = 100 << 20, 8 << 20
+		tr := nstest.StartTransfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), size, true)
+		select {
+		case <-tr.Reached(threshold): // or the transfer ended
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the transfer did not reach %d bytes in 30 s: %d received", threshold, tr.Received())
+		}
 		for _, pid := range sessions {
-			syscall.Kill(pid, syscall.SIGKILL)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill sshd session %d: %v", pid, err)
+			}
 		}
 		killed := time.Now()
+		at := tr.Received()
+		if at >= size {
+			t.Fatalf("the kill did not land mid-transfer: all %d bytes had arrived", size)
+		}
+		if at < threshold { // Reached fired because the transfer ended
+			_, err := tr.Wait()
+			t.Fatalf("the transfer ended before the kill, with %d of %d bytes: %v", at, size, err)
+		}
+		t.Logf("killed the sshd session with %d of %d bytes received", at, size)
 		waitUp(t, c, 2)
 		t.Logf("reconnected %v after the kill", time.Since(killed).Round(time.Millisecond))
-		r := <-done
+		r, err := tr.Wait()
+		if err != nil {
+			t.Fatalf("the transfer did not survive the reconnect: %v", err)
+		}
 		t.Logf("the transfer survived the reconnect: %v", r)
 		if !strings.Contains(c.Log(), "reconnecting") {
 			t.Errorf("no reconnect in the log:\n%s", c.Log())
@@ -186,11 +205,16 @@ func TestConnectHostKeyMismatch(t *testing.T) {
 		_, other := tp.key(t, o, "impostor")
 		known := filepath.Join(t.TempDir(), "known_hosts")
 		content := []byte("[198.18.1.1]:22 " + strings.Join(strings.Fields(other)[:2], " ") + "\n")
-		os.WriteFile(known, content, 0o600)
+		if err := os.WriteFile(known, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		before := hostState(t, tp.client)
 		c := tp.client.Start(t, connectArgs(priv, known, "-w", "any:0", "--address", tunClient.String(), "root@198.18.1.1")...)
-		if err := c.Wait(20 * time.Second); err == nil {
+		switch err := c.Wait(20 * time.Second); {
+		case err == nil:
 			t.Fatalf("connected despite a changed host key:\n%s", c.Log())
+		case errors.Is(err, nstest.ErrWaitTimeout):
+			t.Fatalf("still running 20 s after a changed host key, want it to stop: %v\n%s", err, c.Log())
 		}
 		for _, want := range []string{"REMOTE HOST IDENTIFICATION HAS CHANGED", "Offending ED25519 key in " + known + ":1", "Host key verification failed"} {
 			if !strings.Contains(c.Log(), want) {
@@ -231,8 +255,16 @@ func TestConnectTeardown(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			c := run(t)
-			c.Signal(sig)
-			c.Wait(15 * time.Second)
+			if err := c.Signal(sig); err != nil {
+				t.Fatalf("signal %v: %v", sig, err)
+			}
+			err := c.Wait(15 * time.Second)
+			switch {
+			case errors.Is(err, nstest.ErrWaitTimeout):
+				t.Fatalf("sshvpn connect still runs 15 s after %v: %v\n%s", sig, err, c.Log())
+			case sig != syscall.SIGKILL && err != nil:
+				t.Fatalf("sshvpn connect did not end cleanly on %v: %v\n%s", sig, err, c.Log())
+			}
 			if sig == syscall.SIGKILL {
 				// What a dead run left must not trouble the next one.
 				c = run(t)

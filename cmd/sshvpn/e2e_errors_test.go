@@ -56,7 +56,9 @@ func TestActionableErrors(t *testing.T) {
 	t.Run("bad-authorized-keys-line", func(t *testing.T) {
 		dir := t.TempDir()
 		keys := filepath.Join(dir, "authorized_keys")
-		os.WriteFile(keys, []byte(pub+"\nssh-ed25519 not-a-key\n"), 0o600)
+		if err := os.WriteFile(keys, []byte(pub+"\nssh-ed25519 not-a-key\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		p := tp.gw.Start(t, sshvpnBin, "serve", "--listen", gwListen, "--host-key", filepath.Join(dir, "hk"), "--authorized-keys", keys)
 		if err := p.Wait(10 * time.Second); err == nil {
 			t.Fatalf("started with a bad authorized_keys line:\n%s", p.Log())

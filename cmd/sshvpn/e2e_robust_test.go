@@ -58,6 +58,9 @@ func TestBulkDownloadIntoStockClient(t *testing.T) {
 			return strings.Contains(gw.Log(), "tunnel down")
 		})
 		pkts := counter(gw.Log(), "out.packets")
+		if pkts < 0 {
+			t.Fatalf("no out.packets counter in the gateway log:\n%s", gw.Log())
+		}
 		pps := float64(pkts) / r.Duration.Seconds()
 		t.Logf("OpenSSH %s client: %v; gateway sent %d packets, %.0f packets/s", o.Version, r, pkts, pps)
 		// A collapse (DESIGN.md §3) is a few hundred packets per second.
@@ -122,10 +125,7 @@ func TestMisbehavingClient(t *testing.T) {
 		}
 		go ssh.DiscardRequests(creqs)
 
-		done := make(chan nstest.Result)
-		go func() {
-			done <- nstest.Transfer(t, tp.gw, tunGW.Addr().String()+":0", tp.client, tunGW.Addr().String(), 20<<20, true)
-		}()
+		tr := nstest.StartTransfer(t, tp.gw, tunGW.Addr().String()+":0", tp.client, tunGW.Addr().String(), 20<<20, true)
 		const rounds = 200
 		for range rounds {
 			for _, m := range badFrames() {
@@ -135,7 +135,10 @@ func TestMisbehavingClient(t *testing.T) {
 			}
 		}
 		nstest.Ping(t, tp.client, tunGW.Addr().String(), 3)
-		r := <-done
+		r, err := tr.Wait()
+		if err != nil {
+			t.Fatalf("the well-behaved client's download while the bad one sent garbage: %v", err)
+		}
 		t.Logf("well-behaved client's download while the bad one sent %d bad frames: %v", rounds*len(badFrames()), r)
 		ch.Close()
 		client.Close()
@@ -281,12 +284,24 @@ func TestDeadClientIsReaped(t *testing.T) {
 	priv, pub := tp.key(t, o, "client")
 	gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(),
 		"--client-alive-interval", "500ms", "--client-alive-count-max", "2")
-	ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
+	// -v: the client logs each keepalive it is sent (and answers).
+	ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N", "-v")
 	waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
-	time.Sleep(2 * time.Second) // answered keepalives keep it up
-	if strings.Contains(gw.Log(), "tunnel down") {
-		t.Fatalf("a live client was disconnected:\n%s", gw.Log())
+	upClient(t, tp.client, "tun0", tunClient)
+	// Answered keepalives keep it up: four of them span three intervals,
+	// more than the interval×count-max (1 s) after which an unanswered
+	// client is dropped.
+	const keepalive = "rtype keepalive@openssh.com want_reply 1"
+	nstest.WaitFor(t, 10*time.Second, "4 keepalives at the client", func() bool {
+		if ssh.Exited() {
+			t.Fatalf("ssh exited: %s", ssh.Log())
+		}
+		return strings.Count(ssh.Log(), keepalive) >= 4
+	})
+	if log := gw.Log(); strings.Contains(log, "tunnel down") || strings.Contains(log, "client not responding") {
+		t.Fatalf("a live client was disconnected:\n%s", log)
 	}
+	nstest.Ping(t, tp.client, tunGW.Addr().String(), 2)
 	ssh.Signal(syscall.SIGSTOP)
 	defer ssh.Signal(syscall.SIGCONT)
 	stopped := time.Now()

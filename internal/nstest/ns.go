@@ -3,6 +3,7 @@ package nstest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -96,33 +97,45 @@ func (n *NS) run(args ...string) (string, error) {
 // fn starts do NOT run in the namespace. fn may call t.Fatal.
 func (n *NS) Do(t testing.TB, fn func()) {
 	t.Helper()
+	err := n.do(fn, func(err error) { t.Errorf("%v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// do is Do without a test, for goroutines other than the test's: it returns
+// the error of entering the namespace (fn then does not run) and hands that
+// of leaving it, which runs deferred, also when fn ends its goroutine, to
+// leaveErr.
+func (n *NS) do(fn func(), leaveErr func(error)) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
+		return fmt.Errorf("get current netns: %w", err)
 	}
 	defer orig.Close()
 	target, err := netns.GetFromName(n.Name)
 	if err != nil {
 		runtime.UnlockOSThread()
-		t.Fatalf("open netns %s: %v", n.Name, err)
+		return fmt.Errorf("open netns %s: %w", n.Name, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
 		runtime.UnlockOSThread()
-		t.Fatalf("enter netns %s: %v", n.Name, err)
+		return fmt.Errorf("enter netns %s: %w", n.Name, err)
 	}
 	defer func() {
 		if err := netns.Set(orig); err != nil {
 			// Leave the thread locked: the runtime then ends it with the
 			// goroutine instead of reusing a thread in the wrong namespace.
-			t.Errorf("leave netns %s: %v", n.Name, err)
+			leaveErr(fmt.Errorf("leave netns %s: %w", n.Name, err))
 			return
 		}
 		runtime.UnlockOSThread()
 	}()
 	fn()
+	return nil
 }
 
 // Listen opens a listener inside the namespace (see net.Listen).
@@ -159,6 +172,19 @@ func (n *NS) Dial(t testing.TB, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	var err error
 	n.Do(t, func() { c, err = net.DialTimeout(network, addr, dialTimeout) })
+	return c, err
+}
+
+// dial is Dial without a test, safe on any goroutine.
+func (n *NS) dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	var dialErr, leaveErr error
+	err := n.do(func() { c, dialErr = net.DialTimeout(network, addr, dialTimeout) }, func(e error) { leaveErr = e })
+	err = errors.Join(err, dialErr, leaveErr)
+	if err != nil && c != nil {
+		c.Close()
+		c = nil
+	}
 	return c, err
 }
 

@@ -3,10 +3,13 @@ package nstest
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,6 +79,203 @@ func TestTransfer(t *testing.T) {
 			}
 			t.Log(r)
 		})
+	}
+}
+
+// TestTransferProgress proves Reached and Received follow the receiver.
+func TestTransferProgress(t *testing.T) {
+	a, b := pair(t)
+	const size = 20 << 20
+	tr := StartTransfer(t, a, "198.18.0.1:0", b, "198.18.0.1", size, true)
+	<-tr.Reached(size / 2)
+	if got := tr.Received(); got < size/2 {
+		t.Errorf("Reached(%d) fired with Received() = %d", size/2, got)
+	}
+	beyond := tr.Reached(size + 1) // never reached: closes when the transfer ends
+	r, err := tr.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-beyond:
+	default:
+		t.Error("Reached(size+1) still open after Wait")
+	}
+	if r.Bytes != size || tr.Received() != size || tr.Sent() != size || !tr.Finished() {
+		t.Errorf("after Wait: Result.Bytes %d, Received %d, Sent %d, Finished %v; want %d, %d, %d, true",
+			r.Bytes, tr.Received(), tr.Sent(), tr.Finished(), size, size, size)
+	}
+}
+
+// fault is what faultyProxy does to the stream.
+type fault int
+
+const (
+	corrupt  fault = iota // flip one bit of the byte at the offset
+	truncate              // close both connections at the offset
+	stall                 // forward nothing more from the offset on
+)
+
+// faultyProxy relays connections to listen in n on to upstream, doing f at
+// offset at of each direction's stream. It stops, closing everything, when
+// the test ends.
+func faultyProxy(t *testing.T, n *NS, listen, upstream string, f fault, at int64) {
+	t.Helper()
+	ln := n.Listen(t, "tcp", listen)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+			up, err := n.dial("tcp", upstream)
+			if err != nil {
+				c.Close() // the transfer fails, which is what the test expects anyway
+				continue
+			}
+			track(up)
+			wg.Add(2)
+			go func() { defer wg.Done(); relayFaulty(up, c, f, at) }()
+			go func() { defer wg.Done(); relayFaulty(c, up, f, at) }()
+		}
+	}()
+}
+
+func relayFaulty(dst, src net.Conn, f fault, at int64) {
+	buf := make([]byte, 32<<10)
+	var off int64
+	for {
+		n, err := src.Read(buf)
+		b := buf[:n]
+		if end := off + int64(n); end > at && f != corrupt {
+			dst.Write(b[:at-off])
+			if f == truncate {
+				src.Close()
+				dst.Close()
+			}
+			return // stall: the cleanup closes both
+		}
+		if f == corrupt && off <= at && at < off+int64(n) {
+			b[at-off] ^= 0x40
+		}
+		off += int64(n)
+		if _, werr := dst.Write(b); werr != nil {
+			src.Close()
+			return
+		}
+		if err == io.EOF {
+			dst.(*net.TCPConn).CloseWrite()
+			return
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// TestTransferFails proves a broken transfer fails promptly with the reason,
+// through Wait, on the caller's goroutine: corrupt data (at the right
+// offset), a connection cut short, a stall (after transferIdle, not the
+// whole timeout), and a test that ends first (the cleanup aborts the
+// transfer).
+func TestTransferFails(t *testing.T) {
+	a, b := pair(t)
+	const size = 50 << 20
+	saved := transferIdle
+	transferIdle = 2 * time.Second
+	t.Cleanup(func() { transferIdle = saved })
+	const bound = 15 * time.Second // far below transferTimeout(size)
+	port := 5100
+	// run transfers through a faulty proxy and returns Wait's error and how
+	// long it took.
+	run := func(t *testing.T, f fault, at int64, download bool) (*TransferRun, error, time.Duration) {
+		t.Helper()
+		port += 2
+		listen, proxy := fmt.Sprintf("198.18.0.1:%d", port), fmt.Sprintf("198.18.0.1:%d", port+1)
+		faultyProxy(t, a, proxy, listen, f, at)
+		start := time.Now()
+		tr := StartTransfer(t, a, listen, b, proxy, size, download)
+		_, err := tr.Wait()
+		return tr, err, time.Since(start)
+	}
+	for _, download := range []bool{true, false} {
+		t.Run(fmt.Sprintf("corrupt/download=%v", download), func(t *testing.T) {
+			const at = 5<<20 + 77
+			_, err, d := run(t, corrupt, at, download)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("differs from the sent stream at offset %d", at)) {
+				t.Fatalf("Wait = %v, want a mismatch at offset %d", err, at)
+			}
+			if d > bound {
+				t.Errorf("took %v, want under %v", d, bound)
+			}
+			t.Log(err)
+		})
+		t.Run(fmt.Sprintf("truncate/download=%v", download), func(t *testing.T) {
+			const at = 3 << 20
+			tr, err, d := run(t, truncate, at, download)
+			if err == nil {
+				t.Fatal("Wait = nil for a connection cut short")
+			}
+			if got := tr.Received(); got > at {
+				t.Errorf("Received() = %d, more than the %d bytes the proxy let through", got, at)
+			}
+			if d > bound {
+				t.Errorf("took %v, want under %v", d, bound)
+			}
+			t.Log(err)
+		})
+		t.Run(fmt.Sprintf("stall/download=%v", download), func(t *testing.T) {
+			const at = 1 << 20
+			_, err, d := run(t, stall, at, download)
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Wait = %v, want a deadline exceeded", err)
+			}
+			if d < transferIdle || d > bound {
+				t.Errorf("took %v, want between transferIdle (%v) and %v", d, transferIdle, bound)
+			}
+			t.Log(err)
+		})
+	}
+	var tr *TransferRun
+	var ended time.Time
+	t.Run("test-ends-first", func(t *testing.T) {
+		port += 2
+		listen, proxy := fmt.Sprintf("198.18.0.1:%d", port), fmt.Sprintf("198.18.0.1:%d", port+1)
+		faultyProxy(t, a, proxy, listen, stall, 1<<20)
+		tr = StartTransfer(t, a, listen, b, proxy, size, true)
+		<-tr.Reached(1 << 20)
+		ended = time.Now()
+		// Returning now is what a t.Fatal elsewhere in the test does.
+	})
+	if !tr.Finished() {
+		t.Fatal("the transfer still runs after its test's cleanup")
+	}
+	if d := time.Since(ended); d > time.Second {
+		t.Errorf("the cleanup took %v to abort the transfer", d)
+	}
+	if _, err := tr.Wait(); !errors.Is(err, errAborted) {
+		t.Errorf("Wait after the test ended = %v, want %v", err, errAborted)
 	}
 }
 
