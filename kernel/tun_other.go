@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -39,6 +38,3 @@ func CheckAccess() error {
 
 // AddressOwner fails: there are no tun/tap devices here.
 func AddressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }
-
-// SetReadDeadline fails: there are no tun/tap devices here.
-func (t *Tun) SetReadDeadline(d time.Time) error { return errors.ErrUnsupported }

@@ -3,7 +3,7 @@ package relay
 import "errors"
 
 // Device moves whole packets in batches. Everything that carries packets in
-// sshvpn is a Device: an SSH channel (Channel), a kernel tun/tap
+// sshvpn is a Device: an SSH channel (sshchan.Channel), a kernel tun/tap
 // (kernel.Tun), later the userspace stack. Pump joins two of them.
 //
 // Callers own the buffers: packet i is bufs[i][offset:offset+sizes[i]].

@@ -1,13 +1,18 @@
-// Package relay carries packets between SSH channels and packet devices.
+// Package relay is sshvpn's packet core: what every backend and every
+// transport shares, and nothing else. It imports the standard library only,
+// so the kernel and userspace backends link no SSH code.
 //
-// It speaks OpenSSH's tun@openssh.com channel (PROTOCOL §2.3): a channel
-// opened with a tunnel mode (point-to-point or ethernet) and a unit number,
-// whose every SSH_MSG_CHANNEL_DATA holds exactly one packet. In
-// point-to-point mode the packet is preceded by a 4-byte address family in
-// OpenBSD numbering (2 for IPv4, 24 for IPv6); in ethernet mode it is the bare
-// frame.
+//   - device.go: Device, the batched packet interface everything that moves
+//     packets implements (an SSH channel, a kernel tun/tap, the userspace
+//     stack), and DropError for packets a Write refuses one by one.
+//   - stats.go: DropReason and Counters, per direction.
+//   - pump.go: Pump joins two Devices in both directions, a batch at a time,
+//     without allocating.
+//   - mode.go: the tunnel modes (point-to-point, ethernet) and AnyUnit.
+//   - tunnel.go: what a backend provides for one tunnel (Opener, Tunnel,
+//     TunnelConfig).
 //
-// Everything that moves packets is a Device. Channel adapts an ssh.Channel,
-// the kernel and stack packages adapt tun/tap devices and the userspace
-// stack, and Pump joins two Devices in both directions.
+// The SSH side lives in sub-packages: wire (the tun@openssh.com format,
+// pure), sshchan (an SSH channel as a Device), gateway (the server),
+// reconnect (the client's supervisor), keepalive and sshclient.
 package relay

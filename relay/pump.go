@@ -132,9 +132,13 @@ func newDirection(name string, src, dst Device, c *Counters, log *slog.Logger) *
 	return d
 }
 
+// linkOverhead is what an ethernet-mode packet adds to the MTU: the 14-byte
+// Ethernet header and one 4-byte 802.1Q tag.
+const linkOverhead = 14 + 4
+
 // bufSize rounds up to a multiple of 64 bytes so rows start on cache lines.
 func bufSize(mtuA, mtuB int) int {
-	n := Headroom + max(mtuA, mtuB) + ethHeaderLen + vlanTagLen
+	n := Headroom + max(mtuA, mtuB) + linkOverhead
 	return (n + 63) &^ 63
 }
 

@@ -56,6 +56,15 @@ func startPump(t *testing.T, a, b *relaytest.Dev) *pumpRun {
 	return r
 }
 
+// stop ends Run and waits for it.
+func (r *pumpRun) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
 // wait returns Run's result, once; later calls return the same.
 func (r *pumpRun) wait(t *testing.T) error {
 	t.Helper()
@@ -120,6 +129,9 @@ func TestPumpBothWays(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// A packet is counted after Write returns, which may be after the
+	// receiver saw it: read the counters once the Pump has stopped.
+	r.stop(t)
 	for dir, c := range []*relay.Counters{&r.aToB, &r.bToA} {
 		s := c.Snapshot()
 		if s.Packets != n || s.Bytes != uint64(sizes[dir]) || s.Dropped() != 0 {
@@ -158,6 +170,7 @@ func TestPumpCountsDrops(t *testing.T) {
 	for range 5 {
 		<-delivered
 	}
+	r.stop(t) // the counters are final once Run returned
 	mu.Lock()
 	defer mu.Unlock()
 	for i, p := range got {

@@ -12,10 +12,11 @@ const (
 	DropFamily                      // unknown or mismatched address family
 	DropWrite                       // the destination refused it (EINVAL from a tun, ...)
 	DropSpoofed                     // its source address belongs to another tunnel
+	DropNoTunnel                    // no tunnel is up to take it (a client reconnecting)
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"malformed", "truncated", "oversized", "family", "write", "spoofed"}
+var dropNames = [numDropReasons]string{"malformed", "truncated", "oversized", "family", "write", "spoofed", "no-tunnel"}
 
 func (r DropReason) String() string {
 	if r < 0 || r >= numDropReasons {

@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
-	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/kernel"
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/keepalive"
+	"github.com/sshvpn/sshvpn/relay/reconnect"
 	"github.com/sshvpn/sshvpn/relay/sshclient"
 )
 
@@ -89,18 +88,6 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	return c, nil
 }
 
-// tunnelMode reads the tunnel mode the way ssh does: -w with Tunnel unset
-// means point-to-point.
-func tunnelMode(tunnel string) (relay.Mode, error) {
-	switch tunnel {
-	case "ethernet":
-		return relay.Ethernet, nil
-	case "point-to-point", "yes", "no", "":
-		return relay.PointToPoint, nil
-	}
-	return 0, fmt.Errorf("unknown Tunnel %q (want point-to-point or ethernet)", tunnel)
-}
-
 func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	c, err := parseConnect(args, stderr)
 	if err != nil {
@@ -114,15 +101,13 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, n := range cfg.Notes {
 		log.Warn("ssh_config: ignored", "what", n)
 	}
-	mode, err := tunnelMode(cfg.Tunnel)
+	mode, err := cfg.TunnelMode()
 	if err != nil {
 		return err
 	}
-	local, remote := sshclient.TunnelAny, sshclient.TunnelAny
-	if cfg.TunnelDevice != "" {
-		if local, remote, err = sshclient.ParseTunnelDevice(cfg.TunnelDevice); err != nil {
-			return err
-		}
+	local, remote, err := cfg.TunnelUnits()
+	if err != nil {
+		return err
 	}
 	if err := kernel.CheckAccess(); err != nil {
 		return err
@@ -135,24 +120,28 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	if interval == 0 {
 		interval = defaultKeepAlive
 	}
-	var tun *localTunnel
-	client := &relay.Client{
+	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Log: log}
+	if len(c.peer) > 0 {
+		lc.Peer = c.peer[0]
+	}
+	var dev *kernel.Local
+	client := &reconnect.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
-		Retryable: retryable,
+		Retryable: sshclient.Retryable,
 		KeepAlive: func(ctx context.Context, sc *ssh.Client) error {
-			return relay.KeepAlive(ctx, sc, interval, count)
+			return keepalive.Watch(ctx, sc, interval, count)
 		},
 		Mode: mode,
-		Unit: uint32(remote),
-		Setup: func(gw *relay.TunnelConfig) (relay.LocalDevice, error) {
-			l, err := newLocalTunnel(mode, uint32(local), gw, c, log)
+		Unit: remote,
+		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
+			l, err := kernel.OpenLocal(lc, gw)
 			if err != nil {
 				return nil, err // not a typed nil in the interface
 			}
-			tun = l
+			dev = l
 			return l, nil
 		},
-		Update: func(gw *relay.TunnelConfig) error { return tun.update(gw) },
+		Update: func(gw *relay.TunnelConfig) error { return dev.Update(gw) },
 		Log:    log.With("host", cfg.HostName, "port", cfg.Port),
 	}
 	return client.Run(ctx)
@@ -162,135 +151,3 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 // set: a VPN must notice a dead peer to reconnect, where an interactive ssh
 // session can wait for the user.
 const defaultKeepAlive = 15 * time.Second
-
-// retryable tells a passing network failure (worth a reconnect) from one
-// the user must fix: a refused key, a changed host key, a refused tunnel, a
-// host name that does not resolve. syscall.Errno is a net.Error, so the
-// test is by errno, not by type.
-func retryable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
-	}
-	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.ECONNABORTED,
-		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ETIMEDOUT, syscall.EPIPE} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	if dns, ok := errors.AsType[*net.DNSError](err); ok {
-		return dns.IsTemporary || dns.IsTimeout
-	}
-	return false
-}
-
-// localTunnel is the client's device and what was set up on it.
-type localTunnel struct {
-	*kernel.Tun
-	undo        *kernel.Undo
-	flags       *connectConfig
-	log         *slog.Logger
-	fromGateway []netip.Prefix // addresses the gateway assigned, in place now
-}
-
-// newLocalTunnel opens and configures the local device once the first
-// tunnel is up: a failed login or a refused tunnel changes nothing here.
-func newLocalTunnel(mode relay.Mode, unit uint32, gw *relay.TunnelConfig, c *connectConfig, log *slog.Logger) (*localTunnel, error) {
-	mtu := c.mtu
-	if mtu == 0 && gw != nil {
-		mtu = gw.MTU
-	}
-	tun, err := kernel.Open(kernel.Config{Mode: mode, Unit: unit, MTU: mtu})
-	if err != nil {
-		return nil, err
-	}
-	l := &localTunnel{Tun: tun, undo: kernel.NewUndo(log), flags: c, log: log}
-	if err := l.configure(gw); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
-// configure sets the device up with the flags, or else with what the
-// gateway said (gw is nil from a stock sshd).
-func (l *localTunnel) configure(gw *relay.TunnelConfig) error {
-	name := l.Name()
-	if err := l.undo.LinkUp(name); err != nil {
-		return err
-	}
-	addrs, routes := l.flags.addrs, slices.Clone(l.flags.routes)
-	if gw != nil {
-		if len(addrs) == 0 {
-			addrs = gw.Addresses
-			l.fromGateway = gw.Addresses
-		}
-		routes = append(routes, gw.Routes...)
-		if len(gw.DNS) > 0 {
-			l.log.Info("the gateway offers name servers; sshvpn does not change the resolver", "dns", gw.DNS)
-		}
-	}
-	if len(addrs) == 0 {
-		l.log.Warn("the tunnel has no address: pass --address (a stock sshd assigns none)", "device", name)
-	}
-	for _, a := range addrs {
-		if err := l.addAddress(a); err != nil {
-			return err
-		}
-	}
-	for _, r := range routes {
-		if err := l.undo.AddRoute(r.Masked(), name); err != nil {
-			return err
-		}
-	}
-	l.log.Info("local device configured", "device", name, "addresses", addrs, "routes", routes)
-	return nil
-}
-
-// addAddress puts a on the device; with --peer the address is the local
-// end of a point-to-point link, as `ip addr add A peer P` makes it.
-func (l *localTunnel) addAddress(a netip.Prefix) error {
-	if len(l.flags.peer) == 0 || a.Addr().Is4() != l.flags.peer[0].Is4() {
-		return l.undo.AddAddress(l.Name(), a, false)
-	}
-	p := l.flags.peer[0]
-	if err := l.undo.AddAddress(l.Name(), netip.PrefixFrom(a.Addr(), a.Addr().BitLen()), true); err != nil {
-		return err
-	}
-	return l.undo.AddRoute(netip.PrefixFrom(p, p.BitLen()), l.Name())
-}
-
-// update follows the gateway when a reconnect brings another address: the
-// gateway may still hold the old one for the session it has not yet seen
-// die, and drops packets from it as another tunnel's.
-func (l *localTunnel) update(gw *relay.TunnelConfig) error {
-	if len(l.flags.addrs) > 0 || slices.Equal(gw.Addresses, l.fromGateway) {
-		return nil
-	}
-	l.log.Warn("the gateway assigned a new address on reconnect; connections from the old one will break",
-		"old", l.fromGateway, "new", gw.Addresses)
-	for _, a := range gw.Addresses {
-		if !slices.Contains(l.fromGateway, a) {
-			if err := l.addAddress(a); err != nil {
-				return err
-			}
-		}
-	}
-	for _, a := range l.fromGateway {
-		if !slices.Contains(gw.Addresses, a) {
-			if err := kernel.DeleteAddress(l.Name(), a); err != nil {
-				return err
-			}
-		}
-	}
-	l.fromGateway = gw.Addresses
-	return nil
-}
-
-// Close undoes the configuration and releases the device.
-func (l *localTunnel) Close() error {
-	err := l.undo.Revert()
-	if cerr := l.Tun.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}

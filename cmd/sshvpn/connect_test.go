@@ -4,8 +4,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-
-	"github.com/sshvpn/sshvpn/relay"
 )
 
 func TestParseConnect(t *testing.T) {
@@ -39,15 +37,6 @@ func TestParseConnectErrors(t *testing.T) {
 	} {
 		if _, err := parseConnect(tt.args, io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v, want %q", tt.args, err, tt.want)
-		}
-	}
-}
-
-func TestTunnelMode(t *testing.T) {
-	for in, want := range map[string]relay.Mode{"": relay.PointToPoint, "yes": relay.PointToPoint,
-		"point-to-point": relay.PointToPoint, "ethernet": relay.Ethernet} {
-		if got, err := tunnelMode(in); err != nil || got != want {
-			t.Errorf("tunnelMode(%q) = %v, %v", in, got, err)
 		}
 	}
 }

@@ -54,15 +54,15 @@ func newTopo(t *testing.T) *topo {
 	return tp
 }
 
-// gateway is a running `sshvpn serve`.
-type gateway struct {
+// gatewayProc is a running `sshvpn serve`.
+type gatewayProc struct {
 	*nstest.Proc
 	keys string // its authorized_keys file
 }
 
 // startGateway runs sshvpn serve in the gateway namespace with an
 // authorized_keys file holding authKeys, and waits until it accepts.
-func (tp *topo) startGateway(t *testing.T, authKeys string, args ...string) *gateway {
+func (tp *topo) startGateway(t *testing.T, authKeys string, args ...string) *gatewayProc {
 	t.Helper()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "authorized_keys")
@@ -79,7 +79,7 @@ func (tp *topo) startGateway(t *testing.T, authKeys string, args ...string) *gat
 		}
 		return strings.Contains(p.Log(), "listening")
 	})
-	return &gateway{Proc: p, keys: keys}
+	return &gatewayProc{Proc: p, keys: keys}
 }
 
 // key makes a client key with o's ssh-keygen.
@@ -97,7 +97,7 @@ func (tp *topo) sshTunnel(t *testing.T, o nstest.OpenSSH, key, mode, spec string
 }
 
 // waitTunnel waits for the client's device and for the gateway's tunnel.
-func waitTunnel(t *testing.T, ns *nstest.NS, dev string, ssh *nstest.Proc, gw *gateway, n int) {
+func waitTunnel(t *testing.T, ns *nstest.NS, dev string, ssh *nstest.Proc, gw *gatewayProc, n int) {
 	t.Helper()
 	nstest.WaitFor(t, 15*time.Second, "tunnel "+dev+" up", func() bool {
 		if ssh.Exited() {

@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
 // serveConfig is what `sshvpn serve` was asked to do.
@@ -25,7 +27,7 @@ type serveConfig struct {
 	listen         string
 	hostKey        string
 	authorizedKeys string
-	permit         relay.PermitTunnel
+	permit         gateway.PermitTunnel
 	backend        Backend
 	tunAddrs       []netip.Prefix
 	routes         []netip.Prefix
@@ -39,7 +41,7 @@ type serveConfig struct {
 }
 
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
-	c := &serveConfig{permit: relay.PermitYes, backend: "kernel"}
+	c := &serveConfig{permit: gateway.PermitYes, backend: "kernel"}
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
@@ -52,7 +54,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
-	fs.StringVar(&c.ciphers, "ciphers", strings.Join(relay.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
+	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
@@ -62,8 +64,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	if c.mtu < 576 || c.mtu > relay.MaxFrame-4 {
-		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, relay.MaxFrame-4, relay.MaxFrame)
+	if c.mtu < 576 || c.mtu > wire.MaxFrame-4 {
+		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
 	}
 	if c.nat && len(c.tunAddrs) == 0 {
 		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
@@ -102,16 +104,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
-	backend, err := newKernelBackend(c, log)
+	backend, err := kernel.NewGateway(kernel.GatewayConfig{
+		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, NAT: c.nat, MTU: c.mtu, Log: log,
+	})
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
-	signer, err := relay.LoadOrCreateHostKey(c.hostKey)
+	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
 		return err
 	}
-	keys, err := relay.LoadAuthorizedKeys(c.authorizedKeys, log)
+	keys, err := gateway.LoadAuthorizedKeys(c.authorizedKeys, log)
 	if err != nil {
 		return err
 	}
@@ -119,13 +123,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("no authorized keys yet: every login is refused until you add clients' public keys (read again on each login)",
 			"file", c.authorizedKeys)
 	}
-	srv, err := relay.NewServer(relay.ServerConfig{
+	srv, err := gateway.New(gateway.Config{
 		HostKeys:     []ssh.Signer{signer},
 		Keys:         keys,
 		PermitTunnel: c.permit,
 		Ciphers:      strings.Split(c.ciphers, ","),
 		MTU:          c.mtu,
-		Open:         backend.Open,
+		Backend:      backend,
 		Log:          log,
 
 		ClientAliveInterval: c.aliveInterval,

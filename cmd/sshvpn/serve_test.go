@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/sshvpn/sshvpn/relay"
 )
 
 func TestParseServeDefaults(t *testing.T) {
@@ -16,7 +14,7 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.listen != ":2222" || c.permit != relay.PermitYes || c.backend != "kernel" || c.mtu != 1500 || c.nat {
+	if c.listen != ":2222" || c.permit != "yes" || c.backend != "kernel" || c.mtu != 1500 || c.nat {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if !strings.HasSuffix(c.hostKey, "sshvpn/ssh_host_ed25519_key") || !strings.HasSuffix(c.authorizedKeys, ".ssh/authorized_keys") {
@@ -34,7 +32,7 @@ func TestParseServeFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24"), netip.MustParsePrefix("2001:2::1/64")}
-	if c.listen != "198.18.0.1:22" || c.permit != relay.PermitEthernet || !c.nat || c.mtu != 9000 ||
+	if c.listen != "198.18.0.1:22" || c.permit != "ethernet" || !c.nat || c.mtu != 9000 ||
 		len(c.tunAddrs) != 2 || c.tunAddrs[0] != want[0] || c.tunAddrs[1] != want[1] {
 		t.Fatalf("parsed %+v", c)
 	}

@@ -1,4 +1,4 @@
-package relay
+package gateway
 
 import (
 	"bufio"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // KeyOptions are the authorized_keys options sshvpn honours for one key.
@@ -195,10 +197,10 @@ func parseExpiry(v string) (time.Time, error) {
 // parseUnit reads a tunnel unit as OpenSSH does: a number or "any".
 func parseUnit(s string) (uint32, error) {
 	if s == "any" {
-		return AnyUnit, nil
+		return relay.AnyUnit, nil
 	}
 	n, err := strconv.ParseUint(s, 10, 31)
-	if err != nil || uint32(n) == AnyUnit {
+	if err != nil || uint32(n) == relay.AnyUnit {
 		return 0, fmt.Errorf("want a unit number or any")
 	}
 	return uint32(n), nil

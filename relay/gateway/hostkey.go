@@ -1,4 +1,4 @@
-package relay
+package gateway
 
 import (
 	"crypto/ed25519"

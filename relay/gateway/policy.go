@@ -1,6 +1,10 @@
-package relay
+package gateway
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
 
 // PermitTunnel is sshd_config's PermitTunnel: which tunnel modes a gateway
 // accepts. It implements flag.Value.
@@ -26,14 +30,14 @@ func (p *PermitTunnel) Set(s string) error {
 }
 
 // Allows reports whether mode m may be opened.
-func (p PermitTunnel) Allows(m Mode) bool {
+func (p PermitTunnel) Allows(m relay.Mode) bool {
 	switch p {
 	case PermitYes:
-		return m == PointToPoint || m == Ethernet
+		return m == relay.PointToPoint || m == relay.Ethernet
 	case PermitPointToPoint:
-		return m == PointToPoint
+		return m == relay.PointToPoint
 	case PermitEthernet:
-		return m == Ethernet
+		return m == relay.Ethernet
 	}
 	return false
 }
@@ -43,25 +47,27 @@ func (p PermitTunnel) Allows(m Mode) bool {
 // key's restrict and tunnel="N" options. A forced unit replaces "any" and
 // refuses any other unit. It returns the unit to open, or an error whose
 // text the client shows, saying which setting refused.
-func checkTunnel(permit PermitTunnel, mode Mode, unit uint32, key *KeyOptions) (uint32, error) {
-	if mode != PointToPoint && mode != Ethernet {
+func checkTunnel(permit PermitTunnel, mode relay.Mode, unit uint32, key *KeyOptions) (uint32, error) {
+	if mode != relay.PointToPoint && mode != relay.Ethernet {
 		return 0, fmt.Errorf("tunnel refused: unknown tunnel mode %d", uint32(mode))
 	}
-	if unit > AnyUnit {
+	if unit > relay.AnyUnit {
 		return 0, fmt.Errorf("tunnel refused: unit %d is out of range", unit)
 	}
 	if !permit.Allows(mode) {
 		return 0, fmt.Errorf("%s tunnel refused: this gateway runs with --permit-tunnel %s", mode, permit)
 	}
 	if key == nil {
-		return unit, nil
+		// Every authenticated connection carries its key's options; a
+		// path that lost them must not skip restrict and tunnel=.
+		return 0, fmt.Errorf("tunnel refused: the gateway lost this login's authorized_keys options")
 	}
 	if key.Restrict {
 		return 0, fmt.Errorf("tunnel refused: %s has the restrict option", key.Source)
 	}
 	if key.ForceUnit != nil {
 		forced := *key.ForceUnit
-		if unit != AnyUnit && unit != forced {
+		if unit != relay.AnyUnit && unit != forced {
 			return 0, fmt.Errorf("tunnel refused: %s forces tunnel=%q but the client asked for unit %d",
 				key.Source, unitString(forced), unit)
 		}
@@ -71,7 +77,7 @@ func checkTunnel(permit PermitTunnel, mode Mode, unit uint32, key *KeyOptions) (
 }
 
 func unitString(u uint32) string {
-	if u == AnyUnit {
+	if u == relay.AnyUnit {
 		return "any"
 	}
 	return fmt.Sprint(u)

@@ -1,4 +1,4 @@
-package relay
+package gateway
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/keepalive"
 )
 
 // DefaultCiphers is AES-GCM alone. The server must take the client's first
@@ -20,34 +23,14 @@ import (
 // AES-GCM; --ciphers offers others.
 var DefaultCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
 
-// Opener connects an accepted tunnel to a packet device: a kernel tun/tap or
-// the userspace stack. The Device's Close must undo everything Open set up.
-// A Device that implements Describer describes itself to the client's
-// session.
-type Opener func(ctx context.Context, req TunnelRequest) (Device, error)
-
-// Describer is implemented by Devices that can tell the user, in a few
-// lines, what they are and how to use them.
-type Describer interface {
-	Describe() string
-}
-
-// TunnelRequest is one accepted tun@openssh.com open.
-type TunnelRequest struct {
-	Mode   Mode
-	Unit   uint32 // AnyUnit or a unit the policy allowed
-	User   string
-	Remote net.Addr
-}
-
-// ServerConfig configures a gateway.
-type ServerConfig struct {
+// Config configures a gateway.
+type Config struct {
 	HostKeys     []ssh.Signer
 	Keys         *AuthorizedKeys
 	PermitTunnel PermitTunnel
-	Ciphers      []string // nil means DefaultCiphers
-	MTU          int      // tunnel MTU
-	Open         Opener
+	Ciphers      []string     // nil means DefaultCiphers
+	MTU          int          // tunnel MTU
+	Backend      relay.Opener // where each tunnel's packets go
 	Log          *slog.Logger
 	// ClientAliveInterval and ClientAliveCountMax are sshd's: a client
 	// that answers no keepalive for Interval×CountMax is disconnected, so
@@ -58,13 +41,13 @@ type ServerConfig struct {
 
 // Server is an SSH server that carries tun@openssh.com tunnels.
 type Server struct {
-	cfg ServerConfig
+	cfg Config
 	ssh *ssh.ServerConfig
 	log *slog.Logger
 
 	wg          sync.WaitGroup
 	mu          sync.Mutex
-	conns       map[net.Conn]struct{}
+	conns       map[net.Conn]*connState // nil while handshaking
 	handshaking int
 	closing     bool
 }
@@ -73,10 +56,10 @@ type Server struct {
 // authentication callback to the channel handlers.
 type keyOptionsKey struct{}
 
-// NewServer checks cfg and builds the SSH configuration.
-func NewServer(cfg ServerConfig) (*Server, error) {
-	if len(cfg.HostKeys) == 0 || cfg.Keys == nil || cfg.Open == nil {
-		return nil, errors.New("relay: ServerConfig needs HostKeys, Keys and Open")
+// New checks cfg and builds the SSH configuration.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.HostKeys) == 0 || cfg.Keys == nil || cfg.Backend == nil {
+		return nil, errors.New("gateway: Config needs HostKeys, Keys and Backend")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -87,7 +70,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, conns: make(map[net.Conn]struct{})}
+	s := &Server{cfg: cfg, log: cfg.Log, conns: make(map[net.Conn]*connState)}
 	s.ssh = &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers},
 		PublicKeyCallback: s.authenticate,
@@ -172,7 +155,7 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	}
 	s.handshaking++
-	s.conns[c] = struct{}{}
+	s.conns[c] = nil
 	return true
 }
 
@@ -187,6 +170,13 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) handshakeDone() {
 	s.mu.Lock()
 	s.handshaking--
+	s.mu.Unlock()
+}
+
+// authenticated records c's state once its client logged in.
+func (s *Server) authenticated(c net.Conn, cs *connState) {
+	s.mu.Lock()
+	s.conns[c] = cs
 	s.mu.Unlock()
 }
 
@@ -209,6 +199,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	go ssh.DiscardRequests(reqs)
 	alive := s.watch(ctx, conn, log)
 	cs := &connState{srv: s, conn: conn, log: log}
+	s.authenticated(c, cs)
 	cs.serve(ctx, chans)
 	alive()
 	log.Info("client disconnected")
@@ -224,7 +215,7 @@ func (s *Server) watch(ctx context.Context, conn ssh.Conn, log *slog.Logger) (st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := KeepAlive(ctx, conn, s.cfg.ClientAliveInterval, s.cfg.ClientAliveCountMax); err != nil && ctx.Err() == nil {
+		if err := keepalive.Watch(ctx, conn, s.cfg.ClientAliveInterval, s.cfg.ClientAliveCountMax); err != nil && ctx.Err() == nil {
 			log.Warn("client not responding; disconnecting it", "err", err)
 		}
 	}()

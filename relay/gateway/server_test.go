@@ -1,15 +1,12 @@
-package relay_test
+package gateway_test
 
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,94 +17,20 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
 	"github.com/sshvpn/sshvpn/relay/relaytest"
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
-// testGateway is a relay.Server on loopback whose tunnels end in fake
-// devices.
-type testGateway struct {
-	addr   string
-	client ssh.Signer
-	mu     sync.Mutex
-	devs   []*relaytest.Dev
-	reqs   []relay.TunnelRequest
-}
+func newSigner(t *testing.T) ssh.Signer { return gatewaytest.NewSigner(t) }
 
-func newSigner(t *testing.T) ssh.Signer {
-	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// startGateway runs a gateway that accepts the returned client key with the
-// given authorized_keys options.
-func startGateway(t *testing.T, permit relay.PermitTunnel, keyOptions string) *testGateway {
-	t.Helper()
-	g := &testGateway{client: newSigner(t)}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.client.PublicKey())))
-	if keyOptions != "" {
-		line = keyOptions + " " + line
-	}
-	path := filepath.Join(t.TempDir(), "authorized_keys")
-	if err := os.WriteFile(path, []byte("# a comment\n\n"+line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := relay.LoadAuthorizedKeys(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := relay.NewServer(relay.ServerConfig{
-		HostKeys: []ssh.Signer{newSigner(t)}, Keys: keys, PermitTunnel: permit, MTU: 1500,
-		Open: func(ctx context.Context, req relay.TunnelRequest) (relay.Device, error) {
-			d := relaytest.New(1500, 8)
-			g.mu.Lock()
-			g.devs, g.reqs = append(g.devs, d), append(g.reqs, req)
-			g.mu.Unlock()
-			return configured{d}, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return g
-}
-
-func (g *testGateway) dial(t *testing.T) *ssh.Client {
-	t.Helper()
-	c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
-		User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+func startGateway(t *testing.T, permit gateway.PermitTunnel, keyOptions string) *gatewaytest.Gateway {
+	return gatewaytest.Start(t, gatewaytest.Options{Permit: permit, KeyOptions: keyOptions})
 }
 
 func openTunnel(c *ssh.Client, mode relay.Mode, unit uint32) (ssh.Channel, error) {
-	ch, reqs, err := c.OpenChannel(relay.ChannelType, ssh.Marshal(struct{ Mode, Unit uint32 }{uint32(mode), unit}))
+	ch, reqs, err := c.OpenChannel(wire.ChannelType, wire.OpenRequest{Mode: mode, Unit: unit}.Marshal())
 	if err != nil {
 		return nil, err
 	}
@@ -115,23 +38,13 @@ func openTunnel(c *ssh.Client, mode relay.Mode, unit uint32) (ssh.Channel, error
 	return ch, nil
 }
 
-func ipv4Packet(payload string) []byte {
-	p := make([]byte, 20+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8], p[9] = 64, 17
-	copy(p[12:], []byte{198, 18, 0, 2, 198, 18, 0, 1})
-	copy(p[20:], payload)
-	return p
-}
-
 func withAF(af uint32, pkt []byte) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, af), pkt...)
 }
 
 func TestServerCarriesPacketsBothWays(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
-	ch, err := openTunnel(g.dial(t), relay.PointToPoint, relay.AnyUnit)
+	g := startGateway(t, gateway.PermitYes, "")
+	ch, err := openTunnel(g.Dial(t), relay.PointToPoint, relay.AnyUnit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,15 +55,13 @@ func TestServerCarriesPacketsBothWays(t *testing.T) {
 	// with the address family stripped, whatever x/crypto queued together.
 	var sent [][]byte
 	for i := range 20 {
-		p := ipv4Packet(strings.Repeat("x", i*37))
+		p := relaytest.IPv4(strings.Repeat("x", i*37))
 		sent = append(sent, p)
 		if _, err := ch.Write(withAF(2, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g.mu.Lock()
-	dev := g.devs[0]
-	g.mu.Unlock()
+	dev := g.Devs()[0]
 	for i, want := range sent {
 		got, err := dev.Recv(ctx)
 		if err != nil {
@@ -162,7 +73,7 @@ func TestServerCarriesPacketsBothWays(t *testing.T) {
 	}
 
 	// The device's packets reach the client with the OpenBSD family word.
-	p := ipv4Packet("reply")
+	p := relaytest.IPv4("reply")
 	if err := dev.Inject(p); err != nil {
 		t.Fatal(err)
 	}
@@ -177,29 +88,28 @@ func TestServerCarriesPacketsBothWays(t *testing.T) {
 }
 
 func TestServerDropsBadFramesAndGoesOn(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
-	ch, err := openTunnel(g.dial(t), relay.PointToPoint, relay.AnyUnit)
+	var log syncBuffer
+	g := gatewaytest.Start(t, gatewaytest.Options{Log: &log})
+	ch, err := openTunnel(g.Dial(t), relay.PointToPoint, relay.AnyUnit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := [][]byte{
-		{1, 2},                            // shorter than the family word
-		withAF(24, ipv4Packet("v4 as 6")), // wrong family
-		withAF(2, ipv4Packet("cut"))[:22], // truncated
-		withAF(7, ipv4Packet("af 7")),     // unknown family
+		{1, 2},                                // shorter than the family word
+		withAF(24, relaytest.IPv4("v4 as 6")), // wrong family
+		withAF(2, relaytest.IPv4("cut"))[:22], // truncated
+		withAF(7, relaytest.IPv4("af 7")),     // unknown family
 	}
 	for _, m := range bad {
 		if _, err := ch.Write(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	good := ipv4Packet("still here")
+	good := relaytest.IPv4("still here")
 	if _, err := ch.Write(withAF(2, good)); err != nil {
 		t.Fatal(err)
 	}
-	g.mu.Lock()
-	dev := g.devs[0]
-	g.mu.Unlock()
+	dev := g.Devs()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	got, err := dev.Recv(ctx)
@@ -209,42 +119,71 @@ func TestServerDropsBadFramesAndGoesOn(t *testing.T) {
 	if !bytes.Equal(got, good) {
 		t.Fatalf("after bad frames got %x, want %x", got, good)
 	}
+	// Each bad frame is counted by reason, in the tunnel's last words.
+	ch.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(log.String(), "tunnel down") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tunnel down in the log:\n%s", log.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if want := "in.packets=1 in.bytes=30 in.drops=\"map[family:2 truncated:2]\""; !strings.Contains(log.String(), want) {
+		t.Errorf("the log does not say %s:\n%s", want, log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a log written from other goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestServerPolicy(t *testing.T) {
 	tests := []struct {
 		name    string
-		permit  relay.PermitTunnel
+		permit  gateway.PermitTunnel
 		options string
 		mode    relay.Mode
 		unit    uint32
 		refuse  string // in the open failure text; empty: accepted
 		gotUnit uint32
 	}{
-		{"yes-l3", relay.PermitYes, "", relay.PointToPoint, relay.AnyUnit, "", relay.AnyUnit},
-		{"yes-l2-unit", relay.PermitYes, "", relay.Ethernet, 4, "", 4},
-		{"no", relay.PermitNo, "", relay.PointToPoint, relay.AnyUnit, "--permit-tunnel no", 0},
-		{"p2p-only", relay.PermitPointToPoint, "", relay.Ethernet, relay.AnyUnit, "ethernet tunnel refused", 0},
-		{"ethernet-only", relay.PermitEthernet, "", relay.PointToPoint, relay.AnyUnit, "point-to-point tunnel refused", 0},
-		{"forced-any-becomes-5", relay.PermitYes, `tunnel="5"`, relay.PointToPoint, relay.AnyUnit, "", 5},
-		{"forced-same", relay.PermitYes, `tunnel="5"`, relay.PointToPoint, 5, "", 5},
-		{"forced-other", relay.PermitYes, `tunnel="5"`, relay.PointToPoint, 3, `forces tunnel="5" but the client asked for unit 3`, 0},
-		{"forced-any-only", relay.PermitYes, `tunnel="any"`, relay.PointToPoint, 2, `forces tunnel="any"`, 0},
-		{"restrict", relay.PermitYes, `restrict`, relay.PointToPoint, relay.AnyUnit, "has the restrict option", 0},
-		{"bad-mode", relay.PermitYes, "", relay.Mode(9), relay.AnyUnit, "unknown tunnel mode", 0},
+		{"yes-l3", gateway.PermitYes, "", relay.PointToPoint, relay.AnyUnit, "", relay.AnyUnit},
+		{"yes-l2-unit", gateway.PermitYes, "", relay.Ethernet, 4, "", 4},
+		{"no", gateway.PermitNo, "", relay.PointToPoint, relay.AnyUnit, "--permit-tunnel no", 0},
+		{"p2p-only", gateway.PermitPointToPoint, "", relay.Ethernet, relay.AnyUnit, "ethernet tunnel refused", 0},
+		{"ethernet-only", gateway.PermitEthernet, "", relay.PointToPoint, relay.AnyUnit, "point-to-point tunnel refused", 0},
+		{"forced-any-becomes-5", gateway.PermitYes, `tunnel="5"`, relay.PointToPoint, relay.AnyUnit, "", 5},
+		{"forced-same", gateway.PermitYes, `tunnel="5"`, relay.PointToPoint, 5, "", 5},
+		{"forced-other", gateway.PermitYes, `tunnel="5"`, relay.PointToPoint, 3, `forces tunnel="5" but the client asked for unit 3`, 0},
+		{"forced-any-only", gateway.PermitYes, `tunnel="any"`, relay.PointToPoint, 2, `forces tunnel="any"`, 0},
+		{"restrict", gateway.PermitYes, `restrict`, relay.PointToPoint, relay.AnyUnit, "has the restrict option", 0},
+		{"bad-mode", gateway.PermitYes, "", relay.Mode(9), relay.AnyUnit, "unknown tunnel mode", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := startGateway(t, tt.permit, tt.options)
-			_, err := openTunnel(g.dial(t), tt.mode, tt.unit)
+			_, err := openTunnel(g.Dial(t), tt.mode, tt.unit)
 			if tt.refuse == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				g.mu.Lock()
-				defer g.mu.Unlock()
-				if g.reqs[0].Unit != tt.gotUnit || g.reqs[0].Mode != tt.mode {
-					t.Fatalf("opened mode %v unit %d, want %v %d", g.reqs[0].Mode, g.reqs[0].Unit, tt.mode, tt.gotUnit)
+				req := g.Reqs()[0]
+				if req.Unit != tt.gotUnit || req.Mode != tt.mode {
+					t.Fatalf("opened mode %v unit %d, want %v %d", req.Mode, req.Unit, tt.mode, tt.gotUnit)
 				}
 				return
 			}
@@ -271,9 +210,9 @@ func TestServerFromOption(t *testing.T) {
 		{`from="*,!127.0.0.1"`, false},
 	} {
 		t.Run(tt.from, func(t *testing.T) {
-			g := startGateway(t, relay.PermitYes, tt.from)
-			c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
-				User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)},
+			g := startGateway(t, gateway.PermitYes, tt.from)
+			c, err := ssh.Dial("tcp", g.Addr, &ssh.ClientConfig{
+				User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.Client)},
 				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
 			})
 			if c != nil {
@@ -287,8 +226,8 @@ func TestServerFromOption(t *testing.T) {
 }
 
 func TestServerSessionShowsStatusAndStaysOpen(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
-	c := g.dial(t)
+	g := startGateway(t, gateway.PermitYes, "")
+	c := g.Dial(t)
 	if _, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit); err != nil {
 		t.Fatal(err)
 	}
@@ -336,14 +275,14 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 		if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := relay.LoadAuthorizedKeys(path, nil)
+		_, err := gateway.LoadAuthorizedKeys(path, nil)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("error %v, want it to contain %q", err, tt.want)
 		}
 	}
 	// A missing file starts empty and is picked up once it appears.
 	missing := filepath.Join(t.TempDir(), "authorized_keys")
-	keys, err := relay.LoadAuthorizedKeys(missing, nil)
+	keys, err := gateway.LoadAuthorizedKeys(missing, nil)
 	if err != nil || keys.Len() != 0 {
 		t.Fatalf("missing file: %v, %d keys", err, keys.Len())
 	}
@@ -359,7 +298,7 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 
 func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "host_key")
-	k1, err := relay.LoadOrCreateHostKey(path)
+	k1, err := gateway.LoadOrCreateHostKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +309,7 @@ func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("host key mode %v, want 0600", fi.Mode().Perm())
 	}
-	k2, err := relay.LoadOrCreateHostKey(path)
+	k2, err := gateway.LoadOrCreateHostKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,8 +319,8 @@ func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 }
 
 func TestAuthorizedKeysExample(t *testing.T) {
-	const path = "../testdata/authorized_keys.example"
-	keys, err := relay.LoadAuthorizedKeys(path, nil)
+	const path = "../../testdata/authorized_keys.example"
+	keys, err := gateway.LoadAuthorizedKeys(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +354,22 @@ func TestAuthorizedKeysExample(t *testing.T) {
 // A client may close its tunnel and open another on the same connection,
 // and may not hold more than the gateway's limit at once.
 func TestServerReopenAndChannelLimit(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
-	c := g.dial(t)
+	g := startGateway(t, gateway.PermitYes, "")
+	c := g.Dial(t)
 	for i := range 3 {
 		ch, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit)
 		if err != nil {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		ch.Close()
+	}
+	// The three closed ones give their slots back once torn down.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Server.ChannelsInUse() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d channels still counted after the client closed them all", g.Server.ChannelsInUse())
+		}
+		time.Sleep(time.Millisecond)
 	}
 	var open []ssh.Channel
 	for {
@@ -439,12 +386,11 @@ func TestServerReopenAndChannelLimit(t *testing.T) {
 			t.Fatal("no limit on tunnels per connection")
 		}
 	}
-	// Up to 10; the three closed ones may still be on their way out.
-	if len(open) < 7 || len(open) > 10 {
+	if len(open) != 10 {
 		t.Errorf("held %d tunnels, want the limit of 10", len(open))
 	}
 	// The gateway still serves new connections.
-	if _, err := openTunnel(g.dial(t), relay.PointToPoint, relay.AnyUnit); err != nil {
+	if _, err := openTunnel(g.Dial(t), relay.PointToPoint, relay.AnyUnit); err != nil {
 		t.Fatalf("a second client was refused: %v", err)
 	}
 }
@@ -456,11 +402,11 @@ func TestAuthorizedKeysLikeSSHD(t *testing.T) {
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 	from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	path := filepath.Join(t.TempDir(), "authorized_keys")
-	load := func(content string) (*relay.AuthorizedKeys, error) {
+	load := func(content string) (*gateway.AuthorizedKeys, error) {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return relay.LoadAuthorizedKeys(path, nil)
+		return gateway.LoadAuthorizedKeys(path, nil)
 	}
 
 	// Options sshvpn does not act on are left alone, whatever they hold.
@@ -504,34 +450,32 @@ func TestAuthorizedKeysLikeSSHD(t *testing.T) {
 	}
 }
 
-// configured is a fake device that describes its tunnel.
-type configured struct{ *relaytest.Dev }
-
-func (configured) TunnelConfig() relay.TunnelConfig {
-	return relay.TunnelConfig{MTU: 1500, Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")},
-		Gateways: []netip.Addr{netip.MustParseAddr("198.18.3.1")}, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}}
-}
-
 // An sshvpn client learns its tunnel's configuration; a stock client is
 // sent nothing it does not know.
 func TestServerSendsTunnelConfigToSSHVPNClients(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
+	g := startGateway(t, gateway.PermitYes, "")
 	for _, version := range []string{"SSH-2.0-sshvpn", "SSH-2.0-OpenSSH_9.2p1"} {
-		c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{
-			User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, ClientVersion: version,
-			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
-		})
+		c, err := ssh.Dial("tcp", g.Addr, g.ClientConfig(version))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		_, reqs, err := c.OpenChannel(relay.ChannelType, ssh.Marshal(struct{ Mode, Unit uint32 }{1, relay.AnyUnit}))
+		_, reqs, err := c.OpenChannel(wire.ChannelType, wire.OpenRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit}.Marshal())
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := relay.WaitTunnelConfig(context.Background(), reqs, 500*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
+		var got *relay.TunnelConfig
+		select {
+		case r := <-reqs:
+			if r.Type != wire.TunnelConfigRequest {
+				t.Fatalf("%s was sent a %q request", version, r.Type)
+			}
+			cfg, err := wire.ParseTunnelConfig(r.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = &cfg
+		case <-time.After(500 * time.Millisecond):
 		}
 		if version != "SSH-2.0-sshvpn" {
 			if got != nil {

@@ -1,4 +1,4 @@
-package relay
+package keepalive
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// KeepAlive implements ssh's ServerAliveInterval/ServerAliveCountMax and
+// Watch implements ssh's ServerAliveInterval/ServerAliveCountMax and
 // sshd's ClientAliveInterval/ClientAliveCountMax: every interval it sends a
 // keepalive@openssh.com global request with want-reply (any reply, true or
 // false, proves the peer alive). When countMax intervals pass in a row
@@ -19,7 +19,7 @@ import (
 //
 // At most one request is outstanding; a request the server never answers
 // ends when c is closed.
-func KeepAlive(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int) error {
+func Watch(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int) error {
 	if interval <= 0 {
 		<-ctx.Done()
 		return ctx.Err()

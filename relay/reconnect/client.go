@@ -1,4 +1,4 @@
-package relay
+package reconnect
 
 import (
 	"context"
@@ -7,56 +7,46 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/sshchan"
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
 // Client keeps one tunnel up from the client side: it dials, opens a
 // tun@openssh.com channel, learns the tunnel's configuration from an sshvpn
-// gateway, and pumps packets between the channel and the local device; when
-// the connection dies it dials again with capped, jittered exponential
-// backoff. The local device stays in place across reconnects, so
-// applications see a pause, not a reset.
+// gateway, and carries packets between the channel and the local device;
+// when the connection dies it dials again with capped, jittered exponential
+// backoff. The local device is made once and stays in place across
+// reconnects, read by one Pump for the client's whole life, so applications
+// see a pause, not a reset.
 type Client struct {
 	// Dial connects and authenticates. Its errors are final unless
 	// Retryable says otherwise.
 	Dial func(ctx context.Context) (*ssh.Client, error)
 	// Retryable reports whether a Dial error may pass (the network, the
 	// server restarting) rather than need the user (a refused key, a
-	// changed host key).
+	// changed host key). Nil: none may.
 	Retryable func(error) bool
 	// KeepAlive watches a connection until ctx ends; an error means the
 	// server stopped answering. Nil: no keepalives.
 	KeepAlive func(ctx context.Context, c *ssh.Client) error
-	Mode      Mode
-	Unit      uint32 // the remote unit, AnyUnit for any
+	Mode      relay.Mode
+	Unit      uint32 // the remote unit, relay.AnyUnit for any
 	// Setup makes and configures the local device, once, when the first
 	// tunnel is up, with what the gateway said (nil from a stock sshd):
-	// until then nothing on the machine has changed. Each session borrows
-	// the device; Run closes it when it returns.
-	Setup func(*TunnelConfig) (LocalDevice, error)
+	// until then nothing on the machine has changed. Run closes the
+	// device when it returns.
+	Setup func(*relay.TunnelConfig) (relay.Device, error)
 	// Update applies a later tunnel's configuration to the device Setup
 	// made; nil to keep the first one.
-	Update func(*TunnelConfig) error
-	Log    *slog.Logger
-
-	local   LocalDevice
-	upSince time.Time // when the current session's tunnel came up
-}
-
-// LocalDevice is the client's own device: a Device that can also stop a
-// blocked Read without closing, so sessions can borrow it in turn.
-type LocalDevice interface {
-	Device
-	Lender
-}
-
-// Lender is a Device that can stop a blocked Read without closing: Client
-// lends it to one session after another.
-type Lender interface {
-	SetReadDeadline(time.Time) error
+	Update func(*relay.TunnelConfig) error
+	// Log may be nil.
+	Log *slog.Logger
 }
 
 // Backoff bounds: the first retry comes after about minBackoff, later ones
@@ -64,11 +54,16 @@ type Lender interface {
 const (
 	minBackoff = 500 * time.Millisecond
 	maxBackoff = 30 * time.Second
-	// configWait is how long an sshvpn gateway has to send TunnelConfig.
+	// configWait is how long an sshvpn gateway has to send its tunnel
+	// configuration.
 	configWait = 5 * time.Second
 	// stableAfter is how long a tunnel must have lived for the next
 	// failure to start the backoff over.
 	stableAfter = 30 * time.Second
+	// dialTimeout bounds one connection's TCP connect, handshake and
+	// login: a server that accepts and then stalls must not hold a
+	// reconnect forever.
+	dialTimeout = 30 * time.Second
 )
 
 // backoff returns the wait before retry n (0 first).
@@ -83,25 +78,26 @@ func backoff(n int) time.Duration {
 // Run keeps the tunnel up until ctx ends (it returns nil) or an error that
 // retrying cannot fix.
 func (c *Client) Run(ctx context.Context) error {
-	defer func() {
-		if c.local != nil {
-			c.local.Close()
-		}
-	}()
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	t := &tunnel{client: c, log: log}
+	defer t.stop(cancel)
 	for attempt := 0; ; attempt++ {
-		err := c.session(ctx)
+		up, err := t.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !c.retryable(err) {
 			return err
 		}
-		if !c.upSince.IsZero() && time.Since(c.upSince) > stableAfter {
+		if !up.IsZero() && time.Since(up) > stableAfter {
 			attempt = 0 // that tunnel lived: start the backoff over
 		}
-		c.upSince = time.Time{}
 		wait := backoff(attempt)
-		c.Log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -109,6 +105,54 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// tunnel is one Run: the local device, the remote side sessions attach
+// to, and the Pump between them, all made when the first tunnel is up.
+type tunnel struct {
+	client *Client
+	log    *slog.Logger
+
+	local    relay.Device
+	remote   *remote
+	in, out  relay.Counters // remote→local and local→remote
+	pumpDone chan struct{}  // closed when the Pump stopped: ctx ended or the local device failed
+	pumpErr  error          // why; read after pumpDone
+	wg       sync.WaitGroup
+}
+
+// start makes the Pump that carries packets for the rest of the Run.
+func (t *tunnel) start(ctx context.Context, local relay.Device) {
+	t.local, t.remote = local, newRemote(local.MTU())
+	t.pumpDone = make(chan struct{})
+	pump := relay.NewPump(local, t.remote, &t.out, &t.in, t.log)
+	t.wg.Go(func() {
+		t.pumpErr = pump.Run(ctx)
+		close(t.pumpDone)
+	})
+}
+
+// stop ends the Pump, which closes the local device and the remote, and
+// waits for it.
+func (t *tunnel) stop(cancel context.CancelFunc) {
+	cancel()
+	t.wg.Wait()
+}
+
+// stopped waits for the Pump to stop and says why: ctx ended (nil) or the
+// local device failed, which no reconnect mends.
+func (t *tunnel) stopped() error {
+	<-t.pumpDone
+	if t.pumpErr == nil {
+		return nil
+	}
+	return &localError{t.pumpErr}
+}
+
+// localError is a failure of the local device: final.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return "local device: " + e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
 
 // sessionError marks a failure after the tunnel was up: always worth a
 // reconnect.
@@ -118,47 +162,52 @@ func (e *sessionError) Error() string { return e.err.Error() }
 func (e *sessionError) Unwrap() error { return e.err }
 
 func (c *Client) retryable(err error) bool {
+	if _, ok := errors.AsType[*localError](err); ok {
+		return false
+	}
 	if _, ok := errors.AsType[*sessionError](err); ok {
 		return true
 	}
 	return c.Retryable != nil && c.Retryable(err)
 }
 
-// dialTimeout bounds one connection's TCP connect, handshake and login: a
-// server that accepts and then stalls must not hold a reconnect forever.
-const dialTimeout = 30 * time.Second
-
-// session runs one connection from dial to loss.
-func (c *Client) session(ctx context.Context) error {
-	c.Log.Info("connecting")
+// session runs one connection from dial to loss. It returns when the
+// tunnel came up, zero if it never did.
+func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
+	c := t.client
+	t.log.Info("connecting")
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	sc, err := c.Dial(dctx)
 	cancel()
 	if err != nil {
-		return err
+		return up, err
 	}
 	defer sc.Close()
-	ch, reqs, err := sc.OpenChannel(ChannelType, ssh.Marshal(tunnelOpen{Mode: uint32(c.Mode), Unit: c.Unit}))
+	ch, reqs, err := sc.OpenChannel(wire.ChannelType, wire.OpenRequest{Mode: c.Mode, Unit: c.Unit}.Marshal())
 	if err != nil {
 		err = fmt.Errorf("open %s tunnel: %w", c.Mode, err)
-		if c.local != nil && transientRefusal(err) {
+		if t.local != nil && transientRefusal(err) {
 			// The server's last session may still hold the unit.
-			return &sessionError{err}
+			return up, &sessionError{err}
 		}
-		return err
+		return up, err
 	}
-	cfg, err := c.tunnelConfig(ctx, sc, reqs)
+	defer ch.Close()
+	cfg, err := tunnelConfig(ctx, sc, reqs)
 	go ssh.DiscardRequests(reqs)
 	if err != nil {
-		return &sessionError{err}
+		return up, &sessionError{err}
 	}
-	if err := c.setup(cfg); err != nil {
-		ch.Close()
-		return err
+	if err := t.setup(ctx, cfg); err != nil {
+		return up, err
 	}
-	c.Log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
-	c.upSince = time.Now()
-	return c.pump(ctx, sc, ch)
+	channel, err := sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
+		PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
+	if err != nil {
+		return up, err
+	}
+	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
+	return time.Now(), t.carry(ctx, sc, channel)
 }
 
 // transientRefusal tells a refusal that may pass (the unit busy, the
@@ -168,124 +217,95 @@ func transientRefusal(err error) bool {
 	return ok && (oe.Reason == ssh.ConnectionFailed || oe.Reason == ssh.ResourceShortage)
 }
 
-// tunnelConfig waits for an sshvpn gateway's TunnelConfig; a stock sshd
-// sends none.
-func (c *Client) tunnelConfig(ctx context.Context, sc *ssh.Client, reqs <-chan *ssh.Request) (*TunnelConfig, error) {
-	if !isSSHVPN(sc.ServerVersion()) {
+// tunnelConfig waits for an sshvpn gateway's configuration among the
+// channel's requests, answering any other that wants a reply with a
+// failure. A stock sshd sends none and is not waited for.
+func tunnelConfig(ctx context.Context, sc *ssh.Client, reqs <-chan *ssh.Request) (*relay.TunnelConfig, error) {
+	if sshchan.PeerOf(sc.ServerVersion()) != sshchan.SSHVPN {
 		return nil, nil
 	}
-	cfg, err := WaitTunnelConfig(ctx, reqs, configWait)
-	if err == nil && cfg == nil {
-		err = fmt.Errorf("the sshvpn gateway sent no %s within %v", TunnelConfigRequest, configWait)
+	deadline := time.After(configWait)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline:
+			return nil, fmt.Errorf("the sshvpn gateway sent no %s within %v", wire.TunnelConfigRequest, configWait)
+		case r, ok := <-reqs:
+			if !ok {
+				return nil, errors.New("the gateway closed the tunnel before sending its configuration")
+			}
+			if r.Type != wire.TunnelConfigRequest {
+				if r.WantReply {
+					r.Reply(false, nil)
+				}
+				continue
+			}
+			cfg, err := wire.ParseTunnelConfig(r.Payload)
+			return &cfg, err
+		}
 	}
-	return cfg, err
 }
 
-// setup makes the local device on the first tunnel, and on later ones
-// applies what changed in the gateway's configuration (a new address when
-// the old session still holds the previous one).
-func (c *Client) setup(cfg *TunnelConfig) error {
-	if c.local != nil {
-		if c.Update != nil && cfg != nil {
-			return c.Update(cfg)
+// setup makes the local device and starts the Pump on the first tunnel,
+// and on later ones applies what changed in the gateway's configuration
+// (a new address when the old session still holds the previous one).
+func (t *tunnel) setup(ctx context.Context, cfg *relay.TunnelConfig) error {
+	if t.local != nil {
+		if t.client.Update != nil && cfg != nil {
+			return t.client.Update(cfg)
 		}
 		return nil
 	}
-	local, err := c.Setup(cfg)
+	local, err := t.client.Setup(cfg)
 	if err != nil {
 		return err
 	}
-	c.local = local
+	t.start(ctx, local)
 	return nil
 }
 
-// pump moves packets until the connection or ctx ends.
-func (c *Client) pump(ctx context.Context, sc *ssh.Client, ch ssh.Channel) error {
+// carry attaches the channel to the remote side until the connection, the
+// channel or the local device fails, or ctx ends. Every goroutine it starts
+// has ended when it returns.
+func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel *sshchan.Channel) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
 	lost := make(chan error, 2) // the keepalive and the connection may both report
-	if c.KeepAlive != nil {
-		go func() {
-			if err := c.KeepAlive(ctx, sc); err != nil {
-				lost <- err
-				sc.Close()
+	if t.client.KeepAlive != nil {
+		wg.Go(func() {
+			if err := t.client.KeepAlive(ctx, sc); err != nil && ctx.Err() == nil {
+				lost <- fmt.Errorf("server not answering: %w", err)
 			}
-		}()
+		})
 	}
-	go func() {
-		lost <- sc.Wait()
-		cancel()
-	}()
-	var in, out Counters
-	channel := NewChannel(ch, ChannelConfig{Mode: c.Mode, MTU: c.local.MTU(), In: &in, Log: c.Log,
-		Drift: WindowDrift(sc.ServerVersion())})
-	local := lend(c.local)
-	err := NewPump(local, channel, &out, &in, c.Log).Run(ctx)
-	local.giveBack()
-	sc.Close()
-	if local.failed.Load() {
-		return err // the local device broke: reconnecting cannot mend it
-	}
-	if err == nil {
-		select {
-		case err = <-lost:
-		default:
+	wg.Go(func() {
+		err := sc.Wait()
+		if err == nil {
+			err = errors.New("the server closed the connection")
 		}
+		lost <- err
+	})
+	a := t.remote.attach(channel)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-lost:
+		err = &sessionError{err}
+	case <-a.done:
+		err = &sessionError{fmt.Errorf("tunnel channel: %w", a.err)}
+		if errors.Is(a.err, net.ErrClosed) { // the Pump stopped and closed the remote
+			err = t.stopped()
+		}
+	case <-t.pumpDone:
+		err = t.stopped()
 	}
-	if err == nil {
-		err = errors.New("the server closed the connection")
-	}
-	return &sessionError{err}
+	t.remote.detach(a, errors.New("session ended"))
+	cancel()
+	sc.Close() // ends sc.Wait and a keepalive request in flight
+	wg.Wait()
+	i, o := t.in.Snapshot(), t.out.Snapshot()
+	t.log.Info("session ended", "err", err, "in.packets", i.Packets, "in.bytes", i.Bytes, "in.drops", i.Drops,
+		"out.packets", o.Packets, "out.bytes", o.Bytes, "out.drops", o.Drops)
+	return err
 }
-
-// lent is a Device on loan to one Pump: closing it ends the loan, not the
-// device.
-type lent struct {
-	Device
-	closed atomic.Bool
-	failed atomic.Bool // the device itself failed, not the loan
-}
-
-func lend(d Device) *lent { return &lent{Device: d} }
-
-func (l *lent) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if l.closed.Load() {
-		return 0, errLoanEnded
-	}
-	n, err := l.Device.Read(bufs, sizes, offset)
-	return n, l.check(err)
-}
-
-func (l *lent) Write(bufs [][]byte, offset int) (int, error) {
-	if l.closed.Load() {
-		return 0, errLoanEnded
-	}
-	n, err := l.Device.Write(bufs, offset)
-	return n, l.check(err)
-}
-
-// check tells the end of the loan from a failure of the device itself.
-func (l *lent) check(err error) error {
-	switch {
-	case err == nil || errors.Is(err, ErrDropped):
-		return err
-	case l.closed.Load():
-		return errLoanEnded
-	}
-	l.failed.Store(true)
-	return fmt.Errorf("local device: %w", err)
-}
-
-// Close wakes a blocked Read through the read deadline.
-func (l *lent) Close() error {
-	if !l.closed.Swap(true) {
-		l.Device.(Lender).SetReadDeadline(time.Now())
-	}
-	return nil
-}
-
-// giveBack readies the device for the next loan.
-func (l *lent) giveBack() { l.Device.(Lender).SetReadDeadline(time.Time{}) }
-
-// errLoanEnded reads as a clean end to Pump.
-var errLoanEnded = fmt.Errorf("tunnel session ended: %w", net.ErrClosed)

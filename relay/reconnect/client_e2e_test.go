@@ -1,4 +1,4 @@
-package relay_test
+package reconnect_test
 
 import (
 	"bytes"
@@ -13,23 +13,23 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
+	"github.com/sshvpn/sshvpn/relay/reconnect"
 	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
 
 // The client keeps its local device across a lost connection, makes it
 // once, and carries packets again after reconnecting.
 func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
+	g := gatewaytest.Start(t, gatewaytest.Options{})
 	local := relaytest.New(1500, 8)
 	var mu sync.Mutex
 	var conns []*ssh.Client
 	var setups atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &relay.Client{
+	c := &reconnect.Client{
 		Dial: func(ctx context.Context) (*ssh.Client, error) {
-			sc, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{User: "test",
-				Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-				ClientVersion: "SSH-2.0-sshvpn-test"})
+			sc, err := ssh.Dial("tcp", g.Addr, g.ClientConfig("SSH-2.0-sshvpn-test"))
 			if err == nil {
 				mu.Lock()
 				conns = append(conns, sc)
@@ -38,7 +38,7 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 			return sc, err
 		},
 		Mode: relay.PointToPoint, Unit: relay.AnyUnit,
-		Setup: func(*relay.TunnelConfig) (relay.LocalDevice, error) {
+		Setup: func(*relay.TunnelConfig) (relay.Device, error) {
 			setups.Add(1)
 			return local, nil
 		},
@@ -49,15 +49,13 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 
 	send := func(n int) {
 		t.Helper()
-		p := ipv4Packet("through tunnel " + string(rune('a'+n)))
+		p := relaytest.IPv4("through tunnel " + string(rune('a'+n)))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			g.mu.Lock()
 			var dev *relaytest.Dev
-			if len(g.devs) > n {
-				dev = g.devs[n]
+			if devs := g.Devs(); len(devs) > n {
+				dev = devs[n]
 			}
-			g.mu.Unlock()
 			if dev != nil {
 				local.Inject(p)
 				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -94,16 +92,14 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 
 // A failing Setup or a final dial error ends Run with that error.
 func TestClientStopsOnFinalErrors(t *testing.T) {
-	g := startGateway(t, relay.PermitYes, "")
+	g := gatewaytest.Start(t, gatewaytest.Options{})
 	setupErr := errors.New("device busy")
-	for name, c := range map[string]*relay.Client{
+	for name, c := range map[string]*reconnect.Client{
 		"setup": {
 			Dial: func(ctx context.Context) (*ssh.Client, error) {
-				return ssh.Dial("tcp", g.addr, &ssh.ClientConfig{User: "test",
-					Auth: []ssh.AuthMethod{ssh.PublicKeys(g.client)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-					ClientVersion: "SSH-2.0-sshvpn-test"})
+				return ssh.Dial("tcp", g.Addr, g.ClientConfig("SSH-2.0-sshvpn-test"))
 			},
-			Setup: func(*relay.TunnelConfig) (relay.LocalDevice, error) { return nil, setupErr },
+			Setup: func(*relay.TunnelConfig) (relay.Device, error) { return nil, setupErr },
 		},
 		"dial": {
 			Dial:      func(ctx context.Context) (*ssh.Client, error) { return nil, setupErr },
@@ -111,7 +107,7 @@ func TestClientStopsOnFinalErrors(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c.Mode, c.Unit, c.Log = relay.PointToPoint, relay.AnyUnit, slog.New(slog.DiscardHandler)
+			c.Mode, c.Unit = relay.PointToPoint, relay.AnyUnit // and no Log: nil must do
 			done := make(chan error)
 			go func() { done <- c.Run(context.Background()) }()
 			select {

@@ -1,4 +1,4 @@
-package relay
+package reconnect
 
 import (
 	"testing"

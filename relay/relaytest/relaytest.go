@@ -8,11 +8,10 @@ package relaytest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -32,8 +31,7 @@ type Dev struct {
 
 	mu      sync.Mutex
 	onWrite func(pkt []byte) error
-	readErr error         // sticky: once Read met an injected error, it keeps it
-	expired chan struct{} // closed while the read deadline has passed; never nil
+	readErr error // sticky: once Read met an injected error, it keeps it
 }
 
 // item is a packet, or an error Read returns in its place.
@@ -48,10 +46,9 @@ var _ relay.Device = (*Dev)(nil)
 func New(mtu, batch int) *Dev {
 	return &Dev{
 		mtu: mtu, batch: max(batch, 1),
-		in:      make(chan item, QueueLen),
-		out:     make(chan []byte, QueueLen),
-		closed:  make(chan struct{}),
-		expired: make(chan struct{}),
+		in:     make(chan item, QueueLen),
+		out:    make(chan []byte, QueueLen),
+		closed: make(chan struct{}),
 	}
 }
 
@@ -133,8 +130,6 @@ func (d *Dev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	case it = <-d.in:
 	case <-d.closed:
 		return 0, net.ErrClosed
-	case <-d.deadline():
-		return 0, os.ErrDeadlineExceeded
 	}
 	for {
 		if it.err != nil {
@@ -158,31 +153,6 @@ func (d *Dev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, nil
 		}
 	}
-}
-
-// SetReadDeadline implements relay.Lender, for the two deadlines a
-// relay.Client uses: one in the past stops Read, the zero time clears it.
-func (d *Dev) SetReadDeadline(t time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	select {
-	case <-d.expired:
-		if t.IsZero() {
-			d.expired = make(chan struct{})
-		}
-	default:
-		if !t.IsZero() {
-			close(d.expired)
-		}
-	}
-	return nil
-}
-
-// deadline is closed once the read deadline has passed.
-func (d *Dev) deadline() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.expired
 }
 
 func (d *Dev) stickyErr() error {
@@ -242,4 +212,17 @@ func (d *Dev) Close() error {
 		err = nil
 	})
 	return err
+}
+
+// IPv4 is a UDP packet from 198.18.0.2 to 198.18.0.1 carrying payload,
+// with a valid IPv4 header length and total length (the checksums are not
+// filled in: nothing on the way checks them).
+func IPv4(payload string) []byte {
+	p := make([]byte, 20+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8], p[9] = 64, 17
+	copy(p[12:], []byte{198, 18, 0, 2, 198, 18, 0, 1})
+	copy(p[20:], payload)
+	return p
 }

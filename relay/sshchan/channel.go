@@ -1,35 +1,36 @@
-package relay
+package sshchan
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
-// ChannelType is the SSH channel type OpenSSH uses for tunnels.
-const ChannelType = "tun@openssh.com"
+// batch is how many queued messages one Read takes at most.
+const batch = 64
 
-// channelBatch is how many queued messages one Read takes at most.
-const channelBatch = 64
-
-// Channel is a tun@openssh.com channel as a Device: each SSH message carries
-// one packet (an IP packet behind an address family word, or an Ethernet
-// frame). Read and Write must each be called from one goroutine at a time;
-// Pump does that.
+// Channel is a tun@openssh.com channel as a relay.Device: each SSH message
+// carries one packet (an IP packet behind an address family word, or an
+// Ethernet frame). Read and Write must each be called from one goroutine
+// at a time; relay.Pump does that.
 type Channel struct {
 	ch    ssh.Channel
-	shim  *chanShim // nil when x/crypto's internals are out of reach: stream mode
-	mode  Mode
+	shim  *chanShim // nil in stream mode: only toward an sshvpn peer
+	mode  relay.Mode
 	mtu   int
 	drift uint32
-	in    *Counters
-	log   *slog.Logger
+	in    *relay.Counters
 
 	stream  []byte // stream mode: bytes read but not yet framed
 	discard []byte // room to drain a message too large for the caller's buffer
@@ -38,58 +39,134 @@ type Channel struct {
 	closed    atomic.Bool
 }
 
-var _ Device = (*Channel)(nil)
+var _ relay.Device = (*Channel)(nil)
 
-// ChannelConfig says how to treat one tunnel channel.
-type ChannelConfig struct {
-	Mode Mode
+// Config says how to treat one tunnel channel.
+type Config struct {
+	Mode relay.Mode
 	MTU  int // largest IP packet (point-to-point) or frame payload (ethernet)
-	// Drift is what the peer charges its window per datagram beyond the
-	// datagram's length: see WindowDrift.
-	Drift uint32
+	// PeerVersion is the peer's SSH version string. It decides what the
+	// peer charges its window per message (see Peer) and whether the
+	// channel may fall back to stream framing.
+	PeerVersion []byte
 	// In counts packets dropped on the way in because they cannot be
 	// framed; nil to not count them.
-	In  *Counters
+	In  *relay.Counters
 	Log *slog.Logger
 }
 
-// WindowDrift is the extra window an SSH peer charges per channel data
-// message, judged from its version string: OpenSSH debits and credits
-// len+4 (it counts the string's length word), everyone else len.
-func WindowDrift(peerVersion []byte) uint32 {
-	if strings.HasPrefix(string(peerVersion), "SSH-2.0-OpenSSH") {
+// Peer is what sshvpn knows of the other end from its version string.
+type Peer int
+
+const (
+	// Stock is any peer that is not sshvpn: it takes every message as one
+	// whole packet, so a datagram must never be split.
+	Stock Peer = iota
+	// OpenSSH is a stock peer that debits and credits len+4 per datagram
+	// (it counts the string's length word), where every sender debits len.
+	OpenSSH
+	// SSHVPN re-frames what it reads from the packets' own headers, so a
+	// split write costs it nothing.
+	SSHVPN
+)
+
+// PeerOf judges a peer by its version string.
+func PeerOf(version []byte) Peer {
+	v := string(version)
+	switch {
+	case strings.HasPrefix(v, "SSH-2.0-sshvpn"):
+		return SSHVPN
+	case strings.HasPrefix(v, "SSH-2.0-OpenSSH"):
+		return OpenSSH
+	}
+	return Stock
+}
+
+// drift is what p charges its window per message beyond the message.
+func (p Peer) drift() uint32 {
+	if p == OpenSSH {
 		return 4
 	}
 	return 0
 }
 
-// NewChannel wraps an open tun@openssh.com channel. The caller must keep
-// draining the channel's requests.
-func NewChannel(ch ssh.Channel, cfg ChannelConfig) *Channel {
-	c := &Channel{ch: ch, mode: cfg.Mode, mtu: cfg.MTU, drift: cfg.Drift, in: cfg.In, log: cfg.Log}
-	if c.in == nil {
-		c.in = new(Counters)
+// bindFailure remembers why the shim could not bind, so that Check can
+// refuse later tunnels before they are accepted.
+var bindFailure atomic.Pointer[error]
+
+// Check says whether a tunnel toward a peer with this version string can
+// be carried, before its channel exists: it fails once the shim has failed
+// to bind to an earlier channel and the peer needs whole messages.
+func Check(peerVersion []byte) error {
+	if p := bindFailure.Load(); p != nil && PeerOf(peerVersion) != SSHVPN {
+		return *p
 	}
-	if c.log == nil {
-		c.log = slog.Default()
+	return nil
+}
+
+// New wraps an open tun@openssh.com channel. The caller must keep draining
+// the channel's requests. It fails closed: when x/crypto/ssh's internals are
+// out of reach, only an sshvpn peer can be served (by re-framing the
+// stream); any other peer would get split datagrams, which it takes as
+// corrupt packets, so New refuses and names the cause.
+func New(ch ssh.Channel, cfg Config) (*Channel, error) {
+	peer := PeerOf(cfg.PeerVersion)
+	c := &Channel{ch: ch, mode: cfg.Mode, mtu: cfg.MTU, drift: peer.drift(), in: cfg.In,
+		discard: make([]byte, 32<<10)}
+	if c.in == nil {
+		c.in = new(relay.Counters)
 	}
 	shim, err := newChanShim(ch)
-	if err != nil {
-		c.log.Warn("tunnel falls back to stream framing and unpaced writes", "err", err)
-		c.stream = make([]byte, 0, 4*MaxFrame)
+	if err == nil {
+		c.shim = shim
+		return c, nil
 	}
-	c.shim = shim
-	c.discard = make([]byte, 32<<10)
+	err = fmt.Errorf("x/crypto/ssh %s: %w", xcryptoVersion(), err)
+	if peer != SSHVPN {
+		err = fmt.Errorf("tunnel to %q refused: %w: without it sshvpn cannot send each packet as one SSH message, "+
+			"which a stock peer needs; build sshvpn with the x/crypto/ssh version its go.mod names", cfg.PeerVersion, err)
+		bindFailure.Store(&err)
+		return nil, err
+	}
+	if cfg.Log != nil {
+		cfg.Log.Warn("tunnel re-frames the byte stream: exact toward an sshvpn peer, but slower", "why", err)
+	}
+	c.stream = make([]byte, 0, 4*wire.MaxFrame)
+	return c, nil
+}
+
+// newStream wraps ch in stream mode whatever the peer, for tests.
+func newStream(ch ssh.Channel, cfg Config) *Channel {
+	c := &Channel{ch: ch, mode: cfg.Mode, mtu: cfg.MTU, in: cfg.In, stream: make([]byte, 0, 4*wire.MaxFrame)}
+	if c.in == nil {
+		c.in = new(relay.Counters)
+	}
 	return c
 }
 
-// BatchSize implements Device.
-func (c *Channel) BatchSize() int { return channelBatch }
+// xcryptoVersion is the version of golang.org/x/crypto built in, for the
+// error that says the shim no longer fits it.
+func xcryptoVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "golang.org/x/crypto" {
+				if m.Replace != nil {
+					return m.Version + " (replaced by " + m.Replace.Path + " " + m.Replace.Version + ")"
+				}
+				return m.Version
+			}
+		}
+	}
+	return "(unknown version)"
+}
 
-// MTU implements Device.
+// BatchSize implements relay.Device.
+func (c *Channel) BatchSize() int { return batch }
+
+// MTU implements relay.Device.
 func (c *Channel) MTU() int { return c.mtu }
 
-// Close implements Device.
+// Close implements relay.Device.
 func (c *Channel) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
@@ -105,8 +182,8 @@ func (c *Channel) Close() error {
 	return err
 }
 
-// Read implements Device. It blocks for the first packet and then takes
-// those already queued.
+// Read implements relay.Device. It blocks for the first packet and then
+// takes those already queued.
 func (c *Channel) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if c.shim == nil {
 		return c.readStream(bufs, sizes, offset)
@@ -138,11 +215,11 @@ func (c *Channel) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // starts at offset, and reports whether it holds a packet worth delivering.
 func (c *Channel) readMessage(buf []byte, size *int, offset, n int) (bool, error) {
 	start := offset
-	if c.mode == PointToPoint {
+	if c.mode == relay.PointToPoint {
 		start -= 4 // the address family word lands in the headroom
 	}
 	if start+n > len(buf) {
-		c.in.Drop(DropOversized)
+		c.in.Drop(relay.DropOversized)
 		return false, c.drain(n)
 	}
 	msg := buf[start : start+n]
@@ -160,40 +237,33 @@ func (c *Channel) readMessage(buf []byte, size *int, offset, n int) (bool, error
 
 // decode validates one whole message and returns the packet it carries,
 // which starts at msg[0] (ethernet) or msg[4] (point-to-point).
-func (c *Channel) decode(msg []byte) ([]byte, DropReason, bool) {
-	if c.mode == PointToPoint {
-		pkt, err := DecodeL3(msg)
+func (c *Channel) decode(msg []byte) ([]byte, relay.DropReason, bool) {
+	if c.mode == relay.PointToPoint {
+		pkt, err := wire.DecodeL3(msg)
 		if err != nil {
 			return nil, dropReason(err), false
 		}
 		if len(pkt) > c.mtu {
-			return nil, DropOversized, false
+			return nil, relay.DropOversized, false
 		}
 		return pkt, 0, true
 	}
-	frame, _, err := SplitL2(msg)
-	if err == ErrUnknownLength { // unwrapped; errors.Is would allocate
-		frame, err = msg, nil // a message is a frame: OpenSSH sends one per message
-	}
-	if err == nil {
-		err = DecodeL2(frame, c.mtu)
-	}
-	if err != nil {
+	if err := wire.DecodeL2(msg, c.mtu); err != nil {
 		return nil, dropReason(err), false
 	}
-	return frame, 0, true
+	return msg, 0, true
 }
 
 // dropReason maps a framer error to the counter it belongs to, without the
 // allocation errors.As would cost on every dropped packet.
-func dropReason(err error) DropReason {
-	if de, ok := errors.AsType[*DropError](err); ok {
+func dropReason(err error) relay.DropReason {
+	if de, ok := errors.AsType[*relay.DropError](err); ok {
 		return de.Reason
 	}
-	if err == ErrShort {
-		return DropTruncated
+	if err == wire.ErrShort {
+		return relay.DropTruncated
 	}
-	return DropMalformed
+	return relay.DropMalformed
 }
 
 // drain consumes an n-byte message nobody can hold.
@@ -217,7 +287,8 @@ func (c *Channel) readErr(err error) error {
 	return err
 }
 
-// Write implements Device: one SSH message per packet, never split.
+// Write implements relay.Device: one SSH message per packet, never split
+// (in stream mode x/crypto may split it, which an sshvpn peer re-frames).
 func (c *Channel) Write(bufs [][]byte, offset int) (int, error) {
 	for i, b := range bufs {
 		frame, err := c.encode(b, offset)
@@ -236,24 +307,29 @@ func (c *Channel) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
+var (
+	errShortFrame = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("shorter than an Ethernet header")}
+	errBigFrame   = &relay.DropError{Reason: relay.DropOversized, Err: errors.New("larger than the peer takes in one message")}
+)
+
 // encode frames the packet at b[offset:] for the wire.
 func (c *Channel) encode(b []byte, offset int) ([]byte, error) {
 	size := len(b) - offset
 	var frame []byte
-	if c.mode == PointToPoint {
-		f, err := EncodeL3(b, offset, size)
+	if c.mode == relay.PointToPoint {
+		f, err := wire.EncodeL3(b, offset, size)
 		if err != nil {
 			return nil, err
 		}
 		frame = f
 	} else {
 		if size < 14 {
-			return nil, &DropError{Reason: DropMalformed}
+			return nil, errShortFrame
 		}
 		frame = b[offset:]
 	}
-	if len(frame) > MaxFrame || (c.shim != nil && uint32(len(frame)) > c.shim.maxPayload) {
-		return nil, &DropError{Reason: DropOversized}
+	if len(frame) > wire.MaxFrame || (c.shim != nil && uint32(len(frame)) > c.shim.maxPayload) {
+		return nil, errBigFrame
 	}
 	return frame, nil
 }

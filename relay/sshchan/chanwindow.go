@@ -1,4 +1,4 @@
-package relay
+package sshchan
 
 // This file is the one place where sshvpn reaches into golang.org/x/crypto/ssh
 // internals. It exists because the public ssh.Channel API cannot do two things
@@ -18,10 +18,12 @@ package relay
 //     that packet alone.
 //
 // The shim mirrors two unexported types (window, buffer) whose layout is
-// checked field by field with reflect before any pointer is converted: if
-// x/crypto/ssh changes shape, newChanShim fails, the Channel falls back to
-// re-framing the byte stream (framer.go) and paced writes, and
-// TestChanShimMatchesXCrypto fails loudly. No x/crypto code is copied.
+// checked field by field with reflect before any pointer is converted. If
+// x/crypto/ssh changes shape, newChanShim fails and New fails closed: it
+// refuses a tunnel to any stock peer, whose datagrams Channel.Write could
+// split, and re-frames the byte stream (wire's framer) only toward an
+// sshvpn peer, which re-frames what it reads anyway.
+// TestChanShimMatchesXCrypto fails loudly first. No x/crypto code is copied.
 
 import (
 	"errors"

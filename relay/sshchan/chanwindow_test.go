@@ -1,14 +1,18 @@
-package relay
+package sshchan
 
 import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
 // channelPair opens a channel over an in-memory SSH connection and returns
@@ -50,7 +54,7 @@ func channelPair(t *testing.T) (client, server ssh.Channel) {
 			nc.Reject(ssh.Prohibited, "no")
 		}
 	}()
-	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(ChannelType, nil)
+	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(wire.ChannelType, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +146,12 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The receiving side counts SSH messages, not bytes: Channel.Read
+	// would join the fragments of a split write into the same bytes.
+	rx, err := newChanShim(client)
+	if err != nil {
+		t.Fatal(err)
+	}
 	window := func() uint32 {
 		s.win.L.Lock()
 		defer s.win.L.Unlock()
@@ -155,11 +165,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	if got := before - window(); got != 1408 {
 		t.Fatalf("window charged %d for a 1404-byte datagram, want len+4 = 1408", got)
 	}
-	got := make([]byte, 2000)
-	n, err := client.Read(got)
-	if err != nil || n != len(p) {
-		t.Fatalf("client read %d, %v", n, err)
-	}
+	expectMessage(t, rx, len(p))
 
 	// With less window than a datagram needs, the write waits instead of
 	// sending part of it.
@@ -169,11 +175,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	s.win.L.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- s.writeDatagram(p, 4) }()
-	select {
-	case err := <-done:
-		t.Fatalf("wrote with a 100-byte window: %v", err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	waitParked(t, "(*chanShim).writeDatagram", done)
 	s.win.L.Lock()
 	s.win.win = saved
 	s.win.Broadcast()
@@ -181,13 +183,49 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	n, err = client.Read(got)
-	if err != nil || n != len(p) {
-		t.Fatalf("after the window opened, client read %d, %v; want one whole datagram", n, err)
+	expectMessage(t, rx, len(p))
+	if n := queued(rx); n != 0 {
+		t.Fatalf("%d more messages after the datagram: it was split", n)
 	}
 
 	if err := s.writeDatagram(make([]byte, 40000), 0); err == nil {
 		t.Fatal("a datagram beyond the peer's max packet was written")
+	}
+}
+
+// expectMessage reads the next SSH message and checks it is n bytes long.
+func expectMessage(t *testing.T, rx *chanShim, n int) {
+	t.Helper()
+	got, err := rx.nextLen(true)
+	if err != nil || got != n {
+		t.Fatalf("next message is %d bytes (%v), want one whole %d-byte datagram", got, err, n)
+	}
+	if _, err := rx.readMessage(make([]byte, got)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitParked waits until a goroutine is blocked on a sync.Cond inside fn,
+// and fails if done delivers first: fn returned instead of waiting.
+func waitParked(t *testing.T, fn string, done <-chan error) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("%s returned (%v) instead of waiting", fn, err)
+		default:
+		}
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "sync.(*Cond).Wait") && strings.Contains(g, fn) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine waits in %s", fn)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

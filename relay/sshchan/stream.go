@@ -1,10 +1,15 @@
-package relay
+package sshchan
 
-import "errors"
+import (
+	"errors"
 
-// readStream is Read for when the shim is unavailable: Channel.Read hands us
-// bytes of several messages at once, so packets are recovered from their own
-// headers (framer.go). A read that did not fill the buffer ended on a message
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/wire"
+)
+
+// readStream is Read for when the shim is unavailable, toward an sshvpn peer
+// only: Channel.Read hands us bytes of several messages at once, so packets
+// are recovered from their own headers (wire's framer). A read that did not fill the buffer ended on a message
 // boundary, which is where the stream resynchronises after bytes that cannot
 // be framed.
 func (c *Channel) readStream(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -18,7 +23,7 @@ func (c *Channel) readStream(bufs [][]byte, sizes []int, offset int) (int, error
 			}
 			c.consume(len(c.stream) - len(rest))
 			continue
-		case errors.Is(err, ErrShort):
+		case errors.Is(err, wire.ErrShort):
 			if n > 0 {
 				return n, nil
 			}
@@ -40,18 +45,18 @@ func (c *Channel) readStream(bufs [][]byte, sizes []int, offset int) (int, error
 
 func (c *Channel) splitStream() (frame, rest []byte, err error) {
 	if len(c.stream) == 0 {
-		return nil, nil, ErrShort
+		return nil, nil, wire.ErrShort
 	}
-	if c.mode == PointToPoint {
-		return SplitL3(c.stream)
+	if c.mode == relay.PointToPoint {
+		return wire.SplitL3(c.stream)
 	}
-	return SplitL2(c.stream)
+	return wire.SplitL2(c.stream)
 }
 
 // fill reads more bytes into the stream buffer.
 func (c *Channel) fill() error {
 	if len(c.stream) == cap(c.stream) {
-		c.in.Drop(DropOversized) // no datagram is this long: resynchronise
+		c.in.Drop(relay.DropOversized) // no datagram is this long: resynchronise
 		c.stream = c.stream[:0]
 	}
 	m, err := c.ch.Read(c.stream[len(c.stream):cap(c.stream)])
@@ -67,7 +72,7 @@ func (c *Channel) deliver(frame, buf []byte, size *int, offset int) bool {
 		return false
 	}
 	if offset+len(pkt) > len(buf) {
-		c.in.Drop(DropOversized)
+		c.in.Drop(relay.DropOversized)
 		return false
 	}
 	*size = copy(buf[offset:], pkt)

@@ -1,13 +1,14 @@
-package relay
+package sshchan
 
 import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"log/slog"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // chunkChannel is an ssh.Channel whose Read returns the given chunks one by
@@ -51,21 +52,18 @@ func TestChannelStreamMode(t *testing.T) {
 		append([]byte{0, 0, 0, 99}, 1, 2, 3), // garbage: an unknown family
 		d,
 	}}
-	var in Counters
-	ch := NewChannel(fake, ChannelConfig{Mode: PointToPoint, MTU: 1500, In: &in, Log: slog.New(slog.DiscardHandler)})
-	if ch.shim != nil {
-		t.Fatal("the shim bound to a fake channel")
-	}
+	var in relay.Counters
+	ch := newStream(fake, Config{Mode: relay.PointToPoint, MTU: 1500, In: &in})
 	bufs := [][]byte{make([]byte, 2000), make([]byte, 2000), make([]byte, 2000), make([]byte, 2000)}
 	sizes := make([]int, len(bufs))
 	var got [][]byte
 	for len(got) < 4 {
-		n, err := ch.Read(bufs, sizes, Headroom)
+		n, err := ch.Read(bufs, sizes, relay.Headroom)
 		if err != nil {
 			t.Fatalf("after %d packets: %v", len(got), err)
 		}
 		for i := range n {
-			got = append(got, append([]byte(nil), bufs[i][Headroom:Headroom+sizes[i]]...))
+			got = append(got, append([]byte(nil), bufs[i][relay.Headroom:relay.Headroom+sizes[i]]...))
 		}
 	}
 	for i, want := range [][]byte{a, b, c, d} {

@@ -15,7 +15,6 @@
 //   - auth.go: ssh-agent and identity files, with lazy passphrase prompts.
 //   - hostkey.go: known_hosts and StrictHostKeyChecking, with OpenSSH's texts.
 //   - prompt.go: the terminal prompts.
-//   - keepalive.go: ServerAliveInterval / ServerAliveCountMax.
 //
 // Resolution follows ssh_config(5) and, where the manual is silent,
 // openssh-portable's readconf.c and ssh.c: the command line first, then the

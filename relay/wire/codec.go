@@ -1,9 +1,11 @@
-package relay
+package wire
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // The tun@openssh.com data encoding (OpenSSH PROTOCOL §2.3): every
@@ -33,16 +35,17 @@ const (
 // Why a packet cannot be encoded or decoded. They are fixed values so that
 // the codec and the framer never allocate, even on a peer's garbage.
 var (
-	errEmpty          = &DropError{Reason: DropMalformed, Err: errors.New("empty packet")}
-	errNotIP          = &DropError{Reason: DropFamily, Err: errors.New("not an IPv4 or IPv6 packet")}
-	errFamily         = &DropError{Reason: DropFamily, Err: errors.New("unknown address family")}
-	errFamilyMismatch = &DropError{Reason: DropFamily, Err: errors.New("address family does not match the IP version")}
-	errIHL            = &DropError{Reason: DropMalformed, Err: errors.New("IPv4 header length below 20 bytes")}
-	errIPv4Len        = &DropError{Reason: DropMalformed, Err: errors.New("IPv4 total length shorter than its header")}
-	errJumbo          = &DropError{Reason: DropMalformed, Err: errors.New("IPv6 payload length 0 (jumbogram)")}
-	errTruncated      = &DropError{Reason: DropTruncated, Err: errors.New("shorter than its header says")}
-	errFrameShort     = &DropError{Reason: DropTruncated, Err: errors.New("shorter than an Ethernet header")}
-	errFrameLong      = &DropError{Reason: DropOversized, Err: errors.New("Ethernet frame larger than the MTU")}
+	errEmpty          = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("empty packet")}
+	errNotIP          = &relay.DropError{Reason: relay.DropFamily, Err: errors.New("not an IPv4 or IPv6 packet")}
+	errFamily         = &relay.DropError{Reason: relay.DropFamily, Err: errors.New("unknown address family")}
+	errFamilyMismatch = &relay.DropError{Reason: relay.DropFamily, Err: errors.New("address family does not match the IP version")}
+	errIHL            = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("IPv4 header length below 20 bytes")}
+	errIPv4Len        = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("IPv4 total length shorter than its header")}
+	errJumbo          = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("IPv6 payload length 0 (jumbogram)")}
+	errTruncated      = &relay.DropError{Reason: relay.DropTruncated, Err: errors.New("shorter than its header says")}
+	errTrailing       = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("bytes after the IP packet its header states")}
+	errFrameShort     = &relay.DropError{Reason: relay.DropTruncated, Err: errors.New("shorter than an Ethernet header")}
+	errFrameLong      = &relay.DropError{Reason: relay.DropOversized, Err: errors.New("Ethernet frame larger than the MTU")}
 )
 
 // EncodeL3 frames the IP packet at buf[offset:offset+size] for a
@@ -50,11 +53,11 @@ var (
 // the headroom buf[offset-4:offset], chosen by the packet's IP version, and
 // returns buf[offset-4:offset+size]. Nothing is copied.
 //
-// An empty or non-IP packet gives a *DropError (DropMalformed, DropFamily);
+// An empty or non-IP packet gives a *relay.DropError (relay.DropMalformed, relay.DropFamily);
 // a caller that passes too little headroom gets a plain error.
 func EncodeL3(buf []byte, offset, size int) (frame []byte, err error) {
 	if offset < afLen || size < 0 || offset > len(buf)-size {
-		return nil, fmt.Errorf("relay: encode L3: packet at [%d:+%d] of a %d-byte buffer needs %d bytes of headroom",
+		return nil, fmt.Errorf("wire: encode L3: packet at [%d:+%d] of a %d-byte buffer needs %d bytes of headroom",
 			offset, size, len(buf), afLen)
 	}
 	if size == 0 {
@@ -76,34 +79,50 @@ func EncodeL3(buf []byte, offset, size int) (frame []byte, err error) {
 // DecodeL3 validates one whole point-to-point message and returns the IP
 // packet it carries: msg[4:] trimmed to the length the IP header states, so
 // trailing bytes after the packet are ignored. The address family must be
-// one we accept and agree with the IP version (DropFamily); a packet shorter
-// than its header says is DropTruncated; an impossible header is
-// DropMalformed.
+// one we accept and agree with the IP version (relay.DropFamily); a packet shorter
+// than its header says is relay.DropTruncated; an impossible header is
+// relay.DropMalformed.
 func DecodeL3(msg []byte) (pkt []byte, err error) {
 	if len(msg) < afLen {
 		return nil, errTruncated
 	}
 	n, err := l3Len(msg)
 	switch {
-	case err == ErrShort: // unwrapped; errors.Is would allocate on a *DropError
+	case err == ErrShort: // unwrapped; errors.Is would allocate on a *relay.DropError
 		return nil, errTruncated
 	case err != nil:
 		return nil, err
 	case n > len(msg):
 		return nil, errTruncated
+	case n < len(msg):
+		return nil, errTrailing
 	}
 	return msg[afLen:n:n], nil
 }
 
 // DecodeL2 validates one whole ethernet message for a Device whose MTU is
-// mtu: it must hold at least the 14-byte header (DropTruncated) and at most
-// the MTU plus the header and one 802.1Q tag (DropOversized).
+// mtu. The message is the frame, padding and all, as OpenSSH writes it to
+// its tap: it must hold at least the 14-byte header and what its own headers
+// state (DropTruncated), at most the MTU plus the header and one 802.1Q tag
+// (DropOversized), and a destination and type SplitL2 would accept
+// (DropMalformed). A type whose length the headers do not tell passes.
 func DecodeL2(frame []byte, mtu int) error {
 	if len(frame) < ethHeaderLen {
 		return errFrameShort
 	}
 	if len(frame) > mtu+ethHeaderLen+vlanTagLen {
 		return errFrameLong
+	}
+	n, err := l2Len(frame)
+	switch {
+	case err == ErrUnknownLength: // unwrapped; errors.Is would allocate on a *DropError
+		return nil
+	case err == ErrShort:
+		return errTruncated
+	case err != nil:
+		return err
+	case n > len(frame):
+		return errTruncated
 	}
 	return nil
 }

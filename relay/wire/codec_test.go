@@ -1,10 +1,12 @@
-package relay
+package wire
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // Packet builders for the codec, framer and fuzz tests. Addresses come from
@@ -95,15 +97,15 @@ func with(b []byte, i int, v byte) []byte {
 	return c
 }
 
-// drop is a wanted *DropError of reason r, compared by reason only.
-func drop(r DropReason) error { return &DropError{Reason: r} }
+// drop is a wanted *relay.DropError of reason r, compared by reason only.
+func drop(r relay.DropReason) error { return &relay.DropError{Reason: r} }
 
 // checkErr compares err with want: nil, a sentinel, or drop(reason).
 func checkErr(t *testing.T, err, want error) {
 	t.Helper()
-	if wd, ok := want.(*DropError); ok {
-		de, ok := errors.AsType[*DropError](err)
-		if !ok || de.Reason != wd.Reason || !errors.Is(err, ErrDropped) {
+	if wd, ok := want.(*relay.DropError); ok {
+		de, ok := errors.AsType[*relay.DropError](err)
+		if !ok || de.Reason != wd.Reason || !errors.Is(err, relay.ErrDropped) {
 			t.Fatalf("err = %v, want a drop for %v", err, wd.Reason)
 		}
 		return
@@ -124,8 +126,8 @@ func TestEncodeL3(t *testing.T) {
 		{"ipv4", icmpEcho(), 4, afInet, nil},
 		{"ipv6", udp6("x"), 4, afInet6, nil},
 		{"more headroom", icmpEcho(), 16, afInet, nil},
-		{"empty", nil, 4, 0, drop(DropMalformed)},
-		{"not ip", []byte{0x50, 1, 2, 3}, 4, 0, drop(DropFamily)},
+		{"empty", nil, 4, 0, drop(relay.DropMalformed)},
+		{"not ip", []byte{0x50, 1, 2, 3}, 4, 0, drop(relay.DropFamily)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,7 +152,7 @@ func TestEncodeL3BadArguments(t *testing.T) {
 	buf[8] = 0x45
 	for _, a := range []struct{ offset, size int }{{3, 10}, {8, 93}, {8, -1}, {200, 1}} {
 		_, err := EncodeL3(buf, a.offset, a.size)
-		if err == nil || errors.Is(err, ErrDropped) {
+		if err == nil || errors.Is(err, relay.ErrDropped) {
 			t.Errorf("EncodeL3(offset %d, size %d) err = %v, want a caller error", a.offset, a.size, err)
 		}
 	}
@@ -167,22 +169,22 @@ func TestDecodeL3(t *testing.T) {
 		{"ipv4", l3(afInet, v4), v4, nil},
 		{"ipv6", l3(afInet6, v6), v6, nil},
 		{"ipv6 linux family", l3(afInet6Linux, v6), v6, nil},
-		{"trailing bytes trimmed", cat(l3(afInet, v4), []byte{0, 0, 0}), v4, nil},
-		{"empty", nil, nil, drop(DropTruncated)},
-		{"short family", []byte{0, 0, 2}, nil, drop(DropTruncated)},
-		{"family only", l3(afInet, nil), nil, drop(DropTruncated)},
-		{"ipv4 with ipv6 family", l3(afInet6, v4), nil, drop(DropFamily)},
-		{"ipv6 with ipv4 family", l3(afInet, v6), nil, drop(DropFamily)},
-		{"unknown family", l3(7, v4), nil, drop(DropFamily)},
-		{"family high bytes", l3(0x100002, v4), nil, drop(DropFamily)},
-		{"version 5", l3(afInet, with(v4, 0, 0x55)), nil, drop(DropFamily)},
-		{"ipv4 ihl 4", l3(afInet, with(v4, 0, 0x44)), nil, drop(DropMalformed)},
-		{"ipv4 total below ihl", l3(afInet, with(with(v4, 2, 0), 3, 19)), nil, drop(DropMalformed)},
-		{"ipv4 truncated", l3(afInet, v4[:60]), nil, drop(DropTruncated)},
-		{"ipv4 header cut", l3(afInet, v4[:3]), nil, drop(DropTruncated)},
-		{"ipv6 jumbogram", l3(afInet6, with(with(v6, 4, 0), 5, 0)), nil, drop(DropMalformed)},
-		{"ipv6 truncated", l3(afInet6, v6[:50]), nil, drop(DropTruncated)},
-		{"ipv6 header cut", l3(afInet6, v6[:5]), nil, drop(DropTruncated)},
+		{"trailing bytes", cat(l3(afInet, v4), []byte{0, 0, 0}), nil, drop(relay.DropMalformed)},
+		{"empty", nil, nil, drop(relay.DropTruncated)},
+		{"short family", []byte{0, 0, 2}, nil, drop(relay.DropTruncated)},
+		{"family only", l3(afInet, nil), nil, drop(relay.DropTruncated)},
+		{"ipv4 with ipv6 family", l3(afInet6, v4), nil, drop(relay.DropFamily)},
+		{"ipv6 with ipv4 family", l3(afInet, v6), nil, drop(relay.DropFamily)},
+		{"unknown family", l3(7, v4), nil, drop(relay.DropFamily)},
+		{"family high bytes", l3(0x100002, v4), nil, drop(relay.DropFamily)},
+		{"version 5", l3(afInet, with(v4, 0, 0x55)), nil, drop(relay.DropFamily)},
+		{"ipv4 ihl 4", l3(afInet, with(v4, 0, 0x44)), nil, drop(relay.DropMalformed)},
+		{"ipv4 total below ihl", l3(afInet, with(with(v4, 2, 0), 3, 19)), nil, drop(relay.DropMalformed)},
+		{"ipv4 truncated", l3(afInet, v4[:60]), nil, drop(relay.DropTruncated)},
+		{"ipv4 header cut", l3(afInet, v4[:3]), nil, drop(relay.DropTruncated)},
+		{"ipv6 jumbogram", l3(afInet6, with(with(v6, 4, 0), 5, 0)), nil, drop(relay.DropMalformed)},
+		{"ipv6 truncated", l3(afInet6, v6[:50]), nil, drop(relay.DropTruncated)},
+		{"ipv6 header cut", l3(afInet6, v6[:5]), nil, drop(relay.DropTruncated)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,27 +199,41 @@ func TestDecodeL3(t *testing.T) {
 
 func TestDecodeL2(t *testing.T) {
 	const mtu = 1500
+	frame := func(n int) []byte { // an unknown type: only the size is judged
+		return with(eth(0x88cc, make([]byte, max(n-ethHeaderLen, 0))), 0, 1)[:n]
+	}
+	arp := eth(etherARP, arpRequest())
+	v4 := eth(etherIPv4, icmpEcho())
 	tests := []struct {
-		size int
+		name string
+		msg  []byte
 		want error
 	}{
-		{0, drop(DropTruncated)},
-		{13, drop(DropTruncated)},
-		{14, nil},
-		{mtu + 14, nil},
-		{mtu + 18, nil},
-		{mtu + 19, drop(DropOversized)},
+		{"empty", nil, drop(relay.DropTruncated)},
+		{"13 bytes", frame(13), drop(relay.DropTruncated)},
+		{"header only", frame(14), nil},
+		{"mtu", frame(mtu + 14), nil},
+		{"mtu and a tag", frame(mtu + 18), nil},
+		{"oversized", frame(mtu + 19), drop(relay.DropOversized)},
+		{"arp", arp, nil},
+		{"arp padded", pad(arp, 60), nil},
+		{"arp with a few bytes of padding", pad(arp, 45), nil},
+		{"ipv4 with trailing bytes", cat(v4, []byte{1, 2}), nil},
+		{"ipv4 truncated", v4[:len(v4)-1], drop(relay.DropTruncated)},
+		{"ipv4 header cut", v4[:16], drop(relay.DropTruncated)},
+		{"all-zero destination", append(make([]byte, 6), v4[6:]...), drop(relay.DropMalformed)},
+		{"type and version disagree", eth(etherIPv4, udp6("x")), drop(relay.DropMalformed)},
 	}
 	for _, tt := range tests {
-		checkErr(t, DecodeL2(make([]byte, tt.size), mtu), tt.want)
+		t.Run(tt.name, func(t *testing.T) { checkErr(t, DecodeL2(tt.msg, mtu), tt.want) })
 	}
 }
 
 func TestCodecAllocs(t *testing.T) {
-	buf := append(make([]byte, Headroom), icmpEcho()...)
+	buf := append(make([]byte, relay.Headroom), icmpEcho()...)
 	bad := l3(afInet6, icmpEcho())
 	allocs := testing.AllocsPerRun(100, func() {
-		frame, _ := EncodeL3(buf, Headroom, len(buf)-Headroom)
+		frame, _ := EncodeL3(buf, relay.Headroom, len(buf)-relay.Headroom)
 		_, _ = DecodeL3(frame)
 		_, _ = DecodeL3(bad)
 	})

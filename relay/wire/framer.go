@@ -1,8 +1,10 @@
-package relay
+package wire
 
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // The framer recovers datagrams from a byte stream. OpenSSH sends exactly one
@@ -25,18 +27,18 @@ const MaxFrame = 16384
 // ErrShort means the bytes hold only the start of a datagram. A caller that
 // may read more waits for more; at a known message boundary the datagram
 // is truncated and dropped.
-var ErrShort = errors.New("relay: incomplete datagram")
+var ErrShort = errors.New("wire: incomplete datagram")
 
 // ErrUnknownLength means an ethernet frame's type does not tell its length
 // (neither IPv4, IPv6, ARP nor an 802.3 length). A caller that knows where
 // the message ends takes the whole message as the frame.
-var ErrUnknownLength = errors.New("relay: ethernet type of unknown length")
+var ErrUnknownLength = errors.New("wire: ethernet type of unknown length")
 
 var (
-	errFrameTooLong = &DropError{Reason: DropOversized, Err: errors.New("datagram larger than MaxFrame")}
-	errZeroMAC      = &DropError{Reason: DropMalformed, Err: errors.New("all-zero destination MAC")}
-	err8023Len      = &DropError{Reason: DropMalformed, Err: errors.New("ethernet type field neither a type nor an 802.3 length")}
-	errEtherIP      = &DropError{Reason: DropMalformed, Err: errors.New("ethernet type and IP version disagree")}
+	errFrameTooLong = &relay.DropError{Reason: relay.DropOversized, Err: errors.New("datagram larger than MaxFrame")}
+	errZeroMAC      = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("all-zero destination MAC")}
+	err8023Len      = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("ethernet type field neither a type nor an 802.3 length")}
+	errEtherIP      = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("ethernet type and IP version disagree")}
 )
 
 // Ethernet types and limits (IEEE 802.3, 802.1Q, RFC 826).
@@ -60,7 +62,7 @@ const (
 // frame is a prefix of b (its capacity capped) and rest the bytes after it.
 //
 // It returns ErrShort when b holds only a prefix of a valid datagram, and a
-// *DropError when b cannot start a datagram or states one larger than
+// *relay.DropError when b cannot start a datagram or states one larger than
 // MaxFrame; then frame is nil and rest is b.
 func SplitL3(b []byte) (frame, rest []byte, err error) {
 	n, err := l3Len(b)
@@ -82,9 +84,12 @@ func SplitL3(b []byte) (frame, rest []byte, err error) {
 // follow it up to 60 when every byte from L to 60, or to the end of b if b
 // ends first, is zero. A zero byte there cannot start the next frame
 // because SplitL2 refuses a frame whose destination MAC is all zeros (no
-// station has that address). When b ends before byte 60 of a short frame,
-// the rest of the padding may still be on its way; SplitL2 cannot know, so a
-// caller that reads more before splitting avoids cutting padding in two.
+// station has that address), so six zero bytes are padding. When b ends
+// within fewer than six zero bytes after a short frame, they may be padding
+// or the start of the next frame, and SplitL2 returns ErrShort to see more.
+// When b ends within six or more, the rest of the padding may still be on
+// its way; a caller that reads more before splitting avoids cutting it in
+// two.
 func SplitL2(b []byte) (frame, rest []byte, err error) {
 	n, err := l2Len(b)
 	if err != nil {
@@ -93,7 +98,10 @@ func SplitL2(b []byte) (frame, rest []byte, err error) {
 	if _, _, err := cut(b, n, MaxFrame); err != nil {
 		return nil, b, err
 	}
-	return cut(b, padded(b, n), MaxFrame)
+	if n, err = padded(b, n); err != nil {
+		return nil, b, err
+	}
+	return cut(b, n, MaxFrame)
 }
 
 // cut splits b after its first n bytes, a stated length that must not exceed
@@ -195,16 +203,21 @@ func arpLen(p []byte) (int, error) {
 }
 
 // padded extends a frame of stated length n over the zero padding that
-// follows it in b (see SplitL2).
-func padded(b []byte, n int) int {
+// follows it in b (see SplitL2). It returns ErrShort when b ends inside
+// fewer than six zero bytes after a short frame: they may be padding, or the
+// start of the next frame's destination MAC, and only more bytes tell.
+func padded(b []byte, n int) (int, error) {
 	if n >= minFrameLen {
-		return n
+		return n, nil
 	}
 	end := min(minFrameLen, len(b))
 	for _, c := range b[n:end] {
 		if c != 0 {
-			return n
+			return n, nil
 		}
 	}
-	return end
+	if end < minFrameLen && end > n && end-n < macLen {
+		return 0, ErrShort
+	}
+	return end, nil
 }

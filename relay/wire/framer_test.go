@@ -1,9 +1,11 @@
-package relay
+package wire
 
 import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 type splitFunc func(b []byte) (frame, rest []byte, err error)
@@ -65,22 +67,22 @@ func TestSplitL3(t *testing.T) {
 		{"two", cat(v4, v6), frames(v4, v6), nil},
 		{"three", cat(v6, v4, v6linux), frames(v6, v4, v6linux), nil},
 		{"largest", big6, frames(big6), nil},
-		{"oversized", tooBig6, nil, drop(DropOversized)},
-		{"oversized ipv4 header only", l3(afInet, with(with(icmpEcho(), 2, 0x50), 3, 0))[:8], nil, drop(DropOversized)},
+		{"oversized", tooBig6, nil, drop(relay.DropOversized)},
+		{"oversized ipv4 header only", l3(afInet, with(with(icmpEcho(), 2, 0x50), 3, 0))[:8], nil, drop(relay.DropOversized)},
 		{"partial family", []byte{0, 0}, nil, ErrShort},
 		{"family only", l3(afInet, nil), nil, ErrShort},
 		{"ipv4 header cut", v4[:6], nil, ErrShort},
 		{"ipv6 header cut", v6[:9], nil, ErrShort},
 		{"truncated", v4[:len(v4)-1], nil, ErrShort},
 		{"complete then truncated", cat(v4, v6[:20]), frames(v4), ErrShort},
-		{"junk", []byte("SSH-2.0-junk"), nil, drop(DropFamily)},
-		{"junk first byte", []byte{0x45}, nil, drop(DropFamily)},
-		{"frame then junk", cat(v6, []byte{0xff, 0, 0, 2}), frames(v6), drop(DropFamily)},
-		{"unknown family", l3(3, icmpEcho()), nil, drop(DropFamily)},
-		{"mismatched family", l3(afInet6, icmpEcho()), nil, drop(DropFamily)},
-		{"ipv4 ihl 4", l3(afInet, with(icmpEcho(), 0, 0x44)), nil, drop(DropMalformed)},
-		{"ipv4 total below header", l3(afInet, with(with(icmpEcho(), 2, 0), 3, 10)), nil, drop(DropMalformed)},
-		{"ipv6 jumbogram", l3(afInet6, with(with(udp6(""), 4, 0), 5, 0)), nil, drop(DropMalformed)},
+		{"junk", []byte("SSH-2.0-junk"), nil, drop(relay.DropFamily)},
+		{"junk first byte", []byte{0x45}, nil, drop(relay.DropFamily)},
+		{"frame then junk", cat(v6, []byte{0xff, 0, 0, 2}), frames(v6), drop(relay.DropFamily)},
+		{"unknown family", l3(3, icmpEcho()), nil, drop(relay.DropFamily)},
+		{"mismatched family", l3(afInet6, icmpEcho()), nil, drop(relay.DropFamily)},
+		{"ipv4 ihl 4", l3(afInet, with(icmpEcho(), 0, 0x44)), nil, drop(relay.DropMalformed)},
+		{"ipv4 total below header", l3(afInet, with(with(icmpEcho(), 2, 0), 3, 10)), nil, drop(relay.DropMalformed)},
+		{"ipv6 jumbogram", l3(afInet6, with(with(udp6(""), 4, 0), 5, 0)), nil, drop(relay.DropMalformed)},
 	})
 }
 
@@ -93,6 +95,7 @@ func TestSplitL2(t *testing.T) {
 	vlanARP := pad(eth(etherARP, arpRequest(), etherVLAN), 60)
 	llc := pad(eth(38, append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...)), 60) // 802.3 + LLC (STP)
 	tcpAck := eth(etherIPv4, ipv4(6, make([]byte, 20)))                            // 54 bytes
+	zeroLed := with(with(with(v4, 0, 0), 1, 0), 2, 0x5e)                           // to 00:00:5e:…, a VRRP MAC
 	runSplitTests(t, SplitL2, []splitTest{
 		{"ipv4", v4, frames(v4), nil},
 		{"vlan ipv4", vlan4, frames(vlan4), nil},
@@ -103,26 +106,29 @@ func TestSplitL2(t *testing.T) {
 		{"arp padding cut at end", arpPadded[:50], frames(arpPadded[:50]), nil},
 		{"arp unpadded then ipv4", cat(arp, v4), frames(arp, v4), nil},
 		{"arp padded then ipv4", cat(arpPadded, v4), frames(arpPadded, v4), nil},
-		{"arp then zeros then junk", cat(arp, make([]byte, 8), []byte{1}), frames(arp), drop(DropMalformed)},
+		{"arp then the start of a zero-led mac", cat(arp, []byte{0, 0, 0}), nil, ErrShort},
+		{"arp then a frame to a zero-led mac", cat(arp, zeroLed), frames(arp, zeroLed), nil},
+		{"arp padded then a frame to a zero-led mac", cat(arpPadded, zeroLed), frames(arpPadded, zeroLed), nil},
+		{"arp then zeros then junk", cat(arp, make([]byte, 8), []byte{1}), frames(arp), drop(relay.DropMalformed)},
 		{"tcp ack unpadded then arp", cat(tcpAck, arp), frames(tcpAck, arp), nil},
 		{"three", cat(v4, arpPadded, qinq6), frames(v4, arpPadded, qinq6), nil},
 		{"802.3 llc", llc, frames(llc), nil},
 		{"802.3 then ipv4", cat(llc, v4), frames(llc, v4), nil},
-		{"802.3 bad length", eth(1501, make([]byte, 100)), nil, drop(DropMalformed)},
+		{"802.3 bad length", eth(1501, make([]byte, 100)), nil, drop(relay.DropMalformed)},
 		{"unknown type", eth(0x88cc, make([]byte, 40)), nil, ErrUnknownLength},
 		{"three tags", eth(etherIPv4, icmpEcho(), etherQinQ, etherVLAN, etherVLAN), nil, ErrUnknownLength},
 		{"empty dst so far", []byte{0, 0, 0}, nil, ErrShort},
-		{"zero dst", make([]byte, 60), nil, drop(DropMalformed)},
+		{"zero dst", make([]byte, 60), nil, drop(relay.DropMalformed)},
 		{"header cut", v4[:13], nil, ErrShort},
 		{"tag cut", vlan4[:17], nil, ErrShort},
 		{"ip header cut", v4[:16], nil, ErrShort},
 		{"arp header cut", arp[:19], nil, ErrShort},
 		{"truncated", v4[:len(v4)-1], nil, ErrShort},
 		{"ipv4 then truncated", cat(v4, qinq6[:30]), frames(v4), ErrShort},
-		{"type and version disagree", eth(etherIPv4, udp6("x")), nil, drop(DropMalformed)},
-		{"bad ihl", eth(etherIPv4, with(icmpEcho(), 0, 0x43)), nil, drop(DropMalformed)},
-		{"jumbogram", eth(etherIPv6, with(with(udp6(""), 4, 0), 5, 0)), nil, drop(DropMalformed)},
-		{"oversized", eth(etherIPv6, ipv6(17, make([]byte, MaxFrame-53))), nil, drop(DropOversized)},
+		{"type and version disagree", eth(etherIPv4, udp6("x")), nil, drop(relay.DropMalformed)},
+		{"bad ihl", eth(etherIPv4, with(icmpEcho(), 0, 0x43)), nil, drop(relay.DropMalformed)},
+		{"jumbogram", eth(etherIPv6, with(with(udp6(""), 4, 0), 5, 0)), nil, drop(relay.DropMalformed)},
+		{"oversized", eth(etherIPv6, ipv6(17, make([]byte, MaxFrame-53))), nil, drop(relay.DropOversized)},
 		{"largest", eth(etherIPv6, ipv6(17, make([]byte, MaxFrame-54))), frames(eth(etherIPv6, ipv6(17, make([]byte, MaxFrame-54)))), nil},
 	})
 }

@@ -1,4 +1,4 @@
-package relay
+package wire
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 var update = flag.Bool("update", false, "rewrite the named fuzz seeds in testdata/fuzz")
@@ -43,10 +45,13 @@ func FuzzDecodeL3(f *testing.F) {
 		checkDropOnly(t, err)
 		frame, _, serr := SplitL3(msg)
 		if err != nil {
-			if serr == nil {
+			if serr == nil && len(frame) == len(msg) {
 				t.Fatalf("SplitL3 frames %x that DecodeL3 refuses: %v", frame, err)
 			}
 			return
+		}
+		if serr == nil && len(frame) != len(msg) {
+			t.Fatalf("DecodeL3 accepted %x with %d bytes after the frame", msg, len(msg)-len(frame))
 		}
 		if len(pkt) == 0 || &pkt[0] != &msg[afLen] {
 			t.Fatalf("pkt %x is not msg[4:]", pkt)
@@ -54,7 +59,7 @@ func FuzzDecodeL3(f *testing.F) {
 		if serr == nil && !bytes.Equal(frame[afLen:], pkt) {
 			t.Fatalf("SplitL3 frame %x, DecodeL3 packet %x", frame, pkt)
 		}
-		if serr != nil && !errors.Is(serr, ErrDropped) && len(pkt) <= MaxFrame {
+		if serr != nil && !errors.Is(serr, relay.ErrDropped) && len(pkt) <= MaxFrame {
 			t.Fatalf("SplitL3: %v, DecodeL3 accepted %x", serr, pkt)
 		}
 		checkReencode(t, pkt)
@@ -63,8 +68,8 @@ func FuzzDecodeL3(f *testing.F) {
 
 // checkReencode encodes pkt again and decodes the result.
 func checkReencode(t *testing.T, pkt []byte) {
-	buf := append(make([]byte, Headroom), pkt...)
-	frame, err := EncodeL3(buf, Headroom, len(pkt))
+	buf := append(make([]byte, relay.Headroom), pkt...)
+	frame, err := EncodeL3(buf, relay.Headroom, len(pkt))
 	if err != nil {
 		t.Fatalf("EncodeL3 of a decoded packet: %v", err)
 	}
@@ -135,8 +140,8 @@ func checkSplitErr(t *testing.T, frame, next, b []byte, err error, limit int) {
 func checkDropOnly(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
-		if _, ok := errors.AsType[*DropError](err); !ok {
-			t.Fatalf("err %v is not a *DropError", err)
+		if _, ok := errors.AsType[*relay.DropError](err); !ok {
+			t.Fatalf("err %v is not a *relay.DropError", err)
 		}
 	}
 }

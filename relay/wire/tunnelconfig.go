@@ -1,80 +1,61 @@
-package relay
+package wire
 
 import (
-	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/netip"
-	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // TunnelConfigRequest is the channel request an sshvpn gateway sends on a
 // tun@openssh.com channel right after accepting it, so that an sshvpn
-// client needs no addressing flags. It carries no reply (want-reply false),
-// which is why stock OpenSSH clients, which ignore unknown requests of that
-// kind, are not disturbed. Its payload is one SSH string holding the JSON
-// encoding of TunnelConfig; fields may be added, never changed.
+// client needs no addressing flags. It wants no reply, and only a peer
+// whose version string says sshvpn is sent it: stock OpenSSH never sees it.
+// Its payload is one SSH string holding the JSON encoding of
+// relay.TunnelConfig.
 const TunnelConfigRequest = "tunnel-config@sshvpn"
 
-// TunnelConfig is what the gateway tells its client about a tunnel.
-type TunnelConfig struct {
-	Device    string         `json:"device,omitempty"`    // the gateway's device, for messages
-	MTU       int            `json:"mtu,omitempty"`       // the tunnel MTU
-	Addresses []netip.Prefix `json:"addresses,omitempty"` // the client's addresses, with their networks
-	Gateways  []netip.Addr   `json:"gateways,omitempty"`  // the gateway's addresses on the tunnel
-	Routes    []netip.Prefix `json:"routes,omitempty"`    // networks to route through the tunnel
-	DNS       []netip.Addr   `json:"dns,omitempty"`       // name servers reachable through it
-}
+// maxTunnelConfig bounds the JSON a client accepts: a config is a few
+// hundred bytes, and a gateway must not make its client allocate at will.
+const maxTunnelConfig = 64 << 10
 
-// Configurer is implemented by Devices that can describe the tunnel to an
-// sshvpn client.
-type Configurer interface {
-	TunnelConfig() TunnelConfig
-}
-
-// sendTunnelConfig tells the client about its tunnel.
-func sendTunnelConfig(ch ssh.Channel, c TunnelConfig) error {
+// MarshalTunnelConfig encodes c as the payload of a TunnelConfigRequest.
+func MarshalTunnelConfig(c relay.TunnelConfig) []byte {
 	js, err := json.Marshal(c)
 	if err != nil {
-		return err
+		// Only netip values and plain types: Marshal cannot fail.
+		panic("wire: marshal tunnel config: " + err.Error())
 	}
-	_, err = ch.SendRequest(TunnelConfigRequest, false, ssh.Marshal(struct{ JSON string }{string(js)}))
-	return err
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(js)), uint32(len(js)))
+	return append(b, js...)
 }
 
-// WaitTunnelConfig waits up to timeout for the gateway's TunnelConfig among
-// the channel's requests, and answers any other request that wants a reply
-// with a failure. It returns nil, nil when none came: a stock sshd sends
-// none. The caller must keep draining reqs afterwards.
-func WaitTunnelConfig(ctx context.Context, reqs <-chan *ssh.Request, timeout time.Duration) (*TunnelConfig, error) {
-	deadline := time.After(timeout)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case r, ok := <-reqs:
-			if !ok {
-				return nil, nil
-			}
-			if r.Type != TunnelConfigRequest {
-				if r.WantReply {
-					r.Reply(false, nil)
-				}
-				continue
-			}
-			var p struct{ JSON string }
-			if err := ssh.Unmarshal(r.Payload, &p); err != nil {
-				return nil, fmt.Errorf("gateway's %s: %w", TunnelConfigRequest, err)
-			}
-			var c TunnelConfig
-			if err := json.Unmarshal([]byte(p.JSON), &c); err != nil {
-				return nil, fmt.Errorf("gateway's %s: %w", TunnelConfigRequest, err)
-			}
-			return &c, nil
-		case <-deadline:
-			return nil, nil
-		}
+// ParseTunnelConfig decodes the payload of a TunnelConfigRequest.
+func ParseTunnelConfig(payload []byte) (relay.TunnelConfig, error) {
+	var c relay.TunnelConfig
+	js, err := sshString(payload)
+	if err == nil && len(js) > maxTunnelConfig {
+		err = fmt.Errorf("%d bytes of JSON, more than %d", len(js), maxTunnelConfig)
 	}
+	if err == nil {
+		err = json.Unmarshal(js, &c)
+	}
+	if err != nil {
+		return relay.TunnelConfig{}, fmt.Errorf("%s from the gateway: %w", TunnelConfigRequest, err)
+	}
+	return c, nil
+}
+
+// sshString reads a payload that is exactly one SSH string (RFC 4251 §5).
+func sshString(p []byte) ([]byte, error) {
+	if len(p) < 4 {
+		return nil, errors.New("payload shorter than a string length")
+	}
+	n := binary.BigEndian.Uint32(p)
+	if uint64(n) != uint64(len(p)-4) {
+		return nil, fmt.Errorf("string of %d bytes in a %d-byte payload", n, len(p))
+	}
+	return p[4:], nil
 }

@@ -1,0 +1,185 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+// from is a UDP packet from src to the gateway's 198.18.3.1.
+func from(src string) []byte {
+	return udp4(netip.MustParseAddrPort(src+":5000"), netip.MustParseAddrPort("198.18.3.1:5000"), 1, false, []byte("x"))
+}
+
+// Each tunnel of a kernel gateway is a device of its own, up, with the
+// gateway's address, a client address routed to it, and a description for
+// both kinds of client; what it set up goes when the tunnel closes.
+func TestGatewayTunnels(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		u, _ := testUndo(t)
+		g, err := NewGateway(GatewayConfig{
+			Addrs:  []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24"), netip.MustParsePrefix("2001:2:3::1/64")},
+			Routes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")},
+			DNS:    []netip.Addr{netip.MustParseAddr("198.18.2.53")},
+			MTU:    1400, Log: u.log(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		before := run(t, "ip", "-o", "link")
+		var tunnels []relay.Tunnel
+		for range 2 {
+			tn, err := g.Open(context.Background(), relay.TunnelRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tunnels = append(tunnels, tn)
+		}
+		c := tunnels[1].Config()
+		want := relay.TunnelConfig{Device: "tun1", MTU: 1400,
+			Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.3/24"), netip.MustParsePrefix("2001:2:3::3/64")},
+			Gateways:  []netip.Addr{netip.MustParseAddr("198.18.3.1"), netip.MustParseAddr("2001:2:3::1")},
+			Routes:    []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")},
+			DNS:       []netip.Addr{netip.MustParseAddr("198.18.2.53")}}
+		if c.Device != want.Device || c.MTU != want.MTU || !slices.Equal(c.Addresses, want.Addresses) ||
+			!slices.Equal(c.Gateways, want.Gateways) || !slices.Equal(c.Routes, want.Routes) || !slices.Equal(c.DNS, want.DNS) {
+			t.Errorf("second tunnel's config %+v, want %+v", c, want)
+		}
+		status := tunnels[1].Status()
+		for _, w := range []string{"tun1", "MTU 1400", "yours: 198.18.3.3/24", "ip addr add 198.18.3.3/24 dev <your tun>"} {
+			if !strings.Contains(status, w) {
+				t.Errorf("status lacks %q:\n%s", w, status)
+			}
+		}
+		if r := run(t, "ip", "route", "get", "198.18.3.3"); !strings.Contains(r, "dev tun1") {
+			t.Errorf("the second client's address is not routed to its tunnel: %s", r)
+		}
+
+		// The first tunnel may not send from the second's address.
+		pkt := append(make([]byte, relay.Headroom), from("198.18.3.3")...)
+		n, err := tunnels[0].Write([][]byte{pkt}, relay.Headroom)
+		if de, ok := errors.AsType[*relay.DropError](err); n != 0 || !ok || de.Reason != relay.DropSpoofed {
+			t.Errorf("spoofed Write = %d, %v; want a spoofed drop", n, err)
+		}
+		pkt = append(make([]byte, relay.Headroom), from("198.18.3.2")...)
+		if n, err := tunnels[0].Write([][]byte{pkt}, relay.Headroom); n != 1 || err != nil {
+			t.Errorf("Write from its own address = %d, %v", n, err)
+		}
+
+		for _, tn := range tunnels {
+			if err := tn.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		}
+		if after := run(t, "ip", "-o", "link"); after != before {
+			t.Errorf("links after the tunnels closed:\n%s\nwant:\n%s", after, before)
+		}
+		if r := run(t, "ip", "route"); strings.Contains(r, "198.18.3.") {
+			t.Errorf("routes left behind:\n%s", r)
+		}
+	})
+}
+
+// With NAT, the gateway turns forwarding on and masquerades the tunnel
+// network for as long as it runs.
+func TestGatewayNAT(t *testing.T) {
+	requireTool(t, "nft")
+	inNewNS(t, func() {
+		u, _ := testUndo(t)
+		forward := "/proc/sys/net/ipv4/ip_forward"
+		if err := os.WriteFile(forward, []byte("0"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		g, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, NAT: true, Log: u.log()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := os.ReadFile(forward); strings.TrimSpace(string(v)) != "1" {
+			t.Errorf("ip_forward %q while the gateway runs, want 1", v)
+		}
+		if rules := run(t, "nft", "list", "ruleset"); !strings.Contains(rules, "198.18.3.0/24") || !strings.Contains(rules, "masquerade") {
+			t.Errorf("no masquerade rule for the tunnel network:\n%s", rules)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := os.ReadFile(forward); strings.TrimSpace(string(v)) != "0" {
+			t.Errorf("ip_forward %q after Close, want 0 as before", v)
+		}
+		if rules := run(t, "nft", "list", "ruleset"); strings.Contains(rules, "198.18.3.0/24") {
+			t.Errorf("rules left after Close:\n%s", rules)
+		}
+	})
+}
+
+// A gateway address an interface already holds is refused at start.
+func TestGatewayRefusesAnAddressInUse(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+		run(t, "ip", "addr", "add", "198.18.3.1/24", "dev", "d0")
+		_, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}})
+		if err == nil || !strings.Contains(err.Error(), "already on d0") {
+			t.Fatalf("NewGateway = %v, want an address-in-use refusal naming d0", err)
+		}
+	})
+}
+
+// The client's device takes the gateway's addresses and routes, or the
+// user's, and gives them back on Close.
+func TestLocalDevice(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		u, _ := testUndo(t)
+		gw := &relay.TunnelConfig{MTU: 1400,
+			Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")},
+			Routes:    []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}}
+		l, err := OpenLocal(LocalConfig{Mode: relay.PointToPoint, Unit: relay.AnyUnit,
+			Routes: []netip.Prefix{netip.MustParsePrefix("198.18.9.0/24")}, Log: u.log()}, gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.MTU() != 1400 {
+			t.Errorf("MTU %d, want the gateway's 1400", l.MTU())
+		}
+		addrs := run(t, "ip", "-o", "addr", "show", "dev", l.Name())
+		if !strings.Contains(addrs, "198.18.3.2/24") {
+			t.Errorf("the gateway's address was not applied:\n%s", addrs)
+		}
+		routes := run(t, "ip", "route")
+		for _, w := range []string{"198.18.2.0/24 dev " + l.Name(), "198.18.9.0/24 dev " + l.Name()} {
+			if !strings.Contains(routes, w) {
+				t.Errorf("routes lack %q:\n%s", w, routes)
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if r := run(t, "ip", "route"); strings.Contains(r, "198.18.") {
+			t.Errorf("routes left behind:\n%s", r)
+		}
+
+		// --address and --peer: a point-to-point pair.
+		l, err = OpenLocal(LocalConfig{Mode: relay.PointToPoint, Unit: relay.AnyUnit,
+			Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")}, Peer: netip.MustParseAddr("198.18.3.1")}, gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = run(t, "ip", "-o", "addr", "show", "dev", l.Name())
+		if !strings.Contains(addrs, "198.18.3.2/32") {
+			t.Errorf("--address with --peer is not a host address:\n%s", addrs)
+		}
+		if r := run(t, "ip", "route", "get", "198.18.3.1"); !strings.Contains(r, "dev "+l.Name()) {
+			t.Errorf("the peer is not routed to the tunnel: %s", r)
+		}
+	})
+}

@@ -1,0 +1,164 @@
+// Package gatewaytest runs a gateway.Server on loopback for tests, with
+// fake devices (relaytest.Dev) behind its tunnels, so that tests of the
+// gateway and of clients talk to the real server over real SSH.
+package gatewaytest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
+)
+
+// MTU is the fake devices' MTU, and the gateway's.
+const MTU = 1500
+
+// Gateway is a running server.
+type Gateway struct {
+	Addr   string
+	Server *gateway.Server
+	Client ssh.Signer // a key the gateway authorizes
+
+	mu   sync.Mutex
+	devs []*relaytest.Dev
+	reqs []relay.TunnelRequest
+}
+
+// Options shape the gateway.
+type Options struct {
+	Permit     gateway.PermitTunnel // "" means yes
+	KeyOptions string               // authorized_keys options for Client
+	Log        io.Writer            // the server's log; nil for the test's output
+}
+
+// NewSigner makes an Ed25519 key.
+func NewSigner(t testing.TB) ssh.Signer {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Start runs a gateway until the test ends, and fails the test if Serve
+// does not return cleanly then.
+func Start(t testing.TB, o Options) *Gateway {
+	t.Helper()
+	if o.Permit == "" {
+		o.Permit = gateway.PermitYes
+	}
+	g := &Gateway{Client: NewSigner(t)}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.Client.PublicKey())))
+	if o.KeyOptions != "" {
+		line = o.KeyOptions + " " + line
+	}
+	path := filepath.Join(t.TempDir(), "authorized_keys")
+	if err := os.WriteFile(path, []byte("# a comment\n\n"+line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o.Log == nil {
+		o.Log = t.Output()
+	}
+	log := slog.New(slog.NewTextHandler(o.Log, nil))
+	keys, err := gateway.LoadAuthorizedKeys(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(gateway.Config{
+		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit, MTU: MTU,
+		Backend: g, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Server = srv
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return g
+}
+
+// Open implements relay.Opener with a fake device.
+func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
+	d := relaytest.New(MTU, 8)
+	g.mu.Lock()
+	g.devs, g.reqs = append(g.devs, d), append(g.reqs, req)
+	g.mu.Unlock()
+	return Tunnel{d}, nil
+}
+
+// Devs are the devices of the tunnels opened so far, in order.
+func (g *Gateway) Devs() []*relaytest.Dev {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]*relaytest.Dev(nil), g.devs...)
+}
+
+// Reqs are the tunnel requests the backend was given, in order.
+func (g *Gateway) Reqs() []relay.TunnelRequest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]relay.TunnelRequest(nil), g.reqs...)
+}
+
+// ClientConfig logs in with Client and ignores the host key.
+func (g *Gateway) ClientConfig(version string) *ssh.ClientConfig {
+	return &ssh.ClientConfig{
+		User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(g.Client)}, ClientVersion: version,
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	}
+}
+
+// Dial connects until the test ends.
+func (g *Gateway) Dial(t testing.TB) *ssh.Client {
+	t.Helper()
+	c, err := ssh.Dial("tcp", g.Addr, g.ClientConfig(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Tunnel is a fake device with a tunnel's description.
+type Tunnel struct{ *relaytest.Dev }
+
+// Config implements relay.Tunnel.
+func (Tunnel) Config() relay.TunnelConfig {
+	return relay.TunnelConfig{Device: "fake0", MTU: MTU, Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")},
+		Gateways: []netip.Addr{netip.MustParseAddr("198.18.3.1")}, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}}
+}
+
+// Status implements relay.Tunnel.
+func (Tunnel) Status() string { return "sshvpn: fake tunnel up (MTU 1500)\n" }

@@ -1,0 +1,52 @@
+package relay
+
+import (
+	"context"
+	"net"
+	"net/netip"
+)
+
+// Opener is a backend: it connects each tunnel the gateway accepts to a
+// packet device of its own (a kernel tun/tap, the userspace stack).
+type Opener interface {
+	// Open sets up one tunnel. Everything it sets up is undone by the
+	// Tunnel's Close, and by nothing else; on error it has undone it
+	// already.
+	Open(ctx context.Context, req TunnelRequest) (Tunnel, error)
+}
+
+// TunnelRequest is one tun@openssh.com open that the gateway's policy
+// accepted.
+type TunnelRequest struct {
+	Mode   Mode
+	Unit   uint32 // AnyUnit, or the unit the client asked for or its key forces
+	User   string // the SSH user name the client logged in with
+	Remote net.Addr
+}
+
+// Tunnel is what a backend provides for one tunnel, all of it together so
+// that a backend that forgets a part does not compile: the Device the
+// packets go to, what an sshvpn client is told, and what a stock client's
+// session shows.
+type Tunnel interface {
+	Device
+
+	// Config describes the tunnel to an sshvpn client, which then needs no
+	// addressing flags.
+	Config() TunnelConfig
+
+	// Status is a few lines for a stock client's session: what the tunnel
+	// is and the commands to type on the client's side.
+	Status() string
+}
+
+// TunnelConfig is what the gateway tells an sshvpn client about its tunnel.
+// It travels as JSON (package wire): fields may be added, never changed.
+type TunnelConfig struct {
+	Device    string         `json:"device,omitempty"`    // the gateway's device, for messages
+	MTU       int            `json:"mtu,omitempty"`       // the tunnel MTU
+	Addresses []netip.Prefix `json:"addresses,omitempty"` // the client's addresses, with their networks
+	Gateways  []netip.Addr   `json:"gateways,omitempty"`  // the gateway's addresses on the tunnel
+	Routes    []netip.Prefix `json:"routes,omitempty"`    // networks to route through the tunnel
+	DNS       []netip.Addr   `json:"dns,omitempty"`       // name servers reachable through it
+}
