@@ -19,23 +19,28 @@ fmt-check: ## fail on unformatted Go files
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-vet: ## go vet, also for a non-Linux target so the stubs keep compiling
+vet: vet-cross ## go vet, here and for a non-Linux target
 	$(GO) vet ./...
-	GOOS=darwin $(GO) vet ./relay/... ./kernel/...
+	$(GO) vet -tags integration ./cmd/sshvpn/ ./bench/
 
-unit: ## unit tests (and root-only kernel tests) under the race detector; replays the fuzz seed corpus
+vet-cross: ## go vet for GOOS=darwin, so the non-Linux stubs keep compiling
+	GOOS=darwin $(GO) vet ./relay/... ./kernel/... ./stack/...
+
+unit: ## unit tests (and root-only kernel tests) under the race detector; replays the fuzz seed corpus and checks the import graph
 	$(GO) test -race -count=1 ./...
 
 integration: ## end-to-end tests against stock OpenSSH 9.2 and 10.0 in network namespaces (root)
 	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
 
 fuzz: ## run each fuzz target for FUZZTIME
-	$(GO) test -run '^$$' -fuzz '^FuzzSplitL3$$' -fuzztime $(FUZZTIME) ./relay/
-	$(GO) test -run '^$$' -fuzz '^FuzzSplitL2$$' -fuzztime $(FUZZTIME) ./relay/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeL3$$' -fuzztime $(FUZZTIME) ./relay/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitL3$$' -fuzztime $(FUZZTIME) ./relay/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitL2$$' -fuzztime $(FUZZTIME) ./relay/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeL3$$' -fuzztime $(FUZZTIME) ./relay/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenRequest$$' -fuzztime $(FUZZTIME) ./relay/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTunnelConfig$$' -fuzztime $(FUZZTIME) ./relay/wire/
 
 bench: ## micro-benchmarks, then the ssh -w comparison in namespaces (root)
-	$(GO) test -run '^$$' -bench . -benchmem ./relay/ ./kernel/
+	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/
 	$(GO) test -tags integration -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./bench/
 
 clean: ## remove build output
