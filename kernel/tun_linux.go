@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -76,15 +75,26 @@ func Open(cfg Config) (*Tun, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Until wrap, Open owns the bare fd and closes it with unix.Close. wrap
+	// hands it to an *os.File, which owns it from then on, failure or not: a
+	// second close by number here could hit an fd some other goroutine has
+	// opened meanwhile under the same number.
 	t, err := setup(fd, k, cfg)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
+	if err := t.wrap(fd); err != nil {
+		if t.restore != nil {
+			err = errors.Join(err, t.restore())
+		}
+		return nil, err
+	}
 	return t, nil
 }
 
-// setup turns an open clone fd into a Tun; the caller closes fd on error.
+// setup binds a clone fd to a device and applies the MTU. It only borrows fd:
+// the caller still owns it, and closes it, when setup fails.
 func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
 	name, err := attach(fd, k, cfg.Unit)
 	if err != nil {
@@ -98,25 +108,28 @@ func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tun{name: name, created: created, mtu: mtu, restore: restore}
-	if err := t.wrap(fd); err != nil {
-		if restore != nil {
-			restore()
-		}
-		return nil, err
-	}
-	return t, nil
+	return &Tun{name: name, created: created, mtu: mtu, restore: restore}, nil
 }
 
+// syscallConn is (*os.File).SyscallConn, a variable only so that a test can
+// make it fail: it fails only on a nil *os.File, which wrap never passes.
+var syscallConn = (*os.File).SyscallConn
+
 // wrap hands fd to Go's poller. The fd was opened O_NONBLOCK, which is what
-// makes os.NewFile register it.
+// makes os.NewFile register it. wrap takes ownership of fd whatever happens:
+// the *os.File owns it from os.NewFile on, so on failure wrap closes it
+// through that File, and the caller must not close fd again.
 func (t *Tun) wrap(fd int) error {
-	t.file = os.NewFile(uintptr(fd), t.name)
-	rc, err := t.file.SyscallConn()
+	f := os.NewFile(uintptr(fd), t.name)
+	if f == nil { // only for a negative fd, which nothing owns
+		return fmt.Errorf("open %s: invalid fd %d", t.name, fd)
+	}
+	rc, err := syscallConn(f)
 	if err != nil {
+		f.Close()
 		return fmt.Errorf("open %s: %w", t.name, err)
 	}
-	t.rc = rc
+	t.file, t.rc = f, rc
 	t.rd.init()
 	t.wr.init()
 	return nil
@@ -286,8 +299,3 @@ func (t *Tun) Close() error {
 	}
 	return err
 }
-
-// SetReadDeadline makes a blocked Read return once t passes, without closing
-// the device: a client that reconnects lends the device to one SSH session
-// after another and must stop each one's Read (relay.Lender).
-func (t *Tun) SetReadDeadline(d time.Time) error { return t.file.SetReadDeadline(d) }

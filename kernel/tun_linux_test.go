@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,7 +152,7 @@ func TestCloseUnblocks(t *testing.T) {
 			_, err := tun.Read(bufs, sizes, 0)
 			done <- err
 		}()
-		time.Sleep(50 * time.Millisecond) // let Read park in the poller
+		waitParked(t, done)
 		if err := tun.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
@@ -169,6 +172,140 @@ func TestCloseUnblocks(t *testing.T) {
 		}
 		if err := tun.Close(); err != nil {
 			t.Errorf("second Close = %v; want nil", err)
+		}
+	})
+}
+
+// waitParked waits until a goroutine is blocked in (*Tun).Read inside Go's
+// poller, which the runtime shows as "IO wait" in its stack dump, and fails
+// the test if that Read returns first or never parks. A Read that is merely
+// running, or stuck in a blocking read(2) ("syscall"), does not count: only a
+// parked Read proves that Close or a deadline woke it.
+func waitParked(t *testing.T, done <-chan error) {
+	t.Helper()
+	const fn = "kernel.(*Tun).Read("
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("Read returned %v before anything woke it; want it parked", err)
+		default:
+		}
+		for _, g := range strings.Split(allStacks(), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(header, "[IO wait") && strings.Contains(g, fn) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine parked in %s within 5s; goroutines:\n%s", fn, allStacks())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStacks is runtime.Stack for every goroutine, however long.
+func allStacks() string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// failSyscallConn makes wrap fail, after os.NewFile took the fd, by calling
+// hook in place of SyscallConn; the test's cleanup puts SyscallConn back.
+func failSyscallConn(t *testing.T, hook func(*os.File)) error {
+	t.Helper()
+	errInjected := errors.New("injected SyscallConn failure")
+	syscallConn = func(f *os.File) (syscall.RawConn, error) {
+		hook(f)
+		return nil, errInjected
+	}
+	t.Cleanup(func() { syscallConn = (*os.File).SyscallConn })
+	return errInjected
+}
+
+// TestOpenWrapFails checks what Open leaves behind when wrap fails after
+// os.NewFile: SyscallConn cannot fail on a valid fd, so the test injects the
+// failure. The fd is closed once, through the *os.File that owns it (the
+// device is released and can be had again), and an MTU Open changed on an
+// attached device is put back.
+func TestOpenWrapFails(t *testing.T) {
+	inNewNS(t, func() {
+		addLink(t, &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "tun0"}, Mode: netlink.TUNTAP_MODE_TUN, Flags: netlink.TUNTAP_NO_PI})
+		var files []*os.File
+		injected := failSyscallConn(t, func(f *os.File) { files = append(files, f) })
+		for _, cfg := range []Config{
+			{Mode: relay.PointToPoint, Unit: 0, MTU: 1280}, // attach persistent tun0, change its MTU
+			{Mode: relay.PointToPoint, Unit: 1},            // create tun1
+		} {
+			tun, err := Open(cfg)
+			if tun != nil || !errors.Is(err, injected) {
+				t.Fatalf("Open(%+v) with SyscallConn failing = %v, %v; want nil and the injected error", cfg, tun, err)
+			}
+		}
+		if len(files) != 2 {
+			t.Fatalf("SyscallConn called %d times; want 2", len(files))
+		}
+		for _, f := range files {
+			if err := f.Close(); !errors.Is(err, os.ErrClosed) {
+				t.Errorf("%s: closing its *os.File after the failed Open = %v; want os.ErrClosed, as wrap closes the fd through that File", f.Name(), err)
+			}
+		}
+		if link, err := netlink.LinkByName("tun0"); err != nil {
+			t.Errorf("persistent tun0 gone after a failed Open: %v", err)
+		} else if mtu := link.Attrs().MTU; mtu != 1500 {
+			t.Errorf("persistent tun0 mtu after a failed Open = %d; want 1500 restored", mtu)
+		}
+		if _, err := netlink.LinkByName("tun1"); err == nil {
+			t.Error("tun1 still exists after a failed Open created it: its fd was not closed")
+		}
+		syscallConn = (*os.File).SyscallConn
+		for _, unit := range []uint32{0, 1} {
+			open(t, relay.PointToPoint, unit) // not EBUSY: nothing holds the fd
+		}
+	})
+}
+
+// TestOpenWrapFailsClosesOnce checks that once the *os.File owns the fd, a
+// failed Open does not close the fd number again: by then the number may
+// belong to another file, here a canary put there the moment the *os.File
+// let go of it.
+func TestOpenWrapFailsClosesOnce(t *testing.T) {
+	inNewNS(t, func() {
+		var fd int
+		var want unix.Stat_t
+		injected := failSyscallConn(t, func(f *os.File) {
+			fd = int(f.Fd())
+			if err := f.Close(); err != nil {
+				t.Errorf("close %s: %v", f.Name(), err)
+			}
+			canary, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatalf("open canary: %v", err)
+			}
+			if canary != fd {
+				if err := unix.Dup3(canary, fd, unix.O_CLOEXEC); err != nil {
+					t.Fatalf("dup canary onto fd %d: %v", fd, err)
+				}
+				unix.Close(canary)
+			}
+			if err := unix.Fstat(fd, &want); err != nil {
+				t.Fatalf("fstat canary: %v", err)
+			}
+		})
+		if _, err := Open(Config{Mode: relay.PointToPoint, Unit: relay.AnyUnit}); !errors.Is(err, injected) {
+			t.Fatalf("Open with SyscallConn failing = %v; want the injected error", err)
+		}
+		defer unix.Close(fd)
+		var got unix.Stat_t
+		if err := unix.Fstat(fd, &got); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
+			t.Fatalf("fd %d after the failed Open: fstat %v (dev %d ino %d); want the canary (dev %d ino %d): Open closed an fd it no longer owned",
+				fd, err, got.Dev, got.Ino, want.Dev, want.Ino)
 		}
 	})
 }
