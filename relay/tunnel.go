@@ -22,6 +22,13 @@ type TunnelRequest struct {
 	Unit   uint32 // AnyUnit, or the unit the client asked for or its key forces
 	User   string // the SSH user name the client logged in with
 	Remote net.Addr
+	// Key is the client key's SHA256 fingerprint: who the client is.
+	// Backends key stable addresses and per-key limits on it.
+	Key string
+	// AllowedIPs are networks the key may send from besides the tunnel's
+	// own addresses (a site it routes through itself), as WireGuard's
+	// AllowedIPs; none by default.
+	AllowedIPs []netip.Prefix
 }
 
 // Tunnel is what a backend provides for one tunnel, all of it together so
