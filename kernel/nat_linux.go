@@ -65,14 +65,10 @@ func (u *Undo) Masquerade(src netip.Prefix) error {
 	}
 	u.nat.seq++
 	tag := fmt.Sprintf("%s%d #%d: masquerade %s", ownerPrefix, os.Getpid(), u.nat.seq, src)
-	fam.addRules(c, src, userdata.AppendString(nil, userdata.TypeComment, tag))
-	if err := c.Flush(); err != nil {
-		return nftError("masquerade "+src.String(), err)
-	}
-	u.record(fmt.Sprintf("nftables %s %s: masquerade %s", fam.name, natTable, src), func() error {
-		return fam.removeRules(tag)
+	return u.apply(change{Op: opNAT, Family: fam.name, Tag: tag}, func() error {
+		fam.addRules(c, src, userdata.AppendString(nil, userdata.TypeComment, tag))
+		return nftError("masquerade "+src.String(), c.Flush())
 	})
-	return nil
 }
 
 // clearStale deletes this family's sshvpn table if no live process owns a

@@ -24,6 +24,9 @@ var (
 	natIPv6 = natFamily{nftables.TableFamilyIPv6, "ip6", 8, 24, 16}
 )
 
+// natFamilies finds a family by its nft(8) name, for the journal.
+var natFamilies = map[string]natFamily{natIPv4.name: natIPv4, natIPv6.name: natIPv6}
+
 func familyOf(a netip.Addr) natFamily {
 	if a.Is4() {
 		return natIPv4

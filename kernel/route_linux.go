@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,14 +30,13 @@ func (u *Undo) LinkUp(dev string) error {
 	if link.Attrs().Flags&net.FlagUp != 0 {
 		return nil
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", dev, err)
-	}
-	index := link.Attrs().Index
-	u.record("link "+dev+" up", func() error {
-		return onLink(index, "set "+dev+" down", netlink.LinkSetDown)
+	c := change{Op: opLinkUp, Dev: dev, Index: link.Attrs().Index}
+	return u.apply(c, func() error {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %s up: %w", dev, err)
+		}
+		return nil
 	})
-	return nil
 }
 
 // SetMTU sets dev's MTU. Revert restores the old one.
@@ -51,16 +51,13 @@ func (u *Undo) SetMTU(dev string, mtu int) error {
 	if old == mtu {
 		return nil
 	}
-	if err := netlink.LinkSetMTU(link, mtu); err != nil {
-		return fmt.Errorf("set %s mtu %d: %w", dev, mtu, err)
-	}
-	index := link.Attrs().Index
-	u.record(fmt.Sprintf("link %s mtu %d (was %d)", dev, mtu, old), func() error {
-		return onLink(index, fmt.Sprintf("restore %s mtu %d", dev, old), func(l netlink.Link) error {
-			return netlink.LinkSetMTU(l, old)
-		})
+	c := change{Op: opMTU, Dev: dev, Index: link.Attrs().Index, Value: strconv.Itoa(mtu), Old: strconv.Itoa(old)}
+	return u.apply(c, func() error {
+		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("set %s mtu %d: %w", dev, mtu, err)
+		}
+		return nil
 	})
-	return nil
 }
 
 // onLink applies fn to the link with index; a link that is gone is fine.
@@ -94,23 +91,20 @@ func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error 
 		return fmt.Errorf("add %s to %s: %w", p, dev, err)
 	}
 	addr := &netlink.Addr{IPNet: ipNet(p), Flags: addrFlags(p, noPrefixRoute)}
-	if err := netlink.AddrAdd(link, addr); err != nil {
+	c := change{Op: opAddress, Dev: dev, Index: link.Attrs().Index, Prefix: p}
+	err = u.apply(c, func() error {
+		err := netlink.AddrAdd(link, addr)
 		if errors.Is(err, unix.EEXIST) {
 			return &causeError{fmt.Sprintf("add %s to %s: address in use (already on %s)", p, dev, holders(p.Addr(), dev)), err}
 		}
-		return fmt.Errorf("add %s to %s: %w", p, dev, err)
-	}
-	index := link.Attrs().Index
-	u.record(fmt.Sprintf("address %s on %s", p, dev), func() error {
-		err := netlink.AddrDel(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}, addr)
-		if gone(err) {
-			return nil
-		}
 		if err != nil {
-			return fmt.Errorf("delete %s from %s: %w", p, dev, err)
+			return fmt.Errorf("add %s to %s: %w", p, dev, err)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
 	if p.Addr().Is6() && link.Attrs().Flags&net.FlagUp != 0 {
 		u.waitLocal(p.Addr(), dev)
 	}
@@ -180,32 +174,61 @@ func linkName(index int) string {
 }
 
 // AddRoute routes dst through dev in the main table. Revert deletes the route.
-func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
+func (u *Undo) AddRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, false) }
+
+// ReplaceRoute routes dst through dev in the main table, in place of a
+// route another device had for it. Revert deletes the route, if it is
+// still through dev.
+func (u *Undo) ReplaceRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, true) }
+
+func (u *Undo) addRoute(dst netip.Prefix, dev string, replace bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
 	if err != nil {
 		return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
 	}
-	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(dst.Masked()), Protocol: unix.RTPROT_STATIC}
+	c := change{Op: opRoute, Dev: dev, Index: link.Attrs().Index, Prefix: dst.Masked()}
 	if dst.Addr().Is4() {
 		// What "ip route add ... dev X" does for a route without a gateway.
-		route.Scope = netlink.SCOPE_LINK
+		c.Scope = int(netlink.SCOPE_LINK)
 	}
-	if err := netlink.RouteAdd(route); err != nil {
-		return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
+	add := netlink.RouteAdd
+	if replace {
+		add = netlink.RouteReplace
 	}
-	u.record(fmt.Sprintf("route %s dev %s", dst, dev), func() error {
-		err := netlink.RouteDel(route)
-		if gone(err) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("delete route %s dev %s: %w", dst, dev, err)
+	return u.apply(c, func() error {
+		if err := add(c.route()); err != nil {
+			return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
 		}
 		return nil
 	})
-	return nil
+}
+
+// AddUnreachable makes dst unreachable in the main table, so that a packet
+// for an address in it that no more specific route claims is refused with
+// an ICMP error instead of following some other route. Revert deletes it.
+func (u *Undo) AddUnreachable(dst netip.Prefix) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	c := change{Op: opUnreachable, Prefix: dst.Masked()}
+	return u.apply(c, func() error {
+		if err := netlink.RouteAdd(c.route()); err != nil {
+			return fmt.Errorf("add route unreachable %s: %w", dst.Masked(), err)
+		}
+		return nil
+	})
+}
+
+// route is the kernel route an opRoute or opUnreachable change adds.
+func (c change) route() *netlink.Route {
+	r := &netlink.Route{Dst: ipNet(c.Prefix), Protocol: unix.RTPROT_STATIC}
+	if c.Op == opUnreachable {
+		r.Type = unix.RTN_UNREACHABLE
+		return r
+	}
+	r.LinkIndex, r.Scope = c.Index, netlink.Scope(c.Scope)
+	return r
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,23 +38,33 @@ func (u *Undo) SetSysctl(name, value string) error {
 	if oldValue == value {
 		return nil
 	}
-	if err := writeSysctl(path, value); err != nil {
+	c := change{Op: opSysctl, Path: path, Value: value, Old: oldValue}
+	return u.apply(c, func() error {
+		err := writeSysctl(path, value)
 		if errors.Is(err, fs.ErrPermission) {
 			return fmt.Errorf("sysctl %s=%s: %w: run as root", name, value, err)
 		}
-		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
-	}
-	u.record(fmt.Sprintf("sysctl %s=%s (was %s)", name, value, oldValue), func() error {
-		// Someone who changed it since owns it now: leave it be.
-		if now, err := os.ReadFile(path); err == nil && string(bytes.TrimSpace(now)) != value {
-			u.log().Info("sysctl changed by someone else since; not restored", "name", name, "value", string(bytes.TrimSpace(now)))
-			return nil
-		}
-		if err := writeSysctl(path, oldValue); err != nil {
-			return fmt.Errorf("restore sysctl %s=%s: %w", name, oldValue, err)
+		if err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 		}
 		return nil
 	})
+}
+
+// revertSysctl writes Old back unless someone changed the value since: who
+// changed it owns it now.
+func (c change) revertSysctl(log *slog.Logger) error {
+	now, err := os.ReadFile(c.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // its interface is gone
+	}
+	if err == nil && string(bytes.TrimSpace(now)) != c.Value {
+		log.Info("sysctl changed by someone else since; not restored", "path", c.Path, "value", string(bytes.TrimSpace(now)))
+		return nil
+	}
+	if err := writeSysctl(c.Path, c.Old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("restore sysctl %s=%s: %w", c.Path, c.Old, err)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 )
 
@@ -25,6 +26,16 @@ func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error 
 func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
 	return unsupported("add route " + dst.String() + " dev " + dev)
 }
+
+func (u *Undo) ReplaceRoute(dst netip.Prefix, dev string) error {
+	return unsupported("replace route " + dst.String() + " dev " + dev)
+}
+
+func (u *Undo) AddUnreachable(dst netip.Prefix) error {
+	return unsupported("add route unreachable " + dst.String())
+}
+
+func (c change) revert(*slog.Logger) error { return unsupported("undo " + c.String()) }
 
 func (u *Undo) SetSysctl(name, value string) error { return unsupported("sysctl " + name) }
 

@@ -1,0 +1,140 @@
+package kernel
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// hostState is what the journal tests compare: links, addresses, routes,
+// the forwarding sysctl and the nftables ruleset. A link's qdisc is left
+// out: the kernel gives a link one the first time it is up, for good.
+func hostState(t *testing.T) string {
+	t.Helper()
+	fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	return strings.Join([]string{
+		regexp.MustCompile(`qdisc \S+ `).ReplaceAllString(run(t, "ip", "-o", "link"), ""), run(t, "ip", "-o", "addr"), run(t, "ip", "route"), run(t, "ip", "-6", "route"),
+		"ip_forward=" + string(fwd), run(t, "nft", "list", "ruleset"),
+	}, "\n")
+}
+
+// A process that dies without undoing leaves its journal; the next one in
+// the same namespace undoes every change it lists, and removes it.
+func TestJournalRecoversADeadProcess(t *testing.T) {
+	requireTool(t, "nft")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
+		before := hostState(t)
+		dir := t.TempDir()
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := j.NewUndo(nil)
+		for _, err := range []error{
+			u.LinkUp("v0"),
+			u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), true),
+			u.AddRoute(netip.MustParsePrefix("198.18.8.0/24"), "v0"),
+			u.AddUnreachable(netip.MustParsePrefix("198.18.9.0/24")),
+			u.SetSysctl("net.ipv4.ip_forward", "1"),
+			u.Masquerade(netip.MustParsePrefix("198.18.9.0/24")),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if hostState(t) == before {
+			t.Fatal("the changes changed nothing")
+		}
+		// A live journal is left alone.
+		if n, err := Recover(dir, nil); n != 0 || err != nil {
+			t.Fatalf("Recover with the owner alive = %d, %v; want nothing undone", n, err)
+		}
+		// Die: the lock goes with the file, nothing is undone.
+		j.f.Close()
+		n, err := Recover(dir, nil)
+		if err != nil || n != 6 {
+			t.Fatalf("Recover = %d, %v; want the 6 changes undone", n, err)
+		}
+		if after := hostState(t); after != before {
+			t.Errorf("host after recovery:\n%s\nwant:\n%s", after, before)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+			t.Errorf("journals left after recovery: %v", left)
+		}
+	})
+}
+
+// A clean run strikes what it undid and leaves no journal behind; changes
+// it could not undo keep theirs.
+func TestJournalCleanRun(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		dir := t.TempDir()
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := j.NewUndo(nil)
+		if err := u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Revert(); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+			t.Errorf("journal left after a clean run: %v", left)
+		}
+
+		j, err = OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+			t.Fatal(err)
+		}
+		err = j.Close()
+		if err == nil || !strings.Contains(err.Error(), "198.18.7.1/24 on v0") {
+			t.Fatalf("Close with a change not undone = %v, want it named", err)
+		}
+		if n, err := Recover(dir, nil); n != 1 || err != nil {
+			t.Fatalf("Recover = %d, %v", n, err)
+		}
+		if strings.Contains(run(t, "ip", "-o", "addr"), "198.18.7.1") {
+			t.Error("the address outlived recovery")
+		}
+	})
+}
+
+// A journal from another network namespace is not replayed here.
+func TestJournalStaysInItsNamespace(t *testing.T) {
+	requireTool(t, "ip")
+	dir := t.TempDir()
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+			t.Fatal(err)
+		}
+		j.f.Close() // dies
+	})
+	inNewNS(t, func() {
+		if n, err := Recover(dir, nil); n != 0 || err != nil {
+			t.Fatalf("Recover in another namespace = %d, %v; want nothing", n, err)
+		}
+	})
+	if left, _ := filepath.Glob(filepath.Join(dir, "undo-*.json")); len(left) != 1 {
+		t.Errorf("the other namespace's journal is gone: %v", left)
+	}
+}
