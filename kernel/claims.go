@@ -1,59 +1,145 @@
 package kernel
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Claims records which tunnel device each client address lives behind.
-// Every tunnel device of a gateway carries the same gateway address and
-// prefix, so the prefix route alone would send every client's replies to
-// whichever device came first; a host route per claimed address sends them
-// to the right one, and a client can never take an address another client
-// holds.
+// Every tunnel device of a gateway carries the same gateway address, with
+// no prefix route; a host route per claimed address sends each client's
+// traffic to its own device, and a client can never take an address another
+// key holds.
+//
+// A key owns one stable address per tunnel network, derived from its
+// fingerprint, so that a reconnecting client gets the address it had and
+// gateways behind one load balancer hand a key the same address with no
+// shared store. A newer tunnel of the same key takes that address over, as
+// a WireGuard peer roams: one key is one client.
 type Claims struct {
-	mu    sync.Mutex
-	owner map[netip.Addr]string
+	mu        sync.Mutex
+	owner     map[netip.Addr]*claim
+	perKey    map[string]int // addresses a key claimed by sending from them
+	maxPerKey int
 }
 
-// NewClaims returns an empty registry.
-func NewClaims() *Claims { return &Claims{owner: make(map[netip.Addr]string)} }
+// claim is one address held by one tunnel.
+type claim struct {
+	addr     netip.Addr
+	dev, key string
+	reserved bool        // handed out by Reserve, not claimed by sending
+	lost     atomic.Bool // a newer tunnel of the same key took it over
+}
 
-// claim gives a to dev unless another device holds it. It reports whether
-// dev may use a, and whether the claim is new.
-func (c *Claims) claim(a netip.Addr, dev string) (ok, fresh bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch c.owner[a] {
-	case dev:
-		return true, false
-	case "":
-		c.owner[a] = dev
-		return true, true
+// DefaultClaimsPerKey bounds the addresses one key may claim by sending
+// from them, beyond those the gateway handed out: a client cycling through
+// source addresses cannot fill the pool and lock out other keys.
+const DefaultClaimsPerKey = 4
+
+// NewClaims returns an empty registry that lets each key claim up to
+// perKey addresses by sending from them (DefaultClaimsPerKey when 0).
+func NewClaims(perKey int) *Claims {
+	if perKey <= 0 {
+		perKey = DefaultClaimsPerKey
 	}
-	return false, false
+	return &Claims{owner: make(map[netip.Addr]*claim), perKey: make(map[string]int), maxPerKey: perKey}
 }
 
-// release frees a.
-func (c *Claims) release(a netip.Addr) {
-	c.mu.Lock()
-	delete(c.owner, a)
-	c.mu.Unlock()
-}
+// claimResult says how a claim went.
+type claimResult int
 
-// reserve claims for dev the first address of network n that nobody holds,
-// other than n's own address (the gateway's), the network address and, for
-// IPv4, the broadcast address.
-func (c *Claims) reserve(n netip.Prefix, dev string) (netip.Addr, bool) {
+const (
+	claimFresh   claimResult = iota // a new claim: route it
+	claimHeld                       // another tunnel holds the address
+	claimLimited                    // the key holds all the claims it may
+)
+
+// claim gives a to dev for key unless someone holds it or the key is at
+// its limit.
+func (c *Claims) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	base := n.Masked().Addr()
-	for a, i := base.Next(), 0; a.IsValid() && n.Contains(a) && i < 1<<16; a, i = a.Next(), i+1 {
-		if a == n.Addr() || c.owner[a] != "" || (a.Is4() && !n.Contains(a.Next())) {
+	if c.owner[a] != nil {
+		return nil, claimHeld
+	}
+	if c.perKey[key] >= c.maxPerKey {
+		return nil, claimLimited
+	}
+	cl := &claim{addr: a, dev: dev, key: key}
+	c.owner[a] = cl
+	c.perKey[key]++
+	return cl, claimFresh
+}
+
+// release frees cl's address, unless it was taken over.
+func (c *Claims) release(cl *claim) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owner[cl.addr] == cl {
+		delete(c.owner, cl.addr)
+	}
+	if !cl.reserved {
+		if c.perKey[cl.key]--; c.perKey[cl.key] <= 0 {
+			delete(c.perKey, cl.key)
+		}
+	}
+}
+
+// reserve hands dev a client address of network n for key: the key's
+// stable address when it is free or the key's own (then taken over,
+// takeover reports it), else the next free one after it. It never hands
+// out n's own address (the gateway's), the network address or, for IPv4,
+// the broadcast address.
+func (c *Claims) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hostBits := n.Addr().BitLen() - n.Bits()
+	size := uint64(1) << min(hostBits, 63)
+	start := stableOffset(key, n, size)
+	for i := uint64(0); i < min(size, 1<<16); i++ {
+		off := (start + i) % size
+		a := addOffset(n.Masked().Addr(), off)
+		if off == 0 || a == n.Addr() || (a.Is4() && off == size-1) {
 			continue
 		}
-		c.owner[a] = dev
-		return a, true
+		old := c.owner[a]
+		switch {
+		case old == nil:
+		case old.key == key && key != "" && old.reserved:
+			old.lost.Store(true)
+			takeover = true
+		default:
+			continue
+		}
+		cl = &claim{addr: a, dev: dev, key: key, reserved: true}
+		c.owner[a] = cl
+		return cl, takeover, true
 	}
-	return netip.Addr{}, false
+	return nil, false, false
+}
+
+// stableOffset is where in n the key's address lies: a hash of the key and
+// the network, the same on every gateway, in the upper half of the network
+// so that clients who pick their own address (the low ones, by habit: .2)
+// rarely meet a handed-out one. A key-less tunnel starts at 1.
+func stableOffset(key string, n netip.Prefix, size uint64) uint64 {
+	if key == "" || size < 4 {
+		return 1
+	}
+	h := sha256.Sum256([]byte(key + "\x00" + n.Masked().String()))
+	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
+}
+
+// addOffset adds off to the low 64 bits of base, the network address.
+func addOffset(base netip.Addr, off uint64) netip.Addr {
+	if base.Is4() {
+		b := base.As4()
+		return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(b[:])+uint32(off))))
+	}
+	b := base.As16()
+	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
+	return netip.AddrFrom16(b)
 }

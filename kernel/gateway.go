@@ -17,7 +17,13 @@ type GatewayConfig struct {
 	DNS    []netip.Addr   // name servers sshvpn clients are told
 	NAT    bool           // forward and masquerade the tunnel networks
 	MTU    int
-	Log    *slog.Logger
+	// ClaimsPerKey bounds the addresses one key may claim by sending
+	// from them (DefaultClaimsPerKey when 0).
+	ClaimsPerKey int
+	// Journal, when set, keeps every host change on disk before it is
+	// made, so that a gateway killed outright is undone by the next start.
+	Journal *Journal
+	Log     *slog.Logger
 }
 
 // Gateway is the kernel backend of a gateway (relay.Opener): each tunnel
@@ -27,6 +33,7 @@ type Gateway struct {
 	cfg    GatewayConfig
 	global *Undo
 	claims *Claims
+	warn   *relay.Throttle
 }
 
 var _ relay.Opener = (*Gateway)(nil)
@@ -40,38 +47,96 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err := CheckAccess(); err != nil {
 		return nil, err
 	}
-	if err := checkAddressesFree(cfg.Addrs); err != nil {
+	if err := checkTunnelAddresses(cfg.Addrs); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, global: NewUndo(cfg.Log), claims: NewClaims()}
-	if !cfg.NAT {
-		return g, nil
-	}
-	if err := g.enableNAT(); err != nil {
+	g := &Gateway{cfg: cfg, global: cfg.undo(), claims: NewClaims(cfg.ClaimsPerKey), warn: relay.NewThrottle(warnEvery)}
+	if err := g.setup(); err != nil {
 		g.global.Revert()
 		return nil, err
 	}
 	return g, nil
 }
 
-// checkAddressesFree refuses a gateway address that an interface already
-// holds: the gateway would answer for it on two links.
-func checkAddressesFree(addrs []netip.Prefix) error {
-	for _, a := range addrs {
-		owner, err := AddressOwner(a.Addr())
-		if err != nil {
+// undo returns an Undo on the journal, if there is one.
+func (c *GatewayConfig) undo() *Undo {
+	if c.Journal != nil {
+		return c.Journal.NewUndo(c.Log)
+	}
+	return NewUndo(c.Log)
+}
+
+// setup makes the gateway-wide changes. Every tunnel device carries the
+// gateway's address without a prefix route, and the tunnel network itself
+// is unreachable: a packet for an address no tunnel holds (a client that
+// just left, NAT replies in flight) is refused instead of reaching whichever
+// tunnel's device would otherwise own the prefix.
+func (g *Gateway) setup() error {
+	for _, a := range g.cfg.Addrs {
+		if err := g.global.AddUnreachable(a.Masked()); err != nil {
 			return err
 		}
-		if owner != "" {
-			return fmt.Errorf("--tun-address %s: address in use: %s is already on %s; pick an address no interface has", a, a.Addr(), owner)
+	}
+	if g.cfg.NAT {
+		return g.enableNAT()
+	}
+	return nil
+}
+
+// checkTunnelAddresses refuses gateway addresses that cannot work: one an
+// interface already holds (the gateway would answer for it on two links),
+// one inside a network an interface has (its hosts, even the client's own
+// SSH source, would be routed into tunnels), a prefix with no room for a
+// client, and a prefix's network or broadcast address.
+func checkTunnelAddresses(addrs []netip.Prefix) error {
+	for _, a := range addrs {
+		if err := checkTunnelAddress(a); err != nil {
+			return fmt.Errorf("--tun-address %s: %w", a, err)
 		}
+	}
+	return nil
+}
+
+func checkTunnelAddress(a netip.Prefix) error {
+	host := a.Addr().BitLen() - a.Bits()
+	switch {
+	case host < 2:
+		return fmt.Errorf("a /%d leaves no address for a client: use at least a /%d", a.Bits(), a.Addr().BitLen()-2)
+	case a.Addr() == a.Masked().Addr():
+		return fmt.Errorf("%s is the network's own address: pick a host address in it, like %s", a.Addr(), a.Masked().Addr().Next())
+	case a.Addr().Is4() && !a.Contains(a.Addr().Next()):
+		return fmt.Errorf("%s is the network's broadcast address: pick a host address in it", a.Addr())
+	}
+	owner, err := AddressOwner(a.Addr())
+	if err != nil {
+		return err
+	}
+	if owner != "" {
+		return fmt.Errorf("address in use: %s is already on %s; pick an address no interface has", a.Addr(), owner)
+	}
+	overlap, err := NetworkOverlap(a)
+	if err != nil {
+		return err
+	}
+	if overlap != "" {
+		return fmt.Errorf("the tunnel network %s overlaps %s: its hosts would be routed into tunnels; pick a network no interface has", a.Masked(), overlap)
 	}
 	return nil
 }
 
 // enableNAT turns on forwarding for the families in use and masquerades
 // the tunnel networks, so that hosts behind the gateway need no route back.
+// It warns when another firewall's forward chain drops by default, which
+// sshvpn's own accept rules cannot override.
 func (g *Gateway) enableNAT() error {
+	drops, err := ForwardDrops()
+	if err != nil {
+		g.cfg.Log.Warn("cannot check other firewalls' forward chains", "err", err)
+	}
+	for _, chain := range drops {
+		g.cfg.Log.Warn("NAT will pass nothing until this chain accepts the tunnel traffic: it drops forwarded packets by default",
+			"chain", chain, "remedy", fmt.Sprintf("nft insert rule %s ip saddr <tunnel network> accept; nft insert rule %s ip daddr <tunnel network> accept", chain, chain))
+	}
 	v4, v6 := false, false
 	for _, a := range g.cfg.Addrs {
 		if a.Addr().Is4() {
@@ -89,6 +154,13 @@ func (g *Gateway) enableNAT() error {
 		}
 	}
 	if v6 {
+		// A forwarding interface ignores router advertisements unless
+		// accept_ra is 2: the host would lose its own IPv6 default route.
+		for _, dev := range acceptRAInterfaces() {
+			if err := g.global.SetSysctl("net/ipv6/conf/"+dev+"/accept_ra", "2"); err != nil {
+				return err
+			}
+		}
 		if err := g.global.SetSysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
 			return err
 		}
@@ -106,9 +178,10 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	if err != nil {
 		return nil, err
 	}
-	undo := NewUndo(g.cfg.Log)
+	undo := g.cfg.undo()
 	t := &gatewayTunnel{Tun: tun, undo: undo, cfg: &g.cfg,
-		guard: NewSourceGuard(g.claims, undo, tun.Name(), req.Mode, g.cfg.Addrs, g.cfg.Log)}
+		guard: NewSourceGuard(g.claims, undo, GuardConfig{Dev: tun.Name(), Mode: req.Mode, Key: req.Key,
+			Nets: g.cfg.Addrs, AllowedIPs: req.AllowedIPs, Log: g.cfg.Log, Warn: g.warn})}
 	if err := t.configure(); err != nil {
 		t.Close()
 		return nil, err
@@ -136,7 +209,9 @@ func (t *gatewayTunnel) configure() error {
 		return err
 	}
 	for _, a := range t.cfg.Addrs {
-		if err := t.undo.AddAddress(t.Name(), a, false); err != nil {
+		// No prefix route: each client's address is routed to its own
+		// device, and the rest of the network is unreachable.
+		if err := t.undo.AddAddress(t.Name(), a, true); err != nil {
 			return err
 		}
 	}

@@ -3,8 +3,10 @@ package kernel
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -82,8 +84,103 @@ func TestGatewayTunnels(t *testing.T) {
 		if after := run(t, "ip", "-o", "link"); after != before {
 			t.Errorf("links after the tunnels closed:\n%s\nwant:\n%s", after, before)
 		}
-		if r := run(t, "ip", "route"); strings.Contains(r, "198.18.3.") {
+		if r := run(t, "ip", "route"); strings.Contains(r, "198.18.3.") && !strings.Contains(r, "unreachable 198.18.3.0/24") {
 			t.Errorf("routes left behind:\n%s", r)
+		}
+		// A client that left: its address leads nowhere, not to another
+		// tunnel's device.
+		if r, _ := exec.Command("ip", "route", "get", "198.18.3.3").CombinedOutput(); !strings.Contains(string(r), "unreachable") &&
+			!strings.Contains(string(r), "No route") {
+			t.Errorf("the tunnel network after its clients left: %s", r)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if r := run(t, "ip", "route"); strings.Contains(r, "198.18.3.") {
+			t.Errorf("routes left after the gateway closed:\n%s", r)
+		}
+	})
+}
+
+// Traffic for a client that left reaches no other client: with the first
+// tunnel up and the second gone, the second's address is unreachable, and
+// the gateway address carries no prefix route to the first tunnel.
+func TestGatewayRoutesNoStrayTraffic(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		g, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		a, err := g.Open(context.Background(), relay.TunnelRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit, Key: "A"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		b, err := g.Open(context.Background(), relay.TunnelRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit, Key: "B"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrB := b.Config().Addresses[0].Addr().String()
+		if r := run(t, "ip", "route", "get", addrB); !strings.Contains(r, "dev "+b.Config().Device) {
+			t.Fatalf("B's address is not routed to B: %s", r)
+		}
+		b.Close()
+		for _, dst := range []string{addrB, "198.18.3.200"} {
+			r, _ := exec.Command("ip", "route", "get", dst).CombinedOutput()
+			// ip route get says "No route to host" for an unreachable route.
+			if strings.Contains(string(r), "dev "+a.Config().Device) || !strings.Contains(string(r), "No route to host") {
+				t.Errorf("traffic for %s (no tunnel holds it): %s; want unreachable, never A's device", dst, r)
+			}
+		}
+		if r := run(t, "ip", "route", "show", "dev", a.Config().Device); strings.Contains(r, "198.18.3.0/24") {
+			t.Errorf("A's device has a prefix route for the whole tunnel network:\n%s", r)
+		}
+	})
+}
+
+// Configuration that cannot work is refused at start, saying why.
+func TestGatewayRefusesUnworkableAddresses(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+		run(t, "ip", "addr", "add", "198.18.0.1/16", "dev", "d0")
+		for addr, want := range map[string]string{
+			"198.18.3.1/24":   "overlaps 198.18.0.1/16 on d0",
+			"198.19.3.1/31":   "no address for a client",
+			"198.19.3.1/32":   "no address for a client",
+			"2001:2::1/127":   "no address for a client",
+			"198.19.3.0/24":   "network's own address",
+			"198.19.3.255/24": "broadcast address",
+		} {
+			_, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}})
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("--tun-address %s: %v, want %q", addr, err, want)
+			}
+		}
+		if r := run(t, "ip", "route"); strings.Contains(r, "unreachable") {
+			t.Errorf("a refused start left routes:\n%s", r)
+		}
+	})
+}
+
+// With NAT and another firewall's forward chain dropping by default, the
+// gateway says which chain will drop its traffic.
+func TestGatewayWarnsOfForwardDrop(t *testing.T) {
+	requireTool(t, "nft")
+	inNewNS(t, func() {
+		run(t, "nft", "add table inet filter")
+		run(t, "nft", "add chain inet filter forward { type filter hook forward priority 0; policy drop; }")
+		var logs logBuffer
+		g, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, NAT: true,
+			Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if !strings.Contains(logs.String(), `chain="inet filter forward"`) {
+			t.Errorf("no warning naming the dropping chain:\n%s", logs.String())
 		}
 	})
 }
@@ -98,12 +195,20 @@ func TestGatewayNAT(t *testing.T) {
 		if err := os.WriteFile(forward, []byte("0"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		g, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, NAT: true, Log: u.log()})
+		// An uplink that takes router advertisements only while not
+		// forwarding must keep taking them.
+		run(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+		os.WriteFile("/proc/sys/net/ipv6/conf/up0/accept_ra", []byte("1"), 0o644)
+		g, err := NewGateway(GatewayConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24"),
+			netip.MustParsePrefix("2001:2:3::1/64")}, NAT: true, Log: u.log()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if v, _ := os.ReadFile(forward); strings.TrimSpace(string(v)) != "1" {
 			t.Errorf("ip_forward %q while the gateway runs, want 1", v)
+		}
+		if v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/up0/accept_ra"); strings.TrimSpace(string(v)) != "2" {
+			t.Errorf("up0 accept_ra %q with IPv6 forwarding on, want 2", v)
 		}
 		if rules := run(t, "nft", "list", "ruleset"); !strings.Contains(rules, "198.18.3.0/24") || !strings.Contains(rules, "masquerade") {
 			t.Errorf("no masquerade rule for the tunnel network:\n%s", rules)
@@ -113,6 +218,9 @@ func TestGatewayNAT(t *testing.T) {
 		}
 		if v, _ := os.ReadFile(forward); strings.TrimSpace(string(v)) != "0" {
 			t.Errorf("ip_forward %q after Close, want 0 as before", v)
+		}
+		if v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/up0/accept_ra"); strings.TrimSpace(string(v)) != "1" {
+			t.Errorf("up0 accept_ra %q after Close, want 1 as before", v)
 		}
 		if rules := run(t, "nft", "list", "ruleset"); strings.Contains(rules, "198.18.3.0/24") {
 			t.Errorf("rules left after Close:\n%s", rules)

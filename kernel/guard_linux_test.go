@@ -9,54 +9,112 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 )
 
+// guardOn opens a tun, sets it up and guards it for key.
+func guardOn(t *testing.T, claims *Claims, key string, allowed ...netip.Prefix) (*SourceGuard, *Undo, string) {
+	t.Helper()
+	tun := open(t, relay.PointToPoint, relay.AnyUnit)
+	u := NewUndo(slog.New(slog.DiscardHandler))
+	if err := u.LinkUp(tun.Name()); err != nil {
+		t.Fatal(err)
+	}
+	g := NewSourceGuard(claims, u, GuardConfig{Dev: tun.Name(), Mode: relay.PointToPoint, Key: key,
+		Nets: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, AllowedIPs: allowed})
+	return g, u, tun.Name()
+}
+
 // Two tunnels share the gateway's network: each client's address is routed
-// to its own device, and neither may use the other's.
+// to its own device, neither may use the other's, and nobody sends from an
+// address outside what it was given, claimed, or allowed.
 func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		nets := []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}
-		claims := NewClaims()
-		var guards [2]*SourceGuard
-		var undos [2]*Undo
-		for i := range guards {
-			tun := open(t, relay.PointToPoint, relay.AnyUnit)
-			undos[i] = NewUndo(slog.New(slog.DiscardHandler))
-			if err := undos[i].LinkUp(tun.Name()); err != nil {
-				t.Fatal(err)
-			}
-			guards[i] = NewSourceGuard(claims, undos[i], tun.Name(), relay.PointToPoint, nets, slog.New(slog.DiscardHandler))
-		}
-		if !guards[0].Check(ipv4From("198.18.3.2")) || !guards[1].Check(ipv4From("198.18.3.3")) {
+		claims := NewClaims(2)
+		site := netip.MustParsePrefix("198.19.50.0/24")
+		g0, u0, dev0 := guardOn(t, claims, "key0")
+		g1, u1, dev1 := guardOn(t, claims, "key1", site)
+		if !g0.Check(ipv4From("198.18.3.2")) || !g1.Check(ipv4From("198.18.3.3")) {
 			t.Fatal("first packets refused")
 		}
-		if guards[1].Check(ipv4From("198.18.3.2")) {
+		if g1.Check(ipv4From("198.18.3.2")) {
 			t.Fatal("tunnel 1 used tunnel 0's address")
 		}
-		if !guards[0].Check(ipv4From("198.18.3.2")) || !guards[1].Check(ipv4From("203.0.113.9")) {
-			t.Fatal("an owned address or one outside the tunnel network was refused")
+		if !g0.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("an owned address was refused")
 		}
-		if guards[0].Check(ipv4From("198.18.3.1")) == false {
-			t.Fatal("the gateway's own address is not a client's to claim, but passes")
+		if g0.Check(ipv4From("198.19.0.9")) {
+			t.Fatal("a source outside the tunnel network (a LAN host's, say) passed")
+		}
+		if g0.Check(ipv4From("198.18.3.1")) {
+			t.Fatal("a client sent in the gateway's own name")
+		}
+		if !g1.Check(ipv4From("198.19.50.7")) || g0.Check(ipv4From("198.19.50.7")) {
+			t.Fatal("the site network passes for its key, and only for it")
+		}
+		// Claims per key: key0 holds .2 and may claim one more.
+		if !g0.Check(ipv4From("198.18.3.20")) || g0.Check(ipv4From("198.18.3.21")) {
+			t.Fatal("the per-key claim limit of 2 does not hold")
 		}
 		routes := run(t, "ip", "route")
-		for _, want := range []string{"198.18.3.2 dev tun0", "198.18.3.3 dev tun1"} {
+		for _, want := range []string{"198.18.3.2 dev " + dev0, "198.18.3.3 dev " + dev1, "198.18.3.20 dev " + dev0} {
 			if !strings.Contains(routes, want) {
 				t.Errorf("routes lack %q:\n%s", want, routes)
 			}
 		}
-		guards[0].Release()
-		if err := undos[0].Revert(); err != nil {
+		g0.Release()
+		if err := u0.Revert(); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Contains(run(t, "ip", "route"), "198.18.3.2 ") {
 			t.Error("a released claim's route remained")
 		}
-		if !guards[1].Check(ipv4From("198.18.3.2")) {
-			t.Error("a released address could not be claimed again")
-		}
-		if guards[0].Check(ipv4From("198.18.3.4")) {
+		if g0.Check(ipv4From("198.18.3.4")) {
 			t.Error("a released guard claimed a new address")
 		}
-		undos[1].Revert()
+		if !g1.Check(ipv4From("198.18.3.2")) {
+			t.Error("a released address could not be claimed again")
+		}
+		u1.Revert()
+	})
+}
+
+// A key's address is stable, and a newer tunnel of the same key takes it
+// over from an older one, whose packets from it are then dropped.
+func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		claims := NewClaims(0)
+		old, uOld, _ := guardOn(t, claims, "SHA256:roaming")
+		a, err := old.Reserve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, uOther, _ := guardOn(t, claims, "SHA256:someone-else")
+		b, err := other.Reserve()
+		if err != nil || b[0] == a[0] {
+			t.Fatalf("another key got %v, %v; want an address other than %v", b, err, a)
+		}
+		again, uNew, devNew := guardOn(t, claims, "SHA256:roaming")
+		c, err := again.Reserve()
+		if err != nil || c[0] != a[0] {
+			t.Fatalf("the same key reconnecting got %v, %v; want its address %v", c, err, a)
+		}
+		src := ipv4From(a[0].Addr().String())
+		if old.Check(src) {
+			t.Error("the older tunnel still sends from the address taken over")
+		}
+		if !again.Check(src) {
+			t.Error("the newer tunnel cannot send from its address")
+		}
+		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
+			t.Errorf("the address is not routed to the newer tunnel: %s", r)
+		}
+		old.Release()
+		uOld.Revert() // must not take the newer tunnel's route with it
+		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
+			t.Errorf("the older tunnel's teardown removed the newer one's route: %s", r)
+		}
+		for _, u := range []*Undo{uOther, uNew} {
+			u.Revert()
+		}
 	})
 }
