@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -28,6 +29,10 @@ type KeyOptions struct {
 	ForceUnit *uint32   // tunnel="N" or tunnel="any"
 	From      []string  // from="pattern-list", matched against the client's address
 	Expiry    time.Time // expiry-time="…"; zero for none
+	// AllowedIPs are networks the client routes through itself (a site
+	// behind it): packets from them may enter the gateway, besides the
+	// tunnel's own addresses. environment="SSHVPN_ALLOWED_IPS=cidr,…".
+	AllowedIPs []netip.Prefix
 }
 
 type authorizedKey struct {
@@ -35,34 +40,52 @@ type authorizedKey struct {
 	opts KeyOptions
 }
 
-// AuthorizedKeys is an authorized_keys file, read again on every login as
-// sshd does: a key removed from the file is refused at once, whatever its
-// timestamps say.
+// maxKeyLine is the longest line read as a key; a longer one, even a
+// comment, is skipped like any bad line. sshd reads lines of any length.
+const maxKeyLine = 1 << 20
+
+// AuthorizedKeys is an authorized_keys file. It is parsed when it changes
+// (by size, times and inode), not on every authentication attempt, so a
+// flood of key queries costs a stat each; a key removed from the file is
+// refused at the next login, whatever its timestamps say.
 type AuthorizedKeys struct {
 	path string
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	keys []authorizedKey
+	mu    sync.Mutex
+	keys  []authorizedKey
+	stamp fileStamp
+	reads int // how often the file was parsed, for tests
 }
 
-// LoadAuthorizedKeys reads path. At start every line that is not a key,
-// or whose options sshvpn honours are malformed, is an error naming the file
+// fileStamp tells one version of a file from the next.
+type fileStamp struct {
+	size         int64
+	mtime, ctime time.Time
+	ino          uint64
+}
+
+// LoadAuthorizedKeys reads path. At start a line that is not a key, or
+// whose options sshvpn acts on are malformed, is an error naming the file
 // and line; later reads skip such lines with a warning, as sshd does, so an
-// edit cannot lock everyone out. A missing file is not an error: the gateway
-// refuses every login (Len is 0) until it exists.
+// edit cannot lock everyone out. Lines sshd itself skips (an unknown option,
+// a line over 1 MiB) are skipped with a warning always. The file and the
+// directories above it must be safe as sshd's StrictModes requires. A
+// missing file is not an error: the gateway refuses every login (Len is 0)
+// until it exists.
 func LoadAuthorizedKeys(path string, log *slog.Logger) (*AuthorizedKeys, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	a := &AuthorizedKeys{path: path, log: log}
-	keys, err := a.read(true)
-	if err != nil {
+	if err := a.reload(true); err != nil {
 		return nil, err
 	}
-	a.keys = keys
 	return a, nil
 }
+
+// Path is the file's path.
+func (a *AuthorizedKeys) Path() string { return a.path }
 
 // Len is the number of keys at the last read.
 func (a *AuthorizedKeys) Len() int {
@@ -71,38 +94,127 @@ func (a *AuthorizedKeys) Len() int {
 	return len(a.keys)
 }
 
-func (a *AuthorizedKeys) read(strict bool) ([]authorizedKey, error) {
-	data, err := os.ReadFile(a.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authorized keys: %w", err)
-	}
-	var keys []authorizedKey
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		text := bytes.TrimSpace(sc.Bytes())
-		if len(text) == 0 || text[0] == '#' {
-			continue
-		}
-		k, err := parseKeyLine(fmt.Sprintf("%s:%d", a.path, line), text)
-		switch {
-		case err != nil && strict:
-			return nil, err
-		case err != nil:
-			a.log.Warn("authorized_keys line skipped", "err", err)
-		case k != nil:
-			keys = append(keys, *k)
-		}
-	}
-	return keys, sc.Err()
+// Reload reads the file again now (SIGHUP), whether it changed or not.
+// A file that became unsafe or unreadable leaves the keys as they were.
+func (a *AuthorizedKeys) Reload() error {
+	return a.reload(false)
 }
 
-// parseKeyLine reads one key line; a nil key with no error is a line that
-// is valid but grants nothing here.
+func (a *AuthorizedKeys) reload(strict bool) error {
+	keys, stamp, err := a.read(strict)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.keys, a.stamp = keys, stamp
+	a.mu.Unlock()
+	return nil
+}
+
+// current returns the keys, reading the file again if it changed.
+func (a *AuthorizedKeys) current() ([]authorizedKey, error) {
+	st, err := stampOf(a.path)
+	a.mu.Lock()
+	keys, same := a.keys, err == nil && st == a.stamp
+	a.mu.Unlock()
+	if same {
+		return keys, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		a.mu.Lock()
+		a.keys, a.stamp = nil, fileStamp{}
+		a.mu.Unlock()
+		return nil, nil
+	}
+	keys, st, err = a.read(false)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.keys, a.stamp = keys, st
+	a.mu.Unlock()
+	return keys, nil
+}
+
+func (a *AuthorizedKeys) read(strict bool) ([]authorizedKey, fileStamp, error) {
+	f, err := os.Open(a.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fileStamp{}, nil
+	}
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
+	}
+	defer f.Close()
+	a.mu.Lock()
+	a.reads++
+	a.mu.Unlock()
+	if err := checkModes(f, a.path); err != nil {
+		return nil, fileStamp{}, err
+	}
+	st, err := stampOf(a.path)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
+	}
+	var keys []authorizedKey
+	r := bufio.NewReaderSize(f, 64<<10)
+	for line := 1; ; line++ {
+		text, long, err := readLine(r)
+		src := fmt.Sprintf("%s:%d", a.path, line)
+		if err != nil && err != io.EOF {
+			return nil, fileStamp{}, fmt.Errorf("authorized keys: %s: %w", src, err)
+		}
+		switch {
+		case long:
+			a.log.Warn("authorized_keys line skipped", "line", src, "why", fmt.Sprintf("longer than %d bytes", maxKeyLine))
+		default:
+			k, lerr := parseKeyLine(src, bytes.TrimSpace(text))
+			switch {
+			case lerr == nil && k != nil:
+				keys = append(keys, *k)
+			case lerr == nil:
+			case strict && !errors.Is(lerr, errSkipped):
+				return nil, fileStamp{}, lerr
+			default:
+				a.log.Warn("authorized_keys line skipped", "why", lerr)
+			}
+		}
+		if err == io.EOF {
+			return keys, st, nil
+		}
+	}
+}
+
+// readLine reads one line without its newline. long reports a line over
+// maxKeyLine, which is consumed and not returned.
+func readLine(r *bufio.Reader) (text []byte, long bool, err error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(buf)+len(chunk) > maxKeyLine {
+			long, buf = true, nil
+		} else if !long {
+			buf = append(buf, chunk...)
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			return buf, long, err
+		}
+		return bytes.TrimSuffix(buf, []byte("\n")), long, nil
+	}
+}
+
+// errSkipped marks a line sshd skips, as opposed to one that is malformed:
+// it is skipped with a warning even at start.
+var errSkipped = errors.New("skipped as sshd skips it")
+
+// parseKeyLine reads one line; a nil key with no error is a blank line or a
+// comment.
 func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
+	if len(text) == 0 || text[0] == '#' {
+		return nil, nil
+	}
 	key, _, options, _, err := ssh.ParseAuthorizedKey(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a public key line: %w", src, err)
@@ -122,12 +234,28 @@ type keyLineOptions struct {
 	certAuthority bool
 }
 
-// parseKeyOptions reads the options sshvpn acts on and leaves the others
-// (command=, no-pty, …) alone, so a file sshd takes is taken here too.
+// sshdFlags are the authorized_keys options sshd takes without a value
+// (auth-options.c), each also with a "no-" prefix except where noted; the
+// ones sshvpn acts on are handled before this list is consulted.
+var sshdFlags = map[string]bool{
+	"agent-forwarding": true, "port-forwarding": true, "pty": true, "user-rc": true,
+	"x11-forwarding": true, "no-agent-forwarding": true, "no-port-forwarding": true,
+	"no-pty": true, "no-user-rc": true, "no-x11-forwarding": true, "no-touch-required": true,
+}
+
+// sshdValued are the options sshd takes with a quoted value.
+var sshdValued = map[string]bool{
+	"command": true, "principals": true, "permitopen": true, "permitlisten": true, "environment": true,
+}
+
+// parseKeyOptions reads the options sshvpn acts on and checks the others
+// are ones sshd knows: sshd skips a line with an option it does not know,
+// so a typo (form= for from=) must not quietly drop a restriction here.
 func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 	o := keyLineOptions{KeyOptions: KeyOptions{Source: src}}
 	for _, opt := range options {
-		name, raw, _ := strings.Cut(opt, "=")
+		name, raw, valued := strings.Cut(opt, "=")
+		lname := strings.ToLower(name)
 		value := func() (string, error) {
 			v, ok := dequote(raw)
 			if !ok {
@@ -136,12 +264,16 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 			return v, nil
 		}
 		var err error
-		switch strings.ToLower(name) {
-		case "restrict":
+		switch {
+		case lname == "restrict" && !valued:
 			o.Restrict = true
-		case "cert-authority":
+		case lname == "cert-authority" && !valued:
 			o.certAuthority = true
-		case "tunnel":
+		case lname == "verify-required" && !valued:
+			// A FIDO key's user verification is not checked here: taking
+			// the key would ignore the requirement.
+			return o, fmt.Errorf("%s: %w: verify-required (FIDO user verification) is not supported", src, errSkipped)
+		case lname == "tunnel" && valued:
 			var v string
 			if v, err = value(); err == nil {
 				var u uint32
@@ -150,24 +282,60 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 				}
 				o.ForceUnit = &u
 			}
-		case "from":
+		case lname == "from" && valued:
 			var v string
 			if v, err = value(); err == nil {
 				o.From = strings.Split(v, ",")
 			}
-		case "expiry-time":
+		case lname == "expiry-time" && valued:
 			var v string
 			if v, err = value(); err == nil {
 				if o.Expiry, err = parseExpiry(v); err != nil {
 					err = fmt.Errorf("%s: option expiry-time=%q: %w", src, v, err)
 				}
 			}
+		case lname == "environment" && valued:
+			var v string
+			if v, err = value(); err == nil {
+				err = o.environment(src, v)
+			}
+		case sshdFlags[lname] && !valued, sshdValued[lname] && valued:
+			// sshd's business (commands, forwarding, ptys): no tunnel's.
+		default:
+			return o, fmt.Errorf("%s: %w: unknown option %q", src, errSkipped, truncate(opt, 64))
 		}
 		if err != nil {
 			return o, err
 		}
 	}
 	return o, nil
+}
+
+// environment reads sshvpn's own settings, which ride in environment=
+// options because sshd parses every environment="NAME=value" (whether or
+// not PermitUserEnvironment lets it set them), so the file stays valid for
+// sshd. Other variables are sshd's.
+func (o *keyLineOptions) environment(src, v string) error {
+	name, value, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("%s: option environment=%q: want NAME=value", src, v)
+	}
+	if !strings.HasPrefix(name, "SSHVPN_") {
+		return nil
+	}
+	switch name {
+	case "SSHVPN_ALLOWED_IPS":
+		for _, s := range strings.Split(value, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("%s: %s=%q: %w", src, name, value, err)
+			}
+			o.AllowedIPs = append(o.AllowedIPs, p.Masked())
+		}
+		return nil
+	}
+	// A typo must not drop a setting silently: refuse the line.
+	return fmt.Errorf("%s: %w: unknown sshvpn setting %s (want SSHVPN_ALLOWED_IPS)", src, errSkipped, name)
 }
 
 // dequote takes the quotes off an option value as OpenSSH does: the value
@@ -212,13 +380,10 @@ func parseUnit(s string) (uint32, error) {
 // a key was refused; it goes to the log, the client only learns
 // "Permission denied".
 func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, remote net.Addr) (*KeyOptions, error) {
-	keys, err := a.read(false)
+	keys, err := a.current()
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	a.keys = keys
-	a.mu.Unlock()
 	want := key.Marshal()
 	why := fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path)
 	if len(keys) == 0 {
@@ -272,4 +437,13 @@ func matchAddr(pattern string, ip netip.Addr) bool {
 	}
 	ok, err := path.Match(pattern, ip.String())
 	return err == nil && ok
+}
+
+// truncate shortens what a peer or a file supplied before it is logged or
+// echoed, so a 40 KiB name cannot fill a log line or a refusal.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + fmt.Sprintf("…(%d bytes)", len(s))
 }

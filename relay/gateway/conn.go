@@ -18,21 +18,18 @@ import (
 
 // connState is one authenticated client connection.
 type connState struct {
-	srv  *Server
-	conn *ssh.ServerConn
-	log  *slog.Logger
-	wg   sync.WaitGroup
+	srv   *Server
+	conn  *ssh.ServerConn
+	login login
+	log   *slog.Logger
+	wg    sync.WaitGroup
 
 	mu       sync.Mutex
 	tunnels  []relay.Tunnel
-	channels int           // open tunnels and sessions, for maxChannels
+	channels int           // open tunnels and sessions, for Limits.MaxChannelsPerConn
 	opened   chan struct{} // closed when the first tunnel is up
 	openOnce sync.Once
 }
-
-// maxChannels bounds what one authenticated client may hold open at once
-// (sshd's MaxSessions is 10): each tunnel is a kernel device and buffers.
-const maxChannels = 10
 
 func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 	cs.opened = make(chan struct{})
@@ -40,7 +37,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 		switch t := nc.ChannelType(); t {
 		case wire.ChannelType, "session":
 			if !cs.take() {
-				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", maxChannels))
+				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.limits.MaxChannelsPerConn))
 				continue
 			}
 			cs.wg.Add(1)
@@ -54,7 +51,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 				}
 			}()
 		default:
-			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w) and a status session", t))
+			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w) and a status session", truncate(t, 64)))
 		}
 	}
 	cs.wg.Wait()
@@ -66,8 +63,7 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		nc.Reject(ssh.ConnectionFailed, "tunnel refused: "+err.Error())
 		return
 	}
-	opts, _ := cs.conn.Permissions.ExtraData[keyOptionsKey{}].(*KeyOptions)
-	unit, err := checkTunnel(cs.srv.cfg.PermitTunnel, req.Mode, req.Unit, opts)
+	unit, err := checkTunnel(cs.srv.cfg.PermitTunnel, req.Mode, req.Unit, cs.login.opts)
 	if err == nil {
 		err = sshchan.Check(cs.conn.ClientVersion())
 	}
@@ -76,7 +72,15 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		nc.Reject(ssh.Prohibited, err.Error())
 		return
 	}
-	t, err := cs.srv.cfg.Backend.Open(ctx, relay.TunnelRequest{Mode: req.Mode, Unit: unit, User: cs.conn.User(), Remote: cs.conn.RemoteAddr()})
+	if !cs.srv.takeKeyTunnel(cs.login.key) {
+		err := fmt.Errorf("tunnel refused: key %s already holds %d tunnels, the most this gateway allows one key", cs.login.key, cs.srv.limits.MaxTunnelsPerKey)
+		cs.log.Warn("tunnel refused", "why", err)
+		nc.Reject(ssh.ResourceShortage, err.Error())
+		return
+	}
+	defer cs.srv.giveKeyTunnel(cs.login.key)
+	t, err := cs.srv.cfg.Backend.Open(ctx, relay.TunnelRequest{Mode: req.Mode, Unit: unit, User: cs.conn.User(),
+		Remote: cs.conn.RemoteAddr(), Key: cs.login.key, AllowedIPs: cs.login.opts.AllowedIPs})
 	if err != nil {
 		cs.log.Error("tunnel failed", "mode", req.Mode, "unit", unitString(unit), "err", err)
 		nc.Reject(ssh.ConnectionFailed, "tunnel failed on the gateway: "+err.Error())
@@ -122,16 +126,20 @@ func (cs *connState) run(ctx context.Context, c *sshchan.Channel, t relay.Tunnel
 	}
 	cs.remove(t)
 	i, o := in.Snapshot(), out.Snapshot()
-	log.Info("tunnel down", "err", err,
+	why := "the client or the gateway closed it"
+	if err != nil {
+		why = err.Error()
+	}
+	log.Info("tunnel down", "why", why,
 		"in.packets", i.Packets, "in.bytes", i.Bytes, "in.drops", i.Drops,
 		"out.packets", o.Packets, "out.bytes", o.Bytes, "out.drops", o.Drops)
 }
 
-// take counts one more open channel, unless the client holds maxChannels.
+// take counts one more open channel, unless the client holds the most it may.
 func (cs *connState) take() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.channels >= maxChannels {
+	if cs.channels >= cs.srv.limits.MaxChannelsPerConn {
 		return false
 	}
 	cs.channels++

@@ -15,3 +15,10 @@ func (s *Server) ChannelsInUse() int {
 	}
 	return n
 }
+
+// Reads is how often the file was parsed.
+func (a *AuthorizedKeys) Reads() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reads
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,12 +16,22 @@ import (
 
 // LoadOrCreateHostKey reads an OpenSSH private key from path, or, when there
 // is none, generates an Ed25519 key there with mode 0600 so that clients see
-// the same host key on every start.
+// the same host key on every start. Like sshd it refuses a key file that
+// others can read: whoever reads it can impersonate the gateway.
 func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return createHostKey(path)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("host key %s: permissions %04o are too open: others may read it and impersonate the gateway; chmod 600 %s",
+			path, fi.Mode().Perm(), path)
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}

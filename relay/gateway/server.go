@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +23,31 @@ import (
 // clients pick it, and x/crypto/ssh runs AES-GCM about three times faster
 // than chacha20 (CTR adds an HMAC on top). Every OpenSSH since 6.2 speaks
 // AES-GCM; --ciphers offers others.
-var DefaultCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
+var DefaultCiphers = []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+
+// CheckCiphers refuses a cipher list x/crypto/ssh cannot offer safely:
+// unknown names, and the CBC, 3DES and RC4 ciphers it still implements.
+func CheckCiphers(ciphers []string) error {
+	if len(ciphers) == 0 {
+		return errors.New("no cipher given")
+	}
+	ok := ssh.SupportedAlgorithms().Ciphers
+	for _, c := range ciphers {
+		switch {
+		case slices.Contains(ok, c):
+		case slices.Contains(ssh.InsecureAlgorithms().Ciphers, c):
+			return fmt.Errorf("cipher %q is insecure (CBC, 3DES or RC4) and is not offered; want some of %s", c, strings.Join(ok, ","))
+		default:
+			return fmt.Errorf("unknown cipher %q; want some of %s", truncate(c, 64), strings.Join(ok, ","))
+		}
+	}
+	return nil
+}
+
+// keyExchanges are x/crypto's secure key exchanges: its default list also
+// offers diffie-hellman-group14-sha1, which sshd has not offered by default
+// since 8.x.
+func keyExchanges() []string { return ssh.SupportedAlgorithms().KeyExchanges }
 
 // Config configures a gateway.
 type Config struct {
@@ -31,6 +57,7 @@ type Config struct {
 	Ciphers      []string     // nil means DefaultCiphers
 	MTU          int          // tunnel MTU
 	Backend      relay.Opener // where each tunnel's packets go
+	Limits       Limits
 	Log          *slog.Logger
 	// ClientAliveInterval and ClientAliveCountMax are sshd's: a client
 	// that answers no keepalive for Interval×CountMax is disconnected, so
@@ -41,20 +68,30 @@ type Config struct {
 
 // Server is an SSH server that carries tun@openssh.com tunnels.
 type Server struct {
-	cfg Config
-	ssh *ssh.ServerConfig
-	log *slog.Logger
+	cfg    Config
+	limits Limits
+	ssh    *ssh.ServerConfig
+	log    *slog.Logger
+	refuse *relay.Throttle // refused connections, logged a few at a time
 
 	wg          sync.WaitGroup
 	mu          sync.Mutex
 	conns       map[net.Conn]*connState // nil while handshaking
 	handshaking int
+	sources     map[source]*sourceState
+	keyTunnels  map[string]int // by key fingerprint
 	closing     bool
 }
 
 // keyOptionsKey is where the authorized_keys options travel from the
 // authentication callback to the channel handlers.
 type keyOptionsKey struct{}
+
+// login is what authentication learned about a client.
+type login struct {
+	opts *KeyOptions
+	key  string // SHA256 fingerprint
+}
 
 // New checks cfg and builds the SSH configuration.
 func New(cfg Config) (*Server, error) {
@@ -67,12 +104,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ciphers == nil {
 		cfg.Ciphers = DefaultCiphers
 	}
+	if err := CheckCiphers(cfg.Ciphers); err != nil {
+		return nil, err
+	}
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, conns: make(map[net.Conn]*connState)}
+	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
+		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keyTunnels: make(map[string]int)}
 	s.ssh = &ssh.ServerConfig{
-		Config:            ssh.Config{Ciphers: cfg.Ciphers},
+		Config:            ssh.Config{Ciphers: cfg.Ciphers, KeyExchanges: keyExchanges()},
 		PublicKeyCallback: s.authenticate,
 		ServerVersion:     "SSH-2.0-sshvpn",
 	}
@@ -85,14 +126,15 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	opts, err := s.cfg.Keys.Lookup(key, meta.RemoteAddr())
 	if err != nil {
-		s.log.Info("key refused", "user", meta.User(), "remote", meta.RemoteAddr(), "why", err)
+		s.log.Info("key refused", "user", truncate(meta.User(), 64), "remote", meta.RemoteAddr(), "why", err)
 		return nil, err
 	}
-	return &ssh.Permissions{ExtraData: map[any]any{keyOptionsKey{}: opts}}, nil
+	return &ssh.Permissions{ExtraData: map[any]any{keyOptionsKey{}: login{opts, ssh.FingerprintSHA256(key)}}}, nil
 }
 
 // Serve accepts connections on ln until ctx ends or ln is closed, then
-// closes every connection and returns once all their tunnels are torn down.
+// closes every connection and returns once all their tunnels are torn down,
+// or after shutdownWait with an error naming what was still open.
 // A failing Accept (out of file descriptors, say) is retried with backoff,
 // as net/http does: it must not take every client's tunnel down.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -112,23 +154,50 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if !s.track(c) {
+		src := sourceOf(c.RemoteAddr())
+		if why := s.track(c, src); why != "" {
+			if n, ok := s.refuse.Allow(why); ok {
+				s.log.Warn("connection refused before the handshake", "remote", c.RemoteAddr(), "why", why, "refused_since_last", n)
+			}
 			c.Close()
 			continue
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			defer s.untrack(c)
-			s.serveConn(ctx, c)
-		}()
+			s.serveConn(ctx, c, src)
+		})
 	}
 	s.closeAll()
-	s.wg.Wait()
+	if werr := s.wait(); werr != nil {
+		return werr
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+}
+
+// shutdownWait bounds how long Serve waits for connections to close once
+// it has closed their sockets: tearing down a tunnel takes milliseconds, so
+// anything still open after this is stuck, and the gateway must still exit
+// and undo its host changes.
+const shutdownWait = 3 * time.Second
+
+func (s *Server) wait() error {
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(shutdownWait):
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return fmt.Errorf("%d connections still open %v after the gateway closed them; stopping without them", n, shutdownWait)
 }
 
 // closeAll closes every connection, handshaking or not, and refuses new
@@ -142,21 +211,16 @@ func (s *Server) closeAll() {
 	}
 }
 
-// maxHandshakes bounds unauthenticated connections, as sshd's MaxStartups
-// does, so a flood of them cannot use up file descriptors for everyone.
-const maxHandshakes = 64
-
-// track registers a connection from its accept on; it refuses once Serve is
-// stopping or too many are still handshaking.
-func (s *Server) track(c net.Conn) bool {
+// track registers a connection from its accept on, unless the limits
+// refuse it; then it returns why.
+func (s *Server) track(c net.Conn, src source) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing || s.handshaking >= maxHandshakes {
-		return false
+	if why := s.admit(src, time.Now()); why != "" {
+		return why
 	}
-	s.handshaking++
 	s.conns[c] = nil
-	return true
+	return ""
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -166,13 +230,6 @@ func (s *Server) untrack(c net.Conn) {
 	c.Close()
 }
 
-// handshakeDone counts a connection out of the unauthenticated ones.
-func (s *Server) handshakeDone() {
-	s.mu.Lock()
-	s.handshaking--
-	s.mu.Unlock()
-}
-
 // authenticated records c's state once its client logged in.
 func (s *Server) authenticated(c net.Conn, cs *connState) {
 	s.mu.Lock()
@@ -180,25 +237,29 @@ func (s *Server) authenticated(c net.Conn, cs *connState) {
 	s.mu.Unlock()
 }
 
-// handshakeTimeout bounds how long an unauthenticated client may hold a
-// connection.
-const handshakeTimeout = 30 * time.Second
-
-func (s *Server) serveConn(ctx context.Context, c net.Conn) {
-	c.SetDeadline(time.Now().Add(handshakeTimeout))
+func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
+	grace := time.Now().Add(s.limits.LoginGraceTime)
+	c.SetDeadline(grace)
 	conn, chans, reqs, err := ssh.NewServerConn(c, s.ssh)
-	s.handshakeDone()
+	s.handshakeDone(src, err != nil && !time.Now().Before(grace))
 	if err != nil {
 		s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
 	c.SetDeadline(time.Time{})
 	defer conn.Close()
-	log := s.log.With("user", conn.User(), "remote", conn.RemoteAddr())
-	log.Info("client connected", "version", string(conn.ClientVersion()))
+	l, ok := conn.Permissions.ExtraData[keyOptionsKey{}].(login)
+	if !ok || l.opts == nil {
+		// Every login goes through authenticate; one that did not must
+		// not get past restrict and tunnel=.
+		s.log.Error("login without authorized_keys options; closing it", "remote", c.RemoteAddr())
+		return
+	}
+	log := s.log.With("user", truncate(conn.User(), 64), "remote", conn.RemoteAddr(), "key", l.key)
+	log.Info("client connected", "version", truncate(string(conn.ClientVersion()), 64))
 	go ssh.DiscardRequests(reqs)
 	alive := s.watch(ctx, conn, log)
-	cs := &connState{srv: s, conn: conn, log: log}
+	cs := &connState{srv: s, conn: conn, login: l, log: log}
 	s.authenticated(c, cs)
 	cs.serve(ctx, chans)
 	alive()

@@ -354,7 +354,7 @@ func TestAuthorizedKeysExample(t *testing.T) {
 // A client may close its tunnel and open another on the same connection,
 // and may not hold more than the gateway's limit at once.
 func TestServerReopenAndChannelLimit(t *testing.T) {
-	g := startGateway(t, gateway.PermitYes, "")
+	g := gatewaytest.Start(t, gatewaytest.Options{Limits: gateway.Limits{MaxTunnelsPerKey: 100}})
 	c := g.Dial(t)
 	for i := range 3 {
 		ch, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit)

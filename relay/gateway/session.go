@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -17,35 +18,46 @@ func (cs *connState) session(nc ssh.NewChannel) {
 		return
 	}
 	defer ch.Close()
-	pty := false
+	// One status writer per session, as sshd runs one command: a second
+	// shell or exec is refused, so a client cannot start writers that
+	// race on the channel or pile up goroutines.
+	pty, started := false, false
+	var greeter sync.WaitGroup
+	gone := make(chan struct{}) // the session ended: the greeter waits no more
 	for req := range reqs {
 		switch req.Type {
 		case "pty-req":
-			pty = true
-			req.Reply(true, nil)
+			req.Reply(!started, nil)
+			pty = pty || !started
 		case "shell", "exec":
-			req.Reply(true, nil)
-			cs.wg.Add(1)
-			go func() {
-				defer cs.wg.Done()
-				cs.greet(ch, pty)
-			}()
+			req.Reply(!started, nil)
+			if !started {
+				started = true
+				greeter.Go(func() { cs.greet(ch, pty, gone) })
+			}
 		case "env", "window-change":
 			req.Reply(true, nil)
 		default:
 			req.Reply(false, nil)
 		}
 	}
+	// The requests end when the channel or the connection does; the
+	// greeter's read of the channel ends with them.
+	close(gone)
+	ch.Close()
+	greeter.Wait()
 }
 
 // greetWait is how long the status waits for the tunnel: ssh opens the
 // tunnel before the session, but the two are served concurrently.
 const greetWait = 2 * time.Second
 
-func (cs *connState) greet(ch ssh.Channel, pty bool) {
+func (cs *connState) greet(ch ssh.Channel, pty bool, gone <-chan struct{}) {
 	select {
 	case <-cs.opened:
 	case <-time.After(greetWait):
+	case <-gone:
+		return
 	}
 	text := cs.status() + "This session runs no command; the tunnel stays up while it is open."
 	if pty {

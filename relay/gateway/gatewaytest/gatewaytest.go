@@ -44,6 +44,7 @@ type Options struct {
 	Permit     gateway.PermitTunnel // "" means yes
 	KeyOptions string               // authorized_keys options for Client
 	Log        io.Writer            // the server's log; nil for the test's output
+	Limits     gateway.Limits
 }
 
 // NewSigner makes an Ed25519 key.
@@ -86,7 +87,7 @@ func Start(t testing.TB, o Options) *Gateway {
 	}
 	srv, err := gateway.New(gateway.Config{
 		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit, MTU: MTU,
-		Backend: g, Log: log,
+		Backend: g, Log: log, Limits: o.Limits,
 	})
 	if err != nil {
 		t.Fatal(err)
