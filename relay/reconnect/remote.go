@@ -85,8 +85,8 @@ func (r *remote) notify() {
 func (a *attachment) end(cause error) {
 	a.once.Do(func() {
 		a.err = cause
-		close(a.done)
 		a.dev.Close()
+		close(a.done) // after Close: who sees done may count on the device being closed
 	})
 }
 
