@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -89,6 +91,9 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 }
 
 func connect(ctx context.Context, args []string, stderr io.Writer) error {
+	// As ssh does, stop when the terminal goes.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
 	c, err := parseConnect(args, stderr)
 	if err != nil {
 		return err

@@ -13,9 +13,9 @@ import (
 )
 
 func main() {
-	// SIGHUP too: a gateway started from a terminal that closes must still
-	// undo what it set up.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// SIGHUP is each command's: serve re-reads authorized_keys, connect
+	// stops as ssh does when its terminal goes.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -29,6 +29,7 @@ const usage = `sshvpn turns any SSH connection into a VPN.
 Usage:
   sshvpn serve [flags]             run a gateway that stock "ssh -w" clients tunnel into
   sshvpn connect [flags] [user@]host  open a tunnel to sshd (PermitTunnel) or an sshvpn gateway
+  sshvpn cleanup [--state-dir dir] undo what a killed sshvpn left on this host
   sshvpn version                   print the version
 
 Run "sshvpn serve -h" or "sshvpn connect -h" for their flags.
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "connect":
 		return connect(ctx, args[1:], stderr)
+	case "cleanup":
+		return cleanup(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sshvpn", version)
 		return nil

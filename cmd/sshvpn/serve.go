@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/wire"
 )
@@ -37,6 +39,9 @@ type serveConfig struct {
 	ciphers        string
 	aliveInterval  time.Duration
 	aliveCount     int
+	stateDir       string
+	limits         gateway.Limits
+	claimsPerKey   int
 	level          logLevel
 }
 
@@ -57,6 +62,11 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
+	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a gateway killed outright is undone by the next start or sshvpn cleanup")
+	fs.IntVar(&c.limits.PerSourceMaxStartups, "per-source-max-startups", 8, "unauthenticated connections allowed from one address (an IPv6 /64) at once (sshd's PerSourceMaxStartups)")
+	fs.IntVar(&c.limits.MaxStartups, "max-startups", 64, "unauthenticated connections allowed at once from everyone (sshd's MaxStartups)")
+	fs.IntVar(&c.limits.MaxTunnelsPerKey, "max-tunnels-per-key", 8, "tunnels one key may hold at once, over all its connections")
+	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -66,6 +76,15 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.mtu < 576 || c.mtu > wire.MaxFrame-4 {
 		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
+	}
+	// An ethernet frame is the MTU plus its 14-byte header and a VLAN tag,
+	// and must fit the same 16 KiB buffer.
+	if maxL2 := wire.MaxFrame - 14 - 4; c.mtu > maxL2 && c.permit.Allows(relay.Ethernet) {
+		return nil, fmt.Errorf("--mtu %d: an ethernet tunnel's frames would exceed the %d bytes stock OpenSSH reads; use --mtu %d or less, or --permit-tunnel point-to-point",
+			c.mtu, wire.MaxFrame, maxL2)
+	}
+	if err := gateway.CheckCiphers(strings.Split(c.ciphers, ",")); err != nil {
+		return nil, fmt.Errorf("--ciphers: %w", err)
 	}
 	if c.nat && len(c.tunAddrs) == 0 {
 		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
@@ -93,7 +112,7 @@ func defaultAuthorizedKeys() string {
 	return filepath.Join(home, ".ssh", "authorized_keys")
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	c, err := parseServe(args, stderr)
 	if err != nil {
 		return err
@@ -104,13 +123,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
+	if err := kernel.CheckAccess(); err != nil {
+		return err
+	}
+	journal, err := kernel.OpenJournal(c.stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, journal.Close()) }()
 	backend, err := kernel.NewGateway(kernel.GatewayConfig{
-		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, NAT: c.nat, MTU: c.mtu, Log: log,
+		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
+		Journal: journal, Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	defer backend.Close()
+	defer func() {
+		if cerr := backend.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("teardown: %w", cerr))
+		}
+	}()
 	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
 		return err
@@ -130,6 +162,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Ciphers:      strings.Split(c.ciphers, ","),
 		MTU:          c.mtu,
 		Backend:      backend,
+		Limits:       c.limits,
 		Log:          log,
 
 		ClientAliveInterval: c.aliveInterval,
@@ -141,9 +174,37 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("sshvpn gateway listening", "addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend,
 		"tun_address", prefixList(&c.tunAddrs).String(), "nat", c.nat)
+	stopHUP := reloadOnHangup(keys, log)
+	defer stopHUP()
 	err = srv.Serve(ctx, ln)
 	log.Info("sshvpn gateway stopped")
 	return err
+}
+
+// reloadOnHangup reads authorized_keys again on SIGHUP, as sshd re-reads
+// its configuration, and keeps every tunnel up.
+func reloadOnHangup(keys *gateway.AuthorizedKeys, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := keys.Reload(); err != nil {
+					log.Error("SIGHUP: authorized_keys not reloaded; the keys read before stay in force", "err", err)
+					continue
+				}
+				log.Info("SIGHUP: authorized_keys reloaded", "file", keys.Path(), "keys", keys.Len())
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 func listen(addr string) (net.Listener, error) {

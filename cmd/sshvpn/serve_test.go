@@ -49,6 +49,9 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--tun-address", "198.18.3.1"}, "like 198.18.0.1/24"},
 		{[]string{"--mtu", "20000"}, "--mtu 20000: want 576 to 16380"},
 		{[]string{"--nat"}, "--nat needs --tun-address"},
+		{[]string{"--ciphers", "bogus"}, `--ciphers: unknown cipher "bogus"`},
+		{[]string{"--ciphers", "aes128-gcm@openssh.com,3des-cbc"}, "insecure"},
+		{[]string{"--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
 		{[]string{"extra"}, "serve takes no arguments"},
 	} {
 		var stderr bytes.Buffer
@@ -56,6 +59,14 @@ func TestParseServeErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
 			t.Errorf("%v: error %v (stderr %q), want %q", tt.args, err, stderr.String(), tt.want)
 		}
+	}
+}
+
+// An MTU too large for ethernet frames is fine when only point-to-point
+// tunnels are allowed.
+func TestParseServeMTU(t *testing.T) {
+	if _, err := parseServe([]string{"--mtu", "16380", "--permit-tunnel", "point-to-point"}, io.Discard); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -69,5 +80,10 @@ func TestRunCommands(t *testing.T) {
 	}
 	if err := run(context.Background(), nil, &out, &errOut); err == nil || !strings.Contains(errOut.String(), "sshvpn serve") {
 		t.Fatalf("no command: %v %q", err, errOut.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"cleanup", "--state-dir", t.TempDir()}, &out, &errOut); err != nil ||
+		!strings.Contains(out.String(), "0 host changes undone") {
+		t.Fatalf("cleanup with nothing to do: %v %q", err, out.String())
 	}
 }
