@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -61,6 +62,7 @@ func TestShutdownAfterSessionFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	go ssh.DiscardRequests(sreqs)
+	rss0, fds0 := procUsage(t, gw.PID())
 	accepted := 0
 	for range 2000 {
 		ok, err := sess.SendRequest("shell", true, nil)
@@ -74,6 +76,11 @@ func TestShutdownAfterSessionFlood(t *testing.T) {
 	if accepted != 1 {
 		t.Errorf("%d of 2000 shell requests accepted, want 1", accepted)
 	}
+	rss1, fds1 := procUsage(t, gw.PID())
+	t.Logf("gateway before and after 2000 shell requests: RSS %d → %d KiB, fds %d → %d", rss0, rss1, fds0, fds1)
+	if fds1 > fds0+2 || rss1 > rss0+20<<10 {
+		t.Errorf("the requests cost the gateway: RSS %d → %d KiB, fds %d → %d", rss0, rss1, fds0, fds1)
+	}
 	start := time.Now()
 	gw.Signal(syscall.SIGTERM)
 	if err := gw.Wait(5 * time.Second); err != nil {
@@ -86,6 +93,25 @@ func TestShutdownAfterSessionFlood(t *testing.T) {
 	if after := hostState(t, tp.gw); after != before {
 		t.Errorf("the gateway left state behind.\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+// procUsage reads a process's resident memory (KiB) and open fds.
+func procUsage(t *testing.T, pid int) (rssKiB, fds int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			rssKiB, _ = strconv.Atoi(f[1])
+		}
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rssKiB, len(ents)
 }
 
 // 10.5: a gateway killed with SIGKILL leaves its changes; the next start,

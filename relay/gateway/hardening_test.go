@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -178,5 +179,36 @@ func TestPerSourceStartups(t *testing.T) {
 	}
 	if _, err := ssh.Dial("tcp", g.Addr, g.ClientConfig("")); err == nil {
 		t.Error("the flooding source logged in past its share of unauthenticated connections")
+	}
+}
+
+// group14-sha1 is not offered, as sshd 9.x does not offer it by default.
+func TestNoSHA1KeyExchange(t *testing.T) {
+	g := gatewaytest.Start(t, gatewaytest.Options{})
+	cfg := g.ClientConfig("")
+	cfg.KeyExchanges = []string{ssh.InsecureKeyExchangeDH14SHA1}
+	if c, err := ssh.Dial("tcp", g.Addr, cfg); err == nil {
+		c.Close()
+		t.Fatal("a client offering only diffie-hellman-group14-sha1 connected")
+	}
+	cfg.KeyExchanges = []string{ssh.KeyExchangeCurve25519}
+	c, err := ssh.Dial("tcp", g.Addr, cfg)
+	if err != nil {
+		t.Fatalf("curve25519: %v", err)
+	}
+	c.Close()
+}
+
+// What a peer sends is not echoed back whole: a 40 KiB channel type gets
+// a refusal of a line.
+func TestRefusalTruncatesPeerInput(t *testing.T) {
+	g := gatewaytest.Start(t, gatewaytest.Options{Log: io.Discard})
+	_, _, err := g.Dial(t).OpenChannel(strings.Repeat("x", 40<<10), nil)
+	oe, ok := errors.AsType[*ssh.OpenChannelError](err)
+	if !ok {
+		t.Fatalf("OpenChannel = %v, want a refusal", err)
+	}
+	if oe.Reason != ssh.UnknownChannelType || len(oe.Message) > 200 {
+		t.Fatalf("refusal %v (%d bytes of text), want unknown channel type in a line", err, len(oe.Message))
 	}
 }
