@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 )
@@ -13,27 +14,32 @@ import (
 func (c change) revert(log *slog.Logger) error {
 	switch c.Op {
 	case opLinkUp:
-		return onLink(c.Index, "set "+c.Dev+" down", netlink.LinkSetDown)
+		return c.onOwnLink("set "+c.Dev+" down", netlink.LinkSetDown)
 	case opMTU:
 		old, err := strconv.Atoi(c.Old)
 		if err != nil {
 			return fmt.Errorf("restore %s mtu %q: %w", c.Dev, c.Old, err)
 		}
-		return onLink(c.Index, fmt.Sprintf("restore %s mtu %d", c.Dev, old), func(l netlink.Link) error {
+		return c.onOwnLink(fmt.Sprintf("restore %s mtu %d", c.Dev, old), func(l netlink.Link) error {
 			return netlink.LinkSetMTU(l, old)
 		})
 	case opAddress:
-		err := netlink.AddrDel(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: c.Index}}, &netlink.Addr{IPNet: ipNet(c.Prefix)})
-		if err != nil && !gone(err) {
-			return fmt.Errorf("delete %s from %s: %w", c.Prefix, c.Dev, err)
-		}
-		return nil
+		return c.onOwnLink(fmt.Sprintf("delete %s from %s", c.Prefix, c.Dev), func(l netlink.Link) error {
+			if err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(c.Prefix)}); err != nil && !gone(err) {
+				return err
+			}
+			return nil
+		})
 	case opRoute, opUnreachable:
 		if err := netlink.RouteDel(c.route()); err != nil && !gone(err) {
 			return fmt.Errorf("delete %s: %w", c, err)
 		}
 		return nil
 	case opSysctl:
+		// Only network parameters are sshvpn's to change.
+		if !strings.HasPrefix(c.Path, "/proc/sys/net/") || strings.Contains(c.Path, "..") {
+			return fmt.Errorf("undo %s: not a network parameter", c)
+		}
 		return c.revertSysctl(log)
 	case opNAT:
 		fam, ok := natFamilies[c.Family]
@@ -43,4 +49,16 @@ func (c change) revert(log *slog.Logger) error {
 		return fam.removeRules(c.Tag)
 	}
 	return fmt.Errorf("undo %q: unknown kind of change (written by another sshvpn version?)", c.Op)
+}
+
+// onOwnLink applies fn to the change's link if it is still the one the
+// change was made on: same index and name. Another device that took the
+// index since (a journal replayed long after) is left alone.
+func (c change) onOwnLink(what string, fn func(netlink.Link) error) error {
+	return onLink(c.Index, what, func(l netlink.Link) error {
+		if l.Attrs().Name != c.Dev {
+			return nil
+		}
+		return fn(l)
+	})
 }

@@ -3,6 +3,7 @@ package kernel
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ type Claims struct {
 	owner     map[netip.Addr]*claim
 	perKey    map[string]int // addresses a key claimed by sending from them
 	maxPerKey int
+	limitText string // the drop reason at the limit, made once
 }
 
 // claim is one address held by one tunnel.
@@ -45,25 +47,39 @@ func NewClaims(perKey int) *Claims {
 	if perKey <= 0 {
 		perKey = DefaultClaimsPerKey
 	}
-	return &Claims{owner: make(map[netip.Addr]*claim), perKey: make(map[string]int), maxPerKey: perKey}
+	return &Claims{owner: make(map[netip.Addr]*claim), perKey: make(map[string]int), maxPerKey: perKey,
+		limitText: fmt.Sprintf("the key holds the %d addresses it may claim by sending", perKey)}
 }
 
 // claimResult says how a claim went.
 type claimResult int
 
 const (
-	claimFresh   claimResult = iota // a new claim: route it
-	claimHeld                       // another tunnel holds the address
-	claimLimited                    // the key holds all the claims it may
+	claimFresh    claimResult = iota // a new claim: route it
+	claimTakeover                    // an older tunnel of the same key held it: route it here instead
+	claimHeld                        // another tunnel holds the address
+	claimLimited                     // the key holds all the claims it may
 )
 
-// claim gives a to dev for key unless someone holds it or the key is at
-// its limit.
+// claim gives a to dev for key unless another key holds it or the key is
+// at its limit. An address an older tunnel of the same key claimed is taken
+// over, as Reserve takes over a reserved one: a client that reconnects
+// before its old session is reaped keeps the address it chose.
 func (c *Claims) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.owner[a] != nil {
+	old := c.owner[a]
+	if old != nil && (old.key != key || key == "") {
 		return nil, claimHeld
+	}
+	if old != nil {
+		old.lost.Store(true)
+		cl := &claim{addr: a, dev: dev, key: key, reserved: old.reserved}
+		if !old.reserved {
+			c.perKey[key]++ // the old one's count goes when it is released
+		}
+		c.owner[a] = cl
+		return cl, claimTakeover
 	}
 	if c.perKey[key] >= c.maxPerKey {
 		return nil, claimLimited

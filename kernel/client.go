@@ -42,11 +42,15 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if mtu == 0 && gw != nil {
 		mtu = gw.MTU
 	}
-	tun, err := Open(Config{Mode: cfg.Mode, Unit: cfg.Unit, MTU: mtu})
+	tun, err := Open(Config{Mode: cfg.Mode, Unit: cfg.Unit})
 	if err != nil {
 		return nil, err
 	}
 	l := &Local{Tun: tun, undo: NewUndo(cfg.Log), cfg: cfg}
+	if err := setMTU(tun, l.undo, mtu); err != nil {
+		l.Close()
+		return nil, err
+	}
 	if err := l.configure(gw); err != nil {
 		l.Close()
 		return nil, err

@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -174,7 +176,9 @@ func (g *Gateway) Close() error { return g.global.Revert() }
 // Open implements relay.Opener: a device for the tunnel, up, with the
 // gateway's addresses and a client address reserved and routed to it.
 func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
-	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit, MTU: g.cfg.MTU})
+	// The MTU goes through the journal, not Open: a persistent device
+	// must get its own MTU back even after a SIGKILL.
+	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit})
 	if err != nil {
 		return nil, err
 	}
@@ -203,8 +207,16 @@ type gatewayTunnel struct {
 }
 
 // configure brings the device up first: Linux drops IPv6 addresses from a
-// link that is down.
+// link that is down. Before that it stops the host from learning anything
+// from the client's side of the link: a router advertisement would give the
+// gateway host a default route through the client.
 func (t *gatewayTunnel) configure() error {
+	if err := setMTU(t.Tun, t.undo, t.cfg.MTU); err != nil {
+		return err
+	}
+	if err := untrusting(t.undo, t.Name()); err != nil {
+		return err
+	}
 	if err := t.undo.LinkUp(t.Name()); err != nil {
 		return err
 	}
@@ -238,12 +250,38 @@ var errSpoofed = &relay.DropError{Reason: relay.DropSpoofed}
 // Close reverts the device's configuration, then closes it, which removes
 // a device sshvpn created.
 func (t *gatewayTunnel) Close() error {
-	t.guard.Release() // first: no route may be added after the revert
+	t.guard.Close() // first: no route may be added once the revert runs
 	err := t.undo.Revert()
+	t.guard.Release() // last: the addresses are free once their routes are gone
 	if cerr := t.Tun.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// setMTU changes the device's MTU through undo, when asked.
+func setMTU(tun *Tun, undo *Undo, mtu int) error {
+	if mtu == 0 || mtu == tun.MTU() {
+		return nil
+	}
+	if err := undo.SetMTU(tun.Name(), mtu); err != nil {
+		return err
+	}
+	tun.mtu = mtu
+	return nil
+}
+
+// untrusting makes the host ignore what a link's far end says about
+// routing: IPv6 router advertisements (and the addresses and routes they
+// bring) and redirects. A device with IPv6 disabled has none of these.
+func untrusting(undo *Undo, dev string) error {
+	for _, p := range []string{"accept_ra", "autoconf", "accept_redirects"} {
+		err := undo.SetSysctl("net/ipv6/conf/"+dev+"/"+p, "0")
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Config implements relay.Tunnel: what an sshvpn client needs to set its

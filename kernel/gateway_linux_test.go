@@ -55,6 +55,15 @@ func TestGatewayTunnels(t *testing.T) {
 			!slices.Equal(c.Gateways, want.Gateways) || !slices.Equal(c.Routes, want.Routes) || !slices.Equal(c.DNS, want.DNS) {
 			t.Errorf("second tunnel's config %+v, want %+v", c, want)
 		}
+		if l := run(t, "ip", "-o", "link", "show", "tun1"); !strings.Contains(l, "mtu 1400") {
+			t.Errorf("tun1's MTU is not the gateway's 1400: %s", l)
+		}
+		// The host takes no routing advice from a client's side of the link.
+		for _, p := range []string{"accept_ra", "autoconf", "accept_redirects"} {
+			if v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/tun1/" + p); strings.TrimSpace(string(v)) != "0" {
+				t.Errorf("tun1 %s = %q, want 0", p, v)
+			}
+		}
 		status := tunnels[1].Status()
 		for _, w := range []string{"tun1", "MTU 1400", "yours: 198.18.3.3/24", "ip addr add 198.18.3.3/24 dev <your tun>"} {
 			if !strings.Contains(status, w) {

@@ -76,7 +76,7 @@ func (g *SourceGuard) Check(pkt []byte) bool {
 	case sourcePass:
 		return true
 	case sourceRefuse:
-		g.warnDrop("tagged frame carries neither IPv4, IPv6 nor ARP", netip.Addr{})
+		g.warnDrop("a router advertisement or redirect, or a tagged frame with neither IPv4, IPv6 nor ARP in it", netip.Addr{})
 		return false
 	}
 	g.mu.Lock()
@@ -93,13 +93,13 @@ func (g *SourceGuard) Check(pkt []byte) bool {
 	if g.inside(src) {
 		return g.claim(src)
 	}
-	if g.refreshDeviceNets() && g.inside(src) {
-		return g.claim(src)
-	}
 	for _, n := range g.allowed {
 		if n.Contains(src) {
 			return true
 		}
+	}
+	if g.refreshDeviceNets() && g.inside(src) {
+		return g.claim(src)
 	}
 	g.warnDrop("source outside the tunnel's addresses (allow a client's own network with environment=\"SSHVPN_ALLOWED_IPS=…\")", src)
 	return false
@@ -148,10 +148,14 @@ func (g *SourceGuard) claim(src netip.Addr) bool {
 		g.warnDrop("address another tunnel holds", src)
 		return false
 	case claimLimited:
-		g.warnDrop(fmt.Sprintf("the key holds the %d addresses it may claim", g.claims.maxPerKey), src)
+		g.warnDrop(g.claims.limitText, src)
 		return false
 	}
-	if err := g.undo.AddRoute(netip.PrefixFrom(src, src.BitLen()), g.dev); err != nil {
+	route := g.undo.AddRoute
+	if r == claimTakeover {
+		route = g.undo.ReplaceRoute
+	}
+	if err := route(netip.PrefixFrom(src, src.BitLen()), g.dev); err != nil {
 		g.claims.release(c)
 		g.log.Warn("cannot route the client's address to its tunnel", "device", g.dev, "source", src, "err", err)
 		return false
@@ -189,8 +193,17 @@ func (g *SourceGuard) Reserve() ([]netip.Prefix, error) {
 	return got, nil
 }
 
-// Release gives up the tunnel's claims for good; its routes go with its
-// Undo, which the caller reverts after Release.
+// Close stops the tunnel from claiming more addresses, so that no route is
+// added once its Undo is reverting. Call Release after the revert.
+func (g *SourceGuard) Close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// Release gives up the tunnel's claims for good, after its Undo removed
+// their routes: an address freed earlier could be handed to another tunnel
+// while the old route still holds it ("file exists").
 func (g *SourceGuard) Release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -249,10 +262,14 @@ func frameSource(p []byte) (netip.Addr, sourceVerdict) {
 			return a, v
 		case etherARP: // ARP for IPv4 over Ethernet: the sender's address
 			arp := p[off+2:]
-			if len(arp) < 18 || binary.BigEndian.Uint16(arp[2:]) != etherIPv4 {
+			if len(arp) < 18 || binary.BigEndian.Uint16(arp[2:]) != etherIPv4 || arp[4] != 6 || arp[5] != 4 {
 				return netip.Addr{}, refuseIf(tagged)
 			}
-			return netip.AddrFrom4([4]byte(arp[14:18])), sourceCheck
+			a := netip.AddrFrom4([4]byte(arp[14:18]))
+			if a.IsUnspecified() { // an ARP probe (RFC 5227) claims nothing
+				return a, sourcePass
+			}
+			return a, sourceCheck
 		}
 		return netip.Addr{}, refuseIf(tagged)
 	}
@@ -266,14 +283,23 @@ func refuseIf(tagged bool) sourceVerdict {
 	return sourcePass
 }
 
-// ipSource is the source of an IP packet. IPv6's unspecified and
-// link-local sources pass: neighbour discovery needs them, and no router
-// forwards them.
+// ipSource is the source of an IP packet. Unspecified sources (DHCP, DAD)
+// and IPv6 link-local ones pass: neighbour discovery needs them, and no
+// router forwards them. A router advertisement or redirect from a client is
+// refused whatever its source: the gateway is the router here, and a host
+// that took one would route through the client.
 func ipSource(p []byte) (netip.Addr, sourceVerdict) {
 	switch {
 	case len(p) >= 20 && p[0]>>4 == 4:
-		return netip.AddrFrom4([4]byte(p[12:16])), sourceCheck
+		a := netip.AddrFrom4([4]byte(p[12:16]))
+		if a.IsUnspecified() {
+			return a, sourcePass
+		}
+		return a, sourceCheck
 	case len(p) >= 40 && p[0]>>4 == 6:
+		if p[6] == icmpv6 && len(p) > 40 && (p[40] == icmpv6RouterAdvert || p[40] == icmpv6Redirect) {
+			return netip.Addr{}, sourceRefuse
+		}
 		a := netip.AddrFrom16([16]byte(p[8:24]))
 		if a.IsUnspecified() || a.IsLinkLocalUnicast() {
 			return a, sourcePass
@@ -282,3 +308,10 @@ func ipSource(p []byte) (netip.Addr, sourceVerdict) {
 	}
 	return netip.Addr{}, sourcePass
 }
+
+// ICMPv6 (RFC 4443, 4861).
+const (
+	icmpv6             = 58
+	icmpv6RouterAdvert = 134
+	icmpv6Redirect     = 137
+)

@@ -60,10 +60,11 @@ func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 				t.Errorf("routes lack %q:\n%s", want, routes)
 			}
 		}
-		g0.Release()
+		g0.Close()
 		if err := u0.Revert(); err != nil {
 			t.Fatal(err)
 		}
+		g0.Release()
 		if strings.Contains(run(t, "ip", "route"), "198.18.3.2 ") {
 			t.Error("a released claim's route remained")
 		}
@@ -108,8 +109,9 @@ func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
 			t.Errorf("the address is not routed to the newer tunnel: %s", r)
 		}
-		old.Release()
+		old.Close()
 		uOld.Revert() // must not take the newer tunnel's route with it
+		old.Release()
 		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
 			t.Errorf("the older tunnel's teardown removed the newer one's route: %s", r)
 		}
@@ -117,4 +119,52 @@ func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 			u.Revert()
 		}
 	})
+}
+
+// A client that picked its own address and reconnects before its old
+// tunnel is reaped keeps it: the same key takes the claim over; another key
+// still cannot.
+func TestSourceGuardClaimTakeover(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		claims := NewClaims(0)
+		old, uOld, _ := guardOn(t, claims, "SHA256:same")
+		if !old.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("first claim refused")
+		}
+		other, uOther, _ := guardOn(t, claims, "SHA256:other")
+		if other.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("another key took a claimed address")
+		}
+		again, uNew, devNew := guardOn(t, claims, "SHA256:same")
+		if !again.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("the same key reconnecting could not take its address over")
+		}
+		if old.Check(ipv4From("198.18.3.2")) {
+			t.Error("the older tunnel still sends from the address taken over")
+		}
+		if r := run(t, "ip", "route", "get", "198.18.3.2"); !strings.Contains(r, "dev "+devNew) {
+			t.Errorf("the address is not routed to the newer tunnel: %s", r)
+		}
+		old.Close()
+		uOld.Revert()
+		old.Release()
+		if !again.Check(ipv4From("198.18.3.2")) || other.Check(ipv4From("198.18.3.2")) {
+			t.Error("the older tunnel's teardown freed the address taken over")
+		}
+		uOther.Revert()
+		uNew.Revert()
+	})
+}
+
+// The check of a packet from an address the tunnel holds allocates nothing.
+func TestSourceGuardCheckAllocs(t *testing.T) {
+	c := &claim{addr: netip.MustParseAddr("198.18.3.2")}
+	g := NewSourceGuard(NewClaims(0), NewUndo(nil), GuardConfig{Dev: "tun0", Mode: relay.PointToPoint,
+		Nets: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("198.19.50.0/24")}})
+	g.mine = []*claim{c}
+	own, site := ipv4From("198.18.3.2"), ipv4From("198.19.50.7")
+	if n := testing.AllocsPerRun(1000, func() { g.Check(own); g.Check(site) }); n != 0 {
+		t.Fatalf("%v allocations per check, want 0", n)
+	}
 }

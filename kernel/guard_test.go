@@ -33,8 +33,13 @@ func TestSourceOf(t *testing.T) {
 		return append(f, payload...)
 	}
 	arp := make([]byte, 28)
-	arp[2], arp[3] = 0x08, 0x00
+	arp[2], arp[3], arp[4], arp[5] = 0x08, 0x00, 6, 4
 	copy(arp[14:18], []byte{198, 18, 3, 7})
+	probe := append([]byte(nil), arp...)
+	copy(probe[14:18], []byte{0, 0, 0, 0})
+	ra := append([]byte(nil), ll...)
+	ra[6] = 58 // ICMPv6
+	ra = append(ra, 134, 0, 0, 0)
 	for _, tt := range []struct {
 		name string
 		p    []byte
@@ -49,6 +54,10 @@ func TestSourceOf(t *testing.T) {
 		{"eth-ipv6", eth(0x86dd, v6), relay.Ethernet, "2001:2::5"},
 		{"eth-arp", eth(0x0806, arp), relay.Ethernet, "198.18.3.7"},
 		{"eth-lldp", eth(0x88cc, make([]byte, 40)), relay.Ethernet, "pass"},
+		{"eth-arp probe", eth(0x0806, probe), relay.Ethernet, "pass"},
+		{"eth-arp odd sizes", eth(0x0806, append(append([]byte(nil), arp[:4]...), append([]byte{8, 4}, arp[6:]...)...)), relay.Ethernet, "pass"},
+		{"router advertisement", ra, relay.PointToPoint, "refuse"},
+		{"eth-router advertisement", eth(0x86dd, ra), relay.Ethernet, "refuse"},
 		{"vlan-ipv4", eth(0x0800, ipv4From("198.18.3.9"), 0x8100), relay.Ethernet, "198.18.3.9"},
 		{"qinq-arp", eth(0x0806, arp, 0x88a8, 0x8100), relay.Ethernet, "198.18.3.7"},
 		{"vlan-lldp", eth(0x88cc, make([]byte, 40), 0x8100), relay.Ethernet, "refuse"},

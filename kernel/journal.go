@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,7 @@ type Journal struct {
 // change Seq was undone (or never made).
 type entry struct {
 	PID     int       `json:"pid,omitempty"`
+	Boot    string    `json:"boot,omitempty"` // /proc/sys/kernel/random/boot_id: a reboot undid it all
 	NetNS   string    `json:"netns,omitempty"`
 	Started time.Time `json:"started,omitzero"`
 	Seq     uint64    `json:"seq,omitempty"`
@@ -58,35 +60,67 @@ func DefaultStateDir() string {
 }
 
 // OpenJournal first undoes what dead processes left in dir for this
-// network namespace, then starts this process's journal there.
+// network namespace, then starts this process's journal there. What it
+// could not undo is logged, not fatal: it stays for sshvpn cleanup.
 func OpenJournal(dir string, log *slog.Logger) (*Journal, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	if _, err := Recover(dir, log); err != nil {
+		if !errors.Is(err, errUnrecovered) {
+			return nil, err
+		}
+		log.Error("some changes a dead sshvpn made could not be undone; run sshvpn cleanup once the cause is fixed", "err", err)
+	}
+	hdr, err := header()
+	if err != nil {
 		return nil, err
 	}
-	ns, err := netnsID()
+	// The journal is made under a name Recover does not look at, locked,
+	// given its header and only then renamed into place: Recover never
+	// sees a journal without a header or one nobody holds yet.
+	name := fmt.Sprintf("undo-%d-%x.json", os.Getpid(), rand.Uint64())
+	tmp := filepath.Join(dir, "."+name+".new")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("undo journal: %w", err)
-	}
-	path := filepath.Join(dir, fmt.Sprintf("undo-%d.json", os.Getpid()))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("undo journal %s: %w", path, err)
+		return nil, fmt.Errorf("undo journal %s: %w", tmp, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("undo journal %s: lock: %w", path, err)
+		os.Remove(tmp)
+		return nil, fmt.Errorf("undo journal %s: lock: %w", tmp, err)
 	}
+	path := filepath.Join(dir, name)
 	j := &Journal{path: path, log: log, f: f, open: make(map[uint64]change)}
-	if err := j.write(entry{PID: os.Getpid(), NetNS: ns, Started: time.Now()}); err != nil {
-		j.f.Close()
-		os.Remove(path)
-		return nil, err
+	if err := j.write(hdr); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("undo journal %s: %w", path, err)
 	}
 	return j, nil
 }
+
+// header describes this process, this boot and this network namespace.
+func header() (entry, error) {
+	ns, err := netnsID()
+	if err != nil {
+		return entry{}, fmt.Errorf("undo journal: %w", err)
+	}
+	return entry{PID: os.Getpid(), Boot: bootID(), NetNS: ns, Started: time.Now()}, nil
+}
+
+// bootID tells this boot from the last: what a journal from another boot
+// lists died with it.
+func bootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}
+
+// errUnrecovered marks changes Recover found but could not undo.
+var errUnrecovered = errors.New("not undone")
 
 // NewUndo returns an Undo that journals its changes here.
 func (j *Journal) NewUndo(log *slog.Logger) *Undo {
@@ -173,9 +207,12 @@ func Recover(dir string, log *slog.Logger) (int, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("state directory %s: %w", dir, err)
 	}
-	ns, err := netnsID()
+	if err := checkPrivate(dir); err != nil {
+		return 0, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	here, err := header()
 	if err != nil {
-		return 0, fmt.Errorf("undo journal: %w", err)
+		return 0, err
 	}
 	paths, err := filepath.Glob(filepath.Join(dir, "undo-*.json"))
 	if err != nil {
@@ -184,7 +221,7 @@ func Recover(dir string, log *slog.Logger) (int, error) {
 	total := 0
 	var errs []error
 	for _, p := range paths {
-		n, err := recoverOne(p, ns, log)
+		n, err := recoverOne(p, here, log)
 		total += n
 		if err != nil {
 			errs = append(errs, err)
@@ -193,7 +230,7 @@ func Recover(dir string, log *slog.Logger) (int, error) {
 	return total, errors.Join(errs...)
 }
 
-func recoverOne(path, ns string, log *slog.Logger) (int, error) {
+func recoverOne(path string, here entry, log *slog.Logger) (int, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
@@ -205,11 +242,23 @@ func recoverOne(path, ns string, log *slog.Logger) (int, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return 0, nil // a live process's
 	}
-	hdr, todo, err := readJournal(f)
-	if err != nil {
-		return 0, fmt.Errorf("undo journal %s: %w", path, err)
+	// A journal sshvpn did not write (another owner, writable by others)
+	// is not trusted: replaying it would write its values as root.
+	if err := checkPrivate(path); err != nil {
+		log.Warn("undo journal ignored", "journal", path, "why", err)
+		return 0, nil
 	}
-	if hdr.NetNS != ns {
+	hdr, todo, err := readJournal(f)
+	switch {
+	case err != nil:
+		log.Warn("undo journal without a header removed: it is not sshvpn's, or was cut short", "journal", path, "err", err)
+		os.Remove(path)
+		return 0, nil
+	case hdr.Boot != here.Boot:
+		log.Info("undo journal from an earlier boot removed: its changes went with that boot", "journal", path, "pid", hdr.PID)
+		os.Remove(path)
+		return 0, nil
+	case hdr.NetNS != here.NetNS:
 		return 0, nil
 	}
 	if len(todo) > 0 {
@@ -222,7 +271,7 @@ func recoverOne(path, ns string, log *slog.Logger) (int, error) {
 		e := todo[i]
 		j.open[e.Seq] = *e.Change
 		if err := e.Change.revert(log); err != nil {
-			errs = append(errs, fmt.Errorf("could not undo %s (left by pid %d): %w", e.Change, hdr.PID, err))
+			errs = append(errs, fmt.Errorf("could not undo %s (left by pid %d): %w: %w", e.Change, hdr.PID, errUnrecovered, err))
 			continue
 		}
 		j.done(e.Seq)
@@ -271,4 +320,20 @@ func readJournal(f *os.File) (entry, []entry, error) {
 		return hdr, nil, errors.New("no header: not an sshvpn journal")
 	}
 	return hdr, todo, nil
+}
+
+// checkPrivate refuses a state directory or journal that someone other
+// than us (or root) owns, or that others may write.
+func checkPrivate(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("owned by uid %d, neither root nor us", st.Uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("writable by others (mode %04o): chmod go-w %s", fi.Mode().Perm(), path)
+	}
+	return nil
 }

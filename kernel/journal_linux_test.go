@@ -138,3 +138,43 @@ func TestJournalStaysInItsNamespace(t *testing.T) {
 		t.Errorf("the other namespace's journal is gone: %v", left)
 	}
 }
+
+// A journal from an earlier boot, one without a header, and one others may
+// write are not replayed; the first two are removed.
+func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		dir := t.TempDir()
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+			t.Fatal(err)
+		}
+		j.f.Close() // dies
+		data, _ := os.ReadFile(j.path)
+		// The same journal, as if from another boot.
+		old := strings.Replace(string(data), `"boot":"`+bootID()+`"`, `"boot":"another-boot"`, 1)
+		if old == string(data) {
+			t.Fatal("no boot id in the journal's header")
+		}
+		os.WriteFile(j.path, []byte(old), 0o600)
+		os.WriteFile(filepath.Join(dir, "undo-1-empty.json"), nil, 0o600)
+		if n, err := Recover(dir, nil); n != 0 || err != nil {
+			t.Fatalf("Recover = %d, %v; want nothing undone", n, err)
+		}
+		if !strings.Contains(run(t, "ip", "-o", "addr"), "198.18.7.1") {
+			t.Error("a journal from another boot was replayed")
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+			t.Errorf("journals from another boot or without a header left: %v", left)
+		}
+		// A state directory others may write is refused.
+		os.Chmod(dir, 0o777)
+		if _, err := Recover(dir, nil); err == nil || !strings.Contains(err.Error(), "writable by others") {
+			t.Errorf("Recover in a world-writable directory = %v", err)
+		}
+	})
+}

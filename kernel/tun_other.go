@@ -12,7 +12,7 @@ import (
 
 // Tun is a kernel tun or tap device. Only Linux has them here; elsewhere
 // Open fails with errors.ErrUnsupported.
-type Tun struct{}
+type Tun struct{ mtu int }
 
 var _ relay.Device = (*Tun)(nil)
 
