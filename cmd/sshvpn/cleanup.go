@@ -9,7 +9,7 @@ import (
 	"github.com/sshvpn/sshvpn/kernel"
 )
 
-// cleanup undoes, by hand, what a gateway or client killed outright left
+// cleanup undoes, by hand, what a gateway killed outright left
 // on this host: what its undo journal lists. A start does the same.
 func cleanup(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)

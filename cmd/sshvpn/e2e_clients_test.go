@@ -19,15 +19,18 @@ func TestTwoClients(t *testing.T) {
 		tp := newTopo(t)
 		second := nstest.New(t)
 		nstest.Link(t, second, netip.MustParsePrefix("198.18.5.2/24"), tp.gw, netip.MustParsePrefix("198.18.5.1/24"))
+		// Two clients are two keys: one key is one client, whose newer
+		// tunnel may take its own addresses over.
 		priv, pub := tp.key(t, o, "client")
-		gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(), "--listen", ":2222")
+		priv2, pub2 := tp.key(t, o, "second")
+		gw := tp.startGateway(t, pub+"\n"+pub2+"\n", "--tun-address", tunGW.String(), "--listen", ":2222")
 
 		one := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
 		waitTunnel(t, tp.client, "tun0", one, gw, 1)
 		upClient(t, tp.client, "tun0", tunClient)
 		nstest.Ping(t, tp.client, tunGW.Addr().String(), 1)
 
-		args := o.ClientArgs(t, priv, "", "-o", "Tunnel=point-to-point", "-w", "0:any", "-N", "-p", "2222", "root@198.18.5.1")
+		args := o.ClientArgs(t, priv2, "", "-o", "Tunnel=point-to-point", "-w", "0:any", "-N", "-p", "2222", "root@198.18.5.1")
 		two := second.Start(t, args...)
 		waitTunnel(t, second, "tun0", two, gw, 2)
 		otherAddr := netip.MustParsePrefix("198.18.3.3/24")

@@ -152,7 +152,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	if keys.Len() == 0 {
-		log.Warn("no authorized keys yet: every login is refused until you add clients' public keys (read again on each login)",
+		log.Warn("no authorized keys yet: every login is refused until you add clients' public keys (the file is read again when it changes)",
 			"file", c.authorizedKeys)
 	}
 	srv, err := gateway.New(gateway.Config{

@@ -151,10 +151,13 @@ func (a *AuthorizedKeys) read(strict bool) ([]authorizedKey, fileStamp, error) {
 	if err := checkModes(f, a.path); err != nil {
 		return nil, fileStamp{}, err
 	}
-	st, err := stampOf(a.path)
+	// The stamp of the file read, not of what the path names by now: a
+	// rename in between must not file the old keys under the new stamp.
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
 	}
+	st := stampFrom(fi)
 	var keys []authorizedKey
 	r := bufio.NewReaderSize(f, 64<<10)
 	for line := 1; ; line++ {

@@ -174,8 +174,10 @@ func TestPerSourceStartups(t *testing.T) {
 		t.Fatalf("a login from another source while one floods: %v", err)
 	}
 	sc.Close()
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("the login took %v", d)
+	took := time.Since(start)
+	t.Logf("with 64 idle connections from 127.0.0.1, a login from 127.0.0.2 took %v", took.Round(time.Millisecond))
+	if took > 3*time.Second {
+		t.Errorf("the login took %v", took)
 	}
 	if _, err := ssh.Dial("tcp", g.Addr, g.ClientConfig("")); err == nil {
 		t.Error("the flooding source logged in past its share of unauthenticated connections")

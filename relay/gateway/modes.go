@@ -77,10 +77,14 @@ func stampOf(path string) (fileStamp, error) {
 	if err != nil {
 		return fileStamp{}, err
 	}
+	return stampFrom(fi), nil
+}
+
+func stampFrom(fi fs.FileInfo) fileStamp {
 	s := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		s.ino = uint64(st.Ino)
 		s.ctime = ctime(st)
 	}
-	return s, nil
+	return s
 }
