@@ -114,19 +114,27 @@ func TestJournalCleanRun(t *testing.T) {
 	})
 }
 
+// journalWithAddress opens a journal in dir, in the namespace the caller
+// is in, with one change made through it: 198.18.7.1/24 on a veth v0.
+func journalWithAddress(t *testing.T, dir string) *Journal {
+	t.Helper()
+	run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	j, err := OpenJournal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // A journal from another network namespace is not replayed here.
 func TestJournalStaysInItsNamespace(t *testing.T) {
 	requireTool(t, "ip")
 	dir := t.TempDir()
 	inNewNS(t, func() {
-		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-		j, err := OpenJournal(dir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
-			t.Fatal(err)
-		}
+		j := journalWithAddress(t, dir)
 		j.f.Close() // dies
 	})
 	inNewNS(t, func() {
@@ -144,15 +152,8 @@ func TestJournalStaysInItsNamespace(t *testing.T) {
 func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 		dir := t.TempDir()
-		j, err := OpenJournal(dir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
-			t.Fatal(err)
-		}
+		j := journalWithAddress(t, dir)
 		j.f.Close() // dies
 		data, _ := os.ReadFile(j.path)
 		// The same journal, as if from another boot.

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
 )
 
 // 6e: a 2 GiB download from the LAN through the gateway into a stock client
@@ -194,14 +194,7 @@ func badFrames() [][]byte {
 // authorized_keys line.
 func goKey(t *testing.T) (ssh.Signer, string) {
 	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := gatewaytest.NewSigner(t)
 	return s, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey())))
 }
 
