@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -36,6 +37,11 @@ type Dialer struct {
 	AgentSocket string
 	// Log receives debug notes (skipped keys, agent errors); nil discards.
 	Log *slog.Logger
+	// Control, when set, is applied to every socket Dial opens: the TCP
+	// connection to the server or first jump host, and the resolver's
+	// sockets that look its name up. A full tunnel marks them so that
+	// they keep the path outside the tunnel.
+	Control func(network, address string, c syscall.RawConn) error
 
 	keys keyCache // decrypted keys, kept across dials
 }
@@ -108,7 +114,10 @@ func (d *Dialer) connect(ctx context.Context, cfg *Config, depth int) (net.Conn,
 		return nil, nil, fmt.Errorf("ProxyJump: %w", err)
 	}
 	if len(hops) == 0 {
-		nd := net.Dialer{Timeout: cfg.ConnectTimeout}
+		nd := net.Dialer{Timeout: cfg.ConnectTimeout, Control: d.Control}
+		if d.Control != nil {
+			nd.Resolver = &net.Resolver{PreferGo: true, Dial: (&net.Dialer{Control: d.Control}).DialContext}
+		}
 		conn, err := nd.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect to host %s port %d: %w", cfg.HostName, cfg.Port, err)
