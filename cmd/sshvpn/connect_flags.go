@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/sshvpn/sshvpn/kernel"
 	"github.com/sshvpn/sshvpn/relay/sshclient"
 )
 
@@ -21,6 +22,16 @@ type connectConfig struct {
 	backend Backend
 	mtu     int
 	level   logLevel
+	// stateDir holds the undo journal of what the client changed on this
+	// host, so a client killed outright is undone by the next run or
+	// sshvpn cleanup.
+	stateDir string
+	// dnsGlobal allows rewriting /etc/resolv.conf when the host has no
+	// per-link resolver.
+	dnsGlobal bool
+	// persist keeps retrying a first connection that fails, where ssh
+	// would give up.
+	persist bool
 }
 
 // strs is a repeatable string flag (-i, -o).
@@ -45,7 +56,10 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.StringVar(&c.ssh.Jump, "J", "", "jump `hosts` [user@]host[:port],… (as ssh -J)")
 	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
 	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
-	fs.Var(prefixList(&c.routes), "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6)")
+	fs.Var(routeList{&c.routes}, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6); default (or 0.0.0.0/0, ::/0) for a full tunnel")
+	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
+	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
+	fs.BoolVar(&c.persist, "persist", false, "keep retrying when the first connection fails (ssh gives up; after a tunnel was up sshvpn always reconnects)")
 	fs.Var(&c.backend, "backend", "where packets go: kernel (a local tun/tap; needs root)")
 	fs.IntVar(&c.mtu, "mtu", 0, "local device MTU (default: the gateway's, else 1500)")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")

@@ -70,3 +70,31 @@ func addrList(a *[]netip.Addr) listFlag[netip.Addr] {
 type logLevel struct{ slog.Level }
 
 func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
+
+// routeList is the repeatable --route flag: CIDRs, comma-separated or
+// not, or "default" for both families' default routes (a full tunnel).
+type routeList struct{ routes *[]netip.Prefix }
+
+func (r routeList) String() string {
+	if r.routes == nil {
+		return ""
+	}
+	return prefixList(r.routes).String()
+}
+
+// Set implements flag.Value.
+func (r routeList) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "default" {
+			*r.routes = append(*r.routes, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not a network like 198.18.0.0/15 or 2001:2::/48, nor default", f)
+		}
+		*r.routes = append(*r.routes, p)
+	}
+	return nil
+}
