@@ -1,6 +1,10 @@
 package relay
 
-import "sync/atomic"
+import (
+	"log/slog"
+	"sort"
+	"sync/atomic"
+)
 
 // DropReason says why a packet was not delivered.
 type DropReason int
@@ -74,4 +78,23 @@ func (s Snapshot) Dropped() uint64 {
 		n += v
 	}
 	return n
+}
+
+// LogValue logs the counters as a group, naming only the drop reasons seen:
+// in.packets=3 in.bytes=180 in.drops.malformed=1.
+func (s Snapshot) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.Uint64("packets", s.Packets), slog.Uint64("bytes", s.Bytes)}
+	if len(s.Drops) > 0 {
+		names := make([]string, 0, len(s.Drops))
+		for n := range s.Drops {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		drops := make([]any, 0, len(names))
+		for _, n := range names {
+			drops = append(drops, slog.Uint64(n, s.Drops[n]))
+		}
+		attrs = append(attrs, slog.Group("drops", drops...))
+	}
+	return slog.GroupValue(attrs...)
 }

@@ -148,7 +148,7 @@ func TestMisbehavingClient(t *testing.T) {
 		})
 		log := gw.Log()
 		for _, reason := range []string{"malformed", "truncated", "oversized", "family"} {
-			if !strings.Contains(log, reason+":") {
+			if !strings.Contains(log, "in.drops."+reason+"=") {
 				t.Errorf("gateway did not count %s drops:\n%s", reason, log)
 			}
 		}

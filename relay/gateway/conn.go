@@ -130,9 +130,7 @@ func (cs *connState) run(ctx context.Context, c *sshchan.Channel, t relay.Tunnel
 	if err != nil {
 		why = err.Error()
 	}
-	log.Info("tunnel down", "why", why,
-		"in.packets", i.Packets, "in.bytes", i.Bytes, "in.drops", i.Drops,
-		"out.packets", o.Packets, "out.bytes", o.Bytes, "out.drops", o.Drops)
+	log.Info("tunnel down", "why", why, "in", i, "out", o)
 }
 
 // take counts one more open channel, unless the client holds the most it may.

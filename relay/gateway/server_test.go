@@ -128,7 +128,7 @@ func TestServerDropsBadFramesAndGoesOn(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if want := "in.packets=1 in.bytes=30 in.drops=\"map[family:2 truncated:2]\""; !strings.Contains(log.String(), want) {
+	if want := "in.packets=1 in.bytes=30 in.drops.family=2 in.drops.truncated=2"; !strings.Contains(log.String(), want) {
 		t.Errorf("the log does not say %s:\n%s", want, log.String())
 	}
 }
