@@ -33,30 +33,35 @@ type Options struct {
 }
 
 // Config is the resolved client configuration for one destination; see
-// ssh_config(5) for the meaning of each keyword. Paths are expanded (~ and
-// %-tokens). Resolve fills every field with OpenSSH's default when nothing
-// set it.
+// ssh_config(5) for the meaning of each keyword. Paths are expanded (~,
+// %-tokens and ${ENV}). Resolve fills every field with OpenSSH's default
+// when nothing set it.
 type Config struct {
-	// OriginalHost is the host as given on the command line (ssh's %n),
-	// lower-cased.
+	// OriginalHost is the host as given on the command line (ssh's %n and
+	// Match originalhost), with its case.
 	OriginalHost string
-	// HostName is the host to connect to after HostName and %h expansion.
+	// HostName is the host to connect to after HostName and %h expansion,
+	// lower-cased unless it is an address.
 	HostName string
-	User     string
-	Port     int
+	// User is the remote user; like OpenSSH 10.0, %-tokens and ${ENV} in
+	// it are expanded (9.2 takes them literally).
+	User string
+	Port int
 	// IdentityFiles: -i files, then IdentityFile lines; when neither gave
 	// one, the default files (~/.ssh/id_rsa, id_ecdsa, id_ecdsa_sk,
 	// id_ed25519, id_ed25519_sk) that exist.
 	IdentityFiles  []string
 	IdentitiesOnly bool
-	// ProxyJump is the jump chain, "" when there is none ("none" resolves
-	// to ""). Dial resolves each hop with its own config; see ParseJump.
+	// ProxyJump is the jump chain as ssh -G prints it, "" when there is
+	// none ("none" resolves to ""). Dial resolves each hop with its own
+	// config; see ParseJump.
 	ProxyJump string
 	// ServerAliveInterval 0 disables keepalives.
 	ServerAliveInterval time.Duration
 	ServerAliveCountMax int
 	// UserKnownHostsFiles and GlobalKnownHostsFiles are lists given on one
-	// line each: like ssh, the first line obtained wins as a whole.
+	// line each: like ssh, the first line obtained wins as a whole. User
+	// files are expanded; global ones are taken as written, as ssh does.
 	UserKnownHostsFiles   []string
 	GlobalKnownHostsFiles []string
 	// StrictHostKeyChecking is one of "yes", "accept-new", "no" ("off" and
@@ -64,7 +69,8 @@ type Config struct {
 	StrictHostKeyChecking string
 	// HashKnownHosts hashes the host names Dial adds to known_hosts.
 	HashKnownHosts bool
-	// HostKeyAlias, when set, replaces the host name in known_hosts lookups.
+	// HostKeyAlias, when set, replaces the host name in known_hosts lookups
+	// (lower-cased, as ssh does).
 	HostKeyAlias string
 	// Tunnel is "no", "point-to-point" or "ethernet" ("yes" resolves to
 	// "point-to-point", as in ssh).
@@ -78,10 +84,25 @@ type Config struct {
 	// with OpenSSH's +, - and ^ forms applied to those defaults.
 	Ciphers   []string
 	BatchMode bool
-	// Notes says what was read but not applied: unknown or unsupported
-	// keywords and Match criteria (such as exec) that were not evaluated,
-	// each with its file:line. Callers log them at debug level.
+	// AddressFamily is "any", "inet" or "inet6".
+	AddressFamily string
+	// Compression is Compression yes.
+	Compression bool
+	// LogLevel is ssh's name for the level, exactly as ssh -G prints it:
+	// SILENT (for QUIET), FATAL, ERROR, INFO (the default), VERBOSE, DEBUG
+	// (for DEBUG and DEBUG1), DEBUG2 or DEBUG3.
+	LogLevel string
+	// Notes says what was read and deliberately not applied, each with its
+	// file and line: keywords that do not concern a tunnel, deprecated
+	// ones, unknown keywords that IgnoreUnknown covers. Callers log them at
+	// debug level.
 	Notes []string
+	// Warnings are for the default log level: keywords ssh itself reports
+	// as unsupported, and applied keywords that sshvpn ignores although
+	// they change how ssh would connect (port forwardings, certificates,
+	// IdentityAgent, KnownHostsCommand, ...). An unknown keyword is an
+	// error, as in ssh, unless IgnoreUnknown lists it.
+	Warnings []string
 
 	// configFile is Options.ConfigFile, handed to ProxyJump hops like ssh
 	// hands -F to the jump ssh.
@@ -103,6 +124,10 @@ type env struct {
 	localUser string
 	uid       string
 	localHost string // full host name (%l)
+	// privateGroup is the gid of the user's primary group when it is a
+	// personal group (named like the user): Debian's ssh then accepts a
+	// group-writable config file.
+	privateGroup string
 	// userConfig and systemConfig are the files read when Options.ConfigFile
 	// is "".
 	userConfig, systemConfig string
@@ -118,7 +143,7 @@ func currentEnv() (env, error) {
 	if err != nil {
 		return env{}, fmt.Errorf("look up the local host name: %w", err)
 	}
-	return env{
+	e := env{
 		home:         u.HomeDir,
 		localUser:    u.Username,
 		uid:          u.Uid,
@@ -126,7 +151,11 @@ func currentEnv() (env, error) {
 		userConfig:   filepath.Join(u.HomeDir, ".ssh", "config"),
 		systemConfig: "/etc/ssh/ssh_config",
 		systemDir:    "/etc/ssh",
-	}, nil
+	}
+	if g, err := user.LookupGroupId(u.Gid); err == nil && g.Name == u.Username {
+		e.privateGroup = u.Gid
+	}
+	return e, nil
 }
 
 // Resolve computes the configuration for o.Destination the way ssh -G
@@ -140,22 +169,40 @@ func Resolve(o Options) (*Config, error) {
 }
 
 func resolve(o Options, e env) (*Config, error) {
+	return resolveWith(o, e, nil)
+}
+
+// resolveWith is resolve with a substitute for Match exec (the fuzzer must
+// not run commands).
+func resolveWith(o Options, e env, execFn func(string) (bool, error)) (*Config, error) {
 	destUser, host, destPort, err := ParseDestination(o.Destination)
 	if err != nil {
 		return nil, err
 	}
 	r := newResolver(e, host)
+	r.exec = execFn
 	if err := r.readCommandLine(o, destUser, destPort); err != nil {
 		return nil, err
 	}
 	if err := r.readConfigs(o.ConfigFile); err != nil {
 		return nil, err
 	}
+	// ssh.c: "Match final", or CanonicalizeHostname (which sshvpn does
+	// not otherwise perform: it looks nothing up), reads the files a
+	// second time with Host and Match host seeing the expanded,
+	// lower-cased HostName; values obtained in the first pass still win.
+	if canon := r.str("canonicalizehostname", "no"); !oneOf(canon, []string{"no", "false"}) {
+		r.wantFinal = true
+		if r.has("canonicaldomains") || strings.EqualFold(canon, "always") {
+			r.warn("%s: CanonicalizeHostname is not applied: sshvpn does not look host names up in CanonicalDomains",
+				r.vals["canonicalizehostname"].where)
+		}
+	}
 	if r.wantFinal {
-		// ssh.c: with "Match final" the files are read a second time with
-		// Host and Match host seeing the expanded HostName; values obtained
-		// in the first pass still win.
 		r.final = true
+		if err := r.checkHostName(); err != nil {
+			return nil, err
+		}
 		r.host = r.hostName()
 		r.vals["hostname"] = setting{
 			args:  []string{strings.ReplaceAll(r.host, "%", "%%")},
@@ -185,16 +232,20 @@ func (r *resolver) readCommandLine(o Options, destUser string, destPort int) err
 		r.store("port", []string{strconv.Itoa(o.Port)}, "-p")
 	}
 	if o.Jump != "" {
-		if _, err := ParseJump(o.Jump); err != nil {
-			return fmt.Errorf("-J: %w", err)
+		v, err := parseJumpLine(o.Jump, true)
+		if err != nil {
+			return fmt.Errorf("-J: invalid -J argument: %w", err)
 		}
-		r.store("proxyjump", []string{o.Jump}, "-J")
+		r.store("proxyjump", []string{v}, "-J")
+		if !strings.EqualFold(v, "none") {
+			r.store("proxycommand", []string{"none"}, "-J")
+		}
 	}
 	for _, id := range o.Identities {
 		r.store("identityfile", []string{id}, "-i")
 	}
 	for _, opt := range o.Opts {
-		if err := r.processLine(opt, "command-line option -o", nil); err != nil {
+		if err := r.processLine(opt, "command-line", nil); err != nil {
 			return err
 		}
 	}
@@ -213,32 +264,59 @@ func (r *resolver) readConfigs(configFile string) error {
 	case "none":
 		return nil
 	case "":
-		if err := r.readFile(r.env.userConfig, true, false); err != nil {
+		if err := r.readFile(r.env.userConfig, true, false, true); err != nil {
 			return err
 		}
-		return r.readFile(r.env.systemConfig, false, false)
+		return r.readFile(r.env.systemConfig, false, false, false)
 	}
-	return r.readFile(r.expandTilde(configFile), true, true)
+	p, err := r.tildeExpand(configFile)
+	if err != nil {
+		return err
+	}
+	return r.readFile(p, true, true, false)
+}
+
+// checkHostName refuses a HostName with a token other than %h and %%,
+// which ssh.c refuses (fatally) once the files are read.
+func (r *resolver) checkHostName() error {
+	if s, ok := r.vals["hostname"]; ok {
+		if _, err := expandHostName(s.args[0], r.host); err != nil {
+			return fmt.Errorf("%s: HostName: %w", s.where, err)
+		}
+	}
+	return nil
 }
 
 // finish turns the stored values into a Config, applying defaults and
 // expanding tokens.
 func (r *resolver) finish() (*Config, error) {
+	if err := r.checkHostName(); err != nil {
+		return nil, err
+	}
 	c := &Config{
 		OriginalHost:          r.originalHost,
 		HostName:              r.hostName(),
 		User:                  r.str("user", r.env.localUser),
-		Port:                  r.integer("port", defaultPort),
+		Port:                  r.port(),
 		IdentitiesOnly:        r.boolean("identitiesonly"),
 		ServerAliveInterval:   r.duration("serveraliveinterval"),
 		ServerAliveCountMax:   r.integer("serveralivecountmax", defaultServerAliveCountMax),
 		StrictHostKeyChecking: normalizeStrict(r.str("stricthostkeychecking", "ask")),
 		HashKnownHosts:        r.boolean("hashknownhosts"),
-		HostKeyAlias:          r.str("hostkeyalias", ""),
+		HostKeyAlias:          strings.ToLower(r.str("hostkeyalias", "")),
 		Tunnel:                normalizeTunnel(r.str("tunnel", "no")),
 		ConnectTimeout:        r.duration("connecttimeout"),
 		BatchMode:             r.boolean("batchmode"),
+		AddressFamily:         strings.ToLower(r.str("addressfamily", "any")),
+		Compression:           r.boolean("compression"),
+		LogLevel:              normalizeLogLevel(r.str("loglevel", "INFO")),
 		Notes:                 r.notes,
+		Warnings:              r.warnings,
+	}
+	// ssh: BatchMode without a ServerAliveInterval keeps one of 300 s, so a
+	// dead server cannot hang a batch job.
+	if c.BatchMode && !r.has("serveraliveinterval") {
+		c.ServerAliveInterval = 300 * time.Second
 	}
 	if s, ok := r.vals["proxycommand"]; ok && !strings.EqualFold(s.args[0], "none") {
 		return nil, fmt.Errorf("%s: ProxyCommand is not supported by sshvpn; use ProxyJump", s.where)
@@ -251,14 +329,29 @@ func (r *resolver) finish() (*Config, error) {
 	if s, ok := r.vals["ciphers"]; ok {
 		c.Ciphers = applyAlgorithmList(defaultCiphers(), s.args[0])
 	}
+	// OpenSSH 10.0 expands User (without %r and %C, which depend on it)
+	// and then refuses shell metacharacters in it.
+	if s, ok := r.vals["user"]; ok {
+		t := r.connTokens(c)
+		delete(t, 'r')
+		delete(t, 'C')
+		u, err := t.expandDollar(s.args[0])
+		if err != nil {
+			return nil, fmt.Errorf("%s: User: %w", s.where, err)
+		}
+		c.User = u
+	}
+	if !validRuser(c.User) {
+		return nil, fmt.Errorf("remote username %q contains invalid characters", c.User)
+	}
 	return c, r.expandPaths(c)
 }
 
-// expandPaths fills the path lists, expanding ~ and %-tokens.
+// expandPaths fills the path lists, expanding ~, %-tokens and ${ENV}.
 func (r *resolver) expandPaths(c *Config) error {
-	t := r.tokens(c)
+	t := r.connTokens(c)
 	for _, s := range r.identities {
-		p, err := t.expandPath(s.args[0])
+		p, err := r.expandPath(t, s.args[0])
 		if err != nil {
 			return fmt.Errorf("%s: IdentityFile: %w", s.where, err)
 		}
@@ -273,29 +366,32 @@ func (r *resolver) expandPaths(c *Config) error {
 		}
 	}
 	var err error
-	c.UserKnownHostsFiles, err = r.pathList(t, "userknownhostsfile",
+	c.UserKnownHostsFiles, err = r.pathList(t, "userknownhostsfile", true,
 		"~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 	if err != nil {
 		return err
 	}
-	c.GlobalKnownHostsFiles, err = r.pathList(t, "globalknownhostsfile",
+	c.GlobalKnownHostsFiles, err = r.pathList(t, "globalknownhostsfile", false,
 		"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 	return err
 }
 
-func (r *resolver) pathList(t tokens, key string, defaults ...string) ([]string, error) {
+func (r *resolver) pathList(t tokens, key string, expand bool, defaults ...string) ([]string, error) {
 	s, ok := r.vals[key]
 	if !ok {
 		s = setting{args: defaults, where: "default"}
 	}
-	if len(s.args) == 1 && strings.EqualFold(s.args[0], "none") {
+	if strings.EqualFold(s.args[0], "none") {
 		return nil, nil // no file, as in ssh
 	}
 	var out []string
 	for _, a := range s.args {
-		p, err := t.expandPath(a)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", s.where, key, err)
+		p := a
+		if expand {
+			var err error
+			if p, err = r.expandPath(t, a); err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", s.where, key, err)
+			}
 		}
 		out = append(out, p)
 	}
@@ -329,4 +425,16 @@ func normalizeTunnel(s string) string {
 		return "no"
 	}
 	return strings.ToLower(s)
+}
+
+// normalizeLogLevel gives the name ssh -G prints (log.c log_level_name
+// on Debian's builds): QUIET prints as SILENT, DEBUG1 as DEBUG.
+func normalizeLogLevel(s string) string {
+	switch s = strings.ToUpper(s); s {
+	case "QUIET":
+		return "SILENT"
+	case "DEBUG1":
+		return "DEBUG"
+	}
+	return s
 }
