@@ -2,6 +2,7 @@ package sshclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -83,11 +85,18 @@ func (d *Dialer) dial(ctx context.Context, cfg *Config, depth int) (*ssh.Client,
 	if depth > maxJumpDepth {
 		return nil, fmt.Errorf("more than %d ProxyJump hops: is there a loop?", maxJumpDepth)
 	}
+	start := time.Now()
 	conn, via, err := d.connect(ctx, cfg, depth)
 	if err != nil {
 		return nil, err
 	}
-	client, err := d.handshake(ctx, conn, cfg)
+	timeout := cfg.ConnectTimeout
+	if timeout > 0 && via == nil {
+		// As ssh: the connect's share is spent; what is left bounds the
+		// banner exchange and the rest.
+		timeout = max(timeout-time.Since(start), time.Millisecond)
+	}
+	client, err := d.handshake(ctx, conn, cfg, timeout)
 	if err != nil {
 		conn.Close()
 		if via != nil {
@@ -118,9 +127,9 @@ func (d *Dialer) connect(ctx context.Context, cfg *Config, depth int) (net.Conn,
 		if d.Control != nil {
 			nd.Resolver = &net.Resolver{PreferGo: true, Dial: (&net.Dialer{Control: d.Control}).DialContext}
 		}
-		conn, err := nd.DialContext(ctx, "tcp", addr)
+		conn, err := nd.DialContext(ctx, cfg.network(), addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to host %s port %d: %w", cfg.HostName, cfg.Port, err)
+			return nil, nil, connectError(cfg, err)
 		}
 		return conn, nil, nil
 	}
@@ -166,11 +175,22 @@ func (d *Dialer) resolveHop(cfg *Config, hops []JumpHost) (*Config, error) {
 	return hop, nil
 }
 
-// handshake runs the SSH handshake and authentication on conn.
-func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config) (*ssh.Client, error) {
+// handshake runs the SSH handshake and authentication on conn. As in ssh,
+// ConnectTimeout bounds it (the TCP connect's share already spent); time
+// spent waiting for the user at a prompt does not count.
+func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config, timeout time.Duration) (*ssh.Client, error) {
 	auth := newAuthenticator(cfg, d)
 	defer auth.close()
 	hk := newHostKeyChecker(cfg, d)
+	bc := &bannerConn{Conn: conn}
+	timer := newHandshakeTimer(timeout, conn)
+	defer timer.stop()
+	if auth.prompt != nil {
+		auth.prompt = pausingPrompter{auth.prompt, timer}
+	}
+	if hk.prompt != nil {
+		hk.prompt = pausingPrompter{hk.prompt, timer}
+	}
 	cc := &ssh.ClientConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers},
 		User:              cfg.User,
@@ -180,14 +200,29 @@ func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config) (*ss
 		ClientVersion:     ClientVersion,
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	c, chans, reqs, err := ssh.NewClientConn(conn, hk.addr, cc)
+	c, chans, reqs, err := ssh.NewClientConn(bc, hk.addr, cc)
 	if !stop() && err == nil {
 		c.Close()
 		err = ctx.Err()
 	}
+	if !timer.stop() && err == nil {
+		c.Close()
+		err = ErrTimedOut
+	}
 	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
+		switch {
+		case timer.fired() && !bc.bannerSeen():
+			// ssh's words, from ssh_exchange_identification.
+			return nil, fmt.Errorf("%w during banner exchange", ErrTimedOut)
+		case timer.fired():
+			return nil, fmt.Errorf("%s@%s: %w during the key exchange or login", cfg.User, hk.display(), ErrTimedOut)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%s@%s: %w", cfg.User, hk.display(), ctx.Err())
+		case isAuthFailure(err):
+			return nil, &PermissionDeniedError{User: cfg.User, Host: cfg.HostName, err: err}
+		case errors.Is(err, io.EOF) && !bc.bannerSeen():
+			// sshd's MaxStartups, a TCP wrapper, or not an SSH server.
+			return nil, fmt.Errorf("Connection closed by %s: %w", remoteString(conn), err)
 		}
 		return nil, fmt.Errorf("%s@%s: %w", cfg.User, hk.display(), err)
 	}

@@ -21,8 +21,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/sshvpn/sshvpn/relay/keepalive"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/sshvpn/sshvpn/relay/keepalive"
 )
 
 // testKey is a key pair with its private half available for files and the
@@ -161,7 +162,7 @@ func TestDialEncryptedKey(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	_, _, err := dialTest(t, &Dialer{AgentSocket: "none", Log: log}, srv.port(), Options{Identities: []string{id}})
-	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+	if _, ok := errors.AsType[*PermissionDeniedError](err); !ok {
 		t.Fatalf("err = %v, want an authentication failure", err)
 	}
 	if !strings.Contains(logs.String(), "no terminal") {

@@ -1,0 +1,79 @@
+package sshclient
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ConnectTimeout bounds the handshake, not only the TCP connect: a server
+// that accepts and never speaks fails in ssh's words after the timeout.
+func TestConnectTimeoutCoversTheBanner(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent
+		}
+	}()
+	start := time.Now()
+	_, _, err = dialTest(t, &Dialer{AgentSocket: "none"}, ln.Addr().(*net.TCPAddr).Port,
+		Options{Opts: []string{"ConnectTimeout=1"}})
+	took := time.Since(start)
+	if err == nil || err.Error() != "Connection timed out during banner exchange" {
+		t.Fatalf("Dial = %v, want ssh's banner timeout", err)
+	}
+	if !errors.Is(err, ErrTimedOut) || !Retryable(err) {
+		t.Errorf("the banner timeout is not ErrTimedOut, or not retryable: %v", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("Dial took %v with ConnectTimeout=1", took)
+	}
+}
+
+// A refused login reads as ssh's, and is final.
+func TestPermissionDenied(t *testing.T) {
+	srv := startServer(t, false, newTestKey(t).pub)
+	_, _, err := dialTest(t, &Dialer{AgentSocket: startAgent(t, newTestKey(t))}, srv.port(), Options{})
+	if err == nil || err.Error() != "tester@127.0.0.1: Permission denied (publickey)." {
+		t.Fatalf("Dial = %v, want ssh's Permission denied", err)
+	}
+	if Retryable(err) {
+		t.Error("a refused key is retryable")
+	}
+}
+
+// A refused TCP connect reads as ssh's and keeps its errno.
+func TestConnectRefusedInSSHWords(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	_, _, err = dialTest(t, &Dialer{AgentSocket: "none"}, port, Options{})
+	want := "connect to host 127.0.0.1 port " + itoa(port) + ": Connection refused"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Dial = %v, want %q", err, want)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("lost the errno: %v", err)
+	}
+	_, _, err = dialTest(t, &Dialer{AgentSocket: "none"}, 22, Options{Destination: "u@no-such-host.invalid"})
+	if err == nil || !strings.HasPrefix(err.Error(), "Could not resolve hostname no-such-host.invalid: ") {
+		t.Fatalf("Dial = %v, want ssh's Could not resolve hostname", err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
