@@ -45,6 +45,14 @@ type Client struct {
 	// Update applies a later tunnel's configuration to the device Setup
 	// made; nil to keep the first one.
 	Update func(*relay.TunnelConfig) error
+	// Persist keeps retrying when the first connection fails. Without it,
+	// as with ssh, a failure before the first tunnel was up is final: the
+	// user learns at once that the host, the key or the server is wrong.
+	// Once a tunnel was up, Run always reconnects.
+	Persist bool
+	// Up, when set, is called once, when the first tunnel is up (sshvpn
+	// connect -f goes to the background then).
+	Up func()
 	// Log may be nil.
 	Log *slog.Logger
 }
@@ -93,11 +101,18 @@ func (c *Client) Run(ctx context.Context) error {
 		if !c.retryable(err) {
 			return err
 		}
+		if t.local == nil && !c.Persist {
+			return &FirstContactError{err}
+		}
 		if !up.IsZero() && time.Since(up) > stableAfter {
 			attempt = 0 // that tunnel lived: start the backoff over
 		}
 		wait := backoff(attempt)
-		log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		if t.local == nil {
+			log.Warn("cannot connect; retrying (--persist)", "err", err, "in", wait.Round(time.Millisecond))
+		} else {
+			log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -112,12 +127,13 @@ type tunnel struct {
 	client *Client
 	log    *slog.Logger
 
-	local    relay.Device
-	remote   *remote
-	in, out  relay.Counters // remote→local and local→remote
-	pumpDone chan struct{}  // closed when the Pump stopped: ctx ended or the local device failed
-	pumpErr  error          // why; read after pumpDone
-	wg       sync.WaitGroup
+	local     relay.Device
+	remote    *remote
+	in, out   relay.Counters // remote→local and local→remote
+	pumpDone  chan struct{}  // closed when the Pump stopped: ctx ended or the local device failed
+	pumpErr   error          // why; read after pumpDone
+	announced bool           // Client.Up was called
+	wg        sync.WaitGroup
 }
 
 // start makes the Pump that carries packets for the rest of the Run.
@@ -147,6 +163,13 @@ func (t *tunnel) stopped() error {
 	}
 	return &localError{t.pumpErr}
 }
+
+// FirstContactError is a failure before any tunnel was up, which Run does
+// not retry unless Persist is set.
+type FirstContactError struct{ Err error }
+
+func (e *FirstContactError) Error() string { return e.Err.Error() }
+func (e *FirstContactError) Unwrap() error { return e.Err }
 
 // localError is a failure of the local device: final.
 type localError struct{ err error }
@@ -182,10 +205,20 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	if err != nil {
 		return up, err
 	}
-	defer sc.Close()
+	// Leave as ssh leaves: SSH_MSG_DISCONNECT, then close. On every path,
+	// so a server that never answers the open is left at once on Ctrl-C.
+	leave := sync.OnceFunc(func() {
+		sshchan.Disconnect(sc, sshchan.DisconnectByApplication, "disconnected by user")
+	})
+	defer leave()
+	stopLeave := context.AfterFunc(ctx, leave)
+	defer stopLeave()
 	ch, reqs, err := sc.OpenChannel(wire.ChannelType, wire.OpenRequest{Mode: c.Mode, Unit: c.Unit}.Marshal())
+	if ctx.Err() != nil {
+		return up, ctx.Err()
+	}
 	if err != nil {
-		err = fmt.Errorf("open %s tunnel: %w", c.Mode, err)
+		err = refusal(c.Mode, sc.ServerVersion(), err)
 		if t.local != nil && transientRefusal(err) {
 			// The server's last session may still hold the unit.
 			return up, &sessionError{err}
@@ -207,7 +240,41 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 		return up, err
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
-	return time.Now(), t.carry(ctx, sc, channel)
+	if c.Up != nil && !t.announced {
+		t.announced = true
+		c.Up()
+	}
+	if !stopLeave() {
+		return up, ctx.Err() // ctx ended while the tunnel came up: gone already
+	}
+	return time.Now(), t.carry(ctx, sc, channel, leave)
+}
+
+// refusal explains a refused tunnel. A stock sshd refuses with no reason
+// worth reading ("open failed"), and the cause is nearly always on the
+// server: PermitTunnel, or a login that may not make a tun device.
+func refusal(mode relay.Mode, server []byte, err error) error {
+	if _, ok := errors.AsType[*ssh.OpenChannelError](err); !ok {
+		return fmt.Errorf("open %s tunnel: %w", mode, err)
+	}
+	if sshchan.PeerOf(server) == sshchan.SSHVPN {
+		return fmt.Errorf("the sshvpn gateway refused the %s tunnel: %w", mode, err)
+	}
+	kind := "point-to-point"
+	if mode == relay.Ethernet {
+		kind = "ethernet"
+	}
+	return fmt.Errorf("open %s tunnel: %w: the server needs PermitTunnel yes (or %s) in sshd_config, "+
+		"and a login as root or as the owner of a persistent %s device there "+
+		"(ip tuntap add NAME mode %s user USER, then -w any:N for its unit N)",
+		mode, err, kind, devKind(mode), devKind(mode))
+}
+
+func devKind(m relay.Mode) string {
+	if m == relay.Ethernet {
+		return "tap"
+	}
+	return "tun"
 }
 
 // transientRefusal tells a refusal that may pass (the unit busy, the
@@ -268,7 +335,7 @@ func (t *tunnel) setup(ctx context.Context, cfg *relay.TunnelConfig) error {
 // carry attaches the channel to the remote side until the connection, the
 // channel or the local device fails, or ctx ends. Every goroutine it starts
 // has ended when it returns.
-func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel *sshchan.Channel) error {
+func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel *sshchan.Channel, leave func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	lost := make(chan error, 2) // the keepalive and the connection may both report
@@ -300,12 +367,22 @@ func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel *sshchan.Cha
 	case <-t.pumpDone:
 		err = t.stopped()
 	}
+	if ctx.Err() != nil {
+		// The user is leaving: SSH_MSG_DISCONNECT, as ssh sends it, so
+		// the server tears down a tunnel the user ended rather than one it
+		// lost. It goes before detach closes the channel: like ssh, send
+		// no SSH_MSG_CHANNEL_CLOSE first, which sshd answers with
+		// shutdown(2) on its tun fd and "Socket operation on non-socket".
+		leave()
+	}
 	t.remote.detach(a, errors.New("session ended"))
 	cancel()
 	sc.Close() // ends sc.Wait and a keepalive request in flight
 	wg.Wait()
-	i, o := t.in.Snapshot(), t.out.Snapshot()
-	t.log.Info("session ended", "err", err, "in.packets", i.Packets, "in.bytes", i.Bytes, "in.drops", i.Drops,
-		"out.packets", o.Packets, "out.bytes", o.Bytes, "out.drops", o.Drops)
+	attrs := []any{"in", t.in.Snapshot(), "out", t.out.Snapshot()}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	t.log.Info("session ended", attrs...)
 	return err
 }
