@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // change is one host change, described well enough that a later process
@@ -19,6 +20,46 @@ type change struct {
 	Old    string       `json:"old,omitempty"`    // what it was before; the old MTU
 	Family string       `json:"family,omitempty"` // an nftables family: ip or ip6
 	Tag    string       `json:"tag,omitempty"`    // the comment on sshvpn's nftables rules
+	// A routing rule, and the table of a route outside the main one.
+	Rule *rule `json:"rule,omitempty"`
+	// Table is a route's table, for opTableRoute.
+	Table int `json:"table,omitempty"`
+	// Link is the target of a symlink that a file replaced, for opDNS.
+	Link string `json:"link,omitempty"`
+}
+
+// rule is a policy routing rule, as ip-rule(8) writes it:
+//
+//	priority Priority [not] [fwmark Mark] lookup Table [suppress_prefixlength N]
+//
+// V6 picks the family. Suppress is suppress_prefixlength plus one, so
+// that 0 is "none" and the rule's JSON stays small.
+type rule struct {
+	V6       bool   `json:"v6,omitempty"`
+	Priority int    `json:"priority"`
+	Table    int    `json:"table"`
+	Mark     uint32 `json:"mark,omitempty"`
+	Invert   bool   `json:"invert,omitempty"`
+	Suppress int    `json:"suppress,omitempty"`
+}
+
+func (r rule) String() string {
+	var b strings.Builder
+	if r.V6 {
+		b.WriteString("-6 ")
+	}
+	fmt.Fprintf(&b, "rule priority %d ", r.Priority)
+	if r.Invert {
+		b.WriteString("not ")
+	}
+	if r.Mark != 0 {
+		fmt.Fprintf(&b, "fwmark %#x ", r.Mark)
+	}
+	fmt.Fprintf(&b, "lookup %d", r.Table)
+	if r.Suppress > 0 {
+		fmt.Fprintf(&b, " suppress_prefixlength %d", r.Suppress-1)
+	}
+	return b.String()
 }
 
 // op is the kind of a change.
@@ -32,6 +73,10 @@ const (
 	opUnreachable op = "unreachable" // add an unreachable route; revert deletes it
 	opSysctl      op = "sysctl"      // set a sysctl; revert restores Old if it still holds Value
 	opNAT         op = "nat"         // add tagged nftables rules; revert deletes them
+	opRule        op = "rule"        // add a policy routing rule; revert deletes it
+	opTableRoute  op = "table-route" // add a route through a link in Table; revert deletes it
+	opNFTable     op = "nft-table"   // add a whole nftables table, Family Tag; revert deletes it
+	opDNS         op = "dns"         // set a link's name servers, or rewrite resolv.conf; revert takes them back
 )
 
 func (c change) String() string {
@@ -50,6 +95,17 @@ func (c change) String() string {
 		return fmt.Sprintf("sysctl %s=%s (was %s)", c.Path, c.Value, c.Old)
 	case opNAT:
 		return fmt.Sprintf("nftables %s sshvpn: %s", c.Family, c.Tag)
+	case opRule:
+		if c.Rule == nil {
+			return "rule (empty)"
+		}
+		return c.Rule.String()
+	case opTableRoute:
+		return fmt.Sprintf("route %s dev %s table %d", c.Prefix, c.Dev, c.Table)
+	case opNFTable:
+		return fmt.Sprintf("nftables table %s %s", c.Family, c.Tag)
+	case opDNS:
+		return c.dnsString()
 	}
 	return string(c.Op)
 }

@@ -47,6 +47,27 @@ func (c change) revert(log *slog.Logger) error {
 			return fmt.Errorf("remove %s: unknown nftables family", c)
 		}
 		return fam.removeRules(c.Tag)
+	case opRule:
+		if c.Rule == nil {
+			return fmt.Errorf("undo %s: the journal lost the rule", c)
+		}
+		if err := netlink.RuleDel(c.Rule.netlink()); err != nil && !gone(err) {
+			return fmt.Errorf("delete %s: %w", c, err)
+		}
+		return nil
+	case opNFTable:
+		// Only sshvpn's own tables, whatever the journal says.
+		if !strings.HasPrefix(c.Tag, "sshvpn-") {
+			return fmt.Errorf("undo %s: not an sshvpn table", c)
+		}
+		return deleteNFTable(c.Family, c.Tag)
+	case opTableRoute:
+		if err := netlink.RouteDel(c.tableRoute()); err != nil && !gone(err) {
+			return fmt.Errorf("delete %s: %w", c, err)
+		}
+		return nil
+	case opDNS:
+		return c.revertDNS(log)
 	}
 	return fmt.Errorf("undo %q: unknown kind of change (written by another sshvpn version?)", c.Op)
 }

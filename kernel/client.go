@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -19,8 +21,36 @@ type LocalConfig struct {
 	Addrs  []netip.Prefix
 	Peer   netip.Addr
 	Routes []netip.Prefix // routed through the tunnel, with the gateway's
-	Log    *slog.Logger
+	// Bypass keeps the SSH transport out of a full tunnel: the default-like
+	// routes (see DefaultLike) go into its table. Zero refuses them.
+	Bypass Bypass
+	// Transport lists the addresses the SSH transport's sockets went to
+	// (the server or first jump host, and name servers): a route in the
+	// main table that covers one would carry the transport into the
+	// tunnel itself, and is warned about.
+	Transport []netip.Addr
+	// DNSGlobal lets the gateway's name servers into /etc/resolv.conf
+	// when the host has no per-link resolver (systemd-resolved).
+	DNSGlobal bool
+	// Journal, when set, keeps every host change on disk before it is
+	// made, so that a client killed outright is undone by the next run or
+	// sshvpn cleanup.
+	Journal *Journal
+	Log     *slog.Logger
 }
+
+// Bypass is the routing table and firewall mark of a full tunnel: sockets
+// with the mark (the SSH transport's) skip the table, which holds the
+// default-like routes through the tunnel.
+type Bypass struct {
+	Table int
+	Mark  uint32
+}
+
+// DefaultLike reports whether a route through the tunnel stands for the
+// default route: ::/0 and 0.0.0.0/0, or one of the /1 halves that people
+// use to cover the default without replacing it.
+func DefaultLike(p netip.Prefix) bool { return p.Bits() <= 1 }
 
 // Local is the client's device and what was set up on it.
 type Local struct {
@@ -46,7 +76,11 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Local{Tun: tun, undo: NewUndo(cfg.Log), cfg: cfg}
+	undo := NewUndo(cfg.Log)
+	if cfg.Journal != nil {
+		undo = cfg.Journal.NewUndo(cfg.Log)
+	}
+	l := &Local{Tun: tun, undo: undo, cfg: cfg}
 	if err := setMTU(tun, l.undo, mtu); err != nil {
 		l.Close()
 		return nil, err
@@ -72,8 +106,8 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 			l.fromGateway = gw.Addresses
 		}
 		routes = append(routes, gw.Routes...)
-		if len(gw.DNS) > 0 {
-			l.cfg.Log.Info("the gateway offers name servers; sshvpn does not change the resolver", "dns", gw.DNS)
+		if err := l.setDNS(gw, routes); err != nil {
+			return err
 		}
 	}
 	if len(addrs) == 0 {
@@ -84,13 +118,46 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 			return err
 		}
 	}
-	for _, r := range routes {
-		if err := l.undo.AddRoute(r.Masked(), name); err != nil {
-			return err
-		}
+	if err := l.addRoutes(routes); err != nil {
+		return err
 	}
 	l.cfg.Log.Info("local device configured", "device", name, "addresses", addrs, "routes", routes)
 	return nil
+}
+
+// addRoutes routes the default-like networks through the full tunnel's
+// table and the others through the main table, as ip route add does.
+func (l *Local) addRoutes(routes []netip.Prefix) error {
+	var full []netip.Prefix
+	for _, r := range routes {
+		r = r.Masked()
+		if DefaultLike(r) {
+			if !slices.Contains(full, r) {
+				full = append(full, r)
+			}
+			continue
+		}
+		l.warnTransport(r)
+		if err := l.undo.AddRoute(r, l.Name()); err != nil {
+			return err
+		}
+	}
+	if len(full) == 0 {
+		return nil
+	}
+	return l.fullTunnel(full)
+}
+
+// warnTransport warns when r would carry the SSH transport into the tunnel
+// it carries: packets then loop until the connection dies, and every
+// reconnect goes the same way.
+func (l *Local) warnTransport(r netip.Prefix) {
+	for _, a := range l.cfg.Transport {
+		if r.Contains(a) {
+			l.cfg.Log.Warn("the route covers the address of the SSH connection itself, which would then run through its own tunnel and die",
+				"route", r, "transport", a, "remedy", "route a narrower network, or use --route default for a full tunnel, which keeps the SSH connection outside")
+		}
+	}
 }
 
 // addAddress puts a on the device, as the local end of a point-to-point
@@ -115,6 +182,14 @@ func (l *Local) Update(gw *relay.TunnelConfig) error {
 	}
 	l.cfg.Log.Warn("the gateway assigned a new address on reconnect; connections from the old one will break",
 		"old", l.fromGateway, "new", gw.Addresses)
+	// The new addresses go on before the old ones go, so that the device
+	// never lacks an address of a family: the kernel deletes every IPv4
+	// route through a device that loses its last IPv4 address. And a new
+	// IPv4 address in the old one's subnet is its secondary, which the
+	// kernel deletes along with the primary unless told to promote it.
+	if err := l.promoteSecondaries(); err != nil {
+		return err
+	}
 	for _, a := range gw.Addresses {
 		if !slices.Contains(l.fromGateway, a) {
 			if err := l.addAddress(a); err != nil {
@@ -130,7 +205,18 @@ func (l *Local) Update(gw *relay.TunnelConfig) error {
 		}
 	}
 	l.fromGateway = gw.Addresses
+	l.cfg.Log.Info("local device readdressed", "device", l.Name(), "addresses", gw.Addresses)
 	return nil
+}
+
+// promoteSecondaries makes the kernel keep a device's secondary IPv4
+// addresses when their primary goes, promoting one to primary.
+func (l *Local) promoteSecondaries() error {
+	err := l.undo.SetSysctl("net/ipv4/conf/"+l.Name()+"/promote_secondaries", "1")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // IPv4 is off on the device
+	}
+	return err
 }
 
 // Close undoes the configuration and releases the device.

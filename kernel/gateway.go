@@ -19,6 +19,8 @@ type GatewayConfig struct {
 	DNS    []netip.Addr   // name servers sshvpn clients are told
 	NAT    bool           // forward and masquerade the tunnel networks
 	MTU    int
+	// Domains are the DNS domains the DNS servers answer for: clients send lookups under them there.
+	Domains []string
 	// ClaimsPerKey bounds the addresses one key may claim by sending
 	// from them (DefaultClaimsPerKey when 0).
 	ClaimsPerKey int
@@ -287,7 +289,7 @@ func untrusting(undo *Undo, dev string) error {
 // Config implements relay.Tunnel: what an sshvpn client needs to set its
 // side up without flags.
 func (t *gatewayTunnel) Config() relay.TunnelConfig {
-	c := relay.TunnelConfig{Device: t.Name(), MTU: t.MTU(), Addresses: t.clients, Routes: t.cfg.Routes, DNS: t.cfg.DNS}
+	c := relay.TunnelConfig{Device: t.Name(), MTU: t.MTU(), Addresses: t.clients, Routes: t.cfg.Routes, DNS: t.cfg.DNS, Domains: t.cfg.Domains}
 	for _, a := range t.cfg.Addrs {
 		c.Gateways = append(c.Gateways, a.Addr())
 	}

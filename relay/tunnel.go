@@ -56,4 +56,8 @@ type TunnelConfig struct {
 	Gateways  []netip.Addr   `json:"gateways,omitempty"`  // the gateway's addresses on the tunnel
 	Routes    []netip.Prefix `json:"routes,omitempty"`    // networks to route through the tunnel
 	DNS       []netip.Addr   `json:"dns,omitempty"`       // name servers reachable through it
+	// Domains are the DNS domains whose names the DNS servers answer
+	// for: a client sends lookups under them through the tunnel (and, with
+	// nothing better than resolv.conf, searches them).
+	Domains []string `json:"domains,omitempty"`
 }

@@ -34,6 +34,7 @@ type serveConfig struct {
 	tunAddrs       []netip.Prefix
 	routes         []netip.Prefix
 	dns            []netip.Addr
+	dnsDomains     []string
 	nat            bool
 	mtu            int
 	ciphers        string
@@ -57,6 +58,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(prefixList(&c.tunAddrs), "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
 	fs.Var(prefixList(&c.routes), "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
 	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable)")
+	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
@@ -86,10 +88,45 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if err := gateway.CheckCiphers(strings.Split(c.ciphers, ",")); err != nil {
 		return nil, fmt.Errorf("--ciphers: %w", err)
 	}
+	if err := checkDNSDomains(c); err != nil {
+		return nil, err
+	}
 	if c.nat && len(c.tunAddrs) == 0 {
 		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
 	}
 	return c, nil
+}
+
+// checkDNSDomains refuses --dns-domain values a client would refuse, and
+// takes the root's trailing dot off, as a resolver's configuration has it.
+func checkDNSDomains(c *serveConfig) error {
+	var ds []string // comma-separated or repeated, as --dns
+	for _, v := range c.dnsDomains {
+		for _, d := range strings.Split(v, ",") {
+			ds = append(ds, strings.TrimSpace(d))
+		}
+	}
+	c.dnsDomains = ds
+	if len(c.dnsDomains) > 0 && len(c.dns) == 0 {
+		return errors.New("--dns-domain needs --dns: the domains say which names the tunnel's name servers answer for")
+	}
+	if len(c.dnsDomains) > wire.MaxDomains {
+		return fmt.Errorf("--dns-domain: %d domains, at most %d", len(c.dnsDomains), wire.MaxDomains)
+	}
+	if len(c.dns) > wire.MaxDNS {
+		return fmt.Errorf("--dns: %d name servers, at most %d", len(c.dns), wire.MaxDNS)
+	}
+	for i, d := range c.dnsDomains {
+		if d == "." {
+			return errors.New("--dns-domain .: every name is not a domain; a client sends every lookup through a tunnel that carries its default route")
+		}
+		d = strings.TrimSuffix(d, ".")
+		if err := wire.CheckDomain(d); err != nil {
+			return fmt.Errorf("--dns-domain: %w", err)
+		}
+		c.dnsDomains[i] = d
+	}
+	return nil
 }
 
 func defaultHostKey() string {
@@ -132,7 +169,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	defer func() { err = errors.Join(err, journal.Close()) }()
 	backend, err := kernel.NewGateway(kernel.GatewayConfig{
-		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
+		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, Domains: c.dnsDomains, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
 		Journal: journal, Log: log,
 	})
 	if err != nil {

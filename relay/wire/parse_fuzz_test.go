@@ -30,6 +30,8 @@ func FuzzParseTunnelConfig(f *testing.F) {
 	f.Add(MarshalTunnelConfig(relay.TunnelConfig{Device: "tun0", MTU: 1500,
 		Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24"), netip.MustParsePrefix("2001:2:3::2/64")},
 		Gateways:  []netip.Addr{netip.MustParseAddr("198.18.3.1")}}))
+	f.Add(MarshalTunnelConfig(relay.TunnelConfig{DNS: []netip.Addr{netip.MustParseAddr("198.18.3.1")},
+		Domains: []string{"corp.example", "3.18.198.in-addr.arpa"}}))
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{0, 0, 0, 9, '{', '}'})
 	f.Fuzz(func(t *testing.T, payload []byte) {
