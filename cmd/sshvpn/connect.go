@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"os"
 	"os/signal"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -17,7 +23,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay/sshclient"
 )
 
-func connect(ctx context.Context, args []string, stderr io.Writer) error {
+func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	// As ssh does, stop when the terminal goes.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
@@ -25,16 +31,42 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.level.Level}))
+	if c.version {
+		fmt.Fprintln(stderr, "sshvpn", version)
+		return nil
+	}
+	ready := readyNotifier()
+	if c.background && ready == nil {
+		return background(args, stderr)
+	}
+	logTo := stderr
+	if c.logFile != "" {
+		f, err := os.OpenFile(c.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("-E: %w", err)
+		}
+		defer f.Close()
+		logTo = f
+	}
+	if ready != nil && c.level.Level == slog.LevelInfo {
+		c.level.Level = slog.LevelWarn // in the background, as ssh -f: problems only
+	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: c.level.Level}))
 	cfg, err := sshclient.Resolve(c.ssh)
 	if err != nil {
 		return err
 	}
 	for _, n := range cfg.Notes {
-		log.Warn("ssh_config: ignored", "what", n)
+		log.Debug("ssh_config: not applied", "what", n)
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("ssh_config", "what", w)
 	}
 	mode, err := cfg.TunnelMode()
 	if err != nil {
+		return err
+	}
+	if err := checkMTU(c.mtu, mode); err != nil {
 		return err
 	}
 	local, remote, err := cfg.TunnelUnits()
@@ -44,7 +76,26 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := kernel.CheckAccess(); err != nil {
 		return err
 	}
-	d := &sshclient.Dialer{Stderr: stderr, Log: log}
+	// First, undo what a killed client left (a persistent device keeps its
+	// addresses and routes), then journal this run's changes.
+	journal, err := kernel.OpenJournal(c.stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, journal.Close()) }()
+	// The mark goes on every socket of the transport from the first dial:
+	// a full tunnel (asked for, or the gateway's routes) comes once that
+	// connection is up, and the connection must then keep its path.
+	// Without one, only a full tunnel fails (OpenLocal says why).
+	bypass, err := kernel.NewBypass()
+	if err != nil {
+		log.Warn("no routing table for a full tunnel", "err", err)
+	}
+	var transport transportAddrs
+	d := &sshclient.Dialer{Stderr: stderr, Log: log, Control: func(network, address string, rc syscall.RawConn) error {
+		transport.add(address)
+		return bypass.Control(network, address, rc)
+	}}
 	if tty, err := sshclient.OpenTTY(stderr); err == nil && !cfg.BatchMode {
 		d.Prompt = tty
 	}
@@ -52,7 +103,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 	if interval == 0 {
 		interval = defaultKeepAlive
 	}
-	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Log: log}
+	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes,
+		Bypass: bypass, Journal: journal, DNSGlobal: c.dnsGlobal, Log: log}
 	if len(c.peer) > 0 {
 		lc.Peer = c.peer[0]
 	}
@@ -66,6 +118,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 		Mode: mode,
 		Unit: remote,
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
+			lc.Transport = transport.list()
 			l, err := kernel.OpenLocal(lc, gw)
 			if err != nil {
 				return nil, err // not a typed nil in the interface
@@ -73,10 +126,37 @@ func connect(ctx context.Context, args []string, stderr io.Writer) error {
 			dev = l
 			return l, nil
 		},
-		Update: func(gw *relay.TunnelConfig) error { return dev.Update(gw) },
-		Log:    log.With("host", cfg.HostName, "port", cfg.Port),
+		Update:  func(gw *relay.TunnelConfig) error { return dev.Update(gw) },
+		Persist: c.persist,
+		Up:      ready,
+		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
 	}
 	return client.Run(ctx)
+}
+
+// transportAddrs collects the addresses the SSH transport's sockets were
+// opened to, for the warning about routes that would capture them.
+type transportAddrs struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (t *transportAddrs) add(address string) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := ap.Addr().Unmap(); !slices.Contains(t.addrs, a) {
+		t.addrs = append(t.addrs, a)
+	}
+}
+
+func (t *transportAddrs) list() []netip.Addr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.addrs)
 }
 
 // defaultKeepAlive detects a dead gateway when ServerAliveInterval is not

@@ -5,11 +5,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/sshclient"
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
 // connectConfig is what `sshvpn connect` was asked to do.
@@ -32,6 +39,12 @@ type connectConfig struct {
 	// persist keeps retrying a first connection that fails, where ssh
 	// would give up.
 	persist bool
+	// background is -f: the tunnel goes to the background once up.
+	background bool
+	// logFile is -E.
+	logFile string
+	// version is -V.
+	version bool
 }
 
 // strs is a repeatable string flag (-i, -o).
@@ -40,20 +53,184 @@ type strs []string
 func (s *strs) String() string     { return strings.Join(*s, ",") }
 func (s *strs) Set(v string) error { *s = append(*s, v); return nil }
 
+// optFlag is an ssh flag that stands for an ssh_config option, as ssh's
+// -l stands for User: each use appends Key=value to the -o list in command
+// line order, so that the first one given wins as in ssh.
+type optFlag struct {
+	opts *[]string
+	key  string
+}
+
+func (f optFlag) String() string     { return "" }
+func (f optFlag) Set(v string) error { *f.opts = append(*f.opts, f.key+"="+v); return nil }
+
+// countFlag counts a repeatable boolean flag (-v).
+type countFlag int
+
+func (c *countFlag) String() string   { return strconv.Itoa(int(*c)) }
+func (c *countFlag) Set(string) error { *c++; return nil }
+func (c *countFlag) IsBoolFlag() bool { return true }
+
+// portFlag is -p, checked as ssh checks it.
+type portFlag struct{ port *int }
+
+func (p portFlag) String() string { return "" }
+func (p portFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("bad port %q", s)
+	}
+	*p.port = n
+	return nil
+}
+
+// mtuFlag is --mtu: a number here; the mode's limits are checked once the
+// mode is known (see checkMTU).
+type mtuFlag struct{ mtu *int }
+
+func (m mtuFlag) String() string { return "" }
+func (m mtuFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < minMTU || n > maxL3MTU {
+		return fmt.Errorf("%q is not an MTU from %d to %d", s, minMTU, maxL3MTU)
+	}
+	*m.mtu = n
+	return nil
+}
+
+// The MTUs a tunnel can carry: every IPv4 host takes 576-byte packets, and
+// stock OpenSSH reads each tunnel packet, with its 4-byte header, into a
+// buffer of wire.MaxFrame bytes; an ethernet frame adds its 14-byte header
+// and a VLAN tag.
+const (
+	minMTU   = 576
+	maxL3MTU = wire.MaxFrame - 4
+	maxL2MTU = wire.MaxFrame - 4 - 14 - 4
+)
+
+// checkMTU checks --mtu against the tunnel's mode.
+func checkMTU(mtu int, mode relay.Mode) error {
+	if mode == relay.Ethernet && mtu > maxL2MTU {
+		return fmt.Errorf("--mtu %d: an ethernet tunnel's frames would exceed the %d bytes stock OpenSSH reads; use --mtu %d or less",
+			mtu, wire.MaxFrame, maxL2MTU)
+	}
+	return nil
+}
+
+// ssh's one-letter options that sshvpn connect takes, ignores or refuses.
+// Those it takes are flags of the set; ignored ones change nothing a
+// tunnel needs (agent or X11 forwarding, a tty, the escape character);
+// refused ones would do something sshvpn does not, and say what to use.
+var (
+	sshWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
+	sshIgnored = map[byte]string{
+		'A': "agent forwarding", 'a': "no agent forwarding", 'X': "X11 forwarding", 'x': "no X11 forwarding",
+		'Y': "trusted X11 forwarding", 'K': "GSSAPI", 'k': "no GSSAPI delegation", 'g': "remote hosts on forwards",
+		'n': "stdin from /dev/null", 't': "a tty", 'y': "syslog", 'e': "the escape character",
+	}
+	sshRefused = map[byte]string{
+		'C': "sshvpn does not compress (x/crypto/ssh has no zlib, and a VPN's traffic is mostly compressed or encrypted already): drop -C",
+		'D': "sshvpn carries a tunnel, not forwards: run ssh -D beside it",
+		'L': "sshvpn carries a tunnel, not forwards: run ssh -L beside it",
+		'R': "sshvpn carries a tunnel, not forwards: run ssh -R beside it",
+		'W': "sshvpn carries a tunnel, not stdio forwards: use ssh -W",
+		's': "sshvpn runs no subsystem",
+		'G': "to see the configuration, run ssh -G",
+		'M': "sshvpn is not a ControlMaster",
+		'O': "sshvpn is not a ControlMaster",
+		'S': "sshvpn is not a ControlMaster",
+		'Q': "to list algorithms, run ssh -Q",
+		'I': "PKCS#11 keys are not supported: load them into ssh-agent (ssh-add -s)",
+	}
+)
+
+// sshArgs rewrites ssh's getopt forms into the flag package's: glued
+// values (-p2222, -wany:0, -oKey=Value) and clusters (-NT, -vvv, -fN) become
+// one flag per argument. Long flags, with one dash or two, pass unchanged.
+func sshArgs(args []string, long func(name string) bool) ([]string, error) {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...), nil
+		}
+		if len(a) < 2 || a[0] != '-' || a[1] == '-' {
+			out = append(out, a)
+			continue
+		}
+		if name, _, _ := strings.Cut(a[1:], "="); long(name) && len(name) > 1 {
+			out = append(out, a)
+			continue
+		}
+		for j := 1; j < len(a); j++ {
+			o := a[j]
+			switch {
+			case o == 'h':
+				out = append(out, "-h")
+			case sshRefused[o] != "":
+				return nil, fmt.Errorf("-%c: %s", o, sshRefused[o])
+			case sshIgnored[o] != "" && !strings.ContainsRune(sshWithArg, rune(o)):
+				// A tunnel needs none of it: accepted, as ssh accepts it.
+			case strings.ContainsRune(sshWithArg, rune(o)):
+				val := a[j+1:]
+				if val == "" {
+					if i+1 >= len(args) {
+						return nil, fmt.Errorf("option -%c needs an argument", o)
+					}
+					i++
+					val = args[i]
+				}
+				if o != 'e' {
+					out = append(out, "-"+string(o), val)
+				}
+				j = len(a)
+			case strings.ContainsRune("46fNTqvV", rune(o)):
+				out = append(out, "-"+string(o))
+			default:
+				return nil, fmt.Errorf("unknown option -%c (sshvpn connect -h lists the flags)", o)
+			}
+		}
+	}
+	return out, nil
+}
+
 func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	c := &connectConfig{backend: "kernel"}
 	fs := flag.NewFlagSet("sshvpn connect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sshvpn connect [flags] [user@]host\n\nOpens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.")
+	// Errors are returned, and printed once by main; -h prints the usage.
+	fs.SetOutput(io.Discard)
+	usage := func() {
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, "Usage: sshvpn connect [flags] [user@]host\n\n"+
+			"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n"+
+			"ssh's flags work as in ssh: -p -i -F -o -w -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value).")
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
-	fs.IntVar(&c.ssh.Port, "p", 0, "`port` to connect to (as ssh -p)")
+	fs.Usage = func() {} // the flag package calls it on every error
+	var family4, family6, quiet, version bool
+	var verbose countFlag
+	fs.Var(portFlag{&c.ssh.Port}, "p", "`port` to connect to (as ssh -p)")
 	fs.Var((*strs)(&c.ssh.Identities), "i", "identity `file` (as ssh -i; repeatable)")
 	fs.StringVar(&c.ssh.ConfigFile, "F", "", "ssh_config `file` (default ~/.ssh/config, then /etc/ssh/ssh_config; none for no file)")
 	fs.Var((*strs)(&c.ssh.Opts), "o", "ssh_config `option` as Key=Value (as ssh -o; repeatable), e.g. -o Tunnel=ethernet")
 	fs.StringVar(&c.tunnel, "w", "", "tunnel devices `local[:remote]`, each a unit number or any (as ssh -w; default any:any)")
 	fs.StringVar(&c.ssh.Jump, "J", "", "jump `hosts` [user@]host[:port],… (as ssh -J)")
+	fs.Var(optFlag{&c.ssh.Opts, "User"}, "l", "`user` to log in as (as ssh -l)")
+	fs.Var(optFlag{&c.ssh.Opts, "Ciphers"}, "c", "`ciphers` (as ssh -c)")
+	fs.Var(optFlag{&c.ssh.Opts, "MACs"}, "m", "`MACs` (as ssh -m)")
+	fs.Var(optFlag{&c.ssh.Opts, "BindAddress"}, "b", "`address` to connect from (as ssh -b)")
+	fs.Var(optFlag{&c.ssh.Opts, "BindInterface"}, "B", "`interface` to connect from (as ssh -B)")
+	fs.Var(optFlag{&c.ssh.Opts, "Tag"}, "P", "`tag` for Match tagged (as ssh -P)")
+	fs.StringVar(&c.logFile, "E", "", "append the log to `file` instead of stderr (as ssh -E)")
+	fs.BoolVar(&family4, "4", false, "IPv4 addresses only (as ssh -4)")
+	fs.BoolVar(&family6, "6", false, "IPv6 addresses only (as ssh -6)")
+	fs.BoolVar(&c.background, "f", false, "go to the background once the tunnel is up (as ssh -f)")
+	fs.Bool("N", false, "accepted for ssh's sake: sshvpn runs no command anyway")
+	fs.Bool("T", false, "accepted for ssh's sake: sshvpn allocates no tty anyway")
+	fs.BoolVar(&quiet, "q", false, "quiet: errors only (as ssh -q)")
+	fs.Var(&verbose, "v", "debug log (as ssh -v)")
+	fs.BoolVar(&version, "V", false, "print the version")
 	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
 	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
 	fs.Var(routeList{&c.routes}, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6); default (or 0.0.0.0/0, ::/0) for a full tunnel")
@@ -61,25 +238,69 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
 	fs.BoolVar(&c.persist, "persist", false, "keep retrying when the first connection fails (ssh gives up; after a tunnel was up sshvpn always reconnects)")
 	fs.Var(&c.backend, "backend", "where packets go: kernel (a local tun/tap; needs root)")
-	fs.IntVar(&c.mtu, "mtu", 0, "local device MTU (default: the gateway's, else 1500)")
+	fs.Var(mtuFlag{&c.mtu}, "mtu", fmt.Sprintf("local device MTU, %d to %d (%d for ethernet) (default: the gateway's, else 1500)", minMTU, maxL3MTU, maxL2MTU))
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	long := func(name string) bool { return fs.Lookup(name) != nil }
+	parse := func(args []string) error {
+		args, err := sshArgs(args, long)
+		if err != nil {
+			return err
+		}
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				usage()
+				return err
+			}
+			return fmt.Errorf("%s (sshvpn connect -h lists the flags)", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+		}
+		return nil
+	}
+	if err := parse(args); err != nil {
 		return nil, err
 	}
 	// Flags may follow the destination, as they may for ssh.
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && fs.Arg(0) != "--" {
 		c.ssh.Destination = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := parse(fs.Args()[1:]); err != nil {
 			return nil, err
 		}
 	}
+	if version {
+		c.version = true
+		return c, nil
+	}
 	if c.ssh.Destination == "" {
-		fs.Usage()
-		return nil, errors.New("connect needs a destination: [user@]host")
+		return nil, errors.New("connect needs a destination: [user@]host (sshvpn connect -h lists the flags)")
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("connect takes one destination and runs no command, got %q", fs.Args())
 	}
+	switch {
+	case verbose > 0:
+		c.level.Level = slog.LevelDebug
+	case quiet:
+		c.level.Level = slog.LevelError
+	}
+	// ssh's -4 and -6 beat AddressFamily wherever it is given.
+	switch {
+	case family4 && family6:
+		return nil, errors.New("-4 and -6 together: give one")
+	case family4:
+		c.ssh.Opts = append([]string{"AddressFamily=inet"}, c.ssh.Opts...)
+	case family6:
+		c.ssh.Opts = append([]string{"AddressFamily=inet6"}, c.ssh.Opts...)
+	}
+	ids := c.ssh.Identities[:0]
+	for _, id := range c.ssh.Identities {
+		p := expandHome(id)
+		if _, err := os.Stat(p); err != nil {
+			// ssh's warning; the connection goes on with the other keys.
+			fmt.Fprintf(stderr, "Warning: Identity file %s not accessible: %s.\n", p, strerror(err))
+			continue
+		}
+		ids = append(ids, id)
+	}
+	c.ssh.Identities = ids
 	if c.tunnel != "" {
 		if _, _, err := sshclient.ParseTunnelDevice(c.tunnel); err != nil {
 			return nil, fmt.Errorf("-w %s: %w", c.tunnel, err)
@@ -91,4 +312,24 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		return nil, errors.New("--peer takes one address")
 	}
 	return c, nil
+}
+
+// expandHome expands a leading ~/ as ssh expands -i paths.
+func expandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return p
+}
+
+// strerror is the C library's wording of an error, as ssh prints it.
+func strerror(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		s := errno.Error()
+		return strings.ToUpper(s[:1]) + s[1:]
+	}
+	return err.Error()
 }

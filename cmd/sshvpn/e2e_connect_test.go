@@ -24,7 +24,11 @@ func connectArgs(key, knownHosts string, extra ...string) []string {
 	if knownHosts != "" {
 		check, file = "yes", knownHosts
 	}
-	args := []string{sshvpnBin, "connect", "-F", "none", "-i", key,
+	state, err := os.MkdirTemp(clientStates, "")
+	if err != nil {
+		panic(err)
+	}
+	args := []string{sshvpnBin, "connect", "-F", "none", "-i", key, "--state-dir", state,
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=" + check, "-o", "UserKnownHostsFile=" + file,
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2"}

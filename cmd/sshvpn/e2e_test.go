@@ -23,7 +23,18 @@ import (
 // sshvpnBin is the binary under test, built once by TestMain.
 var sshvpnBin string
 
-func TestMain(m *testing.M) { nstest.Main(m, &sshvpnBin, nil) }
+// clientStates holds each sshvpn connect's --state-dir (see connectArgs):
+// a client that a test's cleanup kills leaves its journal there, not in
+// the host's /run/sshvpn.
+var clientStates string
+
+func TestMain(m *testing.M) {
+	var err error
+	if clientStates, err = os.MkdirTemp("", "sshvpn-e2e-client-state-"); err != nil {
+		panic(err)
+	}
+	nstest.Main(m, &sshvpnBin, func() { os.RemoveAll(clientStates) })
+}
 
 // The addresses of every test: the client reaches the gateway over an
 // underlay; behind the gateway is a LAN whose host has no route back to the

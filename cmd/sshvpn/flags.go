@@ -48,7 +48,8 @@ func (l listFlag[T]) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
 		x, err := l.parse(strings.TrimSpace(f))
 		if err != nil {
-			return fmt.Errorf("want %s: %w", l.want, err)
+			// Not the parser's own words: they name Go functions.
+			return fmt.Errorf("%q is not %s", strings.TrimSpace(f), l.want)
 		}
 		*l.items = append(*l.items, x)
 	}
@@ -69,7 +70,12 @@ func addrList(a *[]netip.Addr) listFlag[netip.Addr] {
 // logLevel is a slog level flag.
 type logLevel struct{ slog.Level }
 
-func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
+func (l *logLevel) Set(s string) error {
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("%q is not a log level: want debug, info, warn or error", s)
+	}
+	return nil
+}
 
 // routeList is the repeatable --route flag: CIDRs, comma-separated or
 // not, or "default" for both families' default routes (a full tunnel).

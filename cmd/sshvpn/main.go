@@ -13,15 +13,53 @@ import (
 )
 
 func main() {
-	// SIGHUP is each command's: serve re-reads authorized_keys, connect
-	// stops as ssh does when its terminal goes.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go onSignals(cancel)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "sshvpn:", err)
-		os.Exit(1)
+		if err.Error() != "" {
+			fmt.Fprintln(os.Stderr, "sshvpn:", err)
+		}
+		os.Exit(exitCode(err))
 	}
+}
+
+// onSignals stops the command on the first SIGINT or SIGTERM, which tears
+// everything down, and exits at once on the second, as ssh does: what is
+// left is in the undo journal for the next run or sshvpn cleanup. SIGHUP
+// is each command's: serve re-reads authorized_keys, connect stops as ssh
+// does when its terminal goes.
+func onSignals(stop context.CancelFunc) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	<-sigs
+	stop()
+	sig := <-sigs
+	fmt.Fprintf(os.Stderr, "sshvpn: %v again: exiting now; sshvpn cleanup undoes what is left\n", sig)
+	os.Exit(130)
+}
+
+// exitError carries a command's exit status: connect exits 255 on errors,
+// as ssh does.
+type exitError struct {
+	code int
+	err  error // nil: already reported
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	if e, ok := errors.AsType[*exitError](err); ok {
+		return e.code
+	}
+	return 1
 }
 
 const usage = `sshvpn turns any SSH connection into a VPN.
@@ -48,7 +86,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
 	case "connect":
-		return connect(ctx, args[1:], stderr)
+		if err := connect(ctx, args[1:], stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+			if _, ok := errors.AsType[*exitError](err); !ok {
+				err = &exitError{255, err}
+			}
+			return err
+		}
+		return nil
 	case "cleanup":
 		return cleanup(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

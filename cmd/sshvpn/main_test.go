@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer for a child's output read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The first SIGINT starts the teardown; the second exits at once, as ssh
+// does. The test runs itself as the child, whose teardown never ends, so
+// only the second signal can end it.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	if os.Getenv("SSHVPN_TEST_SIGNALS") == "1" {
+		go onSignals(func() { fmt.Println("tearing down") })
+		fmt.Println("ready")
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondSignalExitsAtOnce$")
+	cmd.Env = append(os.Environ(), "SSHVPN_TEST_SIGNALS=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitOutput(t, &out, "ready")
+	cmd.Process.Signal(syscall.SIGINT)
+	waitOutput(t, &out, "tearing down")
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		ee, ok := errors.AsType[*exec.ExitError](err)
+		if !ok || ee.ExitCode() != 130 || !strings.Contains(out.String(), "interrupt again: exiting now") {
+			t.Fatalf("second SIGINT: %v\n%s", err, out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a second SIGINT did not end it:\n%s", out.String())
+	}
+}
+
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q from the child:\n%s", want, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
