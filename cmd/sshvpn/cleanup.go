@@ -9,13 +9,12 @@ import (
 	"github.com/sshvpn/sshvpn/kernel"
 )
 
-// cleanup undoes, by hand, what a gateway killed outright left
+// cleanup undoes, by hand, what a gateway or client killed outright left
 // on this host: what its undo journal lists. A start does the same.
 func cleanup(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dir := fs.String("state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stderr, "Usage: sshvpn cleanup [--state-dir dir]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -197,17 +197,9 @@ func sshArgs(args []string, long func(name string) bool) ([]string, error) {
 func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	c := &connectConfig{backend: "kernel"}
 	fs := flag.NewFlagSet("sshvpn connect", flag.ContinueOnError)
-	// Errors are returned, and printed once by main; -h prints the usage.
-	fs.SetOutput(io.Discard)
-	usage := func() {
-		fs.SetOutput(stderr)
-		fmt.Fprintln(stderr, "Usage: sshvpn connect [flags] [user@]host\n\n"+
-			"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n"+
-			"ssh's flags work as in ssh: -p -i -F -o -w -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value).")
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	fs.Usage = func() {} // the flag package calls it on every error
+	about := "Usage: sshvpn connect [flags] [user@]host\n\n" +
+		"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n" +
+		"ssh's flags work as in ssh: -p -i -F -o -w -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value)."
 	var family4, family6, quiet, version bool
 	var verbose countFlag
 	fs.Var(portFlag{&c.ssh.Port}, "p", "`port` to connect to (as ssh -p)")
@@ -246,14 +238,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		if err != nil {
 			return err
 		}
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				usage()
-				return err
-			}
-			return fmt.Errorf("%s (sshvpn connect -h lists the flags)", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
-		}
-		return nil
+		return parseFlags(fs, args, stderr, about)
 	}
 	if err := parse(args); err != nil {
 		return nil, err

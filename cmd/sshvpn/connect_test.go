@@ -108,7 +108,7 @@ func TestParseConnectErrors(t *testing.T) {
 		{[]string{"-C", "gw"}, "-C: sshvpn does not compress"},
 		{[]string{"-L", "8080:x:80", "gw"}, "-L: sshvpn carries a tunnel, not forwards"},
 		{[]string{"-z", "gw"}, "unknown option -z"},
-		{[]string{"--nope", "gw"}, "-nope (sshvpn connect -h lists the flags)"},
+		{[]string{"--nope", "gw"}, "unknown flag -nope (sshvpn connect -h lists the flags)"},
 		{[]string{"gw", "-p"}, "needs an argument"},
 		{[]string{"-4", "-6", "gw"}, "-4 and -6 together"},
 	} {

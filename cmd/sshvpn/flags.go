@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -101,6 +104,31 @@ func (r routeList) Set(s string) error {
 			return fmt.Errorf("%q is not a network like 198.18.0.0/15 or 2001:2::/48, nor default", f)
 		}
 		*r.routes = append(*r.routes, p)
+	}
+	return nil
+}
+
+// parseFlags parses args into fs the way every sshvpn command does: an
+// error is returned once, for main to print, with no usage text after it
+// (the flag package would print both); -h prints the usage, headed by
+// about, to stderr.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, about string) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {} // the flag package calls it on every error
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, about)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		return err
+	}
+	if err != nil {
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+			msg = "unknown flag " + name
+		}
+		return fmt.Errorf("%s (%s -h lists the flags)", msg, fs.Name())
 	}
 	return nil
 }

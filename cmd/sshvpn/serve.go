@@ -49,7 +49,6 @@ type serveConfig struct {
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	c := &serveConfig{permit: gateway.PermitYes, backend: "kernel"}
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
 	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, restrict)")
@@ -70,7 +69,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.limits.MaxTunnelsPerKey, "max-tunnels-per-key", 8, "tunnels one key may hold at once, over all its connections")
 	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stderr, "Usage: sshvpn serve [flags]\n\nRuns a gateway that stock \"ssh -w\" clients and sshvpn connect tunnel into."); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
