@@ -131,7 +131,13 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		Up:      ready,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
 	}
-	return client.Run(ctx)
+	err = client.Run(ctx)
+	if errors.Is(err, sshclient.ErrHostKeyVerification) {
+		// ssh's words are on stderr already, ending "Host key
+		// verification failed."; like ssh, say no more.
+		return &exitError{code: 255}
+	}
+	return err
 }
 
 // transportAddrs collects the addresses the SSH transport's sockets were

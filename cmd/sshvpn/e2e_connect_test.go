@@ -209,7 +209,8 @@ func TestConnectHostKeyMismatch(t *testing.T) {
 		sshd := tp.stockServer(t, o, pub, "tun")
 		_, other := tp.key(t, o, "impostor")
 		known := filepath.Join(t.TempDir(), "known_hosts")
-		content := []byte("[198.18.1.1]:22 " + strings.Join(strings.Fields(other)[:2], " ") + "\n")
+		// As ssh writes it: port 22 has no [host]:port form.
+		content := []byte("198.18.1.1 " + strings.Join(strings.Fields(other)[:2], " ") + "\n")
 		if err := os.WriteFile(known, content, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -225,6 +226,9 @@ func TestConnectHostKeyMismatch(t *testing.T) {
 			if !strings.Contains(c.Log(), want) {
 				t.Errorf("output lacks %q:\n%s", want, c.Log())
 			}
+		}
+		if strings.Contains(c.Log(), "handshake failed") || c.ExitCode() != 255 {
+			t.Errorf("exit %d; like ssh, nothing but ssh's words and exit 255 after a refused host key:\n%s", c.ExitCode(), c.Log())
 		}
 		t.Logf("sshvpn connect said:\n%s", c.Log())
 		if got, _ := os.ReadFile(known); !bytes.Equal(got, content) {

@@ -224,6 +224,9 @@ func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config, time
 			// sshd's MaxStartups, a TCP wrapper, or not an SSH server.
 			return nil, fmt.Errorf("Connection closed by %s: %w", remoteString(conn), err)
 		}
+		if u := errors.Unwrap(err); u != nil && strings.HasPrefix(err.Error(), "ssh: handshake failed: ") {
+			err = u // x/crypto's framing says nothing the host does not
+		}
 		return nil, fmt.Errorf("%s@%s: %w", cfg.User, hk.display(), err)
 	}
 	return ssh.NewClient(c, chans, reqs), nil
