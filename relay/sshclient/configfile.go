@@ -207,7 +207,11 @@ func (r *resolver) processLine(line, where string, st *fileState) error {
 	kw, known := keywords[keyword]
 	if !known {
 		if pat := r.str("ignoreunknown", ""); pat == "" || matchPatternList(keyword, pat, true) != 1 {
-			return fmt.Errorf("%s: Bad configuration option: %s", where, keyword)
+			// ssh stops here ("Bad configuration option"). sshvpn warns
+			// and goes on: a keyword newer than this reader, or a typo,
+			// should not keep a VPN down, and the user sees it.
+			r.warn("%s: unknown keyword %s ignored (ssh refuses it: Bad configuration option; IgnoreUnknown silences it)", where, keyword)
+			return nil
 		}
 		kw = keyword0{kind: kIgnoredUnknown}
 	}

@@ -75,8 +75,8 @@ func matters(k keyword0, why string) keyword0 { k.matters = why; return k }
 // keywords is readconf.c's keyword table as of OpenSSH 10.5 (a config
 // written for a newer ssh than the oracle must still load), plus the GSSAPI
 // key exchange and keepalive keywords Debian's and Fedora's patched ssh
-// accept. Unknown keywords are an error, as in ssh, unless IgnoreUnknown
-// lists them.
+// accept. An unknown keyword is a warning (ssh stops at it) unless
+// IgnoreUnknown lists it.
 var keywords = map[string]keyword0{
 	// readconf.c's deprecated, ignored and unsupported options.
 	"protocol":                kw(kIgnore),

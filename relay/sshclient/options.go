@@ -100,8 +100,8 @@ type Config struct {
 	// Warnings are for the default log level: keywords ssh itself reports
 	// as unsupported, and applied keywords that sshvpn ignores although
 	// they change how ssh would connect (port forwardings, certificates,
-	// IdentityAgent, KnownHostsCommand, ...). An unknown keyword is an
-	// error, as in ssh, unless IgnoreUnknown lists it.
+	// IdentityAgent, KnownHostsCommand, ...), and unknown keywords that
+	// IgnoreUnknown does not cover (ssh stops at those; sshvpn warns).
 	Warnings []string
 
 	// configFile is Options.ConfigFile, handed to ProxyJump hops like ssh

@@ -76,3 +76,38 @@ func TestDistroSeeds(t *testing.T) {
 		})
 	}
 }
+
+// Only an unknown keyword warns: it is ignored, and the rest of the file
+// applies (ssh would stop at it).
+func TestUnknownKeywordWarns(t *testing.T) {
+	e := testEnv(t)
+	writeFile(t, e.userConfig, "Host gw\n  SendEnv LANG\n  FrobnicateTunnels yes\n  Port 2200\n")
+	c, err := resolve(Options{Destination: "gw"}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "line 3: unknown keyword frobnicatetunnels") {
+		t.Errorf("warnings %q, want one for line 3's unknown keyword", c.Warnings)
+	}
+	if c.Port != 2200 {
+		t.Errorf("port %d: the lines after the unknown keyword were not applied", c.Port)
+	}
+}
+
+// This machine's own stock /etc/ssh/ssh_config, as shipped, loads with no
+// warning.
+func TestSystemConfigWarnsNothing(t *testing.T) {
+	const stock = "/etc/ssh/ssh_config"
+	if _, err := os.Stat(stock); err != nil {
+		t.Skipf("no %s here", stock)
+	}
+	e := testEnv(t)
+	e.systemConfig, e.systemDir = stock, "/etc/ssh"
+	c, err := resolve(Options{Destination: "gw"}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) > 0 {
+		t.Errorf("%s warns: %q", stock, c.Warnings)
+	}
+}
