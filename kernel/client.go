@@ -110,7 +110,11 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 			return err
 		}
 	}
-	if len(addrs) == 0 {
+	switch {
+	case len(addrs) > 0:
+	case gw != nil:
+		l.cfg.Log.Warn("the sshvpn gateway assigned the tunnel no address (it runs without --tun-address): pass --address", "device", name)
+	default:
 		l.cfg.Log.Warn("the tunnel has no address: pass --address (a stock sshd assigns none)", "device", name)
 	}
 	for _, a := range addrs {

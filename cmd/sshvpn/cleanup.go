@@ -20,7 +20,7 @@ func cleanup(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("cleanup takes no arguments, got %q", fs.Args())
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := newLogger(stderr, slog.LevelInfo)
 	n, err := kernel.Recover(*dir, log)
 	fmt.Fprintf(stdout, "sshvpn cleanup: %d host changes undone from %s\n", n, *dir)
 	return err

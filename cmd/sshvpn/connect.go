@@ -51,7 +51,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if ready != nil && c.level.Level == slog.LevelInfo {
 		c.level.Level = slog.LevelWarn // in the background, as ssh -f: problems only
 	}
-	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: c.level.Level}))
+	log := newLogger(logTo, c.level.Level)
 	cfg, err := sshclient.Resolve(c.ssh)
 	if err != nil {
 		return err

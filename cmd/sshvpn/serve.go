@@ -153,7 +153,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.level.Level}))
+	log := newLogger(stderr, c.level.Level)
 	ln, err := listen(c.listen)
 	if err != nil {
 		return err
