@@ -5,7 +5,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -58,6 +60,7 @@ type Local struct {
 	undo        *Undo
 	cfg         LocalConfig
 	fromGateway []netip.Prefix // addresses the gateway assigned, in place now
+	peerRouted  bool           // the route to --peer is in place
 }
 
 var _ relay.Device = (*Local)(nil)
@@ -106,9 +109,6 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 			l.fromGateway = gw.Addresses
 		}
 		routes = append(routes, gw.Routes...)
-		if err := l.setDNS(gw, routes); err != nil {
-			return err
-		}
 	}
 	switch {
 	case len(addrs) > 0:
@@ -125,6 +125,13 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	if err := l.addRoutes(routes); err != nil {
 		return err
 	}
+	// DNS last, so it is undone first: name servers on the tunnel are no
+	// use before its routes exist or after they are gone.
+	if gw != nil {
+		if err := l.setDNS(gw, routes); err != nil {
+			return err
+		}
+	}
 	l.cfg.Log.Info("local device configured", "device", name, "addresses", addrs, "routes", routes)
 	return nil
 }
@@ -135,6 +142,12 @@ func (l *Local) addRoutes(routes []netip.Prefix) error {
 	var full []netip.Prefix
 	for _, r := range routes {
 		r = r.Masked()
+		if r.Addr().Is6() && !ipv6On(l.Name()) {
+			// --route default names both families; a host or device
+			// without IPv6 takes the IPv4 half.
+			l.cfg.Log.Warn("IPv6 is off on the device: route left out", "device", l.Name(), "route", r)
+			continue
+		}
 		if DefaultLike(r) {
 			if !slices.Contains(full, r) {
 				full = append(full, r)
@@ -167,14 +180,33 @@ func (l *Local) warnTransport(r netip.Prefix) {
 // addAddress puts a on the device, as the local end of a point-to-point
 // link when a peer of its family was given.
 func (l *Local) addAddress(a netip.Prefix) error {
-	p := l.cfg.Peer
-	if !p.IsValid() || a.Addr().Is4() != p.Is4() {
+	if !l.toPeer(a) {
 		return l.undo.AddAddress(l.Name(), a, false)
 	}
-	if err := l.undo.AddAddress(l.Name(), netip.PrefixFrom(a.Addr(), a.Addr().BitLen()), true); err != nil {
+	if err := l.undo.AddAddress(l.Name(), l.onDevice(a), true); err != nil {
 		return err
 	}
+	if l.peerRouted {
+		return nil // a readdress: the route to the peer is in place
+	}
+	p := l.cfg.Peer
+	l.peerRouted = true
 	return l.undo.AddRoute(netip.PrefixFrom(p, p.BitLen()), l.Name())
+}
+
+// toPeer reports whether a is the local end of the point-to-point link to
+// --peer.
+func (l *Local) toPeer(a netip.Prefix) bool {
+	p := l.cfg.Peer
+	return p.IsValid() && a.Addr().Is4() == p.Is4()
+}
+
+// onDevice is a as addAddress put it on the device.
+func (l *Local) onDevice(a netip.Prefix) netip.Prefix {
+	if l.toPeer(a) {
+		return netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
+	}
+	return a
 }
 
 // Update follows the gateway when a reconnect brings another address: the
@@ -203,7 +235,7 @@ func (l *Local) Update(gw *relay.TunnelConfig) error {
 	}
 	for _, a := range l.fromGateway {
 		if !slices.Contains(gw.Addresses, a) {
-			if err := DeleteAddress(l.Name(), a); err != nil {
+			if err := DeleteAddress(l.Name(), l.onDevice(a)); err != nil {
 				return err
 			}
 		}
@@ -230,4 +262,10 @@ func (l *Local) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// ipv6On reports whether dev takes IPv6 addresses and routes.
+func ipv6On(dev string) bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
 }

@@ -37,7 +37,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	ready := readyNotifier()
 	if c.background && ready == nil {
-		return background(args, stderr)
+		return background(ctx, args, stderr)
 	}
 	logTo := stderr
 	if c.logFile != "" {
@@ -61,6 +61,11 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn("ssh_config", "what", w)
+	}
+	if cfg.ConnectTimeout == 0 {
+		// ssh waits forever; a VPN that reconnects on its own cannot let a
+		// server that accepts and then stalls hold it. Prompts do not count.
+		cfg.ConnectTimeout = defaultConnectTimeout
 	}
 	mode, err := cfg.TunnelMode()
 	if err != nil {
@@ -169,3 +174,7 @@ func (t *transportAddrs) list() []netip.Addr {
 // set: a VPN must notice a dead peer to reconnect, where an interactive ssh
 // session can wait for the user.
 const defaultKeepAlive = 15 * time.Second
+
+// defaultConnectTimeout bounds a connection's setup when ConnectTimeout is
+// not set.
+const defaultConnectTimeout = 30 * time.Second

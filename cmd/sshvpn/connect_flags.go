@@ -279,8 +279,11 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	for _, id := range c.ssh.Identities {
 		p := expandHome(id)
 		if _, err := os.Stat(p); err != nil {
-			// ssh's warning; the connection goes on with the other keys.
-			fmt.Fprintf(stderr, "Warning: Identity file %s not accessible: %s.\n", p, strerror(err))
+			// ssh's warning (once: not again from the child of a -f); the
+			// connection goes on with the other keys.
+			if !inBackground() {
+				fmt.Fprintf(stderr, "Warning: Identity file %s not accessible: %s.\n", p, strerror(err))
+			}
 			continue
 		}
 		ids = append(ids, id)

@@ -15,6 +15,9 @@ import (
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go onSignals(cancel)
+	// As ssh does: a log reader that went away (connect -f | logger) must
+	// not kill sshvpn before it has undone what it set up.
+	signal.Ignore(syscall.SIGPIPE)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -37,7 +40,11 @@ func onSignals(stop context.CancelFunc) {
 	stop()
 	sig := <-sigs
 	fmt.Fprintf(os.Stderr, "sshvpn: %v again: exiting now; sshvpn cleanup undoes what is left\n", sig)
-	os.Exit(130)
+	code := 128 + 2
+	if s, ok := sig.(syscall.Signal); ok {
+		code = 128 + int(s)
+	}
+	os.Exit(code)
 }
 
 // exitError carries a command's exit status: connect exits 255 on errors,

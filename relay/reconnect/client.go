@@ -25,8 +25,9 @@ import (
 // reconnects, read by one Pump for the client's whole life, so applications
 // see a pause, not a reset.
 type Client struct {
-	// Dial connects and authenticates. Its errors are final unless
-	// Retryable says otherwise.
+	// Dial connects and authenticates, within a time of its own choosing
+	// (a server that accepts and then stalls must not hold a reconnect
+	// forever). Its errors are final unless Retryable says otherwise.
 	Dial func(ctx context.Context) (*ssh.Client, error)
 	// Retryable reports whether a Dial error may pass (the network, the
 	// server restarting) rather than need the user (a refused key, a
@@ -68,10 +69,6 @@ const (
 	// stableAfter is how long a tunnel must have lived for the next
 	// failure to start the backoff over.
 	stableAfter = 30 * time.Second
-	// dialTimeout bounds one connection's TCP connect, handshake and
-	// login: a server that accepts and then stalls must not hold a
-	// reconnect forever.
-	dialTimeout = 30 * time.Second
 )
 
 // backoff returns the wait before retry n (0 first).
@@ -109,7 +106,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		wait := backoff(attempt)
 		if t.local == nil {
-			log.Warn("cannot connect; retrying (--persist)", "err", err, "in", wait.Round(time.Millisecond))
+			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
 		} else {
 			log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
@@ -199,9 +196,9 @@ func (c *Client) retryable(err error) bool {
 func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	c := t.client
 	t.log.Info("connecting")
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	sc, err := c.Dial(dctx)
-	cancel()
+	// Dial bounds itself: a deadline here would also run while the user
+	// types a passphrase.
+	sc, err := c.Dial(ctx)
 	if err != nil {
 		return up, err
 	}
@@ -320,7 +317,11 @@ func tunnelConfig(ctx context.Context, sc *ssh.Client, reqs <-chan *ssh.Request)
 func (t *tunnel) setup(ctx context.Context, cfg *relay.TunnelConfig) error {
 	if t.local != nil {
 		if t.client.Update != nil && cfg != nil {
-			return t.client.Update(cfg)
+			if err := t.client.Update(cfg); err != nil {
+				// The device half follows the gateway: another
+				// session may bring it back in step.
+				return &sessionError{fmt.Errorf("apply the gateway's new configuration: %w", err)}
+			}
 		}
 		return nil
 	}

@@ -3,6 +3,7 @@ package sshchan
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// TestDisconnectReachesPeer is the guard for disconnect.go: the server must
+// TestDisconnectReachesPeer is the guard for Disconnect (xcrypto.go): the server must
 // see SSH_MSG_DISCONNECT with the reason and message sent, as sshd logs
 // "Received disconnect ... 11: disconnected by user" for ssh. It fails when
 // x/crypto/ssh changes the internals Disconnect reaches: Disconnect then
@@ -45,7 +46,7 @@ func TestDisconnectReachesPeer(t *testing.T) {
 	}
 	client := ssh.NewClient(c, chans, reqs)
 	if _, err := transportOf(client); err != nil {
-		t.Fatalf("x/crypto/ssh changed: update disconnect.go: %v", err)
+		t.Fatalf("x/crypto/ssh changed: update xcrypto.go: %v", err)
 	}
 	if err := Disconnect(client, DisconnectByApplication, "disconnected by user"); err != nil {
 		t.Fatal(err)
@@ -61,5 +62,17 @@ func TestDisconnectReachesPeer(t *testing.T) {
 	// The connection is closed: a second Disconnect fails without harm.
 	if err := Disconnect(client, DisconnectByApplication, "again"); err == nil {
 		t.Error("disconnect on a closed connection reported success")
+	}
+}
+
+// The x/crypto that go.mod requires is the one Disconnect's linkname was
+// read against: an upgrade must read writePacket again.
+func TestAuditedXCrypto(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "golang.org/x/crypto " + auditedXCrypto; !strings.Contains(string(mod), want) {
+		t.Fatalf("go.mod does not require %s: read (*handshakeTransport).writePacket in the new x/crypto, then update auditedXCrypto", want)
 	}
 }

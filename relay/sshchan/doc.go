@@ -2,12 +2,12 @@
 // tun@openssh.com channel as a relay.Device, one packet per SSH message.
 //
 // It is the only package that reaches into golang.org/x/crypto/ssh's
-// internals (chanwindow.go, golang/go#70029): the public API cannot write a
+// internals (xcrypto.go, golang/go#70029): the public API cannot write a
 // datagram as exactly one message, charge the window the way OpenSSH does,
 // or read one message at a time. When those internals move, New fails
 // closed for every peer but sshvpn, and TestChanShimMatchesXCrypto fails.
 //
 //   - channel.go: Channel, its Config and the peer kinds.
-//   - chanwindow.go: the shim, with its layout checks.
+//   - xcrypto.go: the shim, with its layout checks, and Disconnect.
 //   - stream.go: re-framing the byte stream, toward an sshvpn peer only.
 package sshchan

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -39,13 +40,16 @@ type Dialer struct {
 	AgentSocket string
 	// Log receives debug notes (skipped keys, agent errors); nil discards.
 	Log *slog.Logger
-	// Control, when set, is applied to every socket Dial opens: the TCP
-	// connection to the server or first jump host, and the resolver's
-	// sockets that look its name up. A full tunnel marks them so that
-	// they keep the path outside the tunnel.
+	// Control, when set, is applied to the TCP socket Dial opens to the
+	// server or first jump host. A full tunnel marks it so that it keeps
+	// the path outside the tunnel.
 	Control func(network, address string, c syscall.RawConn) error
 
-	keys keyCache // decrypted keys, kept across dials
+	keys  keyCache  // decrypted keys, kept across dials
+	names nameCache // the addresses each host name last resolved to
+	// lookup resolves host names; nil is net.DefaultResolver's. Tests
+	// make it fail.
+	lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 func (d *Dialer) stderr() io.Writer {
@@ -123,11 +127,7 @@ func (d *Dialer) connect(ctx context.Context, cfg *Config, depth int) (net.Conn,
 		return nil, nil, fmt.Errorf("ProxyJump: %w", err)
 	}
 	if len(hops) == 0 {
-		nd := net.Dialer{Timeout: cfg.ConnectTimeout, Control: d.Control}
-		if d.Control != nil {
-			nd.Resolver = &net.Resolver{PreferGo: true, Dial: (&net.Dialer{Control: d.Control}).DialContext}
-		}
-		conn, err := nd.DialContext(ctx, cfg.network(), addr)
+		conn, err := d.dialTCP(ctx, cfg)
 		if err != nil {
 			return nil, nil, connectError(cfg, err)
 		}
@@ -192,7 +192,7 @@ func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config, time
 		hk.prompt = pausingPrompter{hk.prompt, timer}
 	}
 	cc := &ssh.ClientConfig{
-		Config:            ssh.Config{Ciphers: cfg.Ciphers},
+		Config:            ssh.Config{Ciphers: cfg.Ciphers, KeyExchanges: cfg.KeyExchanges, MACs: cfg.MACs},
 		User:              cfg.User,
 		Auth:              auth.methods(),
 		HostKeyCallback:   hk.check,

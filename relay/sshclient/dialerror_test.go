@@ -1,8 +1,10 @@
 package sshclient
 
 import (
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,3 +79,54 @@ func TestConnectRefusedInSSHWords(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Once a name has resolved, a reconnect that cannot resolve it (the name
+// servers are behind the tunnel that is down) uses the last addresses.
+func TestDialUsesLastAddressesWhenTheNameFails(t *testing.T) {
+	k := newTestKey(t)
+	srv := startServer(t, false, k.pub)
+	var fail bool
+	d := &Dialer{AgentSocket: startAgent(t, k)}
+	d.lookup = func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+		if fail || host != "gw.test" {
+			return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	if _, _, err := dialTest(t, d, srv.port(), Options{Destination: "tester@gw.test"}); err != nil {
+		t.Fatal(err)
+	}
+	fail = true
+	if _, _, err := dialTest(t, d, srv.port(), Options{Destination: "tester@gw.test"}); err != nil {
+		t.Fatalf("with the name servers gone: %v", err)
+	}
+	if _, _, err := dialTest(t, d, srv.port(), Options{Destination: "tester@other.test"}); err == nil ||
+		!strings.Contains(err.Error(), "Could not resolve hostname other.test: Temporary failure in name resolution") {
+		t.Fatalf("a name never resolved: %v", err)
+	}
+}
+
+// KexAlgorithms, MACs and HostKeyAlgorithms are applied, not dropped: a
+// list the server shares connects, one it does not fails the handshake,
+// and names x/crypto lacks are left out with a note.
+func TestAlgorithmListsApply(t *testing.T) {
+	k := newTestKey(t)
+	srv := startServer(t, false, k.pub)
+	d := &Dialer{AgentSocket: startAgent(t, k)}
+	_, cfg, err := dialTest(t, d, srv.port(), Options{Opts: []string{
+		"KexAlgorithms=curve25519-sha256,gss-curve25519-sha256-", "MACs=umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com",
+		"Ciphers=chacha20-poly1305@openssh.com", "HostKeyAlgorithms=ssh-ed25519"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.KeyExchanges, ",") != "curve25519-sha256" || strings.Join(cfg.MACs, ",") != "hmac-sha2-256-etm@openssh.com" {
+		t.Errorf("kex %q macs %q", cfg.KeyExchanges, cfg.MACs)
+	}
+	if !strings.Contains(strings.Join(cfg.Notes, "\n"), "umac-128-etm@openssh.com") {
+		t.Errorf("no note of the MAC left out: %q", cfg.Notes)
+	}
+	_, _, err = dialTest(t, d, srv.port(), Options{Opts: []string{"HostKeyAlgorithms=ecdsa-sha2-nistp256"}})
+	if err == nil {
+		t.Fatal("connected with a host key algorithm the server lacks")
+	}
+}

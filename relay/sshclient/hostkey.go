@@ -413,6 +413,9 @@ func algorithmKeyType(alg string) string {
 // first. Otherwise a server could present a key type not yet known and
 // force a prompt.
 func (h *hostKeyChecker) algorithms() []string {
+	if h.cfg.HostKeyAlgorithms != nil {
+		return h.cfg.HostKeyAlgorithms // as ssh: a list given is not reordered
+	}
 	algs := defaultHostKeyAlgorithms()
 	hk := loadHostKeys(h.lookupName(h.cfg.Port), h.files(), h.log)
 	if len(algs) == 0 || hk.hasPlainType(algorithmKeyType(algs[0])) {

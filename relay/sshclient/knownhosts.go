@@ -195,7 +195,7 @@ func matchHostname(host, patterns string) int {
 		if len(sub) >= 1023 {
 			return 0 // ssh's 1 KiB sub-pattern buffer: too long matches nothing
 		}
-		if globMatch(host, asciiLower(sub)) {
+		if matchPattern(host, asciiLower(sub)) {
 			if negated {
 				return -1
 			}
@@ -203,33 +203,6 @@ func matchHostname(host, patterns string) int {
 		}
 	}
 	return got
-}
-
-// globMatch is match.c match_pattern: '*' matches any run of bytes, '?'
-// exactly one. It backtracks to the last '*' only, which gives the same
-// answers without the recursion's exponential worst case.
-func globMatch(s, p string) bool {
-	si, pi := 0, 0
-	star, mark := -1, 0
-	for si < len(s) {
-		switch {
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, si
-			pi++
-		case pi < len(p) && (p[pi] == '?' || p[pi] == s[si]):
-			si++
-			pi++
-		case star >= 0:
-			mark++
-			si, pi = mark, star+1
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
 }
 
 func asciiLower(s string) string {

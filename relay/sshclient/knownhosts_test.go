@@ -114,8 +114,8 @@ func TestGlobMatchIsMatchPattern(t *testing.T) {
 	strs := all("ab", 6)
 	for _, p := range all("ab*?", 5) {
 		for _, s := range strs {
-			if got, want := globMatch(s, p), matchPatternRef(s, p); got != want {
-				t.Fatalf("globMatch(%q, %q) = %v, want %v", s, p, got, want)
+			if got, want := matchPattern(s, p), matchPatternRef(s, p); got != want {
+				t.Fatalf("matchPattern(%q, %q) = %v, want %v", s, p, got, want)
 			}
 		}
 	}

@@ -5,9 +5,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Options are the ssh-like command-line flags that drive Resolve.
@@ -82,8 +85,15 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Ciphers is nil for x/crypto/ssh's defaults; otherwise the cipher list
 	// with OpenSSH's +, - and ^ forms applied to those defaults.
-	Ciphers   []string
-	BatchMode bool
+	//
+	// KeyExchanges, MACs and HostKeyAlgorithms are the same for
+	// KexAlgorithms, MACs and HostKeyAlgorithms, keeping only the names
+	// x/crypto/ssh implements.
+	Ciphers           []string
+	KeyExchanges      []string
+	MACs              []string
+	HostKeyAlgorithms []string
+	BatchMode         bool
 	// AddressFamily is "any", "inet" or "inet6".
 	AddressFamily string
 	// Compression is Compression yes.
@@ -329,6 +339,39 @@ func (r *resolver) finish() (*Config, error) {
 	if s, ok := r.vals["ciphers"]; ok {
 		c.Ciphers = applyAlgorithmList(defaultCiphers(), s.args[0])
 	}
+	algs, insecure := ssh.SupportedAlgorithms(), ssh.InsecureAlgorithms()
+	for _, l := range []struct {
+		key             string
+		dst             *[]string
+		defaults, extra []string
+	}{
+		{"kexalgorithms", &c.KeyExchanges, algs.KeyExchanges, insecure.KeyExchanges},
+		{"macs", &c.MACs, algs.MACs, insecure.MACs},
+		{"hostkeyalgorithms", &c.HostKeyAlgorithms, algs.HostKeys, insecure.HostKeys},
+	} {
+		s, ok := r.vals[l.key]
+		if !ok {
+			continue
+		}
+		// Names x/crypto/ssh does not implement (gss-*, umac-*, ...) are
+		// left out, as ssh leaves out what the server lacks.
+		var kept, dropped []string
+		for _, a := range applyAlgorithmList(l.defaults, s.args[0]) {
+			if slices.Contains(l.defaults, a) || slices.Contains(l.extra, a) {
+				kept = append(kept, a)
+			} else {
+				dropped = append(dropped, a)
+			}
+		}
+		if len(kept) == 0 {
+			return nil, fmt.Errorf("%s: %s: sshvpn implements none of %s", s.where, l.key, s.args[0])
+		}
+		if len(dropped) > 0 {
+			r.note("%s: %s: not implemented by sshvpn, left out: %s", s.where, l.key, strings.Join(dropped, ","))
+		}
+		*l.dst = kept
+	}
+	c.Notes = r.notes
 	// OpenSSH 10.0 expands User (without %r and %C, which depend on it)
 	// and then refuses shell metacharacters in it.
 	if s, ok := r.vals["user"]; ok {

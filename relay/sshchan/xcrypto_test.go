@@ -67,7 +67,7 @@ func channelPair(t *testing.T) (client, server ssh.Channel) {
 }
 
 // TestChanShimMatchesXCrypto fails when golang.org/x/crypto/ssh changes the
-// internals chanwindow.go mirrors: then update the mirror (or, once
+// internals xcrypto.go mirrors: then update the mirror (or, once
 // golang/go#70029 lands, replace the shim with the new API).
 func TestChanShimMatchesXCrypto(t *testing.T) {
 	client, server := channelPair(t)
