@@ -102,6 +102,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return bypass.Control(network, address, rc)
 	}}
 	if tty, err := sshclient.OpenTTY(stderr); err == nil && !cfg.BatchMode {
+		tty.Done = ctx.Done()
 		d.Prompt = tty
 	}
 	interval, count := cfg.ServerAliveInterval, cfg.ServerAliveCountMax

@@ -265,6 +265,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		c.level.Level = slog.LevelDebug
 	case quiet:
 		c.level.Level = slog.LevelError
+		c.ssh.Opts = append([]string{"LogLevel=QUIET"}, c.ssh.Opts...) // as ssh -q
 	}
 	// ssh's -4 and -6 beat AddressFamily wherever it is given.
 	switch {

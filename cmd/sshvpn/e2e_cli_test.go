@@ -82,7 +82,13 @@ func TestConnectFirstContactFailsLikeSSH(t *testing.T) {
 			{"no such host", []string{"root@no-such-host.invalid"}, "Could not resolve hostname no-such-host.invalid: "},
 		} {
 			t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
-				sshOut, sshCode, _ := runIn(t, tp.client, 20*time.Second, o.ClientArgs(t, priv, "", append(tt.args, "true")...)...)
+				sshArgs := o.ClientArgs(t, priv, "", append(tt.args, "true")...)
+				for i, a := range sshArgs {
+					if a == "ConnectTimeout=10" { // ClientArgs' own, which would come first
+						sshArgs[i] = "ConnectTimeout=2"
+					}
+				}
+				sshOut, sshCode, _ := runIn(t, tp.client, 20*time.Second, sshArgs...)
 				out, code, took := runIn(t, tp.client, 20*time.Second, connectArgs(priv, "", tt.args...)...)
 				if sshCode != 255 || !strings.Contains(sshOut, tt.want) {
 					t.Fatalf("the oracle changed: ssh exited %d with %q, want 255 and %q", sshCode, sshOut, tt.want)

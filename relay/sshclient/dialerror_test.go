@@ -1,6 +1,7 @@
 package sshclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -128,5 +129,20 @@ func TestAlgorithmListsApply(t *testing.T) {
 	_, _, err = dialTest(t, d, srv.port(), Options{Opts: []string{"HostKeyAlgorithms=ecdsa-sha2-nistp256"}})
 	if err == nil {
 		t.Fatal("connected with a host key algorithm the server lacks")
+	}
+}
+
+// Under -q (LogLevel QUIET) ssh does not say "Permanently added"; nor
+// does sshvpn.
+func TestQuietAddsHostsSilently(t *testing.T) {
+	k := newTestKey(t)
+	srv := startServer(t, false, k.pub)
+	var stderr bytes.Buffer
+	if _, _, err := dialTest(t, &Dialer{AgentSocket: startAgent(t, k), Stderr: &stderr}, srv.port(),
+		Options{Opts: []string{"LogLevel=QUIET"}}); err != nil {
+		t.Fatal(err)
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("stderr under LogLevel QUIET: %q", stderr.String())
 	}
 }

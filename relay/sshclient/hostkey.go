@@ -280,8 +280,10 @@ func (h *hostKeyChecker) add(host string, key ssh.PublicKey) {
 		fmt.Fprintf(h.stderr, "Failed to add the host to the list of known hosts (%s).\n", file)
 		return
 	}
-	fmt.Fprintf(h.stderr, "Warning: Permanently added '%s' (%s) to the list of known hosts.\n",
-		host, keyTypeName(key))
+	if !h.cfg.quiet() { // ssh's logit: INFO, not shown under -q
+		fmt.Fprintf(h.stderr, "Warning: Permanently added '%s' (%s) to the list of known hosts.\n",
+			host, keyTypeName(key))
+	}
 }
 
 // warnChanged prints sshconnect.c's warn_changed_key and what follows it;

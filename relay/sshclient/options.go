@@ -481,3 +481,13 @@ func normalizeLogLevel(s string) string {
 	}
 	return s
 }
+
+// quiet reports a LogLevel below INFO (ssh -q is QUIET): ssh's
+// informational messages, such as "Permanently added", are not shown.
+func (c *Config) quiet() bool {
+	switch c.LogLevel {
+	case "SILENT", "FATAL", "ERROR":
+		return true
+	}
+	return false
+}

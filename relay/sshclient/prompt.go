@@ -25,6 +25,9 @@ type Prompter interface {
 // go to Out (usually stderr).
 type TTY struct {
 	Out io.Writer
+	// Done, when closed, ends a prompt in progress with ErrInterrupted:
+	// the first Ctrl-C must not wait for the user to answer.
+	Done <-chan struct{}
 }
 
 // OpenTTY returns a TTY when the process has a controlling terminal, or an
@@ -41,17 +44,30 @@ func OpenTTY(out io.Writer) (*TTY, error) {
 	return &TTY{Out: out}, nil
 }
 
+// ErrInterrupted is a prompt given up because TTY.Done was closed.
+var ErrInterrupted = errors.New("interrupted")
+
 // ReadSecret implements Prompter.
 func (t *TTY) ReadSecret(prompt string) (string, error) {
 	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	fd := int(f.Fd())
+	state, err := term.GetState(fd)
+	if err != nil {
+		f.Close()
+		return "", err
+	}
 	fmt.Fprint(t.Out, prompt)
-	b, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(t.Out)
-	return string(b), err
+	secret, err := t.read(f, func() (string, error) {
+		b, err := term.ReadPassword(fd)
+		return string(b), err
+	}, func() { term.Restore(fd, state) })
+	if !errors.Is(err, ErrInterrupted) {
+		fmt.Fprintln(t.Out) // the newline the user typed was not echoed
+	}
+	return secret, err
 }
 
 // ReadLine implements Prompter.
@@ -60,11 +76,41 @@ func (t *TTY) ReadLine(prompt string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
 	fmt.Fprint(t.Out, prompt)
-	s, err := bufio.NewReader(f).ReadString('\n')
-	if err != nil && s == "" {
-		return "", err
+	line, err := t.read(f, func() (string, error) {
+		s, err := bufio.NewReader(f).ReadString('\n')
+		if err != nil && s == "" {
+			return "", err
+		}
+		return strings.TrimRight(s, "\r\n"), nil
+	}, func() {})
+	return line, err
+}
+
+// read runs one prompt's read until it ends or Done closes. An
+// interrupted prompt restores the terminal at once (echo back on) and
+// leaves the read, and the file, to the exiting process: a blocked read
+// of a terminal does not end when its descriptor is closed.
+func (t *TTY) read(f *os.File, read func() (string, error), restore func()) (string, error) {
+	type result struct {
+		s   string
+		err error
 	}
-	return strings.TrimRight(s, "\r\n"), nil
+	done := make(chan result, 1)
+	go func() {
+		s, err := read()
+		done <- result{s, err}
+	}()
+	select {
+	case r := <-done:
+		f.Close()
+		if r.err == nil {
+			return r.s, nil
+		}
+		return "", r.err
+	case <-t.Done:
+		restore()
+		fmt.Fprintln(t.Out)
+		return "", ErrInterrupted
+	}
 }
