@@ -1,35 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
-
-// syncBuffer is a bytes.Buffer for a child's output read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // The first SIGINT starts the teardown; the second exits at once, as ssh
 // does. The test runs itself as the child, whose teardown never ends, so
@@ -43,7 +25,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondSignalExitsAtOnce$")
 	cmd.Env = append(os.Environ(), "SSHVPN_TEST_SIGNALS=1")
-	var out syncBuffer
+	var out relaytest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -66,7 +48,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 }
 
-func waitOutput(t *testing.T, out *syncBuffer, want string) {
+func waitOutput(t *testing.T, out *relaytest.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), want) {

@@ -17,13 +17,14 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
 
 // A session answers one shell or exec and refuses the rest: 2,000 of them
 // start no writers, corrupt nothing, and the gateway still stops promptly.
 func TestSessionTakesOneCommand(t *testing.T) {
 	before := runtime.NumGoroutine()
-	var log syncBuffer
+	var log relaytest.Buffer
 	g := gatewaytest.Start(t, gatewaytest.Options{Log: &log})
 	c := g.Dial(t)
 	ch, reqs, err := c.OpenChannel("session", nil)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -88,7 +87,7 @@ func TestServerCarriesPacketsBothWays(t *testing.T) {
 }
 
 func TestServerDropsBadFramesAndGoesOn(t *testing.T) {
-	var log syncBuffer
+	var log relaytest.Buffer
 	g := gatewaytest.Start(t, gatewaytest.Options{Log: &log})
 	ch, err := openTunnel(g.Dial(t), relay.PointToPoint, relay.AnyUnit)
 	if err != nil {
@@ -131,24 +130,6 @@ func TestServerDropsBadFramesAndGoesOn(t *testing.T) {
 	if want := "in.packets=1 in.bytes=30 in.drops.family=2 in.drops.truncated=2"; !strings.Contains(log.String(), want) {
 		t.Errorf("the log does not say %s:\n%s", want, log.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer for a log written from other goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestServerPolicy(t *testing.T) {
