@@ -90,6 +90,31 @@ func (c *Claims) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
 	return cl, claimFresh
 }
 
+// reclaim gives cl back the address a newer tunnel of the same key took
+// over, once that tunnel has let it go: the client behind cl still sends
+// from it (two clients of one key on one host, the newer one gone), and
+// one key is one client again.
+func (c *Claims) reclaim(cl *claim) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owner[cl.addr] != nil {
+		return false
+	}
+	c.owner[cl.addr] = cl
+	cl.lost.Store(false)
+	return true
+}
+
+// abandon undoes a reclaim that could not be routed.
+func (c *Claims) abandon(cl *claim) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl.lost.Store(true)
+	if c.owner[cl.addr] == cl {
+		delete(c.owner, cl.addr)
+	}
+}
+
 // release frees cl's address, unless it was taken over.
 func (c *Claims) release(cl *claim) {
 	c.mu.Lock()

@@ -83,7 +83,7 @@ func (g *SourceGuard) Check(pkt []byte) bool {
 	defer g.mu.Unlock()
 	for i := len(g.mine) - 1; i >= 0; i-- {
 		if c := g.mine[i]; c.addr == src {
-			if c.lost.Load() {
+			if c.lost.Load() && !g.reclaim(c) {
 				g.warnDrop("address taken over by a newer tunnel of the same key", src)
 				return false
 			}
@@ -103,6 +103,21 @@ func (g *SourceGuard) Check(pkt []byte) bool {
 	}
 	g.warnDrop("source outside the tunnel's addresses (allow a client's own network with environment=\"SSHVPN_ALLOWED_IPS=…\")", src)
 	return false
+}
+
+// reclaim routes a taken-over address back here once the newer tunnel
+// that took it is gone; the caller holds g.mu.
+func (g *SourceGuard) reclaim(c *claim) bool {
+	if g.closed || !g.claims.reclaim(c) {
+		return false
+	}
+	if err := g.undo.ReplaceRoute(netip.PrefixFrom(c.addr, c.addr.BitLen()), g.dev); err != nil {
+		g.claims.abandon(c)
+		g.log.Warn("cannot route the client's address back to its tunnel", "device", g.dev, "source", c.addr, "err", err)
+		return false
+	}
+	g.log.Info("client address routed to its tunnel again: the newer tunnel of its key is gone", "device", g.dev, "address", c.addr)
+	return true
 }
 
 // warnEvery is how often one kind of drop is logged.

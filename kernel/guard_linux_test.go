@@ -157,6 +157,39 @@ func TestSourceGuardClaimTakeover(t *testing.T) {
 	})
 }
 
+// When the newer tunnel of a key goes, the older one still sending from
+// the address gets it back, routed to it again: a second client of the
+// same key that failed must not leave the first one's tunnel dead.
+func TestSourceGuardReclaimsWhenTheNewerGoes(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		claims := NewClaims(0)
+		old, uOld, devOld := guardOn(t, claims, "SHA256:same")
+		if !old.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("first claim refused")
+		}
+		newer, uNew, _ := guardOn(t, claims, "SHA256:same")
+		if !newer.Check(ipv4From("198.18.3.2")) || old.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("no takeover")
+		}
+		newer.Close()
+		uNew.Revert()
+		newer.Release()
+		if !old.Check(ipv4From("198.18.3.2")) {
+			t.Fatal("the older tunnel did not get its address back once the newer one was gone")
+		}
+		if r := run(t, "ip", "route", "get", "198.18.3.2"); !strings.Contains(r, "dev "+devOld) {
+			t.Errorf("the address is not routed to the older tunnel again: %s", r)
+		}
+		other, uOther, _ := guardOn(t, claims, "SHA256:other")
+		if other.Check(ipv4From("198.18.3.2")) {
+			t.Error("another key took the reclaimed address")
+		}
+		uOther.Revert()
+		uOld.Revert()
+	})
+}
+
 // The check of a packet from an address the tunnel holds allocates nothing.
 func TestSourceGuardCheckAllocs(t *testing.T) {
 	c := &claim{addr: netip.MustParseAddr("198.18.3.2")}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"github.com/sshvpn/sshvpn/relay/reconnect"
 )
 
 // readyFDEnv names the descriptor on which a backgrounded connect (-f)
@@ -59,17 +61,14 @@ func background(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// The child closed the pipe without a tunnel: it exited, or will.
 	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return reconnect.ErrNeverUp
+	}
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
-		if ctx.Err() != nil {
-			return nil
-		}
 		return &exitError{code: ee.ExitCode()}
 	}
 	if err != nil {
 		return fmt.Errorf("-f: the background sshvpn: %w", err)
-	}
-	if ctx.Err() != nil {
-		return nil
 	}
 	return &exitError{255, errors.New("-f: the background sshvpn ended before a tunnel was up")}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -258,7 +259,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		return nil, errors.New("connect needs a destination: [user@]host (sshvpn connect -h lists the flags)")
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("connect takes one destination and runs no command, got %q", fs.Args())
+		return nil, fmt.Errorf("connect takes one destination and runs no command, got: %s", strings.Join(fs.Args(), " "))
 	}
 	switch {
 	case verbose > 0:
@@ -296,6 +297,11 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		}
 		// ssh's -w beats TunnelDevice from the files: -o comes first.
 		c.ssh.Opts = append([]string{"TunnelDevice=" + c.tunnel}, c.ssh.Opts...)
+	}
+	for i, a := range c.addrs {
+		if slices.Contains(c.addrs[:i], a) {
+			return nil, fmt.Errorf("--address %s given twice", a)
+		}
 	}
 	if len(c.peer) > 1 {
 		return nil, errors.New("--peer takes one address")

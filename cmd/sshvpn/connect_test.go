@@ -111,6 +111,8 @@ func TestParseConnectErrors(t *testing.T) {
 		{[]string{"--nope", "gw"}, "unknown flag -nope (sshvpn connect -h lists the flags)"},
 		{[]string{"gw", "-p"}, "needs an argument"},
 		{[]string{"-4", "-6", "gw"}, "-4 and -6 together"},
+		{[]string{"--address", "198.18.3.2/24", "--address", "198.18.3.2/24", "gw"}, "--address 198.18.3.2/24 given twice"},
+		{[]string{"gw", "uptime", "now"}, "runs no command, got: uptime now"},
 	} {
 		var stderr bytes.Buffer
 		_, err := parseConnect(tt.args, &stderr)

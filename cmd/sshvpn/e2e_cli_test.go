@@ -111,8 +111,9 @@ func TestConnectFirstContactFailsLikeSSH(t *testing.T) {
 				t.Fatalf("--persist gave up:\n%s", p.Log())
 			}
 			p.Signal(syscall.SIGTERM)
-			if err := p.Wait(5 * time.Second); err != nil {
-				t.Fatalf("--persist after SIGTERM: %v\n%s", err, p.Log())
+			if err := p.Wait(5 * time.Second); errors.Is(err, nstest.ErrWaitTimeout) || p.ExitCode() != 255 ||
+				!strings.Contains(p.Log(), "interrupted before a tunnel was up") {
+				t.Fatalf("--persist after SIGTERM: %v, exit %d, want 255: no tunnel was ever up\n%s", err, p.ExitCode(), p.Log())
 			}
 		})
 	})

@@ -80,8 +80,8 @@ func backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Run keeps the tunnel up until ctx ends (it returns nil) or an error that
-// retrying cannot fix.
+// Run keeps the tunnel up until ctx ends (it returns nil, or ErrNeverUp
+// when no tunnel was ever up) or an error that retrying cannot fix.
 func (c *Client) Run(ctx context.Context) error {
 	log := c.Log
 	if log == nil {
@@ -93,7 +93,7 @@ func (c *Client) Run(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		up, err := t.session(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return t.ended()
 		}
 		if !c.retryable(err) {
 			return err
@@ -112,10 +112,22 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return t.ended()
 		case <-time.After(wait):
 		}
 	}
+}
+
+// ErrNeverUp is Run's answer when ctx ended before any tunnel was up:
+// the user gave up, and a script must not take it for success.
+var ErrNeverUp = errors.New("interrupted before a tunnel was up")
+
+// ended is Run's result once ctx has ended.
+func (t *tunnel) ended() error {
+	if t.local == nil {
+		return ErrNeverUp
+	}
+	return nil
 }
 
 // tunnel is one Run: the local device, the remote side sessions attach
@@ -262,8 +274,8 @@ func refusal(mode relay.Mode, server []byte, err error) error {
 		kind = "ethernet"
 	}
 	return fmt.Errorf("open %s tunnel: %w: the server needs PermitTunnel yes (or %s) in sshd_config, "+
-		"and a login as root or as the owner of a persistent %s device there "+
-		"(ip tuntap add NAME mode %s user USER, then -w any:N for its unit N)",
+		"a login as root or as the owner of a persistent %s device there "+
+		"(ip tuntap add NAME mode %s user USER, then -w any:N for its unit N), and that unit free",
 		mode, err, kind, devKind(mode), devKind(mode))
 }
 

@@ -43,8 +43,8 @@ func TestFirstContactFailsLikeSSH(t *testing.T) {
 	dials.Store(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	if err := c.Run(ctx); err != nil {
-		t.Fatalf("Run with Persist = %v, want nil when ctx ends", err)
+	if err := c.Run(ctx); !errors.Is(err, reconnect.ErrNeverUp) {
+		t.Fatalf("Run with Persist = %v, want ErrNeverUp when ctx ends first", err)
 	}
 	if dials.Load() < 2 {
 		t.Errorf("with Persist dialed %d times, want retries", dials.Load())
@@ -110,8 +110,8 @@ func TestCtrlCWhileTheOpenHangs(t *testing.T) {
 	cancel()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil after ctx ended", err)
+		if !errors.Is(err, reconnect.ErrNeverUp) {
+			t.Fatalf("Run = %v, want ErrNeverUp after ctx ended", err)
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("Run still waits for the open after ctx ended")

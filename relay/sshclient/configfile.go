@@ -154,7 +154,9 @@ func (r *resolver) readFileState(name string, st *fileState, checkPerm bool) (fo
 			bad = append(bad, err.Error())
 		}
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return true, fmt.Errorf("read %s: a line is longer than %d bytes", name, maxConfigLine)
+	} else if err != nil {
 		return true, fmt.Errorf("read %s: %w", name, err)
 	}
 	if len(bad) > 0 {

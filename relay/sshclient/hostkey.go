@@ -205,7 +205,7 @@ func (h *hostKeyChecker) decide(remote net.Addr, key ssh.PublicKey, hk hostKeys,
 func (h *hostKeyChecker) unknown(remote net.Addr, key ssh.PublicKey, host string, port int) error {
 	mode := h.cfg.StrictHostKeyChecking
 	if mode == "ask" && h.prompt == nil {
-		mode = "yes" // ssh cannot ask either; it fails
+		return errRefused // ssh's confirm() fails at once, saying nothing more
 	}
 	switch mode {
 	case "yes":
@@ -308,8 +308,14 @@ The fingerprint for the %s key sent by the remote host is
 Please contact your system administrator.
 Add correct host key in %s to get rid of this message.
 Offending %s key in %s:%d
-Host key for %s has changed and you have requested strict checking.
-`, typ, ssh.FingerprintSHA256(key), addFile, keyTypeName(found.key), found.file, found.line, host)
+`, typ, ssh.FingerprintSHA256(key), addFile, keyTypeName(found.key), found.file, found.line)
+	if h.cfg.StrictHostKeyChecking == "no" {
+		// ssh would go on with forwarding and tunnels disabled: for a
+		// tunnel, a refusal, and sshvpn says so rather than claim strictness.
+		fmt.Fprintf(h.stderr, "Host key for %s has changed; sshvpn refuses it even with StrictHostKeyChecking no.\n", host)
+		return
+	}
+	fmt.Fprintf(h.stderr, "Host key for %s has changed and you have requested strict checking.\n", host)
 }
 
 func (h *hostKeyChecker) warnRevoked(host string, key ssh.PublicKey) {

@@ -41,7 +41,10 @@ func (d *Dialer) dialTCP(ctx context.Context, cfg *Config) (net.Conn, error) {
 	network := cfg.network()
 	nd := net.Dialer{Timeout: cfg.ConnectTimeout, Control: d.Control}
 	port := strconv.Itoa(cfg.Port)
-	if _, err := netip.ParseAddr(cfg.HostName); err == nil {
+	if a, err := netip.ParseAddr(cfg.HostName); err == nil {
+		if network == "tcp4" && !a.Unmap().Is4() || network == "tcp6" && !a.Is6() {
+			return nil, &net.DNSError{Err: "Address family for hostname not supported", Name: cfg.HostName}
+		}
 		return nd.DialContext(ctx, network, net.JoinHostPort(cfg.HostName, port))
 	}
 	lookup := d.lookup
