@@ -11,18 +11,23 @@
 //   - keywords.go: the keywords sshvpn understands, their validation and the
 //     first-obtained-value-wins rule.
 //   - expand.go: %-tokens, ~, time intervals, destinations and TunnelDevice.
-//   - dial.go: Dialer, TCP and ProxyJump connection setup.
+//   - dial.go: Dialer, the handshake and ProxyJump connection setup.
+//   - names.go: the TCP connect, with the last addresses of a name kept
+//     for when its name servers are behind a tunnel that is down.
+//   - dialerror.go: ConnectTimeout over the whole handshake, and failures
+//     in ssh's words.
 //   - auth.go: ssh-agent and identity files, with lazy passphrase prompts.
-//   - hostkey.go: known_hosts and StrictHostKeyChecking, with OpenSSH's texts.
-//   - prompt.go: the terminal prompts.
+//   - knownhosts.go: the known_hosts reader and matcher (hostfile.c, match.c).
+//   - hostkey.go: check_host_key: StrictHostKeyChecking and host
+//     certificates, with OpenSSH's texts.
+//   - prompt.go: the terminal prompts, which an interrupt ends.
 //
 // Resolution follows ssh_config(5) and, where the manual is silent,
 // openssh-portable's readconf.c and ssh.c: the command line first, then the
 // user file, then the system file; the first value obtained for a keyword
 // wins, except IdentityFile, which accumulates. ssh -G is the oracle in the
 // tests. Differences from OpenSSH are listed where they are implemented;
-// the important ones: Match exec is never run (the block does not match and
-// a note says so), keywords sshvpn does not use are ignored with a note
-// instead of failing, and a changed host key always aborts, whatever
-// StrictHostKeyChecking says.
+// the important ones: an unknown keyword warns instead of failing,
+// ProxyCommand is refused, and a changed or revoked host key always
+// aborts, whatever StrictHostKeyChecking says.
 package sshclient
