@@ -2,8 +2,6 @@ package reconnect_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"net"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
 )
 
@@ -55,13 +54,8 @@ func TestFirstContactFailsLikeSSH(t *testing.T) {
 // It reports how each connection ended.
 func stallingServer(t *testing.T) (addr string, ended <-chan error) {
 	t.Helper()
-	_, hk, _ := ed25519.GenerateKey(rand.Reader)
-	hs, err := ssh.NewSignerFromKey(hk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
-	cfg.AddHostKey(hs)
+	cfg.AddHostKey(gatewaytest.NewSigner(t))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

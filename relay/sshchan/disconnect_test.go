@@ -1,8 +1,6 @@
 package sshchan
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"os"
 	"strings"
 	"testing"
@@ -17,13 +15,7 @@ import (
 // x/crypto/ssh changes the internals Disconnect reaches: Disconnect then
 // only closes and the server sees EOF.
 func TestDisconnectReachesPeer(t *testing.T) {
-	_, hk, _ := ed25519.GenerateKey(rand.Reader)
-	hs, err := ssh.NewSignerFromKey(hk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ServerConfig{NoClientAuth: true}
-	cfg.AddHostKey(hs)
+	cfg := openServerConfig(t)
 	a, b := tcpPair(t)
 	waited := make(chan error, 1)
 	go func() {

@@ -15,9 +15,9 @@ import (
 	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
-// channelPair opens a channel over an in-memory SSH connection and returns
-// the client's end and the server's.
-func channelPair(t *testing.T) (client, server ssh.Channel) {
+// openServerConfig is an x/crypto server that lets anyone in, with a
+// fresh host key.
+func openServerConfig(t *testing.T) *ssh.ServerConfig {
 	t.Helper()
 	_, hk, _ := ed25519.GenerateKey(rand.Reader)
 	hs, err := ssh.NewSignerFromKey(hk)
@@ -26,6 +26,14 @@ func channelPair(t *testing.T) (client, server ssh.Channel) {
 	}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(hs)
+	return cfg
+}
+
+// channelPair opens a channel over an in-memory SSH connection and returns
+// the client's end and the server's.
+func channelPair(t *testing.T) (client, server ssh.Channel) {
+	t.Helper()
+	cfg := openServerConfig(t)
 	a, b := tcpPair(t) // net.Pipe would deadlock: both sides send their version first
 	srvCh := make(chan ssh.Channel, 1)
 	go func() {
