@@ -59,8 +59,10 @@ type Local struct {
 	*Tun
 	undo        *Undo
 	cfg         LocalConfig
-	fromGateway []netip.Prefix // addresses the gateway assigned, in place now
-	peerRouted  bool           // the route to --peer is in place
+	fromGateway []netip.Prefix     // addresses the gateway assigned, in place now
+	peerRouted  bool               // the route to --peer is in place
+	routes      []netip.Prefix     // routed through the tunnel
+	dnsFrom     relay.TunnelConfig // the gateway configuration the DNS settings came from
 }
 
 var _ relay.Device = (*Local)(nil)
@@ -127,7 +129,9 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	}
 	// DNS last, so it is undone first: name servers on the tunnel are no
 	// use before its routes exist or after they are gone.
+	l.routes = routes
 	if gw != nil {
+		l.dnsFrom = *gw
 		if err := l.setDNS(gw, routes); err != nil {
 			return err
 		}
@@ -209,10 +213,24 @@ func (l *Local) onDevice(a netip.Prefix) netip.Prefix {
 	return a
 }
 
-// Update follows the gateway when a reconnect brings another address: the
+// Update follows the gateway when a reconnect brings another address (the
 // gateway may still hold the old one for the session it has not yet seen
-// die, and drops packets from it as another tunnel's.
+// die, and drops packets from it as another tunnel's) or other name
+// servers.
 func (l *Local) Update(gw *relay.TunnelConfig) error {
+	if err := l.readdress(gw); err != nil {
+		return err
+	}
+	if slices.Equal(gw.DNS, l.dnsFrom.DNS) && slices.Equal(gw.Domains, l.dnsFrom.Domains) {
+		return nil
+	}
+	l.cfg.Log.Info("the gateway announces other name servers on reconnect", "old", l.dnsFrom.DNS, "new", gw.DNS)
+	l.dnsFrom = *gw
+	return l.setDNS(gw, l.routes)
+}
+
+// readdress replaces the gateway's addresses on the device with gw's.
+func (l *Local) readdress(gw *relay.TunnelConfig) error {
 	if len(l.cfg.Addrs) > 0 || slices.Equal(gw.Addresses, l.fromGateway) {
 		return nil
 	}

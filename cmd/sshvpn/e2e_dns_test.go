@@ -517,3 +517,36 @@ func TestServeDNSDomainFlag(t *testing.T) {
 		}
 	}
 }
+
+// A reconnect to a gateway that now announces other name servers applies
+// them, and the client's teardown still brings back the host's own file.
+func TestConnectDNSFollowsReconnect(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	bus := startBus(t, tp.client)
+	priv, pub := tp.key(t, o, "client")
+	gwArgs := []string{"--tun-address", tunGW.String(), "--dns-domain", "corp.example"}
+	gw := tp.startGateway(t, pub+"\n", append(gwArgs, "--dns", "198.18.3.1")...)
+	rc := newResolvConf(t, false)
+	c := tp.client.Start(t, append([]string{"env", "DBUS_SYSTEM_BUS_ADDRESS=" + bus},
+		rc.wrap(connectArgs(priv, "", "--dns-global", "-p", "2222", "--state-dir", t.TempDir(), "root@198.18.1.1")...)...)...)
+	waitUp(t, c, 1)
+	head := "# Written by sshvpn (--dns-global) for the tunnel on tun0: the file it replaced\n" +
+		"# comes back when the tunnel ends, or with sshvpn cleanup.\n"
+	rc.check(t, "first session", []byte(head+"nameserver 198.18.3.1\nsearch corp.example\n"))
+
+	gw.Signal(syscall.SIGTERM)
+	if err := gw.Wait(15 * time.Second); err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	tp.startGateway(t, pub+"\n", append(gwArgs, "--dns", "198.18.3.53")...)
+	waitUp(t, c, 2)
+	rc.check(t, "after the reconnect", []byte(head+"nameserver 198.18.3.53\nsearch corp.example\n"))
+
+	c.Signal(syscall.SIGTERM)
+	if err := c.Wait(15 * time.Second); err != nil {
+		t.Fatalf("sshvpn connect: %v\n%s", err, c.Log())
+	}
+	rc.check(t, "after the client", nil)
+}
