@@ -38,13 +38,16 @@ type Journal struct {
 // entry is one line of the journal: a header, a change, or the news that
 // change Seq was undone (or never made).
 type entry struct {
-	PID     int       `json:"pid,omitempty"`
-	Boot    string    `json:"boot,omitempty"` // /proc/sys/kernel/random/boot_id: a reboot undid it all
-	NetNS   string    `json:"netns,omitempty"`
-	Started time.Time `json:"started,omitzero"`
-	Seq     uint64    `json:"seq,omitempty"`
-	Change  *change   `json:"change,omitempty"`
-	Done    bool      `json:"done,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	Boot  string `json:"boot,omitempty"` // /proc/sys/kernel/random/boot_id: a reboot undid it all
+	NetNS string `json:"netns,omitempty"`
+	// NetNSInode is the namespace's inode, to tell whether it still
+	// exists: a cookie cannot be looked up, an inode can.
+	NetNSInode uint64    `json:"netns_inode,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Seq        uint64    `json:"seq,omitempty"`
+	Change     *change   `json:"change,omitempty"`
+	Done       bool      `json:"done,omitempty"`
 }
 
 // DefaultStateDir is where journals live: /run/sshvpn for root, else the
@@ -109,7 +112,7 @@ func header() (entry, error) {
 	if err != nil {
 		return entry{}, fmt.Errorf("undo journal: %w", err)
 	}
-	return entry{PID: os.Getpid(), Boot: bootID(), NetNS: ns, Started: time.Now()}, nil
+	return entry{PID: os.Getpid(), Boot: bootID(), NetNS: ns, NetNSInode: netnsInode(), Started: time.Now()}, nil
 }
 
 // bootID tells this boot from the last: what a journal from another boot
@@ -256,6 +259,11 @@ func recoverOne(path string, here entry, log *slog.Logger) (int, error) {
 		return 0, nil
 	case hdr.Boot != here.Boot:
 		log.Info("undo journal from an earlier boot removed: its changes went with that boot", "journal", path, "pid", hdr.PID)
+		os.Remove(path)
+		return 0, nil
+	case hdr.NetNS != here.NetNS && hdr.NetNSInode != 0 && !netnsExists(hdr.NetNSInode):
+		// Its changes went with the namespace (a test's, a container's).
+		log.Info("undo journal of a network namespace that is gone removed", "journal", path, "pid", hdr.PID)
 		os.Remove(path)
 		return 0, nil
 	case hdr.NetNS != here.NetNS:

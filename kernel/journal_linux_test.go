@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
 // hostState is what the journal tests compare: links, addresses, routes,
@@ -133,10 +135,16 @@ func journalWithAddress(t *testing.T, dir string) *Journal {
 func TestJournalStaysInItsNamespace(t *testing.T) {
 	requireTool(t, "ip")
 	dir := t.TempDir()
+	var keep netns.NsHandle // the namespace outlives its writer
 	inNewNS(t, func() {
 		j := journalWithAddress(t, dir)
 		j.f.Close() // dies
+		var err error
+		if keep, err = netns.Get(); err != nil {
+			t.Fatal(err)
+		}
 	})
+	defer keep.Close()
 	inNewNS(t, func() {
 		if n, err := Recover(dir, nil); n != 0 || err != nil {
 			t.Fatalf("Recover in another namespace = %d, %v; want nothing", n, err)
@@ -144,6 +152,25 @@ func TestJournalStaysInItsNamespace(t *testing.T) {
 	})
 	if left, _ := filepath.Glob(filepath.Join(dir, "undo-*.json")); len(left) != 1 {
 		t.Errorf("the other namespace's journal is gone: %v", left)
+	}
+}
+
+// A journal whose network namespace no longer exists is removed: its
+// changes went with the namespace, and nothing else would ever remove it.
+func TestJournalOfAGoneNamespaceIsRemoved(t *testing.T) {
+	requireTool(t, "ip")
+	dir := t.TempDir()
+	inNewNS(t, func() {
+		j := journalWithAddress(t, dir)
+		j.f.Close() // dies, and the namespace with it
+	})
+	inNewNS(t, func() {
+		if n, err := Recover(dir, nil); n != 0 || err != nil {
+			t.Fatalf("Recover = %d, %v; want nothing undone", n, err)
+		}
+	})
+	if left, _ := filepath.Glob(filepath.Join(dir, "undo-*.json")); len(left) != 0 {
+		t.Errorf("the journal of a namespace that is gone stays: %v", left)
 	}
 }
 
