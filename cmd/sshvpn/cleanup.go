@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/sshvpn/sshvpn/kernel"
 )
@@ -12,13 +16,18 @@ import (
 // cleanup undoes, by hand, what a gateway or client killed outright left
 // on this host: what its undo journal lists. A start does the same.
 func cleanup(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
-	dir := fs.String("state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
-	if err := parseFlags(fs, args, stderr, "Usage: sshvpn cleanup [--state-dir dir]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
+	flags := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
+	dir := flags.String("state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
+	if err := parseFlags(flags, args, stderr, "Usage: sshvpn cleanup [--state-dir dir]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("cleanup takes no arguments, got %q", fs.Args())
+	if flags.NArg() > 0 {
+		return fmt.Errorf("cleanup takes no arguments, got: %s", strings.Join(flags.Args(), " "))
+	}
+	if _, err := os.Stat(*dir); errors.Is(err, fs.ErrNotExist) {
+		// Nothing ever ran with it; cleanup makes no directories.
+		fmt.Fprintf(stdout, "sshvpn cleanup: nothing to undo: %s does not exist\n", *dir)
+		return nil
 	}
 	log := newLogger(stderr, slog.LevelInfo)
 	n, err := kernel.Recover(*dir, log)
