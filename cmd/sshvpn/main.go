@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -34,11 +35,19 @@ func main() {
 // is each command's: serve re-reads authorized_keys, connect stops as ssh
 // does when its terminal goes.
 func onSignals(stop context.CancelFunc) {
-	sigs := make(chan os.Signal, 2)
+	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	<-sigs
+	first := <-sigs
+	at := time.Now()
 	stop()
-	sig := <-sigs
+	var sig os.Signal
+	for sig = range sigs {
+		// The same signal again at once is the same request: GNU timeout
+		// sends it to the process and then to its process group.
+		if sig != first || time.Since(at) > sameSignal {
+			break
+		}
+	}
 	fmt.Fprintf(os.Stderr, "sshvpn: %v again: exiting now; sshvpn cleanup undoes what is left\n", sig)
 	code := 128 + 2
 	if s, ok := sig.(syscall.Signal); ok {
@@ -46,6 +55,9 @@ func onSignals(stop context.CancelFunc) {
 	}
 	os.Exit(code)
 }
+
+// sameSignal is how soon a repeat of the first signal counts as the same.
+const sameSignal = 200 * time.Millisecond
 
 // exitError carries a command's exit status: connect exits 255 on errors,
 // as ssh does.

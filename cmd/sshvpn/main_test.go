@@ -33,7 +33,12 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	defer cmd.Process.Kill()
 	waitOutput(t, &out, "ready")
 	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Process.Signal(syscall.SIGINT) // the same at once, as GNU timeout sends it twice: one request
 	waitOutput(t, &out, "tearing down")
+	time.Sleep(2 * sameSignal)
+	if strings.Contains(out.String(), "again") {
+		t.Fatalf("a signal repeated at once forced the exit:\n%s", out.String())
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
