@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,7 +80,10 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	if err := kernel.CheckAccess(); err != nil {
-		return err
+		// The kernel's hint names the gateway's rootless backend, which a
+		// client has no use for: its tunnel is a device of this host's.
+		return fmt.Errorf("%s", strings.Replace(err.Error(), "run as root or use --backend netstack",
+			"sshvpn connect makes a tun/tap device, addresses and routes: run it as root", 1))
 	}
 	// First, undo what a killed client left (a persistent device keeps its
 	// addresses and routes), then journal this run's changes.

@@ -222,3 +222,15 @@ func readCmdline(pid int) (string, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})), err
 }
+
+// Without root the client says what it needs root for, and does not send
+// the user to the gateway's rootless backend.
+func TestConnectNotRoot(t *testing.T) {
+	nstest.RequireTool(t, "setpriv")
+	tp := newTopo(t)
+	out, code, _ := runIn(t, tp.client, 20*time.Second, append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"},
+		connectArgs("/nonexistent", "", "root@198.18.1.1")...)...)
+	if code != 255 || !strings.Contains(out, "run it as root") || strings.Contains(out, "netstack") {
+		t.Errorf("exit %d:\n%s\nwant 255 and the reason it needs root", code, out)
+	}
+}
