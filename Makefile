@@ -40,6 +40,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTunnelConfig$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./relay/sshclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzKnownHostsLine$$' -fuzztime $(FUZZTIME) ./relay/sshclient/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./stack/dnsproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./stack/egress/
 
 bench: ## micro-benchmarks, then the ssh -w comparison in namespaces (root)

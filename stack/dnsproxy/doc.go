@@ -1,0 +1,18 @@
+// Package dnsproxy is the rootless gateway's DNS forwarder (issue 12, Must
+// have 3): a caching proxy that answers tunnel clients on the gateway's
+// virtual address and forwards to the host's own resolvers over ordinary
+// sockets of the gateway process.
+//
+// The gVisor stack hands it a net.PacketConn (UDP) and a net.Listener (TCP)
+// bound to the virtual address; [Proxy.ServePacket] and [Proxy.ServeStream]
+// serve them. Queries go to the first upstream, then the next on a timeout,
+// an error, SERVFAIL or REFUSED; over UDP with EDNS0 (a 1232-byte buffer, the
+// DNS flag day 2020 figure) and again over TCP when the answer comes back
+// truncated. UDP clients get an answer trimmed to the size they advertise
+// (512 bytes without EDNS0, RFC 1035 §4.2.1) with TC set when it did not fit,
+// so they retry over TCP (RFC 7766); TCP clients get the whole answer.
+//
+// Answers are cached no longer than their smallest TTL, negative answers no
+// longer than their SOA's minimum (RFC 2308 §5), and the TTLs a cached answer
+// carries count down.
+package dnsproxy
