@@ -18,6 +18,7 @@ func Main(m *testing.M, bin *string, after func()) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	SweepDead()
 	*bin = filepath.Join(dir, "sshvpn")
 	out, err := exec.Command("go", "build", "-o", *bin, "github.com/sshvpn/sshvpn/cmd/sshvpn").CombinedOutput()
 	if err != nil {

@@ -260,3 +260,26 @@ func Leftovers() ([]string, error) {
 // ipCmd returns an ip(8) command for the quick namespace chores that cannot
 // hang (add, del, pids); anything that may block goes through NS.run.
 func ipCmd(args ...string) *exec.Cmd { return exec.Command("ip", args...) }
+
+// SweepDead deletes the namespaces of test processes that died without
+// their cleanup (a timeout's panic, a SIGKILL), after killing by PID what
+// still runs in them: their names carry the dead process's PID.
+func SweepDead() {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		var pid, n int
+		if _, err := fmt.Sscanf(e.Name(), "sshvpn-%d-%d", &pid, &n); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == nil {
+			continue // its owner runs
+		}
+		out, _ := ipCmd("netns", "pids", e.Name()).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		ipCmd("netns", "del", e.Name()).Run()
+	}
+}
