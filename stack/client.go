@@ -1,0 +1,243 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack/egress"
+)
+
+// nicID is the one NIC of a client's stack.
+const nicID tcpip.NICID = 1
+
+// DialFunc opens the host socket a flow is re-originated from; addr is
+// the destination as host:port. net.Dialer.DialContext is the default;
+// tests inject one.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Limits bound what one client may hold, so that it cannot hurt the others
+// or the host. A zero field takes its default; a negative count means no
+// limit.
+type Limits struct {
+	TCPInFlight    int           // half-open TCP connections being dialled (default 256)
+	TCPEstablished int           // TCP connections relayed at once (default 4096)
+	UDPFlows       int           // UDP flows at once (default 1024)
+	UDPIdle        time.Duration // a UDP flow's idle timeout (default 60 s)
+	DNSIdle        time.Duration // the same for port 53 (default 5 s)
+	DialTimeout    time.Duration // a host dial (default 10 s)
+}
+
+// withDefaults fills in zero fields.
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.TCPInFlight, 256)
+	def(&l.TCPEstablished, 4096)
+	def(&l.UDPFlows, 1024)
+	defDur(&l.UDPIdle, 60*time.Second)
+	defDur(&l.DNSIdle, 5*time.Second)
+	defDur(&l.DialTimeout, 10*time.Second)
+	if l.TCPInFlight < 0 {
+		l.TCPInFlight = 1 << 20 // gVisor's forwarder needs a number
+	}
+	return l
+}
+
+// Stats are one client's counters. Gauges (TCPEstablished, UDPFlows) go
+// up and down; the rest only up.
+type Stats struct {
+	PacketsIn, PacketsOut                   atomic.Uint64
+	DropsNotIP, DropsQueueFull, DropsTooBig atomic.Uint64
+
+	TCPEstablished                                        atomic.Int64
+	TCPDenied, TCPLimited, TCPDialFailed, TCPCreateFailed atomic.Uint64
+	UDPFlows                                              atomic.Int64
+	UDPDenied, UDPLimited, UDPDialFailed                  atomic.Uint64
+	ICMPRequests, ICMPReplies, ICMPNoReply, ICMPDenied    atomic.Uint64
+}
+
+// clientConfig is what one client's stack is built from.
+type clientConfig struct {
+	MTU      int
+	QueueLen int
+	Policy   *egress.Policy
+	Dial     DialFunc
+	Limits   Limits
+	Logger   *slog.Logger
+	// Local are the gateway's virtual addresses: the stack owns them, and
+	// flows to them are never dialled on the host's network.
+	Local        []netip.Prefix
+	Ping4, Ping6 bool
+	// pingTarget, when set, is where an echo to an address is sent
+	// instead (tests: the client stack cannot send to loopback).
+	pingTarget func(netip.Addr) netip.Addr
+}
+
+// client is one tunnel's userspace stack: a gVisor stack with one
+// promiscuous, spoofing NIC, so that it terminates flows to any
+// destination, and the forwarders that re-originate them. It is the
+// tunnel's relay.Device: Write takes the client's packets, Read gives the
+// stack's.
+type client struct {
+	s      *stack.Stack
+	ep     *endpoint
+	policy *egress.Policy
+	dial   DialFunc
+	limits Limits
+	log    *slog.Logger
+	local  []netip.Addr
+	group  *group
+	stats  Stats
+
+	pingTarget func(netip.Addr) netip.Addr
+
+	warned    sync.Map // limit name -> struct{}: one warning per limit and client
+	closeOnce sync.Once
+}
+
+var _ relay.Device = (*client)(nil)
+
+func newClient(cfg clientConfig) (*client, error) {
+	c := &client{
+		policy: cfg.Policy,
+		dial:   cfg.Dial,
+		limits: cfg.Limits.withDefaults(),
+		log:    cfg.Logger,
+		group:  newGroup(),
+
+		pingTarget: cfg.pingTarget,
+	}
+	if c.policy == nil {
+		c.policy = egress.New(egress.Config{})
+	}
+	if c.dial == nil {
+		var d net.Dialer
+		c.dial = d.DialContext
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.ep = newEndpoint(uint32(cfg.MTU), cfg.QueueLen, &c.stats)
+	c.s = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	if err := c.setup(cfg.Local); err != nil {
+		c.s.Destroy()
+		return nil, err
+	}
+	c.installTCP()
+	c.installUDP()
+	c.installICMP(cfg.Ping4, cfg.Ping6)
+	return c, nil
+}
+
+// setup makes the NIC promiscuous (it accepts packets to any address) and
+// spoofing (it answers from any), with catch-all routes back to the
+// client, and gives it the gateway's own addresses.
+func (c *client) setup(local []netip.Prefix) error {
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := c.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fmt.Errorf("stack: enable TCP SACK: %s", err)
+	}
+	if err := c.s.CreateNICWithOptions(nicID, c.ep, stack.NICOptions{Name: "tunnel"}); err != nil {
+		return fmt.Errorf("stack: create NIC: %s", err)
+	}
+	if err := c.s.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("stack: promiscuous NIC: %s", err)
+	}
+	if err := c.s.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("stack: spoofing NIC: %s", err)
+	}
+	for _, p := range local {
+		proto := ipv4.ProtocolNumber
+		if p.Addr().Is6() {
+			proto = ipv6.ProtocolNumber
+		}
+		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{
+			Address: addrTo(p.Addr()), PrefixLen: p.Bits(),
+		}}
+		if err := c.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fmt.Errorf("stack: add gateway address %s: %s", p, err)
+		}
+		c.local = append(c.local, p.Addr())
+	}
+	c.s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	return nil
+}
+
+// isLocal reports whether a is one of the gateway's own addresses.
+func (c *client) isLocal(a netip.Addr) bool {
+	for _, l := range c.local {
+		if l == a {
+			return true
+		}
+	}
+	return false
+}
+
+// warnLimit logs the first time a client hits one limit; Stats count every
+// time.
+func (c *client) warnLimit(what string, limit int) {
+	if _, seen := c.warned.LoadOrStore(what, struct{}{}); !seen {
+		c.log.Warn("client hit a per-client limit; further refusals are only counted", "limit", what, "max", limit)
+	}
+}
+
+// Read implements relay.Device: the stack's packets for the client.
+func (c *client) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return c.ep.readBatch(bufs, sizes, offset)
+}
+
+// Write implements relay.Device: the client's packets, one batch per call.
+func (c *client) Write(bufs [][]byte, offset int) (int, error) {
+	return c.ep.writeBatch(bufs, offset)
+}
+
+// BatchSize implements relay.Device.
+func (c *client) BatchSize() int { return batchSize }
+
+// MTU implements relay.Device.
+func (c *client) MTU() int { return int(c.ep.MTU()) }
+
+// Stats returns the client's counters.
+func (c *client) Stats() *Stats { return &c.stats }
+
+// Close implements relay.Device. RemoveNIC closes no transport endpoint,
+// so it aborts every flow (a reset to the client), closes their host
+// sockets, waits for their goroutines, and only then destroys the stack.
+func (c *client) Close() error {
+	c.closeOnce.Do(func() {
+		c.ep.Close() // unblocks Read and Write at once
+		c.group.close()
+		c.s.Destroy()
+	})
+	return nil
+}

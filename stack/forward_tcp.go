@@ -1,0 +1,167 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/sshvpn/sshvpn/stack/egress"
+)
+
+// installTCP makes c's stack terminate every TCP connection the client
+// opens and re-originate it from a host socket. The handshake waits for
+// the real dial: the client sees SYN-ACK only when the destination
+// accepted, and a reset when the policy, a limit or the dial refused.
+func (c *client) installTCP() {
+	fwd := tcp.NewForwarder(c.s, 0, c.limits.TCPInFlight, c.forwardTCP)
+	c.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+}
+
+// forwardTCP runs in a goroutine of its own (gVisor starts one per
+// request). It calls r.Complete exactly once on every path: never leaks the
+// in-flight slot (and gVisor then ignores that client's SYN retransmits for
+// good), and twice panics.
+func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
+	if !c.group.begin() {
+		r.Complete(true)
+		return
+	}
+	defer c.group.done()
+	id := r.ID() // Local* is the destination the client asked for, Remote* the client
+	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
+	out, err := c.dialTCP(dst)
+	if err != nil {
+		r.Complete(true) // a reset: the client fails fast
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil { // the client gave up meanwhile
+		r.Complete(true)
+		out.Close()
+		c.stats.TCPCreateFailed.Add(1)
+		return
+	}
+	r.Complete(false)
+	ep.SocketOptions().SetKeepAlive(true)
+	in := gonet.NewTCPConn(&wq, ep)
+	c.relayTCP(in, ep, out)
+}
+
+// dialTCP asks the policy and the established limit, then dials. Every
+// refusal is counted; limits are logged too, since they mean a client
+// is pushing.
+func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
+	dst = c.target(dst)
+	if ok, why := c.policy.Decide(dst, egress.ProtoTCP); !ok {
+		c.stats.TCPDenied.Add(1)
+		c.log.Debug("tcp refused by egress policy", "dst", dst, "rule", why)
+		return nil, errDenied
+	}
+	if n := c.stats.TCPEstablished.Add(1); c.limits.TCPEstablished > 0 && n > int64(c.limits.TCPEstablished) {
+		c.stats.TCPEstablished.Add(-1)
+		c.stats.TCPLimited.Add(1)
+		c.warnLimit("tcp established", c.limits.TCPEstablished)
+		return nil, errLimited
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.limits.DialTimeout)
+	defer cancel()
+	out, err := c.dial(ctx, "tcp", dst.String())
+	if err != nil {
+		c.stats.TCPEstablished.Add(-1)
+		c.stats.TCPDialFailed.Add(1)
+		c.log.Debug("tcp dial failed", "dst", dst, "err", err)
+		return nil, err
+	}
+	return out, nil
+}
+
+var (
+	errDenied  = errors.New("refused by the egress policy")
+	errLimited = errors.New("refused by a per-client limit")
+)
+
+// relayTCP copies both ways until both sides finished, passing each
+// half-close on, then closes both, which releases the gVisor endpoint.
+// While it runs the client's group can abort the endpoint (a reset to the
+// client) and close the host socket, which ends both copies.
+func (c *client) relayTCP(in *gonet.TCPConn, ep tcpip.Endpoint, out net.Conn) {
+	defer c.stats.TCPEstablished.Add(-1)
+	abort := aborter{ep}
+	if !c.group.track(abort) {
+		out.Close()
+		return
+	}
+	defer c.group.untrack(abort)
+	if !c.group.track(out) {
+		return
+	}
+	defer c.group.untrack(out)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); copyHalf(out, in) }()
+	go func() { defer wg.Done(); copyHalf(in, out) }()
+	wg.Wait()
+	in.Close()
+	out.Close()
+}
+
+// copyHalf copies one direction. At EOF it passes the half-close on and
+// leaves the other direction running; on an error (a reset, an abort) it
+// closes both so that the other copy ends too.
+func copyHalf(dst, src net.Conn) {
+	if _, err := io.Copy(dst, src); err != nil {
+		src.Close()
+		dst.Close()
+		return
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// aborter resets a gVisor endpoint: on teardown a graceful close would
+// leave it retransmitting a FIN into a NIC that is gone.
+type aborter struct{ ep tcpip.Endpoint }
+
+func (a aborter) Close() error { a.ep.Abort(); return nil }
+
+// addrFrom converts a gVisor address.
+func addrFrom(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
+
+// addrTo converts to a gVisor address.
+func addrTo(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+// target is where a flow to dst is dialled: dst itself, or for the
+// gateway's own virtual address (when no service of the stack listens
+// there) the host's loopback address of that family, which the policy
+// denies unless --allow opens it. That is how a tunnel client reaches a
+// service on the gateway host's 127.0.0.1, and why the policy judges the
+// loopback address rather than the virtual one it allows.
+func (c *client) target(dst netip.AddrPort) netip.AddrPort {
+	if !c.isLocal(dst.Addr()) {
+		return dst
+	}
+	if dst.Addr().Is4() {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
+	}
+	return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port())
+}

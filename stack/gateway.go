@@ -1,0 +1,334 @@
+package stack
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack/egress"
+)
+
+// The default virtual subnets. 100.77.0.0/16 lies in the shared address
+// space of RFC 6598 (100.64.0.0/10, carrier-grade NAT), which home and
+// office LANs do not use and which no host reaches through its own LAN;
+// it avoids ChromeOS's 100.115.92.0/23 too. The IPv6 one is a ULA
+// (RFC 4193) whose global ID spells "shvp" in ASCII.
+var (
+	DefaultSubnet4 = netip.MustParsePrefix("100.77.0.0/16")
+	DefaultSubnet6 = netip.MustParsePrefix("fd73:7368:7670::/64")
+)
+
+// DefaultMTU is the tunnel MTU when Config.MTU is zero: what a stock
+// ssh -w client's tun has. The stack's TCP honours each client's MSS, so
+// a client with a smaller MTU still works.
+const DefaultMTU = 1500
+
+// Config is the rootless gateway's configuration. Every field may be zero.
+type Config struct {
+	// Subnets are the virtual subnets, at most one per family
+	// (DefaultSubnet4 and DefaultSubnet6 when empty). Each client gets a
+	// stable address in each.
+	Subnets []netip.Prefix
+	// Gateways are the gateway's own virtual addresses, one per subnet;
+	// for a subnet without one, its first address (100.77.0.1).
+	Gateways []netip.Addr
+	// DNS are the name servers sshvpn clients are told (the stack's DNS
+	// service on a gateway address, usually).
+	DNS []netip.Addr
+	// Routes are the networks sshvpn clients route through the tunnel
+	// and stock clients are shown commands for.
+	Routes []netip.Prefix
+	MTU    int
+	// QueueLen is each client's outbound queue (DefaultQueueLen).
+	QueueLen int
+	// Rules are --allow and --deny; HostAddrs the host's own addresses,
+	// denied like loopback (egress.Config).
+	Rules     []egress.Rule
+	HostAddrs []netip.Addr
+	// PolicyFor, when set, gives one tunnel its policy, from the gateway's
+	// (base) and the request (per-key rules: egress.Policy.ForKey).
+	PolicyFor func(req relay.TunnelRequest, base *egress.Policy) *egress.Policy
+	Limits    Limits
+	Dial      DialFunc // net.Dialer.DialContext when nil
+	Logger    *slog.Logger
+}
+
+// Gateway is the rootless backend: a relay.Opener that gives each
+// point-to-point tunnel a gVisor stack of its own (65 KiB and two
+// goroutines when idle), whose forwarders re-originate the client's flows
+// from the gateway process's ordinary sockets.
+type Gateway struct {
+	cfg          Config
+	subnets      []netip.Prefix
+	gateways     []netip.Addr
+	policy       *egress.Policy
+	ping4, ping6 bool
+
+	mu     sync.Mutex
+	owners map[netip.Addr]*owner // client addresses in use
+
+	pingTarget func(netip.Addr) netip.Addr // tests only: clientConfig.pingTarget
+}
+
+type owner struct {
+	key  string
+	refs int
+}
+
+var _ relay.Opener = (*Gateway)(nil)
+
+// New checks cfg and builds a Gateway. It probes for unprivileged ping
+// sockets once, and warns when there are none.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 65535 {
+		return nil, fmt.Errorf("stack: MTU %d: want 1280 to 65535 (IPv6 needs 1280)", cfg.MTU)
+	}
+	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}}
+	if err := g.addressing(); err != nil {
+		return nil, err
+	}
+	g.policy = egress.New(egress.Config{
+		Rules: cfg.Rules, Subnets: g.subnets, GatewayAddrs: g.gateways, HostAddrs: cfg.HostAddrs,
+	})
+	g.ping4, g.ping6 = PingAvailable(false), PingAvailable(true)
+	if !g.ping4 {
+		cfg.Logger.Warn("no unprivileged ping sockets: clients' pings get no replies; " +
+			"allow this process's group in sysctl net.ipv4.ping_group_range to forward them")
+	}
+	return g, nil
+}
+
+// addressing checks the subnets and picks the gateway's addresses.
+func (g *Gateway) addressing() error {
+	subnets := g.cfg.Subnets
+	if len(subnets) == 0 {
+		subnets = []netip.Prefix{DefaultSubnet4, DefaultSubnet6}
+	}
+	var have4, have6 bool
+	for _, s := range subnets {
+		s = s.Masked()
+		seen := &have4
+		if s.Addr().Is6() {
+			seen = &have6
+		}
+		if *seen {
+			return fmt.Errorf("stack: subnet %s: one subnet per address family", s)
+		}
+		*seen = true
+		if hostBits(s) < 2 {
+			return fmt.Errorf("stack: subnet %s is too small for a gateway and its clients", s)
+		}
+		gw := addOffset(s.Addr(), 1)
+		for _, a := range g.cfg.Gateways {
+			if s.Contains(a) {
+				gw = a
+			}
+		}
+		g.subnets = append(g.subnets, s)
+		g.gateways = append(g.gateways, gw)
+	}
+	for _, a := range g.cfg.Gateways {
+		if !containsAny(g.subnets, a) {
+			return fmt.Errorf("stack: gateway address %s is in no subnet (%v)", a, g.subnets)
+		}
+	}
+	return nil
+}
+
+func containsAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Policy is the gateway's egress policy, before per-key rules.
+func (g *Gateway) Policy() *egress.Policy { return g.policy }
+
+// Open implements relay.Opener for point-to-point tunnels.
+func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
+	if req.Mode != relay.PointToPoint {
+		return nil, fmt.Errorf("stack: %s tunnel: %w: the rootless gateway carries point-to-point (ssh -w, Tunnel=point-to-point) tunnels only", req.Mode, errors.ErrUnsupported)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("stack: open tunnel: %w", err)
+	}
+	addrs, err := g.claim(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	policy := g.policy
+	if g.cfg.PolicyFor != nil {
+		policy = g.cfg.PolicyFor(req, g.policy)
+	}
+	local := make([]netip.Prefix, len(g.gateways))
+	for i, a := range g.gateways {
+		local[i] = netip.PrefixFrom(a, g.subnets[i].Bits())
+	}
+	c, err := newClient(clientConfig{
+		MTU: g.cfg.MTU, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
+		Limits: g.cfg.Limits, Local: local, Ping4: g.ping4, Ping6: g.ping6, pingTarget: g.pingTarget,
+		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),
+	})
+	if err != nil {
+		g.release(addrs)
+		return nil, err
+	}
+	return &tunnel{client: c, gw: g, addrs: addrs}, nil
+}
+
+// claim gives key its stable address in each subnet: a hash of the key and
+// the subnet in the subnet's upper half, as the kernel backend does, so
+// clients who number themselves (.2, by habit) rarely meet it. The same
+// key connected twice shares it: each tunnel has a stack of its own, so
+// nothing conflicts. Another key's address is passed over.
+func (g *Gateway) claim(key string) ([]netip.Prefix, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var got []netip.Prefix
+	for i, s := range g.subnets {
+		a, ok := g.pick(key, s, g.gateways[i])
+		if !ok {
+			g.releaseLocked(got)
+			return nil, fmt.Errorf("stack: subnet %s is full: no address for key %s", s, key)
+		}
+		o := g.owners[a]
+		if o == nil {
+			o = &owner{key: key}
+			g.owners[a] = o
+		}
+		o.refs++
+		got = append(got, netip.PrefixFrom(a, s.Bits()))
+	}
+	return got, nil
+}
+
+func (g *Gateway) pick(key string, s netip.Prefix, gw netip.Addr) (netip.Addr, bool) {
+	size := uint64(1) << min(hostBits(s), 63)
+	start := stableOffset(key, s, size)
+	for i := uint64(0); i < min(size, 1<<16); i++ {
+		off := (start + i) % size
+		a := addOffset(s.Addr(), off)
+		if off == 0 || a == gw || (a.Is4() && off == size-1) {
+			continue
+		}
+		if o := g.owners[a]; o == nil || (key != "" && o.key == key) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (g *Gateway) release(addrs []netip.Prefix) {
+	g.mu.Lock()
+	g.releaseLocked(addrs)
+	g.mu.Unlock()
+}
+
+func (g *Gateway) releaseLocked(addrs []netip.Prefix) {
+	for _, p := range addrs {
+		if o := g.owners[p.Addr()]; o != nil {
+			if o.refs--; o.refs <= 0 {
+				delete(g.owners, p.Addr())
+			}
+		}
+	}
+}
+
+func hostBits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
+
+// stableOffset is where in n the key's address lies: a hash of the key and
+// the network, in the network's upper half. A key-less tunnel starts at 1.
+func stableOffset(key string, n netip.Prefix, size uint64) uint64 {
+	if key == "" || size < 4 {
+		return 1
+	}
+	h := sha256.Sum256([]byte(key + "\x00" + n.Masked().String()))
+	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
+}
+
+// addOffset adds off to the low 64 bits of base.
+func addOffset(base netip.Addr, off uint64) netip.Addr {
+	if base.Is4() {
+		b := base.As4()
+		return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(b[:])+uint32(off))))
+	}
+	b := base.As16()
+	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
+	return netip.AddrFrom16(b)
+}
+
+// tunnel is one client's stack as a relay.Tunnel.
+type tunnel struct {
+	*client
+	gw        *Gateway
+	addrs     []netip.Prefix
+	closeOnce sync.Once
+}
+
+// Close implements relay.Device: it tears the client's stack down, then
+// gives its addresses back.
+func (t *tunnel) Close() error {
+	err := t.client.Close()
+	t.closeOnce.Do(func() { t.gw.release(t.addrs) })
+	return err
+}
+
+// Config implements relay.Tunnel.
+func (t *tunnel) Config() relay.TunnelConfig {
+	return relay.TunnelConfig{
+		Device:    "netstack",
+		MTU:       t.MTU(),
+		Addresses: append([]netip.Prefix(nil), t.addrs...),
+		Gateways:  append([]netip.Addr(nil), t.gw.gateways...),
+		Routes:    append([]netip.Prefix(nil), t.gw.cfg.Routes...),
+		DNS:       append([]netip.Addr(nil), t.gw.cfg.DNS...),
+	}
+}
+
+// Status implements relay.Tunnel: the commands a stock ssh -w client
+// pastes, as root, with tun0 standing for the device ssh opened.
+func (t *tunnel) Status() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sshvpn: rootless gateway (userspace stack), point-to-point, MTU %d.\n", t.MTU())
+	for i, a := range t.addrs {
+		fmt.Fprintf(&b, "  your address %s, the gateway's %s\n", a, t.gw.gateways[i])
+	}
+	for _, d := range t.gw.cfg.DNS {
+		fmt.Fprintf(&b, "  name server %s\n", d)
+	}
+	b.WriteString("  on your side, as root (tun0: the device ssh -w opened there):\n")
+	fmt.Fprintf(&b, "    ip link set tun0 mtu %d up\n", t.MTU())
+	for _, a := range t.addrs {
+		fmt.Fprintf(&b, "    ip %saddr add %s dev tun0\n", family(a.Addr()), a)
+	}
+	for _, r := range t.gw.cfg.Routes {
+		fmt.Fprintf(&b, "    ip %sroute add %s dev tun0\n", family(r.Addr()), r)
+	}
+	if len(t.gw.cfg.Routes) == 0 {
+		b.WriteString("    ip route add <network> dev tun0   # each network to reach through the gateway\n")
+	}
+	return b.String()
+}
+
+func family(a netip.Addr) string {
+	if a.Is6() {
+		return "-6 "
+	}
+	return ""
+}

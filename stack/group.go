@@ -1,0 +1,69 @@
+package stack
+
+import (
+	"io"
+	"sync"
+)
+
+// group owns every goroutine and connection of one client, because gVisor's
+// RemoveNIC closes no transport endpoint: Close closes (aborts) each tracked
+// connection, then waits for each goroutine begun through it. After Close,
+// begin refuses, so no flow starts on a client that is going away.
+type group struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[io.Closer]struct{}
+	wg     sync.WaitGroup
+}
+
+func newGroup() *group { return &group{conns: map[io.Closer]struct{}{}} }
+
+// begin accounts for one goroutine; false means the group is closed and
+// the caller must not start it. A true begin is paired with one done.
+func (g *group) begin() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *group) done() { g.wg.Done() }
+
+// track adds c to what Close closes. When the group is already closed it
+// closes c at once and returns false.
+func (g *group) track(c io.Closer) bool {
+	g.mu.Lock()
+	if !g.closed {
+		g.conns[c] = struct{}{}
+		g.mu.Unlock()
+		return true
+	}
+	g.mu.Unlock()
+	c.Close()
+	return false
+}
+
+func (g *group) untrack(c io.Closer) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+}
+
+// close closes every tracked connection and waits for every goroutine.
+func (g *group) close() {
+	g.mu.Lock()
+	g.closed = true
+	cs := make([]io.Closer, 0, len(g.conns))
+	for c := range g.conns {
+		cs = append(cs, c)
+	}
+	clear(g.conns)
+	g.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+	g.wg.Wait()
+}
