@@ -29,6 +29,35 @@ type TunnelRequest struct {
 	// own addresses (a site it routes through itself), as WireGuard's
 	// AllowedIPs; none by default.
 	AllowedIPs []netip.Prefix
+	// KeyRules are the key's own egress rules, checked before the
+	// gateway's; KeySource names its authorized_keys line for messages.
+	KeyRules  []KeyRule
+	KeySource string
+}
+
+// KeyRule is one egress rule from a key's authorized_keys line
+// (environment="SSHVPN_ALLOW=…" or "SSHVPN_DENY=…"), as written: the
+// backend that enforces egress rules parses it, and refuses the tunnel
+// when it cannot.
+type KeyRule struct {
+	Allow bool
+	Rule  string
+}
+
+// StreamDialer is a backend that also carries direct-tcpip channels
+// (ssh -L and ssh -D): it opens the client's TCP connection to Host:Port
+// itself, under the same policy as the client's tunnels.
+type StreamDialer interface {
+	DialStream(ctx context.Context, req StreamRequest) (net.Conn, error)
+}
+
+// StreamRequest is one direct-tcpip open that the gateway's policy
+// accepted. Host is a name or an address, as the client sent it.
+type StreamRequest struct {
+	Host string
+	Port uint16
+	// Client is who asks, as for a tunnel; its Mode and Unit are unset.
+	Client TunnelRequest
 }
 
 // Tunnel is what a backend provides for one tunnel, all of it together so

@@ -33,6 +33,17 @@ type KeyOptions struct {
 	// behind it): packets from them may enter the gateway, besides the
 	// tunnel's own addresses. environment="SSHVPN_ALLOWED_IPS=cidr,…".
 	AllowedIPs []netip.Prefix
+	// KeyRules are the key's egress rules, environment="SSHVPN_ALLOW=…"
+	// and "SSHVPN_DENY=…", in line order: the rootless backend checks them
+	// before the gateway's --allow and --deny.
+	KeyRules []relay.KeyRule
+	// NoPortForwarding refuses direct-tcpip (ssh -L, ssh -D), as sshd's
+	// no-port-forwarding and restrict do; port-forwarding undoes it.
+	NoPortForwarding bool
+	// PermitOpen, when not empty, are the only host:port targets a
+	// direct-tcpip channel may name (sshd's permitopen="host:port", with
+	// * for any host or port).
+	PermitOpen []string
 }
 
 type authorizedKey struct {
@@ -270,6 +281,17 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 		switch {
 		case lname == "restrict" && !valued:
 			o.Restrict = true
+			o.NoPortForwarding = true
+		case lname == "no-port-forwarding" && !valued:
+			o.NoPortForwarding = true
+		case lname == "port-forwarding" && !valued:
+			o.NoPortForwarding = false
+		case lname == "permitopen" && valued:
+			var v string
+			if v, err = value(); err == nil {
+				err = checkPermitOpen(src, v)
+				o.PermitOpen = append(o.PermitOpen, v)
+			}
 		case lname == "cert-authority" && !valued:
 			o.certAuthority = true
 		case lname == "verify-required" && !valued:
@@ -327,6 +349,14 @@ func (o *keyLineOptions) environment(src, v string) error {
 		return nil
 	}
 	switch name {
+	case "SSHVPN_ALLOW", "SSHVPN_DENY":
+		for _, r := range strings.Split(value, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				return fmt.Errorf("%s: %s=%q: empty rule", src, name, value)
+			}
+			o.KeyRules = append(o.KeyRules, relay.KeyRule{Allow: name == "SSHVPN_ALLOW", Rule: r})
+		}
+		return nil
 	case "SSHVPN_ALLOWED_IPS":
 		for _, s := range strings.Split(value, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(s))
@@ -338,7 +368,40 @@ func (o *keyLineOptions) environment(src, v string) error {
 		return nil
 	}
 	// A typo must not drop a setting silently: refuse the line.
-	return fmt.Errorf("%s: %w: unknown sshvpn setting %s (want SSHVPN_ALLOWED_IPS)", src, errSkipped, name)
+	return fmt.Errorf("%s: %w: unknown sshvpn setting %s (want SSHVPN_ALLOWED_IPS, SSHVPN_ALLOW or SSHVPN_DENY)", src, errSkipped, name)
+}
+
+// checkPermitOpen refuses a permitopen value sshd would refuse: host:port,
+// the host in brackets when it holds colons, * for any host or port.
+func checkPermitOpen(src, v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err == nil && host == "" {
+		err = errors.New("missing host")
+	}
+	if err == nil && port != "*" {
+		if n, perr := strconv.ParseUint(port, 10, 16); perr != nil || n == 0 {
+			err = fmt.Errorf("bad port %q", port)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: option permitopen=%q: %w (want host:port, * for any)", src, v, err)
+	}
+	return nil
+}
+
+// PermitsOpen reports whether the key's permitopen options let a
+// direct-tcpip channel name host:port, compared as written, as sshd does.
+func (o *KeyOptions) PermitsOpen(host string, port uint16) bool {
+	if len(o.PermitOpen) == 0 {
+		return true
+	}
+	for _, v := range o.PermitOpen {
+		h, p, _ := net.SplitHostPort(v)
+		if (h == "*" || strings.EqualFold(h, host)) && (p == "*" || p == strconv.Itoa(int(port))) {
+			return true
+		}
+	}
+	return false
 }
 
 // dequote takes the quotes off an option value as OpenSSH does: the value

@@ -27,6 +27,7 @@ type connState struct {
 	mu       sync.Mutex
 	tunnels  []relay.Tunnel
 	channels int           // open tunnels and sessions, for Limits.MaxChannelsPerConn
+	forwards int           // open direct-tcpip channels, for Limits.MaxForwardsPerConn
 	opened   chan struct{} // closed when the first tunnel is up
 	openOnce sync.Once
 }
@@ -35,6 +36,17 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 	cs.opened = make(chan struct{})
 	for nc := range chans {
 		switch t := nc.ChannelType(); t {
+		case "direct-tcpip":
+			if !cs.takeForward() {
+				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many forwarded connections: this gateway allows %d per connection", cs.srv.limits.MaxForwardsPerConn))
+				continue
+			}
+			cs.wg.Add(1)
+			go func() {
+				defer cs.wg.Done()
+				defer cs.giveForward()
+				cs.forward(ctx, nc)
+			}()
 		case wire.ChannelType, "session":
 			if !cs.take() {
 				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.limits.MaxChannelsPerConn))
@@ -51,7 +63,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 				}
 			}()
 		default:
-			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w) and a status session", truncate(t, 64)))
+			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w), a status session and, on the netstack backend, ssh -L and -D", truncate(t, 64)))
 		}
 	}
 	cs.wg.Wait()
@@ -79,8 +91,9 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		return
 	}
 	defer cs.srv.giveKeyTunnel(cs.login.key)
-	t, err := cs.srv.cfg.Backend.Open(ctx, relay.TunnelRequest{Mode: req.Mode, Unit: unit, User: cs.conn.User(),
-		Remote: cs.conn.RemoteAddr(), Key: cs.login.key, AllowedIPs: cs.login.opts.AllowedIPs})
+	treq := cs.request()
+	treq.Mode, treq.Unit = req.Mode, unit
+	t, err := cs.srv.cfg.Backend.Open(ctx, treq)
 	if err != nil {
 		cs.log.Error("tunnel failed", "mode", req.Mode, "unit", unitString(unit), "err", err)
 		nc.Reject(ssh.ConnectionFailed, "tunnel failed on the gateway: "+err.Error())
@@ -147,6 +160,22 @@ func (cs *connState) take() bool {
 func (cs *connState) give() {
 	cs.mu.Lock()
 	cs.channels--
+	cs.mu.Unlock()
+}
+
+func (cs *connState) takeForward() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.forwards >= cs.srv.limits.MaxForwardsPerConn {
+		return false
+	}
+	cs.forwards++
+	return true
+}
+
+func (cs *connState) giveForward() {
+	cs.mu.Lock()
+	cs.forwards--
 	cs.mu.Unlock()
 }
 

@@ -32,6 +32,10 @@ type Limits struct {
 	// MaxTunnelsPerKey bounds the tunnels one key holds at once over all
 	// its connections (default 8): each tunnel is a device and an address.
 	MaxTunnelsPerKey int
+	// MaxForwardsPerConn bounds the direct-tcpip channels (ssh -L, ssh -D)
+	// one connection holds at once (default 256): a browser behind -D
+	// opens dozens, each a host socket.
+	MaxForwardsPerConn int
 }
 
 // Defaults, documented in the README.
@@ -42,6 +46,7 @@ const (
 	defaultGracePenalty         = 10 * time.Second
 	defaultMaxChannelsPerConn   = 10
 	defaultMaxTunnelsPerKey     = 8
+	defaultMaxForwardsPerConn   = 256
 	maxPenalty                  = 10 * time.Minute
 )
 
@@ -55,6 +60,7 @@ func (l Limits) withDefaults() Limits {
 	set(&l.PerSourceMaxStartups, defaultPerSourceMaxStartups)
 	set(&l.MaxChannelsPerConn, defaultMaxChannelsPerConn)
 	set(&l.MaxTunnelsPerKey, defaultMaxTunnelsPerKey)
+	set(&l.MaxForwardsPerConn, defaultMaxForwardsPerConn)
 	if l.LoginGraceTime <= 0 {
 		l.LoginGraceTime = defaultLoginGraceTime
 	}
