@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
 )
 
@@ -41,6 +42,11 @@ type Limits struct {
 	UDPIdle        time.Duration // a UDP flow's idle timeout (default 60 s)
 	DNSIdle        time.Duration // the same for port 53 (default 5 s)
 	DialTimeout    time.Duration // a host dial (default 10 s)
+	// Memory bounds the bytes one client's flows hold: their relay buffers
+	// and what its TCP connections have queued in the stack (default
+	// 256 MiB). A new flow past it is refused; a client over it has its
+	// largest TCP connections reset until it is under.
+	Memory int64
 }
 
 // withDefaults fills in zero fields.
@@ -61,6 +67,9 @@ func (l Limits) withDefaults() Limits {
 	defDur(&l.UDPIdle, 60*time.Second)
 	defDur(&l.DNSIdle, 5*time.Second)
 	defDur(&l.DialTimeout, 10*time.Second)
+	if l.Memory == 0 {
+		l.Memory = 256 << 20
+	}
 	if l.TCPInFlight < 0 {
 		l.TCPInFlight = 1 << 20 // gVisor's forwarder needs a number
 	}
@@ -78,6 +87,9 @@ type Stats struct {
 	UDPFlows                                              atomic.Int64
 	UDPDenied, UDPLimited, UDPDialFailed                  atomic.Uint64
 	ICMPRequests, ICMPReplies, ICMPNoReply, ICMPDenied    atomic.Uint64
+	// MemoryLimited counts flows refused, MemoryResets connections reset,
+	// for Limits.Memory.
+	MemoryLimited, MemoryResets atomic.Uint64
 }
 
 // clientConfig is what one client's stack is built from.
@@ -92,6 +104,9 @@ type clientConfig struct {
 	// flows to them are never dialled on the host's network.
 	Local        []netip.Prefix
 	Ping4, Ping6 bool
+	// DNS, when set, answers on port 53 of DNSAddrs (which are in Local).
+	DNS      *dnsproxy.Proxy
+	DNSAddrs []netip.Addr
 	// pingTarget, when set, is where an echo to an address is sent
 	// instead (tests: the client stack cannot send to loopback).
 	pingTarget func(netip.Addr) netip.Addr
@@ -112,6 +127,8 @@ type client struct {
 	local  []netip.Addr
 	group  *group
 	stats  Stats
+	dns    *dnsproxy.Proxy // this client's share, or nil
+	mem    memory
 
 	pingTarget func(netip.Addr) netip.Addr
 
@@ -153,6 +170,14 @@ func newClient(cfg clientConfig) (*client, error) {
 	c.installTCP()
 	c.installUDP()
 	c.installICMP(cfg.Ping4, cfg.Ping6)
+	if cfg.DNS != nil {
+		c.dns = cfg.DNS.Share()
+		if err := c.serveDNS(c.dns, cfg.DNSAddrs); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	c.mem.init(c)
 	return c, nil
 }
 
@@ -236,6 +261,9 @@ func (c *client) Stats() *Stats { return &c.stats }
 func (c *client) Close() error {
 	c.closeOnce.Do(func() {
 		c.ep.Close() // unblocks Read and Write at once
+		if c.dns != nil {
+			c.dns.Close()
+		}
 		c.group.close()
 		c.s.Destroy()
 	})

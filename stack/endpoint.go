@@ -18,6 +18,11 @@ import (
 // DESIGN.md §4's measurements; 5000 removed them.
 const DefaultQueueLen = 5000
 
+// maxQueueBytes bounds the outbound queue in bytes too: 5000 packets at a
+// 64 KiB MTU would be 320 MiB. 16 MiB holds the 5000 at MTU 1500 and is
+// more than a 2 MiB SSH window drains between two reads.
+const maxQueueBytes = 16 << 20
+
 // batchSize is the most packets one Read or Write of a client's Device
 // handles; Pump allocates that many buffers once.
 const batchSize = 128
@@ -37,6 +42,7 @@ type endpoint struct {
 	onClose    func()
 
 	out    chan []byte
+	queued atomic.Int64 // bytes in out, bounded by maxQueueBytes
 	done   chan struct{}
 	closed atomic.Bool
 
@@ -120,6 +126,7 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 			return 0, net.ErrClosed
 		}
 		for {
+			e.queued.Add(-int64(len(p)))
 			if len(p) > len(bufs[n])-offset {
 				e.stats.DropsTooBig.Add(1)
 			} else {
@@ -151,11 +158,17 @@ func (e *endpoint) queue(b []byte) bool {
 		return false
 	default:
 	}
+	if e.queued.Add(int64(len(b))) > maxQueueBytes {
+		e.queued.Add(-int64(len(b)))
+		e.stats.DropsQueueFull.Add(1)
+		return false
+	}
 	select {
 	case e.out <- b:
 		e.stats.PacketsOut.Add(1)
 		return true
 	default:
+		e.queued.Add(-int64(len(b)))
 		e.stats.DropsQueueFull.Add(1)
 		return false
 	}

@@ -47,6 +47,8 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 	if terr != nil { // the client gave up meanwhile
 		r.Complete(true)
 		out.Close()
+		c.stats.TCPEstablished.Add(-1)
+		c.mem.give(tcpRelayCost)
 		c.stats.TCPCreateFailed.Add(1)
 		return
 	}
@@ -72,11 +74,16 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 		c.warnLimit("tcp established", c.limits.TCPEstablished)
 		return nil, errLimited
 	}
+	if !c.mem.take(tcpRelayCost) {
+		c.stats.TCPEstablished.Add(-1)
+		return nil, errLimited
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.limits.DialTimeout)
 	defer cancel()
 	out, err := c.dial(ctx, "tcp", dst.String())
 	if err != nil {
 		c.stats.TCPEstablished.Add(-1)
+		c.mem.give(tcpRelayCost)
 		c.stats.TCPDialFailed.Add(1)
 		c.log.Debug("tcp dial failed", "dst", dst, "err", err)
 		return nil, err
@@ -85,7 +92,7 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 }
 
 var (
-	errDenied  = errors.New("refused by the egress policy")
+	errDenied  = errors.New("refused by the gateway's egress policy")
 	errLimited = errors.New("refused by a per-client limit")
 )
 
@@ -95,6 +102,9 @@ var (
 // client) and close the host socket, which ends both copies.
 func (c *client) relayTCP(in *gonet.TCPConn, ep tcpip.Endpoint, out net.Conn) {
 	defer c.stats.TCPEstablished.Add(-1)
+	defer c.mem.give(tcpRelayCost)
+	c.mem.addTCP(ep)
+	defer c.mem.removeTCP(ep)
 	abort := aborter{ep}
 	if !c.group.track(abort) {
 		out.Close()
@@ -160,6 +170,11 @@ func (c *client) target(dst netip.AddrPort) netip.AddrPort {
 	if !c.isLocal(dst.Addr()) {
 		return dst
 	}
+	return loopbackFor(dst)
+}
+
+// loopbackFor is the host's loopback address of dst's family, at dst's port.
+func loopbackFor(dst netip.AddrPort) netip.AddrPort {
 	if dst.Addr().Is4() {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
 	}

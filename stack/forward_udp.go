@@ -43,14 +43,20 @@ func (c *client) forwardUDP(r *udp.ForwarderRequest) bool {
 		c.warnLimit("udp flows", c.limits.UDPFlows)
 		return true // dropped: an unreachable would tell a scanner more
 	}
+	if !c.mem.take(udpRelayCost) {
+		c.stats.UDPFlows.Add(-1)
+		return true
+	}
 	if !c.group.begin() {
 		c.stats.UDPFlows.Add(-1)
+		c.mem.give(udpRelayCost)
 		return true
 	}
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
 		c.stats.UDPFlows.Add(-1)
+		c.mem.give(udpRelayCost)
 		c.group.done()
 		c.log.Debug("udp endpoint", "dst", dst, "err", err)
 		return true
@@ -70,6 +76,7 @@ func (c *client) forwardUDP(r *udp.ForwarderRequest) bool {
 func (c *client) relayUDP(in *gonet.UDPConn, dst netip.AddrPort, idle time.Duration) {
 	defer c.group.done()
 	defer c.stats.UDPFlows.Add(-1)
+	defer c.mem.give(udpRelayCost)
 	defer in.Close()
 	if !c.group.track(in) {
 		return

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
 )
 
@@ -39,8 +41,13 @@ type Config struct {
 	// Gateways are the gateway's own virtual addresses, one per subnet;
 	// for a subnet without one, its first address (100.77.0.1).
 	Gateways []netip.Addr
-	// DNS are the name servers sshvpn clients are told (the stack's DNS
-	// service on a gateway address, usually).
+	// DNSProxy, when set, answers DNS on port 53 of DNSAddrs in every
+	// client's stack (DNSAddrs empty: the gateway addresses). Each address
+	// lies in a subnet.
+	DNSProxy *dnsproxy.Proxy
+	DNSAddrs []netip.Addr
+	// DNS are the name servers sshvpn clients are told; DNSAddrs when
+	// empty and DNSProxy is set.
 	DNS []netip.Addr
 	// Routes are the networks sshvpn clients route through the tunnel
 	// and stock clients are shown commands for.
@@ -54,7 +61,8 @@ type Config struct {
 	HostAddrs []netip.Addr
 	// PolicyFor, when set, gives one tunnel its policy, from the gateway's
 	// (base) and the request (per-key rules: egress.Policy.ForKey).
-	PolicyFor func(req relay.TunnelRequest, base *egress.Policy) *egress.Policy
+	// Without it, a key's KeyRules are parsed as egress rules (ForKey).
+	PolicyFor func(req relay.TunnelRequest, base *egress.Policy) (*egress.Policy, error)
 	Limits    Limits
 	Dial      DialFunc // net.Dialer.DialContext when nil
 	Logger    *slog.Logger
@@ -68,6 +76,8 @@ type Gateway struct {
 	cfg          Config
 	subnets      []netip.Prefix
 	gateways     []netip.Addr
+	dnsAddrs     []netip.Addr
+	local        []netip.Prefix // gateway and DNS addresses, as each stack owns them
 	policy       *egress.Policy
 	ping4, ping6 bool
 
@@ -101,8 +111,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.policy = egress.New(egress.Config{
-		Rules: cfg.Rules, Subnets: g.subnets, GatewayAddrs: g.gateways, HostAddrs: cfg.HostAddrs,
+		Rules: cfg.Rules, Subnets: g.subnets, GatewayAddrs: g.localAddrs(), HostAddrs: cfg.HostAddrs,
 	})
+	if g.cfg.PolicyFor == nil {
+		g.cfg.PolicyFor = keyPolicy
+	}
 	g.ping4, g.ping6 = PingAvailable(false), PingAvailable(true)
 	if !g.ping4 {
 		cfg.Logger.Warn("no unprivileged ping sockets: clients' pings get no replies; " +
@@ -145,7 +158,61 @@ func (g *Gateway) addressing() error {
 			return fmt.Errorf("stack: gateway address %s is in no subnet (%v)", a, g.subnets)
 		}
 	}
+	for i, a := range g.gateways {
+		g.local = append(g.local, netip.PrefixFrom(a, g.subnets[i].Bits()))
+	}
+	if g.cfg.DNSProxy == nil {
+		return nil
+	}
+	g.dnsAddrs = g.cfg.DNSAddrs
+	if len(g.dnsAddrs) == 0 {
+		g.dnsAddrs = g.gateways
+	}
+	for _, a := range g.dnsAddrs {
+		i := slices.IndexFunc(g.subnets, func(s netip.Prefix) bool { return s.Contains(a) })
+		if i < 0 {
+			return fmt.Errorf("stack: DNS address %s is in no subnet (%v)", a, g.subnets)
+		}
+		if s := g.subnets[i]; a == s.Addr() || (a.Is4() && a == addOffset(s.Addr(), (uint64(1)<<hostBits(s))-1)) {
+			return fmt.Errorf("stack: DNS address %s is the subnet's network or broadcast address", a)
+		}
+		if !slices.Contains(g.gateways, a) {
+			g.local = append(g.local, netip.PrefixFrom(a, g.subnets[i].Bits()))
+		}
+	}
+	if len(g.cfg.DNS) == 0 {
+		g.cfg.DNS = g.dnsAddrs
+	}
 	return nil
+}
+
+// localAddrs are the addresses every client's stack owns.
+func (g *Gateway) localAddrs() []netip.Addr {
+	as := make([]netip.Addr, len(g.local))
+	for i, p := range g.local {
+		as[i] = p.Addr()
+	}
+	return as
+}
+
+// keyPolicy is the default Config.PolicyFor: the key's own rules first.
+func keyPolicy(req relay.TunnelRequest, base *egress.Policy) (*egress.Policy, error) {
+	if len(req.KeyRules) == 0 {
+		return base, nil
+	}
+	rules := make([]egress.Rule, 0, len(req.KeyRules))
+	for _, kr := range req.KeyRules {
+		r, err := egress.ParseRule(kr.Rule, kr.Allow)
+		if err != nil {
+			name := "SSHVPN_DENY"
+			if kr.Allow {
+				name = "SSHVPN_ALLOW"
+			}
+			return nil, fmt.Errorf("%s: %s rule %q: %w", req.KeySource, name, kr.Rule, err)
+		}
+		rules = append(rules, r)
+	}
+	return base.ForKey(req.KeySource, rules), nil
 }
 
 func containsAny(ps []netip.Prefix, a netip.Addr) bool {
@@ -155,6 +222,38 @@ func containsAny(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// LogValue implements slog.LogValuer: the addressing and the policy a
+// gateway runs with, for its start line.
+func (g *Gateway) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("subnets", joinStrings(g.subnets)),
+		slog.String("gateway", joinStrings(g.gateways)),
+		slog.String("mtu", fmt.Sprint(g.cfg.MTU)),
+	}
+	if len(g.dnsAddrs) > 0 {
+		attrs = append(attrs, slog.String("dns", joinStrings(g.dnsAddrs)))
+	}
+	if len(g.cfg.Rules) > 0 {
+		rs := make([]string, len(g.cfg.Rules))
+		for i, r := range g.cfg.Rules {
+			rs[i] = "--deny " + r.String()
+			if r.Allow {
+				rs[i] = "--allow " + r.String()
+			}
+		}
+		attrs = append(attrs, slog.String("rules", strings.Join(rs, " ")))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+func joinStrings[T fmt.Stringer](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // Policy is the gateway's egress policy, before per-key rules.
@@ -168,21 +267,18 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stack: open tunnel: %w", err)
 	}
+	policy, err := g.cfg.PolicyFor(req, g.policy)
+	if err != nil {
+		return nil, err
+	}
 	addrs, err := g.claim(req.Key)
 	if err != nil {
 		return nil, err
 	}
-	policy := g.policy
-	if g.cfg.PolicyFor != nil {
-		policy = g.cfg.PolicyFor(req, g.policy)
-	}
-	local := make([]netip.Prefix, len(g.gateways))
-	for i, a := range g.gateways {
-		local[i] = netip.PrefixFrom(a, g.subnets[i].Bits())
-	}
 	c, err := newClient(clientConfig{
 		MTU: g.cfg.MTU, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
-		Limits: g.cfg.Limits, Local: local, Ping4: g.ping4, Ping6: g.ping6, pingTarget: g.pingTarget,
+		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6, pingTarget: g.pingTarget,
+		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),
 	})
 	if err != nil {

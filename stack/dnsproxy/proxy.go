@@ -29,8 +29,9 @@ const (
 	// maxClientUDPSize caps what a UDP client may ask for, so one small query
 	// cannot draw a large reply (amplification) or a fragmented one.
 	maxClientUDPSize = 4096
-	// maxInFlight bounds the queries being answered at once, across clients
-	// and transports; UDP queries past it are dropped, TCP ones wait.
+	// maxInFlight bounds the queries one Proxy (or one Share of it) is
+	// answering at once, across transports; UDP queries past it are
+	// dropped, TCP ones wait.
 	maxInFlight = 256
 	// maxConnInFlight bounds the pipelined queries of one TCP connection, so
 	// one connection cannot take every slot.
@@ -69,7 +70,7 @@ type Proxy struct {
 	now   func() time.Time // the cache's clock; tests replace it
 	idle  time.Duration    // TCP idle timeout; tests shorten it
 	sem   chan struct{}    // queries in flight
-	stats stats
+	stats *stats           // shared with the Proxy's shares
 
 	mu      sync.Mutex
 	closed  bool
@@ -121,6 +122,20 @@ func newProxy(ex exchanger, cacheSize int, log *slog.Logger) *Proxy {
 		cache:   newCache(cacheSize),
 		now:     time.Now,
 		idle:    tcpIdleTimeout,
+		sem:     make(chan struct{}, maxInFlight),
+		stats:   new(stats),
+		serving: map[*serving]struct{}{},
+	}
+}
+
+// Share returns a Proxy that asks the same resolvers through the same
+// cache and counts into the same Stats, with limits of its own: the
+// rootless gateway gives each client one, so that a client flooding
+// queries fills its own in-flight slots, never another's. Close on the
+// share stops its Serve calls only.
+func (p *Proxy) Share() *Proxy {
+	return &Proxy{
+		log: p.log, ex: p.ex, cache: p.cache, now: p.now, idle: p.idle, stats: p.stats,
 		sem:     make(chan struct{}, maxInFlight),
 		serving: map[*serving]struct{}{},
 	}
