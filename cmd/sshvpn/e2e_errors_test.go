@@ -28,7 +28,7 @@ func TestActionableErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		argv := append(prefix, sshvpnBin, "serve", "--listen", gwListen,
-			"--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", keys)
+			"--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", keys, "--backend", "kernel")
 		p := tp.gw.Start(t, append(argv, args...)...)
 		if err := p.Wait(10 * time.Second); err == nil {
 			t.Fatalf("sshvpn serve %v succeeded, want a failure:\n%s", args, p.Log())

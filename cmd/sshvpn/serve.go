@@ -30,7 +30,7 @@ type serveConfig struct {
 	hostKey        string
 	authorizedKeys string
 	permit         gateway.PermitTunnel
-	backend        Backend
+	backend        serveBackend
 	tunAddrs       []netip.Prefix
 	routes         []netip.Prefix
 	dns            []netip.Addr
@@ -44,22 +44,23 @@ type serveConfig struct {
 	limits         gateway.Limits
 	claimsPerKey   int
 	level          logLevel
+	rootless       rootlessConfig
 }
 
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
-	c := &serveConfig{permit: gateway.PermitYes, backend: "kernel"}
+	c := &serveConfig{permit: gateway.PermitYes, backend: "netstack"}
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
 	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, restrict)")
 	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
-	fs.Var(&c.backend, "backend", "where packets go: kernel (tun/tap devices; needs root)")
+	fs.Var(&c.backend, "backend", "where packets go: netstack (a userspace network stack; no root) or kernel (tun/tap devices; needs root)")
 	fs.Var(prefixList(&c.tunAddrs), "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
 	fs.Var(prefixList(&c.routes), "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
-	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable)")
+	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable; netstack: default its --dns-address)")
 	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
-	fs.IntVar(&c.mtu, "mtu", 1500, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet")
+	fs.IntVar(&c.mtu, "mtu", 0, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet (default: kernel 1500, netstack 16380)")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
@@ -69,11 +70,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.limits.MaxTunnelsPerKey, "max-tunnels-per-key", 8, "tunnels one key may hold at once, over all its connections")
 	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
+	c.rootless.flags(fs)
 	if err := parseFlags(fs, args, stderr, "Usage: sshvpn serve [flags]\n\nRuns a gateway that stock \"ssh -w\" clients and sshvpn connect tunnel into."); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkBackendFlags(c, set); err != nil {
+		return nil, err
 	}
 	if c.mtu < 576 || c.mtu > wire.MaxFrame-4 {
 		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
@@ -159,26 +166,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	defer ln.Close()
-	if err := kernel.CheckAccess(); err != nil {
-		return err
-	}
-	journal, err := kernel.OpenJournal(c.stateDir, log)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, journal.Close()) }()
-	backend, err := kernel.NewGateway(kernel.GatewayConfig{
-		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, Domains: c.dnsDomains, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
-		Journal: journal, Log: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := backend.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("teardown: %w", cerr))
+	var backend relay.Opener
+	var details []any
+	if c.backend == "kernel" {
+		kb, stop, err := kernelBackend(c, log)
+		if err != nil {
+			return err
 		}
-	}()
+		defer func() { err = errors.Join(err, stop()) }()
+		backend, details = kb, []any{"tun_address", prefixList(&c.tunAddrs).String(), "nat", c.nat}
+	} else {
+		nb, stop, err := netstackBackend(c, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		backend, details = nb, []any{"netstack", nb}
+	}
 	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
 		return err
@@ -207,14 +211,39 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	log.Info("sshvpn gateway listening", "addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
-		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend,
-		"tun_address", prefixList(&c.tunAddrs).String(), "nat", c.nat)
+	log.Info("sshvpn gateway listening", append([]any{"addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
+		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
 	stopHUP := reloadOnHangup(keys, log)
 	defer stopHUP()
 	err = srv.Serve(ctx, ln)
 	log.Info("sshvpn gateway stopped")
 	return err
+}
+
+// kernelBackend is the kernel gateway, its journal opened first so that
+// what a killed predecessor left is undone. stop tears it down.
+func kernelBackend(c *serveConfig, log *slog.Logger) (relay.Opener, func() error, error) {
+	if err := kernel.CheckAccess(); err != nil {
+		return nil, nil, err
+	}
+	journal, err := kernel.OpenJournal(c.stateDir, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	backend, err := kernel.NewGateway(kernel.GatewayConfig{
+		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, Domains: c.dnsDomains, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
+		Journal: journal, Log: log,
+	})
+	if err != nil {
+		return nil, nil, errors.Join(err, journal.Close())
+	}
+	return backend, func() error {
+		var err error
+		if cerr := backend.Close(); cerr != nil {
+			err = fmt.Errorf("teardown: %w", cerr)
+		}
+		return errors.Join(err, journal.Close())
+	}, nil
 }
 
 // reloadOnHangup reads authorized_keys again on SIGHUP, as sshd re-reads

@@ -14,7 +14,7 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.listen != ":2222" || c.permit != "yes" || c.backend != "kernel" || c.mtu != 1500 || c.nat {
+	if c.listen != ":2222" || c.permit != "point-to-point" || c.backend != "netstack" || c.mtu != 16380 || c.nat {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if !strings.HasSuffix(c.hostKey, "sshvpn/ssh_host_ed25519_key") || !strings.HasSuffix(c.authorizedKeys, ".ssh/authorized_keys") {
@@ -26,7 +26,7 @@ func TestParseServeDefaults(t *testing.T) {
 }
 
 func TestParseServeFlags(t *testing.T) {
-	c, err := parseServe([]string{"--listen", "198.18.0.1:22", "--permit-tunnel", "ethernet",
+	c, err := parseServe([]string{"--backend", "kernel", "--listen", "198.18.0.1:22", "--permit-tunnel", "ethernet",
 		"--tun-address", "198.18.3.1/24", "--tun-address", "2001:2::1/64", "--nat", "--mtu", "9000"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -44,14 +44,19 @@ func TestParseServeErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--permit-tunnel", "maybe"}, "want yes, point-to-point, ethernet or no"},
-		{[]string{"--backend", "netstack"}, "not built yet"},
 		{[]string{"--backend", "qemu"}, `unknown backend "qemu"`},
 		{[]string{"--tun-address", "198.18.3.1"}, "like 198.18.0.1/24"},
 		{[]string{"--mtu", "20000"}, "--mtu 20000: want 576 to 16380"},
-		{[]string{"--nat"}, "--nat needs --tun-address"},
+		{[]string{"--backend", "kernel", "--nat"}, "--nat needs --tun-address"},
+		{[]string{"--nat"}, "--nat is for --backend kernel; this gateway runs --backend netstack"},
+		{[]string{"--backend", "kernel", "--subnet", "198.18.3.0/24"}, "--subnet is for --backend netstack"},
+		{[]string{"--permit-tunnel", "ethernet"}, "the netstack backend carries point-to-point tunnels only"},
+		{[]string{"--subnet", "198.18.3.0/31"}, "too small"},
+		{[]string{"--allow", "example.com"}, `flag -allow: rule "example.com": "example.com" is not an IP address`},
+		{[]string{"--max-client-memory", "12Q"}, "like 256M"},
 		{[]string{"--ciphers", "bogus"}, `--ciphers: unknown cipher "bogus"`},
 		{[]string{"--ciphers", "aes128-gcm@openssh.com,3des-cbc"}, "insecure"},
-		{[]string{"--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
+		{[]string{"--backend", "kernel", "--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
 		{[]string{"extra"}, "serve takes no arguments"},
 		{[]string{"--bogus"}, "unknown flag -bogus (sshvpn serve -h lists the flags)"},
 	} {
@@ -70,7 +75,7 @@ func TestParseServeErrors(t *testing.T) {
 // An MTU too large for ethernet frames is fine when only point-to-point
 // tunnels are allowed.
 func TestParseServeMTU(t *testing.T) {
-	if _, err := parseServe([]string{"--mtu", "16380", "--permit-tunnel", "point-to-point"}, io.Discard); err != nil {
+	if _, err := parseServe([]string{"--backend", "kernel", "--mtu", "16380", "--permit-tunnel", "point-to-point"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/stack"
+	"github.com/sshvpn/sshvpn/stack/dnsproxy"
+	"github.com/sshvpn/sshvpn/stack/egress"
+)
+
+// serveBackend is serve's --backend.
+type serveBackend string
+
+func (b *serveBackend) String() string { return string(*b) }
+
+// Set implements flag.Value.
+func (b *serveBackend) Set(s string) error {
+	switch s {
+	case "kernel", "netstack":
+		*b = serveBackend(s)
+		return nil
+	}
+	return fmt.Errorf("unknown backend %q (want netstack or kernel)", s)
+}
+
+// rootlessConfig is what only the netstack backend reads.
+type rootlessConfig struct {
+	subnets    []netip.Prefix
+	dnsAddrs   []netip.Addr
+	rules      egress.Rules
+	resolvConf string
+	limits     stack.Limits
+}
+
+func (r *rootlessConfig) flags(fs *flag.FlagSet) {
+	fs.Var(prefixList(&r.subnets), "subnet", fmt.Sprintf("netstack: the tunnels' virtual `network`, one IPv4 and one IPv6 (default %s and %s); the gateway is its first address",
+		stack.DefaultSubnet4, stack.DefaultSubnet6))
+	fs.Var(addrList(&r.dnsAddrs), "dns-address", "netstack: `address` in a --subnet where the gateway answers DNS, forwarding to the host's resolvers (repeatable; default the gateway's addresses)")
+	fs.Var(r.rules.Flag(true), "allow", "netstack: let clients reach `target` CIDR[:ports][/tcp|udp|icmp], even one denied by default (repeatable; first match of --allow and --deny wins)")
+	fs.Var(r.rules.Flag(false), "deny", "netstack: keep clients from `target` CIDR[:ports][/tcp|udp|icmp] (repeatable)")
+	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "netstack: resolv.conf `file` naming the resolvers DNS queries are forwarded to")
+	fs.IntVar(&r.limits.TCPInFlight, "max-tcp-in-flight", 256, "netstack: TCP connections one client may have being dialled at once")
+	fs.IntVar(&r.limits.TCPEstablished, "max-tcp-connections", 4096, "netstack: TCP connections one client may have open at once")
+	fs.IntVar(&r.limits.UDPFlows, "max-udp-flows", 1024, "netstack: UDP flows (each a host socket) one client may have at once")
+	fs.Var(sizeFlag{&r.limits.Memory}, "max-client-memory", "netstack: `bytes` one client's flows may hold in buffers (suffix K, M or G; default 256M)")
+}
+
+// sizeFlag is a byte count with an optional K, M or G (powers of 1024).
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil || *f.n == 0 {
+		return ""
+	}
+	return strconv.FormatInt(*f.n, 10)
+}
+
+func (f sizeFlag) Set(s string) error {
+	mult := int64(1)
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s), "B"), "I")
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult, t = 1<<10, t[:len(t)-1]
+		case 'M':
+			mult, t = 1<<20, t[:len(t)-1]
+		case 'G':
+			mult, t = 1<<30, t[:len(t)-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 1<<20/mult || v > (1<<40)/mult {
+		return fmt.Errorf("%q is not a size from 1M to 1T, like 256M", s)
+	}
+	*f.n = v * mult
+	return nil
+}
+
+// kernelOnly and netstackOnly are the flags one backend reads and the
+// other would ignore; naming one with the wrong backend is an error, so
+// that nobody believes --nat changed a rootless gateway.
+var (
+	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "state-dir", "dns-domain"}
+	netstackOnly = []string{"subnet", "dns-address", "allow", "deny", "resolv-conf", "max-tcp-in-flight", "max-tcp-connections", "max-udp-flows", "max-client-memory"}
+)
+
+// checkBackendFlags refuses flags of the other backend and fills in the
+// defaults that depend on the backend.
+func checkBackendFlags(c *serveConfig, set map[string]bool) error {
+	wrong, other := netstackOnly, "netstack"
+	if c.backend == "netstack" {
+		wrong, other = kernelOnly, "kernel"
+	}
+	for _, name := range wrong {
+		if set[name] {
+			return fmt.Errorf("--%s is for --backend %s; this gateway runs --backend %s", name, other, c.backend)
+		}
+	}
+	if c.mtu == 0 {
+		c.mtu = 1500
+		if c.backend == "netstack" {
+			// The largest packet a stock OpenSSH peer carries: the stack's
+			// cost is per packet. Stock clients keep their tun's 1500
+			// unless they paste the status text's command.
+			c.mtu = 16380
+		}
+	}
+	if c.backend != "netstack" {
+		return nil
+	}
+	switch c.permit {
+	case gateway.PermitYes:
+		c.permit = gateway.PermitPointToPoint
+	case gateway.PermitEthernet:
+		return fmt.Errorf("--permit-tunnel ethernet: the netstack backend carries point-to-point tunnels only; use --backend kernel for ethernet")
+	}
+	for _, s := range c.rootless.subnets {
+		if s.Addr().Is4() && s.Bits() > 30 || s.Addr().Is6() && s.Bits() > 126 {
+			return fmt.Errorf("--subnet %s: too small for the gateway and its clients", s)
+		}
+	}
+	return nil
+}
+
+// netstackBackend is the rootless gateway: a DNS forwarder to the host's
+// resolvers and the stacks, denied the host's own addresses. It needs no
+// privilege; stop closes the DNS forwarder.
+func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), error) {
+	var proxy *dnsproxy.Proxy
+	ups, err := dnsproxy.Upstreams(c.rootless.resolvConf)
+	if len(ups) > 0 {
+		if err != nil {
+			log.Warn("resolv.conf: some lines skipped", "err", err)
+		}
+		proxy, err = dnsproxy.New(dnsproxy.Config{Upstreams: ups, Log: log})
+	}
+	if err != nil {
+		log.Warn("no DNS service for the clients: the host's resolvers are unknown", "err", err)
+	}
+	g, err := stack.New(stack.Config{
+		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
+		Routes: c.routes, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
+		Limits: c.rootless.limits, Logger: log,
+	})
+	if err != nil {
+		if proxy != nil {
+			proxy.Close()
+		}
+		return nil, nil, fmt.Errorf("netstack backend: %w", err)
+	}
+	return g, func() {
+		if proxy != nil {
+			proxy.Close()
+		}
+	}, nil
+}
+
+// hostAddrs are the host's own interface addresses, which the egress
+// policy denies as it denies loopback. Taken at start: an address the host
+// gains later is not denied by this rule (--deny covers it).
+func hostAddrs(log *slog.Logger) []netip.Addr {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("cannot list the host's addresses: only loopback and link-local are denied by default", "err", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !slices.Contains(out, p.Addr()) {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}
+
+var _ relay.StreamDialer = (*stack.Gateway)(nil)
