@@ -1,0 +1,269 @@
+//go:build integration
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+)
+
+// The rootless gateway's virtual subnet in these tests: the first address
+// is the gateway's, and its DNS.
+var rootlessSubnet = netip.MustParsePrefix("198.18.3.0/24")
+
+// startRootless runs sshvpn serve with the default backend as uid 65534,
+// its files in a directory that uid owns, its DNS forwarded to the LAN
+// host's server. The namespace lets that uid open ping sockets (the
+// sysctl is per namespace, and set before anything is compared).
+func (tp *topo) startRootless(t *testing.T, authKeys string, args ...string) *gatewayProc {
+	t.Helper()
+	nstest.RequireTool(t, "setpriv")
+	tp.gw.Run(t, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+	dir, err := os.MkdirTemp("/tmp", "sshvpn-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	keys := filepath.Join(dir, "authorized_keys")
+	resolv := filepath.Join(dir, "resolv.conf")
+	for path, body := range map[string]string{keys: authKeys, resolv: "nameserver " + lanHost.Addr().String() + "\n"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	argv := append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		sshvpnBin, "serve", "--listen", gwListen, "--host-key", filepath.Join(dir, "host_key"),
+		"--authorized-keys", keys, "--resolv-conf", resolv, "--subnet", rootlessSubnet.String()}, args...)
+	p := tp.gw.Start(t, argv...)
+	nstest.WaitFor(t, 10*time.Second, "rootless sshvpn serve listening", func() bool {
+		if p.Exited() {
+			t.Fatalf("sshvpn serve exited: %s", p.Log())
+		}
+		return strings.Contains(p.Log(), "listening")
+	})
+	if !strings.Contains(p.Log(), "backend=netstack") {
+		t.Fatalf("the default backend is not netstack: %s", p.Log())
+	}
+	return &gatewayProc{Proc: p, keys: keys}
+}
+
+// lanServices runs an HTTP server on the LAN host's port 80 and a DNS
+// server answering lan.test. there.
+func (tp *topo) lanServices(t *testing.T) {
+	t.Helper()
+	ln := tp.lan.Listen(t, "tcp", lanHost.Addr().String()+":80")
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from the lan, %s\n", r.RemoteAddr)
+	}))
+	pc := tp.lan.ListenPacket(t, "udp", lanHost.Addr().String()+":53")
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && q.Question[0].Name == "lan.test." && q.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR("lan.test. 60 IN A " + lanHost.Addr().String())
+			m.Answer = append(m.Answer, rr)
+		} else {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+}
+
+// httpGet fetches url with curl from inside ns (Go's HTTP client dials on
+// goroutines of its own, which may run outside the namespace).
+func httpGet(t *testing.T, ns *nstest.NS, url string) (string, error) {
+	t.Helper()
+	nstest.RequireTool(t, "curl")
+	out, err := ns.Cmd("curl", "-sS", "-m", "10", "--fail", url).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("curl %s: %v: %s", url, err, out)
+	}
+	return string(out), nil
+}
+
+// The rootless gateway with stock ssh -w: the LAN has no route back to the
+// tunnel subnet, so every flow is proven NATed; the gateway process has
+// no privilege and leaves the host as it found it.
+func TestRootlessGateway(t *testing.T) {
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
+		tp := newTopo(t)
+		tp.lanServices(t)
+		// The gateway host's own service, on loopback only.
+		local := tp.gw.Listen(t, "tcp", "127.0.0.1:8080")
+		go http.Serve(local, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "gateway loopback\n") }))
+		// The test's own setup, before the comparison: startRootless sets it.
+		tp.gw.Run(t, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+		before := untouchedState(t, tp.gw)
+		priv, pub := tp.key(t, o, "client")
+		gw := tp.startRootless(t, pub+"\n")
+
+		ssh := tp.sshTunnel(t, o, priv, "point-to-point", "any:any")
+		yours := regexp.MustCompile(`your address (198\.18\.3\.\d+/24), the gateway's 198\.18\.3\.1`)
+		nstest.WaitFor(t, 15*time.Second, "status text", func() bool {
+			if ssh.Exited() {
+				t.Fatalf("ssh exited: %s", ssh.Log())
+			}
+			return yours.MatchString(ssh.Log())
+		})
+		mine := netip.MustParsePrefix(yours.FindStringSubmatch(ssh.Log())[1])
+		if mine.Addr().As4()[3] < 128 {
+			t.Errorf("address %s not in the subnet's upper half", mine)
+		}
+		tp.client.Run(t, "ip", "link", "set", "tun0", "mtu", "16380")
+		upClient(t, tp.client, "tun0", mine, lanHost.Masked())
+
+		// a: HTTP, 100 MiB each way, ping, DNS through the gateway's address.
+		if body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/"); err != nil || !strings.Contains(body, "hello from the lan, 198.18.2.1:") {
+			t.Fatalf("HTTP to the LAN: %q %v (the LAN must see the gateway's address)", body, err)
+		}
+		up := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, false)
+		down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
+		t.Logf("OpenSSH %s → rootless gateway: upload %v, download %v", o.Version, up, down)
+		nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+		if nstest.CanPing(tp.client, "198.18.2.99") {
+			t.Fatal("a ping to a host that does not exist was answered")
+		}
+		var answer *dns.Msg
+		tp.client.Do(t, func() {
+			q := new(dns.Msg)
+			q.SetQuestion("lan.test.", dns.TypeA)
+			for _, net := range []string{"udp", "tcp"} {
+				c := &dns.Client{Net: net, Timeout: 5 * time.Second}
+				var err error
+				if answer, _, err = c.Exchange(q, "198.18.3.1:53"); err != nil {
+					t.Errorf("DNS over %s through the gateway: %v", net, err)
+					return
+				}
+			}
+		})
+		if answer == nil || len(answer.Answer) != 1 || !strings.Contains(answer.Answer[0].String(), lanHost.Addr().String()) {
+			t.Fatalf("DNS answer through the gateway: %v", answer)
+		}
+
+		// b: the gateway host's loopback is refused, at once.
+		start := time.Now()
+		if _, err := httpGet(t, tp.client, "http://198.18.3.1:8080/"); err == nil || time.Since(start) > 3*time.Second {
+			t.Fatalf("the gateway's loopback service was reachable or refused slowly (%v): %v", time.Since(start), err)
+		}
+
+		// g: rootless, and the host untouched.
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", gw.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^Uid:\s+65534\s`).Match(status) || !regexp.MustCompile(`(?m)^CapEff:\s+0+$`).Match(status) {
+			t.Fatalf("the gateway is not unprivileged:\n%s", status)
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", gw.PID()))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", gw.PID(), fd.Name())); strings.Contains(l, "/dev/net/tun") {
+				t.Fatalf("the gateway holds %s", l)
+			}
+		}
+		if during := untouchedState(t, tp.gw); during != before {
+			t.Fatalf("the gateway host changed while tunnels ran:\nbefore:\n%s\nduring:\n%s", before, during)
+		}
+		ssh.Signal(os.Interrupt)
+		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel down") })
+		if after := untouchedState(t, tp.gw); after != before {
+			t.Fatalf("the gateway host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+}
+
+// untouchedState is what a rootless gateway must never change: hostState
+// and every routing table, rule and net sysctl.
+func untouchedState(t *testing.T, ns *nstest.NS) string {
+	t.Helper()
+	b := strings.Builder{}
+	b.WriteString(hostState(t, ns))
+	for _, cmd := range [][]string{{"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"}, {"ip", "rule"}, {"ip", "-6", "rule"}} {
+		for _, l := range strings.Split(ns.Run(t, cmd...), "\n") {
+			if !strings.Contains(l, "fe80::") {
+				b.WriteString(l + "\n")
+			}
+		}
+	}
+	for _, line := range strings.Split(ns.Run(t, "sysctl", "-a"), "\n") {
+		if strings.HasPrefix(line, "net.") && !strings.Contains(line, "nf_conntrack_count") && !strings.Contains(line, "stable_secret") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// c: ssh -D and ssh -L through the rootless gateway, with no tun on either
+// side; the gateway's loopback stays refused through them too, until
+// --allow opens it.
+func TestRootlessForwarding(t *testing.T) {
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
+		tp := newTopo(t)
+		tp.lanServices(t)
+		local := tp.gw.Listen(t, "tcp", "127.0.0.1:8080")
+		go http.Serve(local, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "gateway loopback\n") }))
+		priv, pub := tp.key(t, o, "client")
+		for _, allow := range []bool{false, true} {
+			var args []string
+			if allow {
+				args = []string{"--allow", "127.0.0.1:8080/tcp"}
+			}
+			gw := tp.startRootless(t, pub+"\n", args...)
+			ssh := tp.client.Start(t, o.ClientArgs(t, priv, "", "-N", "-p", "2222", "-o", "ExitOnForwardFailure=yes",
+				"-D", "127.0.0.1:1080", "-L", "127.0.0.1:8081:"+lanHost.Addr().String()+":80", "-L", "127.0.0.1:8082:127.0.0.1:8080",
+				"root@"+underGW.Addr().String())...)
+			nstest.WaitFor(t, 10*time.Second, "ssh forwards listening", func() bool {
+				if ssh.Exited() {
+					t.Fatalf("ssh exited: %s", ssh.Log())
+				}
+				c, err := tp.client.Dial(t, "tcp", "127.0.0.1:8081")
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+			if body, err := httpGet(t, tp.client, "http://127.0.0.1:8081/"); err != nil || !strings.Contains(body, "hello from the lan") {
+				t.Fatalf("ssh -L to the LAN: %q %v", body, err)
+			}
+			out, err := tp.client.Cmd("curl", "-s", "-m", "10", "--socks5-hostname", "127.0.0.1:1080", "http://"+lanHost.Addr().String()+"/").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "hello from the lan") {
+				t.Fatalf("ssh -D SOCKS to the LAN: %q %v", out, err)
+			}
+			body, err := httpGet(t, tp.client, "http://127.0.0.1:8082/")
+			if got := err == nil && strings.Contains(body, "gateway loopback"); got != allow {
+				t.Fatalf("allow=%v: ssh -L to the gateway's 127.0.0.1:8080 reached it: %v (%q %v)\n%s", allow, got, body, err, ssh.Log())
+			}
+			for _, ns := range []*nstest.NS{tp.client, tp.gw} {
+				if l := ns.Run(t, "ip", "-o", "link"); strings.Contains(l, "tun") {
+					t.Fatalf("a tun device in %s: %s", ns, l)
+				}
+			}
+			ssh.Signal(os.Interrupt)
+			ssh.Wait(5 * time.Second)
+			gw.Signal(os.Interrupt)
+			if err := gw.Wait(10 * time.Second); err != nil {
+				t.Fatalf("the gateway did not stop cleanly: %v\n%s", err, gw.Log())
+			}
+		}
+	})
+}
+
