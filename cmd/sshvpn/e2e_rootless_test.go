@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,3 +268,139 @@ func TestRootlessForwarding(t *testing.T) {
 	})
 }
 
+// sshvpn connect needs no flag against a rootless gateway: it takes the
+// address, the MTU, the routes the gateway names and its DNS address.
+func TestRootlessSSHVPNClient(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	priv, pub := tp.key(t, o, "client")
+	tp.startRootless(t, pub+"\n", "--route", lanHost.Masked().String())
+	c := tp.client.Start(t, connectArgs(priv, "", "-p", "2222", "root@198.18.1.1")...)
+	waitUp(t, c, 1)
+	link := tp.client.Run(t, "ip", "-o", "addr", "show", "dev", "tun0")
+	if !regexp.MustCompile(`inet 198\.18\.3\.\d+/24`).MatchString(link) {
+		t.Fatalf("the gateway's address was not applied: %s", link)
+	}
+	if mtu := tp.client.Run(t, "cat", "/sys/class/net/tun0/mtu"); strings.TrimSpace(mtu) != "16380" {
+		t.Errorf("tun0 MTU %s, want the gateway's 16380", mtu)
+	}
+	nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+	if body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/"); err != nil || !strings.Contains(body, "hello from the lan") {
+		t.Fatalf("HTTP to the LAN: %q %v", body, err)
+	}
+	up := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, false)
+	down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
+	t.Logf("sshvpn connect → rootless gateway: upload %v, download %v", up, down)
+}
+
+// e and f: tunnels that come and go leave the gateway's fds and threads
+// where they were, and many clients at once each get through; the
+// gateway's resident memory per client is reported.
+func TestRootlessClientsComeAndGo(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	priv, pub := tp.key(t, o, "client")
+	gw := tp.startRootless(t, pub+"\n")
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", gw.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	rss := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", gw.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kb int64
+		if m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b); m != nil {
+			fmt.Sscan(string(m[1]), &kb)
+		}
+		return kb << 10
+	}
+	// One tunnel first, so that what is made once (the DNS forwarder's
+	// state, the runtime's threads) is in the baseline.
+	warm := tp.sshTunnel(t, o, priv, "point-to-point", "any:any", "-N")
+	nstest.WaitFor(t, 10*time.Second, "first tunnel", func() bool { return strings.Count(gw.Log(), "tunnel up") >= 1 })
+	warm.Signal(os.Interrupt)
+	nstest.WaitFor(t, 10*time.Second, "first tunnel down", func() bool { return strings.Count(gw.Log(), "tunnel down") >= 1 })
+	// goroutines asks the gateway for its footprint line (SIGUSR1).
+	goroutines := func() int64 {
+		n := strings.Count(gw.Log(), `msg=footprint`)
+		gw.Signal(syscall.SIGUSR1)
+		nstest.WaitFor(t, 5*time.Second, "footprint line", func() bool { return strings.Count(gw.Log(), `msg=footprint`) > n })
+		return counter(gw.Log(), "goroutines")
+	}
+	baseFDs, baseRSS, baseG := fds(), rss(), goroutines()
+
+	const cycles, batch = 200, 8
+	for i := 0; i < cycles; i += batch {
+		var procs []*nstest.Proc
+		for j := 0; j < batch; j++ {
+			procs = append(procs, tp.sshTunnel(t, o, priv, "point-to-point", "any:any", "-N"))
+		}
+		want := 1 + i + batch
+		nstest.WaitFor(t, 20*time.Second, "tunnels up", func() bool { return strings.Count(gw.Log(), "tunnel up") >= want })
+		for _, p := range procs {
+			p.Signal(os.Interrupt)
+		}
+		nstest.WaitFor(t, 20*time.Second, "tunnels down", func() bool { return strings.Count(gw.Log(), "tunnel down") >= want })
+		for _, p := range procs {
+			p.Wait(5 * time.Second)
+		}
+	}
+	nstest.WaitFor(t, 10*time.Second, "fds and goroutines back at the baseline", func() bool { return fds() <= baseFDs && goroutines() <= baseG })
+	t.Logf("after %d tunnels: %d fds (baseline %d), %d goroutines (baseline %d), RSS %d KiB (baseline %d KiB)",
+		cycles, fds(), baseFDs, counter(gw.Log(), "goroutines"), baseG, rss()>>10, baseRSS>>10)
+
+	// f: many stock clients at once, each its own key and so its own
+	// address, each pinging and fetching from the LAN through its own tun
+	// (source routing picks the tun in the one client namespace).
+	const clients = 100
+	var keys strings.Builder
+	privs := make([]string, clients)
+	for i := range privs {
+		var pub string
+		privs[i], pub = tp.key(t, o, fmt.Sprintf("c%d", i))
+		keys.WriteString(pub + "\n")
+	}
+	if err := os.WriteFile(gw.keys, []byte(keys.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yours := regexp.MustCompile(`your address (198\.18\.3\.\d+)/24`)
+	goroutines()
+	before, heapBefore := rss(), counter(gw.Log(), "heap_inuse")
+	for i, priv := range privs {
+		ssh := tp.sshTunnel(t, o, priv, "point-to-point", fmt.Sprintf("%d:any", i), "-o", "RequestTTY=no")
+		dev := fmt.Sprintf("tun%d", i)
+		nstest.WaitFor(t, 15*time.Second, dev+" status", func() bool {
+			if ssh.Exited() {
+				t.Fatalf("client %d: ssh exited: %s", i, ssh.Log())
+			}
+			return yours.MatchString(ssh.Log())
+		})
+		a := yours.FindStringSubmatch(ssh.Log())[1]
+		table := fmt.Sprint(100 + i)
+		tp.client.Run(t, "ip", "addr", "add", a+"/32", "dev", dev)
+		tp.client.Run(t, "ip", "link", "set", dev, "up")
+		tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", dev, "table", table)
+		tp.client.Run(t, "ip", "rule", "add", "from", a, "lookup", table)
+		defer func() {
+			if out, err := tp.client.Cmd("ping", "-n", "-q", "-c", "1", "-W", "5", "-I", a, lanHost.Addr().String()).CombinedOutput(); err != nil {
+				t.Errorf("client %d (%s): ping: %v\n%s", i, a, err, out)
+			}
+			if out, err := tp.client.Cmd("curl", "-sS", "-m", "10", "--interface", a, "http://"+lanHost.Addr().String()+"/").CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from the lan") {
+				t.Errorf("client %d (%s): HTTP: %v %s", i, a, err, out)
+			}
+		}()
+	}
+	goroutines()
+	with, heapWith := rss(), counter(gw.Log(), "heap_inuse")
+	t.Logf("rootless gateway with %d idle clients: RSS %d → %d KiB, Go heap in use %d → %d KiB: %d KiB resident and %d KiB of heap spans per client",
+		clients, before>>10, with>>10, heapBefore>>10, heapWith>>10, (with-before)/clients>>10, (heapWith-heapBefore)/clients>>10)
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -215,6 +216,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
 	stopHUP := reloadOnHangup(keys, log)
 	defer stopHUP()
+	stopUSR1 := footprintOnUSR1(log)
+	defer stopUSR1()
 	err = srv.Serve(ctx, ln)
 	log.Info("sshvpn gateway stopped")
 	return err
@@ -268,6 +271,31 @@ func reloadOnHangup(keys *gateway.AuthorizedKeys, log *slog.Logger) (stop func()
 	}()
 	return func() {
 		signal.Stop(hup)
+		close(done)
+	}
+}
+
+// footprintOnUSR1 logs the process's goroutines and heap on SIGUSR1: what
+// an operator (and the tests) look at to see that departed clients left
+// nothing behind.
+func footprintOnUSR1(log *slog.Logger) (stop func()) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-usr1:
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				log.Info("footprint", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "sys", m.Sys)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(usr1)
 		close(done)
 	}
 }
