@@ -82,7 +82,8 @@ type Stats struct {
 	PacketsIn, PacketsOut                   atomic.Uint64
 	DropsNotIP, DropsQueueFull, DropsTooBig atomic.Uint64
 
-	TCPEstablished                                        atomic.Int64
+	TCPEstablished, TCPInFlight                           atomic.Int64
+	TCPInFlightFull                                       atomic.Uint64
 	TCPDenied, TCPLimited, TCPDialFailed, TCPCreateFailed atomic.Uint64
 	UDPFlows                                              atomic.Int64
 	UDPDenied, UDPLimited, UDPDialFailed                  atomic.Uint64
@@ -266,6 +267,33 @@ func (c *client) Close() error {
 		}
 		c.group.close()
 		c.s.Destroy()
+		c.log.Info("tunnel stack closed", "flows", &c.stats)
 	})
 	return nil
+}
+
+// LogValue implements slog.LogValuer: the counters that are not zero.
+func (s *Stats) LogValue() slog.Value {
+	var attrs []slog.Attr
+	add := func(name string, v uint64) {
+		if v != 0 {
+			attrs = append(attrs, slog.Uint64(name, v))
+		}
+	}
+	add("tcp_denied", s.TCPDenied.Load())
+	add("tcp_limited", s.TCPLimited.Load())
+	add("tcp_in_flight_full", s.TCPInFlightFull.Load())
+	add("tcp_dial_failed", s.TCPDialFailed.Load())
+	add("udp_denied", s.UDPDenied.Load())
+	add("udp_limited", s.UDPLimited.Load())
+	add("udp_dial_failed", s.UDPDialFailed.Load())
+	add("icmp_requests", s.ICMPRequests.Load())
+	add("icmp_no_reply", s.ICMPNoReply.Load())
+	add("icmp_denied", s.ICMPDenied.Load())
+	add("memory_limited", s.MemoryLimited.Load())
+	add("memory_resets", s.MemoryResets.Load())
+	add("drops_queue_full", s.DropsQueueFull.Load())
+	add("drops_not_ip", s.DropsNotIP.Load())
+	add("drops_too_big", s.DropsTooBig.Load())
+	return slog.GroupValue(attrs...)
 }

@@ -35,17 +35,25 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	defer c.group.done()
+	// gVisor drops SYNs past TCPInFlight silently; this is where the
+	// client is seen reaching it.
+	if n := c.stats.TCPInFlight.Add(1); n >= int64(c.limits.TCPInFlight) {
+		c.stats.TCPInFlightFull.Add(1)
+		c.warnLimit("tcp in flight", c.limits.TCPInFlight)
+	}
 	id := r.ID() // Local* is the destination the client asked for, Remote* the client
 	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
 	out, err := c.dialTCP(dst)
 	if err != nil {
 		r.Complete(true) // a reset: the client fails fast
+		c.stats.TCPInFlight.Add(-1)
 		return
 	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil { // the client gave up meanwhile
 		r.Complete(true)
+		c.stats.TCPInFlight.Add(-1)
 		out.Close()
 		c.stats.TCPEstablished.Add(-1)
 		c.mem.give(tcpRelayCost)
@@ -53,6 +61,7 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
+	c.stats.TCPInFlight.Add(-1)
 	ep.SocketOptions().SetKeepAlive(true)
 	in := gonet.NewTCPConn(&wq, ep)
 	c.relayTCP(in, ep, out)

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -403,4 +404,123 @@ func TestRootlessClientsComeAndGo(t *testing.T) {
 	with, heapWith := rss(), counter(gw.Log(), "heap_inuse")
 	t.Logf("rootless gateway with %d idle clients: RSS %d → %d KiB, Go heap in use %d → %d KiB: %d KiB resident and %d KiB of heap spans per client",
 		clients, before>>10, with>>10, heapBefore>>10, heapWith>>10, (with-before)/clients>>10, (heapWith-heapBefore)/clients>>10)
+}
+
+// d: one tunnel holds 2,000 TCP connections at once; then, while it floods
+// SYNs at a host that does not exist and UDP at 10,000 ports, a second
+// client's transfer goes through unharmed, and the first client's limits
+// are what stopped the flood.
+func TestRootlessOneClientCannotHurtAnother(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	echo := tp.lan.Listen(t, "tcp", lanHost.Addr().String()+":7")
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	privA, pubA := tp.key(t, o, "flooder")
+	privB, pubB := tp.key(t, o, "victim")
+	gw := tp.startRootless(t, pubA+"\n"+pubB+"\n")
+	yours := regexp.MustCompile(`your address (198\.18\.3\.\d+)/24`)
+	addrs := make([]netip.Addr, 2)
+	for i, priv := range []string{privA, privB} {
+		ssh := tp.sshTunnel(t, o, priv, "point-to-point", fmt.Sprintf("%d:any", i))
+		nstest.WaitFor(t, 15*time.Second, "status", func() bool {
+			if ssh.Exited() {
+				t.Fatalf("ssh exited: %s", ssh.Log())
+			}
+			return yours.MatchString(ssh.Log())
+		})
+		addrs[i] = netip.MustParseAddr(yours.FindStringSubmatch(ssh.Log())[1])
+		dev, table := fmt.Sprintf("tun%d", i), fmt.Sprint(100+i)
+		tp.client.Run(t, "ip", "addr", "add", addrs[i].String()+"/32", "dev", dev)
+		tp.client.Run(t, "ip", "link", "set", dev, "mtu", "16380", "up")
+		tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", dev, "table", table)
+		tp.client.Run(t, "ip", "rule", "add", "from", addrs[i].String(), "lookup", table)
+	}
+	// The victim's unbound sockets go its way.
+	tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", "tun1", "src", addrs[1].String())
+
+	const conns = 2000
+	open := make([]net.Conn, 0, conns)
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	tp.client.Do(t, func() {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: addrs[0].AsSlice()}, Timeout: 20 * time.Second}
+		for i := 0; i < conns; i++ {
+			c, err := d.Dial("tcp", lanHost.Addr().String()+":7")
+			if err != nil {
+				t.Errorf("connection %d of %d: %v", i+1, conns, err)
+				return
+			}
+			open = append(open, c)
+		}
+	})
+	if len(open) != conns {
+		t.FailNow()
+	}
+	for i, c := range open { // every one is open at once, and carries bytes
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		msg := fmt.Sprintf("conn %d\n", i)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("connection %d echoed %q, %v", i, buf, err)
+		}
+	}
+	for _, c := range open {
+		c.Close()
+	}
+	open = open[:0]
+
+	run := nstest.StartTransfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 50<<20, true)
+	// The flood: non-blocking connects from the flooder's address to a LAN
+	// address nobody holds (the kernel retransmits each SYN), and a datagram
+	// to each of 10,000 ports of the LAN host.
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	}()
+	tp.client.Do(t, func() {
+		src := &syscall.SockaddrInet4{Addr: addrs[0].As4()}
+		for i := 0; i < 3000; i++ {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fds = append(fds, fd)
+			syscall.Bind(fd, src)
+			syscall.Connect(fd, &syscall.SockaddrInet4{Addr: [4]byte{198, 18, 2, 99}, Port: 1000 + i})
+		}
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		syscall.Bind(fd, src)
+		for port := 20000; port < 30000; port++ {
+			syscall.Sendto(fd, []byte("flood"), 0, &syscall.SockaddrInet4{Addr: lanHost.Addr().As4(), Port: port})
+		}
+	})
+	r, err := run.Wait()
+	if err != nil {
+		t.Fatalf("the victim's transfer during the flood: %v", err)
+	}
+	t.Logf("victim's 50 MiB download while the other client floods: %v", r)
+	nstest.WaitFor(t, 5*time.Second, "the flooder's limits logged", func() bool {
+		return strings.Contains(gw.Log(), `limit="tcp in flight"`) && strings.Contains(gw.Log(), `limit="udp flows"`)
+	})
 }
