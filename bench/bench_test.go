@@ -147,6 +147,11 @@ type tunnel struct {
 	server, client *nstest.NS
 	proc           *nstest.Proc // the client: ssh -w or sshvpn connect
 	kexLog         *nstest.Proc // ssh -v, or sshd at DEBUG1 when the client is sshvpn connect
+	// gateway is sshvpn serve, when the server is; its peak RSS is reported.
+	gateway *nstest.Proc
+	// iperfBind is where iperf3 -s listens (tunServer's address, or the
+	// host's loopback that the rootless gateway's own address stands for).
+	iperfBind string
 }
 
 // BenchmarkTunnel compares iperf3 TCP throughput through stock `ssh -w` into
@@ -172,6 +177,14 @@ func BenchmarkTunnel(b *testing.B) {
 			b.Run("sshvpn-connect", func(b *testing.B) {
 				tn := startConnect(b, o)
 				measure(b, tn, res, o.Version, "sshvpn-connect")
+			})
+			b.Run("ssh-w-rootless", func(b *testing.B) {
+				tn := startRootless(b, o, false)
+				measure(b, tn, res, o.Version, "ssh-w→rootless")
+			})
+			b.Run("sshvpn-connect-rootless", func(b *testing.B) {
+				tn := startRootless(b, o, true)
+				measure(b, tn, res, o.Version, "connect→rootless")
 			})
 		})
 	}
@@ -210,6 +223,13 @@ func measure(b *testing.B, tn *tunnel, res *results, version, name string) {
 			b.ReportMetric(0, "ns/op") // an iperf3 run lasts iperfSecs by construction
 			b.ReportMetric(x.mbps, "Mbit/s")
 			b.ReportMetric(float64(x.retrans), "retrans")
+			if x.mbps > 0 {
+				// CPU seconds of the server side's processes per GiB moved.
+				b.ReportMetric(x.serverCPU/100/(x.mbps/8589.934592), "srv-cpu-s/GiB")
+			}
+			if tn.gateway != nil {
+				b.ReportMetric(float64(peakRSS(b, tn.gateway)>>20), "gw-peak-MiB")
+			}
 			if name != "ssh-w" {
 				if base, ok := res.baseline(version, d.name); ok && base > 0 {
 					b.ReportMetric(x.mbps/base, "x-ssh-w")
@@ -334,6 +354,77 @@ func startConnect(b *testing.B, o nstest.OpenSSH) *tunnel {
 	return tn
 }
 
+// startRootless runs sshvpn serve with the rootless backend (MTU 16380,
+// its default) and a stock ssh -w client (MTU 1500, as ssh leaves it) or
+// sshvpn connect (which takes the gateway's MTU). The gateway's own
+// address, tunServer, stands for the host's loopback, where iperf3 listens.
+func startRootless(b *testing.B, o nstest.OpenSSH, connect bool) *tunnel {
+	b.Helper()
+	server, client := pair(b)
+	key, pub := o.Keygen(b, b.TempDir(), "id_ed25519")
+	dir := b.TempDir()
+	keys := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(keys, []byte(pub+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	gw := server.Start(b, sshvpnBin, "serve",
+		"--listen", underServer.Addr().String()+":"+sshvpnPort,
+		"--host-key", filepath.Join(dir, "host_key"),
+		"--authorized-keys", keys,
+		"--subnet", tunServer.Masked().String(),
+		"--allow", "127.0.0.1:5201/tcp")
+	nstest.WaitFor(b, 10*time.Second, "sshvpn serve listening", func() bool {
+		if gw.Exited() {
+			b.Fatalf("sshvpn serve exited: %v\n%s", gw.Wait(0), gw.Log())
+		}
+		return strings.Contains(gw.Log(), "listening")
+	})
+	var c *nstest.Proc
+	if connect {
+		c = client.Start(b, sshvpnBin, "connect", "-F", "none", "-i", key,
+			"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "GlobalKnownHostsFile=/dev/null", "-p", sshvpnPort, "--state-dir", b.TempDir(),
+			"root@"+underServer.Addr().String())
+	} else {
+		c = client.Start(b, o.ClientArgs(b, key, "", "-v",
+			"-o", "Tunnel=point-to-point", "-o", "ExitOnForwardFailure=yes",
+			"-w", "0:any", "-p", sshvpnPort, "-N", "root@"+underServer.Addr().String())...)
+	}
+	nstest.WaitFor(b, 20*time.Second, "rootless tunnel up", func() bool {
+		if c.Exited() {
+			b.Fatalf("client exited: %v\n%s\nsshvpn:\n%s", c.Wait(0), c.Log(), gw.Tail(40))
+		}
+		return hasDev(client, tunDev) && strings.Contains(gw.Log(), "tunnel up") &&
+			(!connect || strings.Contains(c.Log(), `msg="tunnel up"`))
+	})
+	if !connect {
+		upTun(b, client, tunClient)
+	}
+	kex := c
+	if connect {
+		kex = gw
+	}
+	tn := &tunnel{server: server, client: client, proc: c, kexLog: kex, gateway: gw, iperfBind: "127.0.0.1"}
+	nstest.Ping(b, client, tunServer.Addr().String(), 2)
+	return tn
+}
+
+// peakRSS is a process's VmHWM.
+func peakRSS(b *testing.B, p *nstest.Proc) int64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID()))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 func hasDev(ns *nstest.NS, dev string) bool {
 	return ns.Cmd("ip", "link", "show", dev).Run() == nil
 }
@@ -363,7 +454,11 @@ type iperfJSON struct {
 // namespace on the tunnel address, the client in the client namespace.
 func iperf(b *testing.B, tn *tunnel, reverse bool) row {
 	b.Helper()
-	srv := tn.server.Start(b, "iperf3", "-s", "-1", "--forceflush", "-B", tunServer.Addr().String())
+	bind := tn.iperfBind
+	if bind == "" {
+		bind = tunServer.Addr().String()
+	}
+	srv := tn.server.Start(b, "iperf3", "-s", "-1", "--forceflush", "-B", bind)
 	nstest.WaitFor(b, 10*time.Second, "iperf3 server listening", func() bool {
 		if srv.Exited() {
 			b.Fatalf("iperf3 -s exited: %v\n%s", srv.Wait(0), srv.Log())
@@ -403,6 +498,9 @@ func iperf(b *testing.B, tn *tunnel, reverse bool) row {
 // mounts the namespace's own /sys).
 func tunDrops(b *testing.B, ns *nstest.NS) int64 {
 	b.Helper()
+	if !hasDev(ns, tunDev) {
+		return 0 // the rootless gateway has no device
+	}
 	var n int64
 	for _, c := range []string{"rx_dropped", "tx_dropped"} {
 		out := ns.Run(b, "cat", "/sys/class/net/"+tunDev+"/statistics/"+c)
