@@ -67,6 +67,28 @@ func (tp *topo) startRootless(t *testing.T, authKeys string, args ...string) *ga
 	return &gatewayProc{Proc: p, keys: keys}
 }
 
+// The rootless gateway's IPv6 subnet; the LAN link's IPv6 addresses are
+// the full-tunnel tests' lanGW6 and lanHost6.
+var subnet6 = netip.MustParsePrefix("2001:2:3::/64")
+
+// addLAN6 puts IPv6 on the gateway–LAN link (without DAD, so that it can
+// be bound at once) and an HTTP server on the LAN host's IPv6 address.
+func (tp *topo) addLAN6(t *testing.T) {
+	t.Helper()
+	for _, x := range []struct {
+		ns   *nstest.NS
+		addr netip.Prefix
+	}{{tp.gw, lanGW6}, {tp.lan, lanHost6}} {
+		dev := strings.Fields(x.ns.Run(t, "ip", "-o", "addr", "show", "to", lanGW.Masked().String()))[1]
+		x.ns.Run(t, "ip", "-6", "addr", "add", x.addr.String(), "dev", dev, "nodad")
+	}
+	udpEcho(t, tp.lan, "["+lanHost6.Addr().String()+"]:7")
+	ln := tp.lan.Listen(t, "tcp", "["+lanHost6.Addr().String()+"]:80")
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from the lan, %s\n", r.RemoteAddr)
+	}))
+}
+
 // lanServices runs an HTTP server on the LAN host's port 80 and a DNS
 // server answering lan.test. there.
 func (tp *topo) lanServices(t *testing.T) {
@@ -75,6 +97,7 @@ func (tp *topo) lanServices(t *testing.T) {
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from the lan, %s\n", r.RemoteAddr)
 	}))
+	udpEcho(t, tp.lan, lanHost.Addr().String()+":7")
 	pc := tp.lan.ListenPacket(t, "udp", lanHost.Addr().String()+":53")
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
@@ -89,6 +112,46 @@ func (tp *topo) lanServices(t *testing.T) {
 	})}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
+}
+
+// udpEcho answers each datagram to addr with itself.
+func udpEcho(t *testing.T, ns *nstest.NS, addr string) {
+	pc := ns.ListenPacket(t, "udp", addr)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// checkUDPEcho sends datagrams to addr's echo service from ns and wants
+// each back.
+func checkUDPEcho(t *testing.T, ns *nstest.NS, addr string) {
+	t.Helper()
+	ns.Do(t, func() {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			t.Fatalf("udp to %s: %v", addr, err)
+		}
+		defer c.Close()
+		for i, size := range []int{1, 1200, 8000} {
+			msg := []byte(strings.Repeat(fmt.Sprint(i), size))
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write(msg); err != nil {
+				t.Fatalf("udp to %s: %v", addr, err)
+			}
+			buf := make([]byte, 65536)
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != string(msg) {
+				t.Fatalf("udp echo from %s of %d bytes: got %d bytes, %v", addr, size, n, err)
+			}
+		}
+	})
 }
 
 // httpGet fetches url with curl from inside ns (Go's HTTP client dials on
@@ -110,6 +173,7 @@ func TestRootlessGateway(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		tp := newTopo(t)
 		tp.lanServices(t)
+		tp.addLAN6(t)
 		// The gateway host's own service, on loopback only.
 		local := tp.gw.Listen(t, "tcp", "127.0.0.1:8080")
 		go http.Serve(local, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "gateway loopback\n") }))
@@ -117,7 +181,7 @@ func TestRootlessGateway(t *testing.T) {
 		tp.gw.Run(t, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
 		before := untouchedState(t, tp.gw)
 		priv, pub := tp.key(t, o, "client")
-		gw := tp.startRootless(t, pub+"\n")
+		gw := tp.startRootless(t, pub+"\n", "--subnet", subnet6.String())
 
 		ssh := tp.sshTunnel(t, o, priv, "point-to-point", "any:any")
 		yours := regexp.MustCompile(`your address (198\.18\.3\.\d+/24), the gateway's 198\.18\.3\.1`)
@@ -133,6 +197,23 @@ func TestRootlessGateway(t *testing.T) {
 		}
 		tp.client.Run(t, "ip", "link", "set", "tun0", "mtu", "16380")
 		upClient(t, tp.client, "tun0", mine, lanHost.Masked())
+		yours6 := regexp.MustCompile(`your address (2001:2:3:[0-9a-f:]+/64), the gateway's 2001:2:3::1`)
+		m6 := yours6.FindStringSubmatch(ssh.Log())
+		if m6 == nil {
+			t.Fatalf("no IPv6 address in the status text:\n%s", ssh.Log())
+		}
+		tp.client.Run(t, "ip", "-6", "addr", "add", m6[1], "dev", "tun0", "nodad")
+		tp.client.Run(t, "ip", "-6", "route", "add", lanHost6.Masked().String(), "dev", "tun0")
+
+		// a, IPv6: NAT66 to the LAN, which has no route back either.
+		if body, err := httpGet(t, tp.client, "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan, ["+lanGW6.Addr().String()+"]:") {
+			t.Fatalf("HTTP over IPv6 to the LAN: %q %v", body, err)
+		}
+		nstest.Ping(t, tp.client, lanHost6.Addr().String(), 2)
+		checkUDPEcho(t, tp.client, "["+lanHost6.Addr().String()+"]:7")
+		up6 := nstest.Transfer(t, tp.lan, "["+lanHost6.Addr().String()+"]:0", tp.client, lanHost6.Addr().String(), 100<<20, false)
+		down6 := nstest.Transfer(t, tp.lan, "["+lanHost6.Addr().String()+"]:0", tp.client, lanHost6.Addr().String(), 100<<20, true)
+		t.Logf("IPv6: upload %v, download %v", up6, down6)
 
 		// a: HTTP, 100 MiB each way, ping, DNS through the gateway's address.
 		if body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/"); err != nil || !strings.Contains(body, "hello from the lan, 198.18.2.1:") {
@@ -142,6 +223,7 @@ func TestRootlessGateway(t *testing.T) {
 		down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
 		t.Logf("OpenSSH %s → rootless gateway: upload %v, download %v", o.Version, up, down)
 		nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+		checkUDPEcho(t, tp.client, lanHost.Addr().String()+":7")
 		if nstest.CanPing(tp.client, "198.18.2.99") {
 			t.Fatal("a ping to a host that does not exist was answered")
 		}
@@ -149,12 +231,14 @@ func TestRootlessGateway(t *testing.T) {
 		tp.client.Do(t, func() {
 			q := new(dns.Msg)
 			q.SetQuestion("lan.test.", dns.TypeA)
-			for _, net := range []string{"udp", "tcp"} {
-				c := &dns.Client{Net: net, Timeout: 5 * time.Second}
-				var err error
-				if answer, _, err = c.Exchange(q, "198.18.3.1:53"); err != nil {
-					t.Errorf("DNS over %s through the gateway: %v", net, err)
-					return
+			for _, server := range []string{"198.18.3.1:53", "[2001:2:3::1]:53"} {
+				for _, net := range []string{"udp", "tcp"} {
+					c := &dns.Client{Net: net, Timeout: 5 * time.Second}
+					var err error
+					if answer, _, err = c.Exchange(q, server); err != nil {
+						t.Errorf("DNS over %s through the gateway's %s: %v", net, server, err)
+						return
+					}
 				}
 			}
 		})
