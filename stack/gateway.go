@@ -52,7 +52,10 @@ type Config struct {
 	// Routes are the networks sshvpn clients route through the tunnel
 	// and stock clients are shown commands for.
 	Routes []netip.Prefix
-	MTU    int
+	// Domains are the DNS domains sshvpn clients send to DNS (all names
+	// when they route everything through the tunnel).
+	Domains []string
+	MTU     int
 	// QueueLen is each client's outbound queue (DefaultQueueLen).
 	QueueLen int
 	// Rules are --allow and --deny; HostAddrs the host's own addresses,
@@ -394,6 +397,7 @@ func (t *tunnel) Config() relay.TunnelConfig {
 		Gateways:  append([]netip.Addr(nil), t.gw.gateways...),
 		Routes:    append([]netip.Prefix(nil), t.gw.cfg.Routes...),
 		DNS:       append([]netip.Addr(nil), t.gw.cfg.DNS...),
+		Domains:   append([]string(nil), t.gw.cfg.Domains...),
 	}
 }
 

@@ -508,7 +508,7 @@ func TestServeDNSDomainFlag(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--dns-domain", "corp.example"}, "--dns-domain needs --dns"},
+		{[]string{"--backend", "kernel", "--dns-domain", "corp.example"}, "--dns-domain needs --dns"},
 		{[]string{"--dns", "198.18.3.1", "--dns-domain", "corp example"}, `holds ' '`},
 		{[]string{"--dns", "198.18.3.1", "--dns-domain", "."}, "every name is not a domain"},
 	} {

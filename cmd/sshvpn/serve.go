@@ -59,7 +59,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(prefixList(&c.tunAddrs), "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
 	fs.Var(prefixList(&c.routes), "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
 	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable; netstack: default its --dns-address)")
-	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
+	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers (netstack: its DNS addresses) answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 0, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet (default: kernel 1500, netstack 16380)")
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
@@ -114,7 +114,7 @@ func checkDNSDomains(c *serveConfig) error {
 		}
 	}
 	c.dnsDomains = ds
-	if len(c.dnsDomains) > 0 && len(c.dns) == 0 {
+	if len(c.dnsDomains) > 0 && len(c.dns) == 0 && c.backend != "netstack" {
 		return errors.New("--dns-domain needs --dns: the domains say which names the tunnel's name servers answer for")
 	}
 	if len(c.dnsDomains) > wire.MaxDomains {

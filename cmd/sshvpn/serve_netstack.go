@@ -89,7 +89,7 @@ func (f sizeFlag) Set(s string) error {
 // other would ignore; naming one with the wrong backend is an error, so
 // that nobody believes --nat changed a rootless gateway.
 var (
-	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "state-dir", "dns-domain"}
+	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "state-dir"}
 	netstackOnly = []string{"subnet", "dns-address", "allow", "deny", "resolv-conf", "max-tcp-in-flight", "max-tcp-connections", "max-udp-flows", "max-client-memory"}
 )
 
@@ -148,7 +148,7 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	}
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
-		Routes: c.routes, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
+		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
 		Limits: c.rootless.limits, Logger: log,
 	})
 	if err != nil {
