@@ -1,12 +1,12 @@
 package kernel
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // Claims records which tunnel device each client address lives behind.
@@ -139,10 +139,10 @@ func (c *Claims) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, 
 	defer c.mu.Unlock()
 	hostBits := n.Addr().BitLen() - n.Bits()
 	size := uint64(1) << min(hostBits, 63)
-	start := stableOffset(key, n, size)
+	start := relay.StableOffset(key, n, size)
 	for i := uint64(0); i < min(size, 1<<16); i++ {
 		off := (start + i) % size
-		a := addOffset(n.Masked().Addr(), off)
+		a := relay.AddOffset(n.Masked().Addr(), off)
 		if off == 0 || a == n.Addr() || (a.Is4() && off == size-1) {
 			continue
 		}
@@ -160,27 +160,4 @@ func (c *Claims) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, 
 		return cl, takeover, true
 	}
 	return nil, false, false
-}
-
-// stableOffset is where in n the key's address lies: a hash of the key and
-// the network, the same on every gateway, in the upper half of the network
-// so that clients who pick their own address (the low ones, by habit: .2)
-// rarely meet a handed-out one. A key-less tunnel starts at 1.
-func stableOffset(key string, n netip.Prefix, size uint64) uint64 {
-	if key == "" || size < 4 {
-		return 1
-	}
-	h := sha256.Sum256([]byte(key + "\x00" + n.Masked().String()))
-	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
-}
-
-// addOffset adds off to the low 64 bits of base, the network address.
-func addOffset(base netip.Addr, off uint64) netip.Addr {
-	if base.Is4() {
-		b := base.As4()
-		return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(b[:])+uint32(off))))
-	}
-	b := base.As16()
-	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
-	return netip.AddrFrom16(b)
 }

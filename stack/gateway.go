@@ -2,8 +2,6 @@ package stack
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,7 +145,7 @@ func (g *Gateway) addressing() error {
 		if hostBits(s) < 2 {
 			return fmt.Errorf("stack: subnet %s is too small for a gateway and its clients", s)
 		}
-		gw := addOffset(s.Addr(), 1)
+		gw := relay.AddOffset(s.Addr(), 1)
 		for _, a := range g.cfg.Gateways {
 			if s.Contains(a) {
 				gw = a
@@ -176,7 +174,7 @@ func (g *Gateway) addressing() error {
 		if i < 0 {
 			return fmt.Errorf("stack: DNS address %s is in no subnet (%v)", a, g.subnets)
 		}
-		if s := g.subnets[i]; a == s.Addr() || (a.Is4() && a == addOffset(s.Addr(), (uint64(1)<<hostBits(s))-1)) {
+		if s := g.subnets[i]; a == s.Addr() || (a.Is4() && a == relay.AddOffset(s.Addr(), (uint64(1)<<hostBits(s))-1)) {
 			return fmt.Errorf("stack: DNS address %s is the subnet's network or broadcast address", a)
 		}
 		if !slices.Contains(g.gateways, a) {
@@ -319,10 +317,10 @@ func (g *Gateway) claim(key string) ([]netip.Prefix, error) {
 
 func (g *Gateway) pick(key string, s netip.Prefix, gw netip.Addr) (netip.Addr, bool) {
 	size := uint64(1) << min(hostBits(s), 63)
-	start := stableOffset(key, s, size)
+	start := relay.StableOffset(key, s, size)
 	for i := uint64(0); i < min(size, 1<<16); i++ {
 		off := (start + i) % size
-		a := addOffset(s.Addr(), off)
+		a := relay.AddOffset(s.Addr(), off)
 		if off == 0 || a == gw || (a.Is4() && off == size-1) {
 			continue
 		}
@@ -350,27 +348,6 @@ func (g *Gateway) releaseLocked(addrs []netip.Prefix) {
 }
 
 func hostBits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
-
-// stableOffset is where in n the key's address lies: a hash of the key and
-// the network, in the network's upper half. A key-less tunnel starts at 1.
-func stableOffset(key string, n netip.Prefix, size uint64) uint64 {
-	if key == "" || size < 4 {
-		return 1
-	}
-	h := sha256.Sum256([]byte(key + "\x00" + n.Masked().String()))
-	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
-}
-
-// addOffset adds off to the low 64 bits of base.
-func addOffset(base netip.Addr, off uint64) netip.Addr {
-	if base.Is4() {
-		b := base.As4()
-		return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(b[:])+uint32(off))))
-	}
-	b := base.As16()
-	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
-	return netip.AddrFrom16(b)
-}
 
 // tunnel is one client's stack as a relay.Tunnel.
 type tunnel struct {

@@ -33,7 +33,7 @@ func TestAddresses(t *testing.T) {
 		if p == b.Addresses[i] {
 			t.Errorf("two keys share %s", p)
 		}
-		if upper := addOffset(sub.Addr(), 1<<(min(hostBits(sub), 63)-1)); p.Addr().Less(upper) {
+		if upper := relay.AddOffset(sub.Addr(), 1<<(min(hostBits(sub), 63)-1)); p.Addr().Less(upper) {
 			t.Errorf("address %s below the subnet's upper half (%s)", p, upper)
 		}
 	}

@@ -1,0 +1,31 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"net/netip"
+)
+
+// StableOffset is where in n, of size addresses, a key's address lies: a
+// hash of the key and the network, the same on every gateway and for both
+// backends, in the upper half of the network so that clients who pick
+// their own address (the low ones, by habit: .2) rarely meet a handed-out
+// one. A key-less tunnel starts at 1.
+func StableOffset(key string, n netip.Prefix, size uint64) uint64 {
+	if key == "" || size < 4 {
+		return 1
+	}
+	h := sha256.Sum256([]byte(key + "\x00" + n.Masked().String()))
+	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
+}
+
+// AddOffset adds off to the low 64 bits of base, a network address.
+func AddOffset(base netip.Addr, off uint64) netip.Addr {
+	if base.Is4() {
+		b := base.As4()
+		return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(b[:])+uint32(off))))
+	}
+	b := base.As16()
+	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+off)
+	return netip.AddrFrom16(b)
+}
