@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/stack"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
@@ -181,5 +180,3 @@ func hostAddrs(log *slog.Logger) []netip.Addr {
 	}
 	return out
 }
-
-var _ relay.StreamDialer = (*stack.Gateway)(nil)
