@@ -178,6 +178,12 @@ func (g *Gateway) Close() error { return g.global.Revert() }
 // Open implements relay.Opener: a device for the tunnel, up, with the
 // gateway's addresses and a client address reserved and routed to it.
 func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
+	// A key's egress rules are the rootless backend's; a kernel tunnel
+	// routes packets, and silently skipping a deny would let the key
+	// reach what its line says it must not.
+	if len(req.KeyRules) > 0 {
+		return nil, fmt.Errorf("%s has SSHVPN_ALLOW or SSHVPN_DENY, which only --backend netstack enforces: remove them, or filter this key's tunnels with the host's firewall", req.KeySource)
+	}
 	// The MTU goes through the journal, not Open: a persistent device
 	// must get its own MTU back even after a SIGKILL.
 	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit})
