@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,7 +67,11 @@ type Config struct {
 	PolicyFor func(req relay.TunnelRequest, base *egress.Policy) (*egress.Policy, error)
 	Limits    Limits
 	Dial      DialFunc // net.Dialer.DialContext when nil
-	Logger    *slog.Logger
+	// Resolver looks up the names of direct-tcpip targets (ssh -L, -D):
+	// the resolvers the gateway's DNS forwards to. net.DefaultResolver
+	// when nil.
+	Resolver *net.Resolver
+	Logger   *slog.Logger
 }
 
 // Gateway is the rootless backend: a relay.Opener that gives each

@@ -68,7 +68,11 @@ func (g *Gateway) resolve(ctx context.Context, host string) ([]netip.Addr, error
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a.Unmap()}, nil
 	}
-	as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	r := g.cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	as, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return nil, err
 	}

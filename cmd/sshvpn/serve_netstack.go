@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -135,7 +136,17 @@ func checkBackendFlags(c *serveConfig, set map[string]bool) error {
 // privilege; stop closes the DNS forwarder.
 func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), error) {
 	var proxy *dnsproxy.Proxy
+	var resolver *net.Resolver
 	ups, err := dnsproxy.Upstreams(c.rootless.resolvConf)
+	if len(ups) > 0 {
+		// ssh -L and -D name their targets; look them up where the
+		// clients' DNS goes, not wherever the host's resolv.conf points.
+		first := ups[0].String()
+		resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, first)
+		}}
+	}
 	if len(ups) > 0 {
 		if err != nil {
 			log.Warn("resolv.conf: some lines skipped", "err", err)
@@ -148,7 +159,7 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
 		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
-		Limits: c.rootless.limits, Logger: log,
+		Limits: c.rootless.limits, Resolver: resolver, Logger: log,
 	})
 	if err != nil {
 		if proxy != nil {
