@@ -38,9 +38,10 @@ func (g *Gateway) DialStream(ctx context.Context, req relay.StreamRequest) (net.
 		dial = d.DialContext
 	}
 	var errs []error
+	local := g.localAddrs()
 	for _, a := range addrs {
 		dst := netip.AddrPortFrom(a, req.Port)
-		if slices.Contains(g.localAddrs(), a) {
+		if slices.Contains(local, a) {
 			dst = loopbackFor(dst)
 		}
 		if ok, why := policy.Decide(dst, egress.ProtoTCP); !ok {
