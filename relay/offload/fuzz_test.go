@@ -1,0 +1,207 @@
+package offload
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// FuzzSplit feeds Split arbitrary packets and headers. It must never panic
+// or read outside pkt, must agree with Segments, must leave pkt alone, and
+// whatever it accepts must come out as well-formed packets whose payloads
+// add up to the input's.
+//
+// The seeds are small on purpose: the fuzzer minimizes every new input it
+// finds, and minimizing kilobytes eats the whole -fuzztime.
+func FuzzSplit(f *testing.F) {
+	add := func(p []byte, h Hdr, first uint8) {
+		f.Add(p, h.Flags, h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset, first)
+	}
+	p, h := gso(spec{sport: 1, dport: 2, seq: 5, flags: tcpACK | tcpPSH | tcpFIN, opts: tsOpt, id: 9, payload: payload(500, 1)}, 144)
+	add(p, h, 0)
+	add(p, h, 2)
+	p, h = gso(spec{v6: true, sport: 1, dport: 2, flags: tcpACK | tcpCWR, payload: payload(301, 2)}, 100)
+	add(p, h, 0)
+	p, h = gso(spec{udp: true, sport: 1, dport: 2, payload: payload(250, 3)}, 120)
+	add(p, h, 0)
+	p, h = gso(spec{v6: true, udp: true, sport: 1, dport: 2, payload: payload(77, 4)}, 120)
+	h.GSOType, h.GSOSize = GSONone, 0
+	add(p, h, 0)
+	add([]byte{0x45}, Hdr{GSOType: GSOTCPv4, GSOSize: 1}, 0)
+	add(p[:44], Hdr{GSOType: GSOUDPL4, GSOSize: 1, CsumStart: 40}, 0)
+
+	outs := bufs(8, 7+40+maxIP) // the largest IPv6 segment parse allows
+	sizes := make([]int, 8)
+	f.Fuzz(func(t *testing.T, pkt []byte, flags, typ uint8, hdrLen, gsoSize, csumStart, csumOffset uint16, first uint8) {
+		h := Hdr{flags, typ, hdrLen, gsoSize, csumStart, csumOffset}
+		before := bytes.Clone(pkt)
+		segs, serr := Segments(pkt, h)
+		n, err := Split(pkt, h, int(first), outs, sizes, 7)
+		if !bytes.Equal(pkt, before) {
+			t.Fatal("Split modified its input")
+		}
+		if serr != nil {
+			if err == nil {
+				t.Fatalf("Segments: %v, Split: nil", serr)
+			}
+			return
+		}
+		if err != nil {
+			if int(first) <= segs {
+				t.Fatalf("Segments: %d, Split: %v", segs, err)
+			}
+			return
+		}
+		if want := min(max(segs-int(first), 0), len(outs)); n != want {
+			t.Fatalf("Split wrote %d, want %d", n, want)
+		}
+		if typ&^GSOECN == GSONone {
+			if n == 1 && (sizes[0] != len(pkt) || flags&FlagNeedsCsum == 0 && !bytes.Equal(outs[0][7:7+len(pkt)], pkt)) {
+				t.Fatal("GSONone is not a copy")
+			}
+			return
+		}
+		// Every segment verifies, and the payloads are the input's.
+		l3 := int(csumStart)
+		thl := 8
+		proto := uint8(17)
+		if typ&^GSOECN != GSOUDPL4 {
+			thl, proto = int(pkt[l3+12]>>4)*4, 6
+		}
+		var data []byte
+		for i := range n {
+			o := outs[i][7 : 7+sizes[i]]
+			if o[0]>>4 == 4 {
+				if rfc1071(o[:l3]) != 0xffff || int(binary.BigEndian.Uint16(o[2:])) != len(o) {
+					t.Fatalf("segment %d: IPv4 header", i)
+				}
+				if got := rfc1071(append(pseudoHdr(o[12:16], o[16:20], proto, len(o)-l3), o[l3:]...)); got != 0xffff {
+					t.Fatalf("segment %d: checksum", i)
+				}
+			} else if got := rfc1071(append(pseudoHdr(o[8:24], o[24:40], proto, len(o)-l3), o[l3:]...)); got != 0xffff {
+				t.Fatalf("segment %d: checksum", i)
+			}
+			data = append(data, o[l3+thl:]...)
+		}
+		if first == 0 && n == segs && !bytes.Equal(data, pkt[l3+thl:]) {
+			t.Fatal("payloads differ")
+		}
+	})
+}
+
+// FuzzCoalesce builds a batch of TCP segments (and odd packets) from the
+// fuzzer's bytes and checks that Coalesce loses, adds and reorders nothing:
+// splitting its frames again gives every flow's packets back in order, the
+// same but for the IPv4 ids Split renumbers.
+func FuzzCoalesce(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
+	f.Add([]byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
+	f.Add([]byte{0x80, 0x45, 0, 0, 0x60, 6, 7, 0, 0, 0x20, 0, 0, 4})
+
+	c := NewCoalescer(32)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var pkts [][]byte
+		var flows [3]spec
+		for i := range flows {
+			flows[i] = flow(i == 2)
+			flows[i].sport = uint16(i)
+		}
+		for len(data) >= 3 && len(pkts) < 40 {
+			op, x, y := data[0], data[1], data[2]
+			data = data[3:]
+			if op&0x80 != 0 { // a raw packet: the next x&63 bytes
+				n := min(int(x&63), len(data))
+				pkts = append(pkts, bytes.Clone(data[:n]))
+				data = data[n:]
+				continue
+			}
+			s := &flows[int(op&3)%3]
+			size := []int{200, 200, 120, 0}[op>>2&3]
+			if y&0x40 != 0 {
+				size = int(y & 0x3f)
+			}
+			s.seq -= uint32(x >> 6)       // 0: next; otherwise repeats or overlaps
+			s.flags = tcpACK | x&0x2f     // PSH, FIN, SYN, RST, URG at will
+			s.flags |= (x & 0x10) << 3    // CWR
+			s.window = 500 + uint16(y>>7) // a change of window now and then
+			s.payload = payload(size, op)
+			p := build(*s)
+			if op&0x10 != 0 {
+				p[len(p)-1] ^= 1 // corrupt
+			}
+			pkts = append(pkts, p)
+			s.seq += uint32(size)
+			s.id++
+		}
+		in := withHeadroom(pkts)
+		frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
+
+		// A packet of a flow Coalesce can name is known by its flow; any
+		// other by its position, which it must keep (it is sent in place).
+		type pkt struct {
+			p []byte
+			i int // index in the batch if sent in place, else -1
+		}
+		key := func(q pkt) string {
+			if s := inspect(q.p); s.keyed {
+				return fmt.Sprint(s.key)
+			}
+			if q.i < 0 {
+				t.Fatalf("a packet Coalesce cannot name was merged: %x", q.p)
+			}
+			return fmt.Sprint("packet ", q.i)
+		}
+		norm := func(p []byte) []byte {
+			p = bytes.Clone(p)
+			if len(p) >= 12 && p[0]>>4 == 4 {
+				p[4], p[5], p[10], p[11] = 0, 0, 0, 0
+			}
+			return p
+		}
+		var got []pkt
+		for _, fr := range frames {
+			var h Hdr
+			if err := h.Decode(fr); err != nil {
+				t.Fatal(err)
+			}
+			if h.GSOType == GSONone {
+				i := slices.IndexFunc(in, func(b []byte) bool { return len(b) >= off && &b[off-HdrLen] == &fr[0] })
+				if i < 0 || h != (Hdr{}) {
+					t.Fatalf("a frame that is not a packet in place: %+v", h)
+				}
+				got = append(got, pkt{fr[HdrLen:], i})
+				continue
+			}
+			segs := splitAll(t, fr[HdrLen:], h)
+			if len(segs) < 2 || len(fr)-HdrLen > maxIP {
+				t.Fatalf("a merged frame of %d segments, %d bytes", len(segs), len(fr)-HdrLen)
+			}
+			for _, s := range segs {
+				got = append(got, pkt{s, -1})
+			}
+		}
+		if len(got) != len(pkts) {
+			t.Fatalf("%d packets in, %d out", len(pkts), len(got))
+		}
+		byFlow := map[string][][]byte{}
+		for i, p := range pkts {
+			k := key(pkt{p, i})
+			byFlow[k] = append(byFlow[k], norm(p))
+		}
+		for _, q := range got {
+			k := key(q)
+			if len(byFlow[k]) == 0 || !bytes.Equal(norm(q.p), byFlow[k][0]) {
+				t.Fatalf("packet out of order or altered:\n%x", q.p[:min(len(q.p), 64)])
+			}
+			byFlow[k] = byFlow[k][1:]
+		}
+		for i := range pkts {
+			if !bytes.Equal(in[i][off:], pkts[i]) {
+				t.Fatalf("packet %d modified", i)
+			}
+		}
+	})
+}

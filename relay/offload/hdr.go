@@ -1,0 +1,73 @@
+package offload
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// HdrLen is sizeof(struct virtio_net_hdr): the tun puts one in front of
+// every packet once IFF_VNET_HDR is set, whether or not it is GSO.
+const HdrLen = 10
+
+// Hdr is struct virtio_net_hdr (include/uapi/linux/virtio_net.h).
+//
+// HdrLen is only a hint from the kernel (skb_headlen, how much of the packet
+// was linear), not the length of the headers: for forwarded packets it can
+// cover the whole first segment. Split therefore ignores it beyond checking
+// it lies within the packet, and finds the header length in the TCP header.
+type Hdr struct {
+	Flags, GSOType                         uint8
+	HdrLen, GSOSize, CsumStart, CsumOffset uint16
+}
+
+// Hdr.Flags bits.
+const (
+	// FlagNeedsCsum is CHECKSUM_PARTIAL: the 16 bits at CsumStart+CsumOffset
+	// hold the folded pseudo-header sum, and whoever finalizes the packet
+	// sums from CsumStart to the end and stores the complement there.
+	FlagNeedsCsum = 1
+	// FlagDataValid is CHECKSUM_UNNECESSARY on the way in to a guest; the
+	// tun does not act on it for packets written to it.
+	FlagDataValid = 2
+)
+
+// Hdr.GSOType values. GSOECN is a bit or-ed into the others: the first
+// segment carries CWR, and segmentation must clear it on the rest.
+const (
+	GSONone  = 0
+	GSOTCPv4 = 1
+	GSOUDP   = 3 // UFO: IP fragmentation of one datagram; not supported
+	GSOTCPv6 = 4
+	GSOUDPL4 = 5 // USO: a train of equal-size UDP datagrams
+	GSOECN   = 0x80
+)
+
+// ErrShortHdr is returned by Decode for fewer than HdrLen bytes.
+var ErrShortHdr = errors.New("offload: virtio_net_hdr shorter than 10 bytes")
+
+// Decode reads h from b[:HdrLen]. The kernel writes the header in host byte
+// order (the tun's vnet_le/vnet_be settings are left at their default).
+func (h *Hdr) Decode(b []byte) error {
+	if len(b) < HdrLen {
+		return ErrShortHdr
+	}
+	h.Flags = b[0]
+	h.GSOType = b[1]
+	h.HdrLen = binary.NativeEndian.Uint16(b[2:])
+	h.GSOSize = binary.NativeEndian.Uint16(b[4:])
+	h.CsumStart = binary.NativeEndian.Uint16(b[6:])
+	h.CsumOffset = binary.NativeEndian.Uint16(b[8:])
+	return nil
+}
+
+// Encode writes h into b[:HdrLen]; it panics if b is shorter, as a slice
+// index would, because every caller reserves the room by construction.
+func (h Hdr) Encode(b []byte) {
+	_ = b[HdrLen-1]
+	b[0] = h.Flags
+	b[1] = h.GSOType
+	binary.NativeEndian.PutUint16(b[2:], h.HdrLen)
+	binary.NativeEndian.PutUint16(b[4:], h.GSOSize)
+	binary.NativeEndian.PutUint16(b[6:], h.CsumStart)
+	binary.NativeEndian.PutUint16(b[8:], h.CsumOffset)
+}
