@@ -32,8 +32,9 @@ const batchSize = 128
 // read returned as one batch through GRO, so TCP segments merge before the
 // stack sees them. Outbound, gVisor calls WritePackets with its endpoint
 // locks held, so it copies each packet into a bounded queue and never
-// blocks: a full queue drops, as a wire does, and TCP recovers. Read drains
-// the queue.
+// blocks: a full queue drops, as a wire does, and TCP recovers. The queue
+// holds the packets themselves, a reference each, and Read copies them
+// straight into the Pump's buffers: no allocation per packet.
 type endpoint struct {
 	mtu atomic.Uint32
 
@@ -41,7 +42,7 @@ type endpoint struct {
 	dispatcher stack.NetworkDispatcher
 	onClose    func()
 
-	out    chan []byte
+	out    chan *stack.PacketBuffer
 	queued atomic.Int64 // bytes in out, bounded by maxQueueBytes
 	done   chan struct{}
 	closed atomic.Bool
@@ -58,7 +59,7 @@ func newEndpoint(mtu uint32, queueLen int, stats *Stats) *endpoint {
 	if queueLen <= 0 {
 		queueLen = DefaultQueueLen
 	}
-	e := &endpoint{out: make(chan []byte, queueLen), done: make(chan struct{}), stats: stats}
+	e := &endpoint{out: make(chan *stack.PacketBuffer, queueLen), done: make(chan struct{}), stats: stats}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e
@@ -119,20 +120,22 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 	limit := min(len(bufs), batchSize)
 	n := 0
 	for n == 0 {
-		var p []byte
+		var p *stack.PacketBuffer
 		select {
 		case p = <-e.out:
 		case <-e.done:
 			return 0, net.ErrClosed
 		}
 		for {
-			e.queued.Add(-int64(len(p)))
-			if len(p) > len(bufs[n])-offset {
+			size := p.Size()
+			e.queued.Add(-int64(size))
+			if size > len(bufs[n])-offset {
 				e.stats.DropsTooBig.Add(1)
 			} else {
-				sizes[n] = copy(bufs[n][offset:], p)
+				sizes[n] = copyOut(bufs[n][offset:], p)
 				n++
 			}
+			p.DecRef()
 			if n == limit {
 				return n, nil
 			}
@@ -150,32 +153,59 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 	return n, nil
 }
 
-// queue puts one outbound packet on the queue without blocking; false means
-// it was dropped (queue full or endpoint closed).
-func (e *endpoint) queue(b []byte) bool {
+// copyOut copies a packet's headers and payload into b, which holds them.
+func copyOut(b []byte, p *stack.PacketBuffer) int {
+	n := 0
+	for _, s := range p.AsSlices() {
+		n += copy(b[n:], s)
+	}
+	return n
+}
+
+// queue puts one outbound packet, with a reference of its own, on the
+// queue without blocking; false means it was dropped (queue full or
+// endpoint closed).
+func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 	select {
 	case <-e.done:
 		return false
 	default:
 	}
-	if e.queued.Add(int64(len(b))) > maxQueueBytes {
-		e.queued.Add(-int64(len(b)))
+	size := int64(p.Size())
+	if e.queued.Add(size) > maxQueueBytes {
+		e.queued.Add(-size)
 		e.stats.DropsQueueFull.Add(1)
 		return false
 	}
+	p.IncRef()
 	select {
-	case e.out <- b:
+	case e.out <- p:
 		e.stats.PacketsOut.Add(1)
 		return true
 	default:
-		e.queued.Add(-int64(len(b)))
+		p.DecRef()
+		e.queued.Add(-size)
 		e.stats.DropsQueueFull.Add(1)
 		return false
 	}
 }
 
+// drain releases the packets left on the queue once the endpoint is
+// closed, so their buffers go back to gVisor's pool.
+func (e *endpoint) drain() {
+	for {
+		select {
+		case p := <-e.out:
+			e.queued.Add(-int64(p.Size()))
+			p.DecRef()
+		default:
+			return
+		}
+	}
+}
+
 // WritePackets implements stack.LinkWriter. gVisor holds endpoint locks
-// here and owns the packets (no DecRef): copy out, never block.
+// here and owns the packets: take a reference, never block.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
@@ -187,10 +217,7 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			return n, nil
 		default:
 		}
-		v := pkt.ToView() // headers and payload flattened into one view
-		b := append([]byte(nil), v.AsSlice()...)
-		v.Release()
-		e.queue(b)
+		e.queue(pkt)
 		n++
 	}
 	return n, nil
@@ -241,6 +268,7 @@ func (e *endpoint) Close() {
 		return
 	}
 	close(e.done)
+	e.drain()
 	e.mu.Lock()
 	f := e.onClose
 	e.dispatcher = nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	xicmp "golang.org/x/net/icmp"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -125,9 +126,11 @@ func (c *client) ping(v6 bool, ident, seq uint16, payload []byte, guest, dst tcp
 		if v6 {
 			reply = echoReply6(dst, guest, ident, seq, buf[8:n])
 		}
-		if c.ep.queue(reply) {
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(reply)})
+		if c.ep.queue(pkt) {
 			c.stats.ICMPReplies.Add(1)
 		}
+		pkt.DecRef()
 		return
 	}
 }
