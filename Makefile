@@ -30,18 +30,21 @@ unit: ## unit tests (and root-only kernel tests) under the race detector; replay
 	$(GO) test -race -count=1 ./...
 
 integration: ## end-to-end tests against stock OpenSSH 9.2 and 10.0 in network namespaces (root)
-	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
+	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ ./bench/delaylink/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitL3$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitL2$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeL3$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenRequest$$' -fuzztime $(FUZZTIME) ./relay/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzNextFrame$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTunnelConfig$$' -fuzztime $(FUZZTIME) ./relay/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./relay/sshclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzKnownHostsLine$$' -fuzztime $(FUZZTIME) ./relay/sshclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./stack/dnsproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./stack/egress/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME) ./relay/offload/
+	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
 
 bench: ## micro-benchmarks, then the ssh -w comparison in namespaces (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/offload"
 )
 
 // readBatch is the state of one Read, kept in the Tun so that the callback
@@ -21,9 +22,68 @@ type readBatch struct {
 	offset int
 	n      int
 	err    error
+	split  *splitter // a vnet Tun that hands out plain packets
 }
 
-func (b *readBatch) init() { b.fn = b.ready }
+func (b *readBatch) init(vnet, whole bool) {
+	switch {
+	case whole:
+		b.fn = b.readWhole
+	case vnet:
+		b.split = newSplitter()
+		b.fn = b.readSplit
+	default:
+		b.fn = b.ready
+	}
+}
+
+// readWhole is ready for a Tun that passes super-packets whole: the
+// kernel's virtio-net header lands in the headroom.
+func (b *readBatch) readWhole(fd uintptr) bool {
+	for b.n < len(b.bufs) {
+		size, err := unix.Read(int(fd), b.bufs[b.n][b.offset-offload.HdrLen:])
+		switch err {
+		case nil:
+			if size < offload.HdrLen {
+				continue
+			}
+			b.sizes[b.n] = size - offload.HdrLen
+			b.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return b.n > 0
+		default:
+			b.err = err
+			return true
+		}
+	}
+	return true
+}
+
+// readSplit is ready for a Tun with offloads that hands out plain
+// packets: it reads super-packets and splits them, first finishing one
+// that the last Read left half handed out.
+func (b *readBatch) readSplit(fd uintptr) bool {
+	s := b.split
+	for b.n < len(b.bufs) {
+		if s.pkt != nil {
+			b.n += s.resume(b.bufs[b.n:], b.sizes[b.n:], b.offset)
+			continue
+		}
+		size, err := unix.Read(int(fd), s.buf)
+		switch err {
+		case nil:
+			b.n += s.take(size, b.bufs[b.n:], b.sizes[b.n:], b.offset)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return b.n > 0
+		default:
+			b.err = err
+			return true
+		}
+	}
+	return true
+}
 
 // ready reads packets while the kernel has them. It returns false, which
 // makes the poller wait for readability, only when it has nothing yet.
@@ -58,6 +118,14 @@ func (t *Tun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if limit == 0 {
 		return 0, nil
 	}
+	if t.vnet && offset < offload.HdrLen {
+		return 0, fmt.Errorf("read %s: %d bytes of headroom, want %d for the virtio-net header", t.name, offset, offload.HdrLen)
+	}
+	if b.split != nil && b.split.pkt != nil {
+		// The rest of a super-packet: no need to wait for the fd.
+		b.n = b.split.resume(bufs[:limit], sizes, offset)
+		return b.n, nil
+	}
 	b.bufs, b.sizes, b.offset, b.n, b.err = bufs[:limit], sizes, offset, 0, nil
 	err := t.rc.Read(b.fn)
 	n, rerr := b.n, b.err
@@ -79,9 +147,55 @@ type writeBatch struct {
 	offset int
 	n      int
 	err    error
+
+	// A vnet Tun writes frames, header and packet: the callers' buffers
+	// from the header on (whole), or what gro made of them.
+	vnet, whole bool
+	gro         *offload.Coalescer
+	frames      [][]byte
+	exact       bool // frames[i] is bufs[i]: a refusal names its packet
+	dropped     int  // frames the kernel refused in this Write, when not exact
 }
 
-func (b *writeBatch) init() { b.fn = b.ready }
+func (b *writeBatch) init(vnet, whole bool) {
+	b.vnet, b.whole = vnet, whole
+	b.fn = b.ready
+	if vnet {
+		b.frames = make([][]byte, 0, BatchSize)
+		if !whole {
+			b.gro = offload.NewCoalescer(BatchSize)
+		}
+		b.fn = b.readyFrames
+	}
+}
+
+// readyFrames writes b.frames whole. A frame the kernel refuses ends the
+// Write as in ready, unless coalescing merged packets: then it is counted
+// and skipped, since it stands for packets that have no index of their
+// own any more.
+func (b *writeBatch) readyFrames(fd uintptr) bool {
+	for b.n < len(b.frames) {
+		_, err := unix.Write(int(fd), b.frames[b.n])
+		switch err {
+		case nil:
+			b.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		case unix.EINVAL, unix.EIO:
+			if b.exact {
+				b.err = err
+				return true
+			}
+			b.dropped++
+			b.n++
+		default:
+			b.err = err
+			return true
+		}
+	}
+	return true
+}
 
 func (b *writeBatch) ready(fd uintptr) bool {
 	for b.n < len(b.bufs) {
@@ -108,6 +222,9 @@ func (t *Tun) Write(bufs [][]byte, offset int) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	b := &t.wr
+	if b.vnet {
+		return t.writeFrames(bufs, offset)
+	}
 	b.bufs, b.offset, b.n, b.err = bufs, offset, 0, nil
 	err := t.rc.Write(b.fn)
 	n, werr := b.n, b.err
@@ -121,6 +238,40 @@ func (t *Tun) Write(bufs [][]byte, offset int) (int, error) {
 		return n, t.ioError("write", werr)
 	}
 	return n, nil
+}
+
+// writeFrames is Write for a Tun with offloads: every packet goes behind
+// a virtio-net header, its own (GSO) or one the coalescer writes. When the
+// kernel refuses frames, the error reports the last packet as the dropped
+// one; the count of packets written is exact only when nothing merged.
+func (t *Tun) writeFrames(bufs [][]byte, offset int) (int, error) {
+	b := &t.wr
+	if offset < offload.HdrLen {
+		return 0, fmt.Errorf("write %s: %d bytes of headroom, want %d for the virtio-net header", t.name, offset, offload.HdrLen)
+	}
+	b.frames = b.frames[:0]
+	if b.whole {
+		for _, p := range bufs {
+			b.frames = append(b.frames, p[offset-offload.HdrLen:])
+		}
+	} else {
+		b.frames = b.gro.Coalesce(bufs, offset, b.frames)
+	}
+	b.n, b.err, b.dropped, b.exact = 0, nil, 0, len(b.frames) == len(bufs)
+	err := t.rc.Write(b.fn)
+	n, werr, dropped := b.n, b.err, b.dropped
+	b.frames = b.frames[:0]
+	switch {
+	case err != nil:
+		return 0, t.ioError("write", err)
+	case werr == unix.EINVAL || werr == unix.EIO:
+		return n, &relay.DropError{Reason: relay.DropWrite, Err: fmt.Errorf("write %s: %w", t.name, werr)}
+	case werr != nil:
+		return 0, t.ioError("write", werr)
+	case dropped > 0:
+		return len(bufs) - 1, &relay.DropError{Reason: relay.DropWrite, Err: fmt.Errorf("write %s: the kernel refused %d packets", t.name, dropped)}
+	}
+	return len(bufs), nil
 }
 
 // ioError names the device in err, and turns every error after Close into

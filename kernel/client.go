@@ -77,7 +77,9 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if mtu == 0 && gw != nil {
 		mtu = gw.MTU
 	}
-	tun, err := Open(Config{Mode: cfg.Mode, Unit: cfg.Unit})
+	// Super-packets whole only toward a gateway whose device passes them
+	// so: anything else would split them, at the gateway's expense.
+	tun, err := Open(Config{Mode: cfg.Mode, Unit: cfg.Unit, GSO: gw != nil && gw.GSO})
 	if err != nil {
 		return nil, err
 	}

@@ -186,7 +186,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	// The MTU goes through the journal, not Open: a persistent device
 	// must get its own MTU back even after a SIGKILL.
-	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit})
+	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit, GSO: req.GSO})
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +269,7 @@ func (t *gatewayTunnel) Close() error {
 
 // setMTU changes the device's MTU through undo, when asked.
 func setMTU(tun *Tun, undo *Undo, mtu int) error {
-	if mtu == 0 || mtu == tun.MTU() {
+	if mtu == 0 || mtu == tun.LinkMTU() {
 		return nil
 	}
 	if err := undo.SetMTU(tun.Name(), mtu); err != nil {
@@ -295,7 +295,7 @@ func untrusting(undo *Undo, dev string) error {
 // Config implements relay.Tunnel: what an sshvpn client needs to set its
 // side up without flags.
 func (t *gatewayTunnel) Config() relay.TunnelConfig {
-	c := relay.TunnelConfig{Device: t.Name(), MTU: t.MTU(), Addresses: t.clients, Routes: t.cfg.Routes, DNS: t.cfg.DNS, Domains: t.cfg.Domains}
+	c := relay.TunnelConfig{Device: t.Name(), MTU: t.LinkMTU(), Addresses: t.clients, Routes: t.cfg.Routes, DNS: t.cfg.DNS, Domains: t.cfg.Domains}
 	for _, a := range t.cfg.Addrs {
 		c.Gateways = append(c.Gateways, a.Addr())
 	}
@@ -305,7 +305,7 @@ func (t *gatewayTunnel) Config() relay.TunnelConfig {
 // Status implements relay.Tunnel: what the client must do on its side.
 func (t *gatewayTunnel) Status() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d).\n", t.Name(), t.MTU())
+	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d).\n", t.Name(), t.LinkMTU())
 	if len(t.cfg.Addrs) == 0 {
 		b.WriteString("  The gateway's device has no address (start it with --tun-address to give it one).\n")
 		return b.String()

@@ -15,6 +15,15 @@ type Config struct {
 	// MTU, when not zero, is set on the device before Open returns. Zero
 	// leaves the device's MTU alone (1500 for a new device).
 	MTU int
+
+	// GSO makes Read and Write pass TCP and UDP super-packets whole, each
+	// behind its virtio-net header in the headroom (relay.GSO), for a
+	// channel to a peer that takes them so. Otherwise a tun still reads
+	// super-packets from the kernel, one read for up to 64 KiB, but splits
+	// them into packets of the MTU itself, and coalesces the TCP segments
+	// it is given into super-packets before writing them. Taps pass plain
+	// frames either way.
+	GSO bool
 }
 
 // BatchSize is the most packets one Tun Read or Write handles.

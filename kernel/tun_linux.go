@@ -34,6 +34,10 @@ type Tun struct {
 	mtu     int
 	closed  atomic.Bool
 	restore func() error // undoes the MTU change on a device we only attached
+	// vnet: the device was opened with IFF_VNET_HDR and offloads, so every
+	// packet crosses the fd behind a virtio-net header. whole: Read and
+	// Write pass that header to the caller (Config.GSO).
+	vnet, whole bool
 
 	rmu sync.Mutex // one Read at a time: rd is its state
 	rd  readBatch
@@ -84,6 +88,36 @@ func Open(cfg Config) (*Tun, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if t.vnet {
+		t.vnet = enableOffload(fd)
+		t.whole = t.vnet && cfg.GSO
+		if !t.vnet {
+			// IFF_VNET_HDR without offloads only costs a header per
+			// packet: attach again without it.
+			unix.Close(fd)
+			cfg.GSO = false
+			return openPlain(k, cfg)
+		}
+	}
+	return t.finish(fd)
+}
+
+// openPlain is Open for a device without offloads.
+func openPlain(k tunKind, cfg Config) (*Tun, error) {
+	fd, err := openClone()
+	if err != nil {
+		return nil, err
+	}
+	t, err := setupFlags(fd, k, cfg, false)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return t.finish(fd)
+}
+
+// finish hands fd to the poller, or undoes setup.
+func (t *Tun) finish(fd int) (*Tun, error) {
 	if err := t.wrap(fd); err != nil {
 		if t.restore != nil {
 			err = errors.Join(err, t.restore())
@@ -96,7 +130,17 @@ func Open(cfg Config) (*Tun, error) {
 // setup binds a clone fd to a device and applies the MTU. It only borrows fd:
 // the caller still owns it, and closes it, when setup fails.
 func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
-	name, err := attach(fd, k, cfg.Unit)
+	// Offloads are for IP packets: the splitter and the coalescer parse
+	// IP headers, not Ethernet ones.
+	return setupFlags(fd, k, cfg, k.flag == unix.IFF_TUN)
+}
+
+func setupFlags(fd int, k tunKind, cfg Config, vnet bool) (*Tun, error) {
+	flags := k.flag | unix.IFF_NO_PI
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	name, err := attach(fd, k, flags, cfg.Unit)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +152,7 @@ func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tun{name: name, created: created, mtu: mtu, restore: restore}, nil
+	return &Tun{name: name, created: created, mtu: mtu, restore: restore, vnet: vnet}, nil
 }
 
 // syscallConn is (*os.File).SyscallConn, a variable only so that a test can
@@ -130,8 +174,8 @@ func (t *Tun) wrap(fd int) error {
 		return fmt.Errorf("open %s: %w", t.name, err)
 	}
 	t.file, t.rc = f, rc
-	t.rd.init()
-	t.wr.init()
+	t.rd.init(t.vnet, t.whole)
+	t.wr.init(t.vnet, t.whole)
 	return nil
 }
 
@@ -152,14 +196,14 @@ func openClone() (int, error) {
 // tun0..tun1023 that can be had. Units held by another process, or taken by a
 // device of another kind, are skipped; a free persistent device is taken, as
 // OpenSSH's "-w any" does.
-func attach(fd int, k tunKind, unit uint32) (string, error) {
+func attach(fd int, k tunKind, flags uint16, unit uint32) (string, error) {
 	if unit != relay.AnyUnit {
 		name := k.name(unit)
-		return name, setIff(fd, k, name)
+		return name, setIff(fd, k, flags, name)
 	}
 	for u := range uint32(maxUnits) {
 		name := k.name(u)
-		err := setIff(fd, k, name)
+		err := setIff(fd, k, flags, name)
 		if err == nil {
 			return name, nil
 		}
@@ -170,12 +214,12 @@ func attach(fd int, k tunKind, unit uint32) (string, error) {
 	return "", fmt.Errorf("open %s (any unit): no free unit among %s..%s: close unused devices or pick a unit", k.prefix, k.name(0), k.name(maxUnits-1))
 }
 
-func setIff(fd int, k tunKind, name string) error {
+func setIff(fd int, k tunKind, flags uint16, name string) error {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", name, err)
 	}
-	ifr.SetUint16(k.flag | unix.IFF_NO_PI)
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		return explainSetIff(name, k, err)
 	}
@@ -280,8 +324,20 @@ func (t *Tun) Created() bool { return t.created }
 // BatchSize is the most packets one Read or Write handles.
 func (t *Tun) BatchSize() int { return BatchSize }
 
-// MTU is the device MTU when Open returned.
-func (t *Tun) MTU() int { return t.mtu }
+// MTU implements relay.Device: the device MTU, or with GSO the largest
+// super-packet.
+func (t *Tun) MTU() int {
+	if t.whole {
+		return maxGSOPacket
+	}
+	return t.mtu
+}
+
+// LinkMTU is the device's own MTU, whatever packets Read and Write pass.
+func (t *Tun) LinkMTU() int { return t.mtu }
+
+// GSO reports whether Read and Write pass super-packets whole (relay.GSO).
+func (t *Tun) GSO() bool { return t.whole }
 
 // Close releases the device, which the kernel deletes if Open created it, and
 // wakes blocked Reads and Writes; they and later calls return net.ErrClosed.

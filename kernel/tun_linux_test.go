@@ -149,7 +149,7 @@ func TestCloseUnblocks(t *testing.T) {
 		bufs[0] = make([]byte, 2000)
 		done := make(chan error, 1)
 		go func() {
-			_, err := tun.Read(bufs, sizes, 0)
+			_, err := tun.Read(bufs, sizes, relay.Headroom)
 			done <- err
 		}()
 		waitParked(t, done)
@@ -164,10 +164,10 @@ func TestCloseUnblocks(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("Close did not unblock Read")
 		}
-		if _, err := tun.Read(bufs, sizes, 0); !errors.Is(err, net.ErrClosed) {
+		if _, err := tun.Read(bufs, sizes, relay.Headroom); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Read after Close = %v; want net.ErrClosed", err)
 		}
-		if _, err := tun.Write(bufs, 0); !errors.Is(err, net.ErrClosed) {
+		if _, err := tun.Write(bufs, relay.Headroom); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Write after Close = %v; want net.ErrClosed", err)
 		}
 		if err := tun.Close(); err != nil {

@@ -25,6 +25,8 @@ func (t *Tun) Name() string   { return "" }
 func (t *Tun) Created() bool  { return false }
 func (t *Tun) BatchSize() int { return BatchSize }
 func (t *Tun) MTU() int       { return 0 }
+func (t *Tun) LinkMTU() int   { return 0 }
+func (t *Tun) GSO() bool      { return false }
 func (t *Tun) Close() error   { return errors.ErrUnsupported }
 func (t *Tun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return 0, errors.ErrUnsupported

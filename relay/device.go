@@ -9,7 +9,8 @@ import "errors"
 // Callers own the buffers: packet i is bufs[i][offset:offset+sizes[i]].
 // offset is headroom, at least Headroom bytes, that a Device may use to write
 // its own header in place in front of the packet (the 4-byte address family
-// of tun@openssh.com), so no packet is copied on the way through.
+// of tun@openssh.com, a GSO packet's virtio-net header), so no packet is
+// copied on the way through.
 type Device interface {
 	// Read blocks until at least one packet is available, then reads as many
 	// as are ready, up to len(bufs) and BatchSize, into bufs[i][offset:],
@@ -38,8 +39,10 @@ type Device interface {
 }
 
 // Headroom is the offset Pump passes to Read and Write: room for the
-// tun@openssh.com address family word in front of an IP packet.
-const Headroom = 4
+// tun@openssh.com address family word (4 bytes) or a virtio-net header
+// (10 bytes, package offload) in front of a packet, rounded up so that
+// packets start 16-byte aligned.
+const Headroom = 16
 
 // ErrDropped is wrapped by a Write error that concerns one packet only.
 // Use errors.As with *DropError to learn why.
@@ -63,3 +66,12 @@ func (e *DropError) Error() string {
 func (e *DropError) Is(target error) bool { return target == ErrDropped }
 
 func (e *DropError) Unwrap() error { return e.Err }
+
+// GSO reports whether d passes GSO super-packets whole: it reads them, and
+// takes them on Write, each behind its virtio-net header in the headroom,
+// the offload.HdrLen bytes before the packet. A Device says so with a
+// method GSO() bool; a packet whose header is all zeros is a plain one.
+func GSO(d Device) bool {
+	g, ok := d.(interface{ GSO() bool })
+	return ok && g.GSO()
+}

@@ -33,6 +33,13 @@ type TunnelRequest struct {
 	// gateway's; KeySource names its authorized_keys line for messages.
 	KeyRules  []KeyRule
 	KeySource string
+	// Framed says the client is sshvpn on a framed stream channel
+	// (wire.StreamChannelType), which carries packets of any size up to
+	// 64 KiB: a backend whose cost is per packet may pick a larger MTU.
+	Framed bool
+	// GSO says the client's device passes GSO super-packets whole: a
+	// backend that can do the same opens its device so (see GSO).
+	GSO bool
 }
 
 // KeyRule is one egress rule from a key's authorized_keys line
@@ -89,4 +96,7 @@ type TunnelConfig struct {
 	// for: a client sends lookups under them through the tunnel (and, with
 	// nothing better than resolv.conf, searches them).
 	Domains []string `json:"domains,omitempty"`
+	// GSO says the gateway's device passes GSO super-packets whole, so
+	// a client whose device can too sends them as they are.
+	GSO bool `json:"gso,omitempty"`
 }

@@ -55,6 +55,11 @@ type Config struct {
 	// when they route everything through the tunnel).
 	Domains []string
 	MTU     int
+	// FramedMTU is the MTU of tunnels whose client is sshvpn on the
+	// framed channel, which carries packets up to 64 KiB; 0 for MTU. The
+	// stack's cost is per packet, and such a client's TCP takes the MSS
+	// the stack offers.
+	FramedMTU int
 	// QueueLen is each client's outbound queue (DefaultQueueLen).
 	QueueLen int
 	// Rules are --allow and --deny; HostAddrs the host's own addresses,
@@ -109,8 +114,13 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
 	}
-	if cfg.MTU < 1280 || cfg.MTU > 65535 {
-		return nil, fmt.Errorf("stack: MTU %d: want 1280 to 65535 (IPv6 needs 1280)", cfg.MTU)
+	if cfg.FramedMTU == 0 {
+		cfg.FramedMTU = cfg.MTU
+	}
+	for _, m := range []int{cfg.MTU, cfg.FramedMTU} {
+		if m < 1280 || m > 65535 {
+			return nil, fmt.Errorf("stack: MTU %d: want 1280 to 65535 (IPv6 needs 1280)", m)
+		}
 	}
 	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}}
 	if err := g.addressing(); err != nil {
@@ -281,8 +291,12 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	if err != nil {
 		return nil, err
 	}
+	mtu := g.cfg.MTU
+	if req.Framed {
+		mtu = g.cfg.FramedMTU
+	}
 	c, err := newClient(clientConfig{
-		MTU: g.cfg.MTU, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
+		MTU: mtu, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
 		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6, pingTarget: g.pingTarget,
 		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),

@@ -127,6 +127,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		},
 		Mode: mode,
 		Unit: remote,
+		// A tun on Linux passes super-packets whole when asked (kernel.Config.GSO).
+		GSO: mode == relay.PointToPoint,
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
 			lc.Transport = transport.list()
 			l, err := kernel.OpenLocal(lc, gw)

@@ -368,8 +368,8 @@ func TestRootlessSSHVPNClient(t *testing.T) {
 	if !regexp.MustCompile(`inet 198\.18\.3\.\d+/24`).MatchString(link) {
 		t.Fatalf("the gateway's address was not applied: %s", link)
 	}
-	if mtu := tp.client.Run(t, "cat", "/sys/class/net/tun0/mtu"); strings.TrimSpace(mtu) != "16380" {
-		t.Errorf("tun0 MTU %s, want the gateway's 16380", mtu)
+	if mtu := tp.client.Run(t, "cat", "/sys/class/net/tun0/mtu"); strings.TrimSpace(mtu) != "65535" {
+		t.Errorf("tun0 MTU %s, want the gateway's 65535 for a framed channel", mtu)
 	}
 	nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
 	if body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/"); err != nil || !strings.Contains(body, "hello from the lan") {

@@ -38,6 +38,7 @@ type serveConfig struct {
 	dnsDomains     []string
 	nat            bool
 	mtu            int
+	framedMTU      int // netstack: the MTU of tunnels to sshvpn clients, 0 for mtu
 	ciphers        string
 	aliveInterval  time.Duration
 	aliveCount     int

@@ -108,6 +108,10 @@ func checkBackendFlags(c *serveConfig, set map[string]bool) error {
 	if c.mtu == 0 {
 		c.mtu = 1500
 		if c.backend == "netstack" {
+			// sshvpn clients on the framed channel take any packet up
+			// to 64 KiB, and with one 64 KiB packet where 4 would be the
+			// stack does a quarter of the work.
+			c.framedMTU = 65535
 			// The largest packet a stock OpenSSH peer carries: the stack's
 			// cost is per packet. Stock clients keep their tun's 1500
 			// unless they paste the status text's command.
@@ -158,7 +162,7 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	}
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
-		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
+		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
 		Limits: c.rootless.limits, Resolver: resolver, Logger: log,
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 				defer cs.giveForward()
 				cs.forward(ctx, nc)
 			}()
-		case wire.ChannelType, "session":
+		case wire.ChannelType, wire.StreamChannelType, "session":
 			if !cs.take() {
 				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.limits.MaxChannelsPerConn))
 				continue
@@ -56,7 +56,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 			go func() {
 				defer cs.wg.Done()
 				defer cs.give()
-				if t == wire.ChannelType {
+				if t != "session" {
 					cs.tunnel(ctx, nc)
 				} else {
 					cs.session(nc)
@@ -70,13 +70,20 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 }
 
 func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
-	req, err := wire.ParseOpenRequest(nc.ExtraData())
+	var req wire.StreamOpen
+	var err error
+	framed := nc.ChannelType() == wire.StreamChannelType
+	if framed {
+		req, err = wire.ParseStreamOpen(nc.ExtraData())
+	} else {
+		req.OpenRequest, err = wire.ParseOpenRequest(nc.ExtraData())
+	}
 	if err != nil {
 		nc.Reject(ssh.ConnectionFailed, "tunnel refused: "+err.Error())
 		return
 	}
 	unit, err := checkTunnel(cs.srv.cfg.PermitTunnel, req.Mode, req.Unit, cs.login.opts)
-	if err == nil {
+	if err == nil && !framed {
 		err = sshchan.Check(cs.conn.ClientVersion())
 	}
 	if err != nil {
@@ -92,7 +99,7 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	}
 	defer cs.srv.giveKeyTunnel(cs.login.key)
 	treq := cs.request()
-	treq.Mode, treq.Unit = req.Mode, unit
+	treq.Mode, treq.Unit, treq.Framed, treq.GSO = req.Mode, unit, framed, req.GSO
 	t, err := cs.srv.cfg.Backend.Open(ctx, treq)
 	if err != nil {
 		cs.log.Error("tunnel failed", "mode", req.Mode, "unit", unitString(unit), "err", err)
@@ -107,26 +114,34 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	go ssh.DiscardRequests(reqs)
 	// Packets the channel cannot frame count as drops on the way in.
 	var in relay.Counters
-	c, err := sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(), In: &in, Log: cs.log})
-	if err != nil {
-		cs.log.Error("tunnel closed at once", "err", err)
-		ch.Close()
-		t.Close()
-		return
+	var c relay.Device
+	if framed {
+		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
+	} else {
+		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(), In: &in, Log: cs.log})
+		if err != nil {
+			cs.log.Error("tunnel closed at once", "err", err)
+			ch.Close()
+			t.Close()
+			return
+		}
 	}
-	if sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {
-		if _, err := ch.SendRequest(wire.TunnelConfigRequest, false, wire.MarshalTunnelConfig(t.Config())); err != nil {
+	if framed || sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {
+		cfg := t.Config()
+		cfg.GSO = relay.GSO(t)
+		// Before any packet: the client reads it first.
+		if _, err := ch.SendRequest(wire.TunnelConfigRequest, false, wire.MarshalTunnelConfig(cfg)); err != nil {
 			cs.log.Warn("cannot send the tunnel's configuration", "err", err)
 		}
 	}
-	cs.run(ctx, c, t, req.Mode, &in)
+	cs.run(ctx, c, t, req.Mode, framed, &in)
 }
 
 // run pumps one tunnel until either side ends, then tears it down.
-func (cs *connState) run(ctx context.Context, c *sshchan.Channel, t relay.Tunnel, mode relay.Mode, in *relay.Counters) {
+func (cs *connState) run(ctx context.Context, c relay.Device, t relay.Tunnel, mode relay.Mode, framed bool, in *relay.Counters) {
 	cs.add(t)
 	log := cs.log.With("tunnel", t.Config().Device)
-	log.Info("tunnel up", "mode", mode)
+	log.Info("tunnel up", "mode", mode, "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t))
 	// The backend's device is the pump's first side because the pump
 	// closes its sides in order, and closing the channel can wait behind a
 	// write to a stalled client: the device and its routes must go at once.

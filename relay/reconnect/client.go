@@ -51,6 +51,11 @@ type Client struct {
 	// user learns at once that the host, the key or the server is wrong.
 	// Once a tunnel was up, Run always reconnects.
 	Persist bool
+	// GSO says Setup can make a device that passes GSO super-packets
+	// whole, which the client offers a gateway that speaks the framed
+	// channel; Setup does so when the gateway's TunnelConfig.GSO says its
+	// device does too.
+	GSO bool
 	// Up, when set, is called once, when the first tunnel is up (sshvpn
 	// connect -f goes to the background then).
 	Up func()
@@ -222,7 +227,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	defer leave()
 	stopLeave := context.AfterFunc(ctx, leave)
 	defer stopLeave()
-	ch, reqs, err := sc.OpenChannel(wire.ChannelType, wire.OpenRequest{Mode: c.Mode, Unit: c.Unit}.Marshal())
+	ch, reqs, framed, err := t.open(sc)
 	if ctx.Err() != nil {
 		return up, ctx.Err()
 	}
@@ -235,7 +240,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 		return up, err
 	}
 	defer ch.Close()
-	cfg, err := tunnelConfig(ctx, sc, reqs)
+	cfg, err := tunnelConfig(ctx, sc, framed, reqs)
 	go ssh.DiscardRequests(reqs)
 	if err != nil {
 		return up, &sessionError{err}
@@ -243,12 +248,22 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	if err := t.setup(ctx, cfg); err != nil {
 		return up, err
 	}
-	channel, err := sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
-		PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
-	if err != nil {
-		return up, err
+	var channel relay.Device
+	if framed {
+		channel = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: c.Mode, GSO: relay.GSO(t.local), In: &t.in})
+	} else {
+		if relay.GSO(t.local) {
+			// Only after a gateway that spoke the framed channel was
+			// replaced by one that does not.
+			return up, &sessionError{fmt.Errorf("the server no longer opens %s, and %s passes GSO packets whole: restart sshvpn connect", wire.StreamChannelType, "the local device")}
+		}
+		channel, err = sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
+			PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
+		if err != nil {
+			return up, err
+		}
 	}
-	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()))
+	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
 	if c.Up != nil && !t.announced {
 		t.announced = true
 		c.Up()
@@ -257,6 +272,23 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 		return up, ctx.Err() // ctx ended while the tunnel came up: gone already
 	}
 	return time.Now(), t.carry(ctx, sc, channel, leave)
+}
+
+// open opens the tunnel's channel: the framed stream toward an sshvpn
+// gateway, tun@openssh.com toward any other server and toward an sshvpn
+// too old to know the framed one, which says so by rejecting its type.
+func (t *tunnel) open(sc *ssh.Client) (ch ssh.Channel, reqs <-chan *ssh.Request, framed bool, err error) {
+	c := t.client
+	req := wire.OpenRequest{Mode: c.Mode, Unit: c.Unit}
+	if sshchan.PeerOf(sc.ServerVersion()) == sshchan.SSHVPN {
+		ch, reqs, err = sc.OpenChannel(wire.StreamChannelType, wire.StreamOpen{OpenRequest: req, GSO: c.GSO}.Marshal())
+		if oe, ok := errors.AsType[*ssh.OpenChannelError](err); !ok || oe.Reason != ssh.UnknownChannelType {
+			return ch, reqs, err == nil, err
+		}
+		t.log.Info("the gateway does not know the framed channel; opening " + wire.ChannelType)
+	}
+	ch, reqs, err = sc.OpenChannel(wire.ChannelType, req.Marshal())
+	return ch, reqs, false, err
 }
 
 // refusal explains a refused tunnel. A stock sshd refuses with no reason
@@ -296,8 +328,8 @@ func transientRefusal(err error) bool {
 // tunnelConfig waits for an sshvpn gateway's configuration among the
 // channel's requests, answering any other that wants a reply with a
 // failure. A stock sshd sends none and is not waited for.
-func tunnelConfig(ctx context.Context, sc *ssh.Client, reqs <-chan *ssh.Request) (*relay.TunnelConfig, error) {
-	if sshchan.PeerOf(sc.ServerVersion()) != sshchan.SSHVPN {
+func tunnelConfig(ctx context.Context, sc *ssh.Client, framed bool, reqs <-chan *ssh.Request) (*relay.TunnelConfig, error) {
+	if !framed && sshchan.PeerOf(sc.ServerVersion()) != sshchan.SSHVPN {
 		return nil, nil
 	}
 	deadline := time.After(configWait)
@@ -348,7 +380,7 @@ func (t *tunnel) setup(ctx context.Context, cfg *relay.TunnelConfig) error {
 // carry attaches the channel to the remote side until the connection, the
 // channel or the local device fails, or ctx ends. Every goroutine it starts
 // has ended when it returns.
-func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel *sshchan.Channel, leave func()) error {
+func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel relay.Device, leave func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	lost := make(chan error, 2) // the keepalive and the connection may both report
