@@ -190,6 +190,9 @@ func (c *client) setup(local []netip.Prefix) error {
 	if err := c.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fmt.Errorf("stack: enable TCP SACK: %s", err)
 	}
+	if err := tuneTCP(c.s); err != nil {
+		return err
+	}
 	if err := c.s.CreateNICWithOptions(nicID, c.ep, stack.NICOptions{Name: "tunnel"}); err != nil {
 		return fmt.Errorf("stack: create NIC: %s", err)
 	}
