@@ -19,7 +19,11 @@ func main() {
 	// As ssh does: a log reader that went away (connect -f | logger) must
 	// not kill sshvpn before it has undone what it set up.
 	signal.Ignore(syscall.SIGPIPE)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile, err := startProfile()
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stopProfile()
+	}
 	cancel()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		if err.Error() != "" {

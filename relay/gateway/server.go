@@ -15,6 +15,7 @@ import (
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/keepalive"
+	"github.com/sshvpn/sshvpn/relay/sshchan"
 )
 
 // DefaultCiphers is AES-GCM alone. The server must take the client's first
@@ -240,7 +241,7 @@ func (s *Server) authenticated(c net.Conn, cs *connState) {
 func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	grace := time.Now().Add(s.limits.LoginGraceTime)
 	c.SetDeadline(grace)
-	conn, chans, reqs, err := ssh.NewServerConn(c, s.ssh)
+	conn, chans, reqs, err := ssh.NewServerConn(sshchan.BufferReads(c), s.ssh)
 	s.handshakeDone(src, err != nil && !time.Now().Before(grace))
 	if err != nil {
 		s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)

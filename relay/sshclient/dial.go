@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/relay/sshchan"
 )
 
 // ClientVersion is the SSH identification string sshvpn sends.
@@ -182,7 +184,7 @@ func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config, time
 	auth := newAuthenticator(cfg, d)
 	defer auth.close()
 	hk := newHostKeyChecker(cfg, d)
-	bc := &bannerConn{Conn: conn}
+	bc := &bannerConn{Conn: sshchan.BufferReads(conn)}
 	timer := newHandshakeTimer(timeout, conn)
 	defer timer.stop()
 	if auth.prompt != nil {
