@@ -22,58 +22,32 @@ type readBatch struct {
 	offset int
 	n      int
 	err    error
-	split  *splitter // a vnet Tun that hands out plain packets
+	whole  bool // the caller takes super-packets, behind their header
 }
 
 func (b *readBatch) init(vnet, whole bool) {
-	switch {
-	case whole:
-		b.fn = b.readWhole
-	case vnet:
-		b.split = newSplitter()
-		b.fn = b.readSplit
-	default:
-		b.fn = b.ready
+	b.whole = whole
+	b.fn = b.ready
+	if vnet {
+		b.fn = b.readVnet
 	}
 }
 
-// readWhole is ready for a Tun that passes super-packets whole: the
-// kernel's virtio-net header lands in the headroom.
-func (b *readBatch) readWhole(fd uintptr) bool {
+// readVnet is ready for a Tun opened with IFF_VNET_HDR: the kernel's
+// virtio-net header lands in the headroom. A Tun that does not pass
+// super-packets whole asked for no offloads, so its headers are empty; one
+// that is not is dropped rather than handed on as a plain packet.
+func (b *readBatch) readVnet(fd uintptr) bool {
 	for b.n < len(b.bufs) {
-		size, err := unix.Read(int(fd), b.bufs[b.n][b.offset-offload.HdrLen:])
+		hdr := b.bufs[b.n][b.offset-offload.HdrLen:]
+		size, err := unix.Read(int(fd), hdr)
 		switch err {
 		case nil:
-			if size < offload.HdrLen {
+			if size < offload.HdrLen || !b.whole && !emptyHdr(hdr[:offload.HdrLen]) {
 				continue
 			}
 			b.sizes[b.n] = size - offload.HdrLen
 			b.n++
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return b.n > 0
-		default:
-			b.err = err
-			return true
-		}
-	}
-	return true
-}
-
-// readSplit is ready for a Tun with offloads that hands out plain
-// packets: it reads super-packets and splits them, first finishing one
-// that the last Read left half handed out.
-func (b *readBatch) readSplit(fd uintptr) bool {
-	s := b.split
-	for b.n < len(b.bufs) {
-		if s.pkt != nil {
-			b.n += s.resume(b.bufs[b.n:], b.sizes[b.n:], b.offset)
-			continue
-		}
-		size, err := unix.Read(int(fd), s.buf)
-		switch err {
-		case nil:
-			b.n += s.take(size, b.bufs[b.n:], b.sizes[b.n:], b.offset)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return b.n > 0
@@ -105,6 +79,16 @@ func (b *readBatch) ready(fd uintptr) bool {
 	return true
 }
 
+// emptyHdr reports a virtio-net header that asks nothing of the packet.
+func emptyHdr(h []byte) bool {
+	for _, c := range h {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Read blocks until the device has a packet, then reads it and every further
 // packet that is ready, up to len(bufs), len(sizes) and BatchSize, into
 // bufs[i][offset:]. The kernel truncates a packet larger than its buffer, so
@@ -120,11 +104,6 @@ func (t *Tun) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	if t.vnet && offset < offload.HdrLen {
 		return 0, fmt.Errorf("read %s: %d bytes of headroom, want %d for the virtio-net header", t.name, offset, offload.HdrLen)
-	}
-	if b.split != nil && b.split.pkt != nil {
-		// The rest of a super-packet: no need to wait for the fd.
-		b.n = b.split.resume(bufs[:limit], sizes, offset)
-		return b.n, nil
 	}
 	b.bufs, b.sizes, b.offset, b.n, b.err = bufs[:limit], sizes, offset, 0, nil
 	err := t.rc.Read(b.fn)

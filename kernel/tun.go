@@ -18,11 +18,10 @@ type Config struct {
 
 	// GSO makes Read and Write pass TCP and UDP super-packets whole, each
 	// behind its virtio-net header in the headroom (relay.GSO), for a
-	// channel to a peer that takes them so. Otherwise a tun still reads
-	// super-packets from the kernel, one read for up to 64 KiB, but splits
-	// them into packets of the MTU itself, and coalesces the TCP segments
-	// it is given into super-packets before writing them. Taps pass plain
-	// frames either way.
+	// channel to a peer that takes them so. Otherwise a tun reads plain
+	// packets but still coalesces the TCP segments it is given into
+	// super-packets before writing them, one write for up to 64 KiB. Taps
+	// pass plain frames either way.
 	GSO bool
 }
 

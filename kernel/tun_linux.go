@@ -89,7 +89,7 @@ func Open(cfg Config) (*Tun, error) {
 		return nil, err
 	}
 	if t.vnet {
-		t.vnet = enableOffload(fd)
+		t.vnet = enableOffload(fd, cfg.GSO)
 		t.whole = t.vnet && cfg.GSO
 		if !t.vnet {
 			// IFF_VNET_HDR without offloads only costs a header per
