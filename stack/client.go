@@ -81,6 +81,8 @@ func (l Limits) withDefaults() Limits {
 type Stats struct {
 	PacketsIn, PacketsOut                   atomic.Uint64
 	DropsNotIP, DropsQueueFull, DropsTooBig atomic.Uint64
+	// DropsQueueDelay counts packets CoDel dropped from the outbound queue.
+	DropsQueueDelay atomic.Uint64
 
 	TCPEstablished, TCPInFlight                           atomic.Int64
 	TCPInFlightFull                                       atomic.Uint64
@@ -296,6 +298,7 @@ func (s *Stats) LogValue() slog.Value {
 	add("memory_limited", s.MemoryLimited.Load())
 	add("memory_resets", s.MemoryResets.Load())
 	add("drops_queue_full", s.DropsQueueFull.Load())
+	add("drops_queue_delay", s.DropsQueueDelay.Load())
 	add("drops_not_ip", s.DropsNotIP.Load())
 	add("drops_too_big", s.DropsTooBig.Load())
 	return slog.GroupValue(attrs...)

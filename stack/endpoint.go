@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -42,7 +43,8 @@ type endpoint struct {
 	dispatcher stack.NetworkDispatcher
 	onClose    func()
 
-	out    chan *stack.PacketBuffer
+	out    chan queued
+	codel  codel // the reader's drop state
 	queued atomic.Int64 // bytes in out, bounded by maxQueueBytes
 	done   chan struct{}
 	closed atomic.Bool
@@ -55,11 +57,17 @@ type endpoint struct {
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
 
+// queued is one outbound packet and when it was queued.
+type queued struct {
+	pkt *stack.PacketBuffer
+	at  time.Duration
+}
+
 func newEndpoint(mtu uint32, queueLen int, stats *Stats) *endpoint {
 	if queueLen <= 0 {
 		queueLen = DefaultQueueLen
 	}
-	e := &endpoint{out: make(chan *stack.PacketBuffer, queueLen), done: make(chan struct{}), stats: stats}
+	e := &endpoint{out: make(chan queued, queueLen), done: make(chan struct{}), stats: stats}
 	e.mtu.Store(mtu)
 	e.gro.Init(true)
 	return e
@@ -118,20 +126,26 @@ func (e *endpoint) inject(b []byte) {
 // batchSize. A packet larger than its buffer is dropped and counted.
 func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	limit := min(len(bufs), batchSize)
+	mtu := int(e.MTU())
 	n := 0
 	for n == 0 {
-		var p *stack.PacketBuffer
+		var q queued
 		select {
-		case p = <-e.out:
+		case q = <-e.out:
 		case <-e.done:
 			return 0, net.ErrClosed
 		}
+		t := now()
 		for {
+			p := q.pkt
 			size := p.Size()
-			e.queued.Add(-int64(size))
-			if size > len(bufs[n])-offset {
+			backlog := e.queued.Add(-int64(size))
+			switch {
+			case e.codel.drop(t-q.at, t, backlog, mtu):
+				e.stats.DropsQueueDelay.Add(1)
+			case size > len(bufs[n])-offset:
 				e.stats.DropsTooBig.Add(1)
-			} else {
+			default:
 				sizes[n] = copyOut(bufs[n][offset:], p)
 				n++
 			}
@@ -141,7 +155,7 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 			}
 			var more bool
 			select {
-			case p = <-e.out:
+			case q = <-e.out:
 				more = true
 			default:
 			}
@@ -179,7 +193,7 @@ func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 	}
 	p.IncRef()
 	select {
-	case e.out <- p:
+	case e.out <- queued{p, now()}:
 		e.stats.PacketsOut.Add(1)
 		return true
 	default:
@@ -195,9 +209,9 @@ func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 func (e *endpoint) drain() {
 	for {
 		select {
-		case p := <-e.out:
-			e.queued.Add(-int64(p.Size()))
-			p.DecRef()
+		case q := <-e.out:
+			e.queued.Add(-int64(q.pkt.Size()))
+			q.pkt.DecRef()
 		default:
 			return
 		}
