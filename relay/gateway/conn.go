@@ -116,9 +116,7 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	var in relay.Counters
 	var c relay.Device
 	if framed {
-		if err := sshchan.WidenWindow(cs.conn, ch, sshchan.FramedWindowExtra); err != nil {
-			cs.log.Warn("the tunnel keeps x/crypto's 2 MiB window, which slows long paths", "err", err)
-		}
+		sshchan.SizeWindow(cs.conn, ch, cs.log)
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
 		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(), In: &in, Log: cs.log})

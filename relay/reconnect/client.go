@@ -250,9 +250,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	}
 	var channel relay.Device
 	if framed {
-		if err := sshchan.WidenWindow(sc, ch, sshchan.FramedWindowExtra); err != nil {
-			t.log.Warn("the tunnel keeps x/crypto's 2 MiB window, which slows long paths", "err", err)
-		}
+		sshchan.SizeWindow(sc, ch, t.log)
 		channel = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: c.Mode, GSO: relay.GSO(t.local), In: &t.in})
 	} else {
 		if relay.GSO(t.local) {

@@ -63,7 +63,7 @@ func connChannelPair(t *testing.T) (client ssh.Channel, server ssh.Channel, srvC
 // check of incoming data agrees with what it granted.
 func TestWidenWindow(t *testing.T) {
 	tx, rx, conn := connChannelPair(t)
-	if err := WidenWindow(conn, rx, FramedWindowExtra); err != nil {
+	if err := WidenWindow(conn, rx, FramedWindowExtra(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	const size = 12 << 20 // six times the window x/crypto grants
@@ -95,5 +95,25 @@ func TestWidenWindow(t *testing.T) {
 	}
 	if err := <-sent; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The window follows the path: x/crypto's own on a LAN, a round trip's
+// worth at framedRate beyond 5 ms, never more than 16 MiB.
+func TestFramedWindowExtra(t *testing.T) {
+	for _, c := range []struct {
+		rtt  time.Duration
+		want uint32
+	}{
+		{200 * time.Microsecond, 0},
+		{5 * time.Millisecond, 0},
+		{20 * time.Millisecond, uint32(0.020*framedRate) - xcryptoWindow},
+		{40 * time.Millisecond, uint32(0.040*framedRate) - xcryptoWindow},
+		{60 * time.Millisecond, framedMaxWindow - xcryptoWindow},
+		{time.Second, framedMaxWindow - xcryptoWindow},
+	} {
+		if got := FramedWindowExtra(c.rtt); got != c.want {
+			t.Errorf("FramedWindowExtra(%v) = %d, want %d", c.rtt, got, c.want)
+		}
 	}
 }
