@@ -44,7 +44,7 @@ type endpoint struct {
 	onClose    func()
 
 	out    chan queued
-	codel  codel // the reader's drop state
+	codel  codel        // the reader's drop state
 	queued atomic.Int64 // bytes in out, bounded by maxQueueBytes
 	done   chan struct{}
 	closed atomic.Bool
