@@ -22,51 +22,34 @@ type readBatch struct {
 	offset int
 	n      int
 	err    error
-	whole  bool // the caller takes super-packets, behind their header
+	// hdr is the virtio-net header in front of each packet the kernel
+	// hands out (IFF_VNET_HDR), 0 without; it lands in the headroom.
+	hdr   int
+	whole bool // the caller takes super-packets, behind their header
 }
 
 func (b *readBatch) init(vnet, whole bool) {
-	b.whole = whole
-	b.fn = b.ready
+	b.fn, b.whole = b.ready, whole
 	if vnet {
-		b.fn = b.readVnet
+		b.hdr = offload.HdrLen
 	}
-}
-
-// readVnet is ready for a Tun opened with IFF_VNET_HDR: the kernel's
-// virtio-net header lands in the headroom. A Tun that does not pass
-// super-packets whole asked for no offloads, so its headers are empty; one
-// that is not is dropped rather than handed on as a plain packet.
-func (b *readBatch) readVnet(fd uintptr) bool {
-	for b.n < len(b.bufs) {
-		hdr := b.bufs[b.n][b.offset-offload.HdrLen:]
-		size, err := unix.Read(int(fd), hdr)
-		switch err {
-		case nil:
-			if size < offload.HdrLen || !b.whole && !emptyHdr(hdr[:offload.HdrLen]) {
-				continue
-			}
-			b.sizes[b.n] = size - offload.HdrLen
-			b.n++
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return b.n > 0
-		default:
-			b.err = err
-			return true
-		}
-	}
-	return true
 }
 
 // ready reads packets while the kernel has them. It returns false, which
-// makes the poller wait for readability, only when it has nothing yet.
+// makes the poller wait for readability, only when it has nothing yet. A
+// Tun that does not pass super-packets whole asked for no offloads, so
+// its headers are empty; a packet whose header is not is dropped rather
+// than handed on as a plain packet.
 func (b *readBatch) ready(fd uintptr) bool {
 	for b.n < len(b.bufs) {
-		size, err := unix.Read(int(fd), b.bufs[b.n][b.offset:])
+		buf := b.bufs[b.n][b.offset-b.hdr:]
+		size, err := unix.Read(int(fd), buf)
 		switch err {
 		case nil:
-			b.sizes[b.n] = size
+			if size < b.hdr || !b.whole && !emptyHdr(buf[:b.hdr]) {
+				continue
+			}
+			b.sizes[b.n] = size - b.hdr
 			b.n++
 		case unix.EINTR:
 		case unix.EAGAIN:

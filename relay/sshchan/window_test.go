@@ -11,8 +11,10 @@ import (
 	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
-// connChannelPair is channelPair that also returns the server's connection.
-func connChannelPair(t *testing.T) (client ssh.Channel, server ssh.Channel, srvConn *ssh.ServerConn) {
+// connChannelPair opens a channel of type over an SSH connection on
+// loopback (net.Pipe would deadlock: both sides send their version first)
+// and returns both ends and the server's connection.
+func connChannelPair(t *testing.T, typ string) (client ssh.Channel, server ssh.Channel, srvConn *ssh.ServerConn) {
 	t.Helper()
 	cfg := openServerConfig(t)
 	a, b := tcpPair(t)
@@ -46,7 +48,7 @@ func connChannelPair(t *testing.T) (client ssh.Channel, server ssh.Channel, srvC
 			nc.Reject(ssh.Prohibited, "no")
 		}
 	}()
-	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(wire.StreamChannelType, nil)
+	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(typ, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ func connChannelPair(t *testing.T) (client ssh.Channel, server ssh.Channel, srvC
 // before it reads a byte, and what it then reads is what was sent: its own
 // check of incoming data agrees with what it granted.
 func TestWidenWindow(t *testing.T) {
-	tx, rx, conn := connChannelPair(t)
+	tx, rx, conn := connChannelPair(t, wire.StreamChannelType)
 	if err := WidenWindow(conn, rx, FramedWindowExtra(time.Second)); err != nil {
 		t.Fatal(err)
 	}

@@ -29,48 +29,10 @@ func openServerConfig(t *testing.T) *ssh.ServerConfig {
 	return cfg
 }
 
-// channelPair opens a channel over an in-memory SSH connection and returns
-// the client's end and the server's.
+// channelPair opens a tun@openssh.com channel over an SSH connection on
+// loopback and returns the client's end and the server's.
 func channelPair(t *testing.T) (client, server ssh.Channel) {
-	t.Helper()
-	cfg := openServerConfig(t)
-	a, b := tcpPair(t) // net.Pipe would deadlock: both sides send their version first
-	srvCh := make(chan ssh.Channel, 1)
-	go func() {
-		_, chans, reqs, err := ssh.NewServerConn(b, cfg)
-		if err != nil {
-			close(srvCh)
-			return
-		}
-		go ssh.DiscardRequests(reqs)
-		nc := <-chans
-		ch, creqs, err := nc.Accept()
-		if err != nil {
-			close(srvCh)
-			return
-		}
-		go ssh.DiscardRequests(creqs)
-		srvCh <- ch
-	}()
-	c, chans, reqs, err := ssh.NewClientConn(a, "pipe", &ssh.ClientConfig{HostKeyCallback: ssh.InsecureIgnoreHostKey()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ssh.DiscardRequests(reqs)
-	go func() {
-		for nc := range chans {
-			nc.Reject(ssh.Prohibited, "no")
-		}
-	}()
-	client, creqs, err := ssh.NewClient(c, nil, nil).OpenChannel(wire.ChannelType, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ssh.DiscardRequests(creqs)
-	server = <-srvCh
-	if server == nil {
-		t.Fatal("server side of the channel failed")
-	}
+	client, server, _ = connChannelPair(t, wire.ChannelType)
 	return client, server
 }
 
