@@ -260,6 +260,16 @@ func (s *Framed) packet(flags byte, payload []byte, bufs [][]byte, sizes []int, 
 		s.in.Drop(dropReason(err))
 		return 0, true
 	}
+	if flags&wire.FrameGSO != 0 && s.gso {
+		// The header goes to the kernel as it is: it must describe
+		// this packet, as Split would take it. The kernel's own checks
+		// of headers from userspace have had bugs a peer should not
+		// reach.
+		if _, err := offload.Segments(pkt, h); err != nil {
+			s.in.Drop(relay.DropMalformed)
+			return 0, true
+		}
+	}
 	whole := s.gso || flags&wire.FrameGSO == 0
 	if whole {
 		buf := bufs[0]

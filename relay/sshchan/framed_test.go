@@ -304,3 +304,34 @@ func fmtSize(n int) string {
 	}
 	return "1400B"
 }
+
+// A GSO header that does not describe its packet never reaches a device
+// that takes headers as they are (the kernel's tun): it is counted and
+// dropped.
+func TestFramedRefusesBadGSOHeaders(t *testing.T) {
+	super, h := tcpSuper(3000, 1448)
+	bad := h
+	bad.CsumStart = 3000 // past the packet
+	unknown := h
+	unknown.GSOType = 9
+	var stream []byte
+	for _, hd := range []offload.Hdr{bad, unknown, h} {
+		payload := make([]byte, offload.HdrLen, offload.HdrLen+len(super))
+		hd.Encode(payload)
+		payload = append(payload, super...)
+		f := make([]byte, wire.FrameHeader)
+		wire.PutFrameHeader(f, wire.FrameGSO, len(payload))
+		stream = append(append(stream, f...), payload...)
+	}
+	var in relay.Counters
+	f := NewFramed(&chunkChannel{chunks: [][]byte{stream}}, FramedConfig{Mode: relay.PointToPoint, GSO: true, In: &in})
+	bufs := [][]byte{make([]byte, relay.Headroom+wire.MaxStreamPacket), make([]byte, relay.Headroom+wire.MaxStreamPacket)}
+	sizes := make([]int, 2)
+	n, err := f.Read(bufs, sizes, relay.Headroom)
+	if n != 1 || err != nil || !bytes.Equal(bufs[0][relay.Headroom:relay.Headroom+sizes[0]], super) {
+		t.Fatalf("Read: %d packets, %v; want only the well-formed one", n, err)
+	}
+	if d := in.Snapshot().Dropped(); d != 2 {
+		t.Fatalf("%d drops, want 2", d)
+	}
+}
