@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 GO       ?= go
 FUZZTIME ?= 30s
-BENCHTIME ?= 3x
 BIN      := bin/sshvpn
 
 .PHONY: help build test unit integration fmt-check vet vet-cross fuzz bench clean
@@ -46,9 +45,11 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME) ./relay/offload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
 
-bench: ## micro-benchmarks, then the ssh -w comparison in namespaces (root)
-	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/
-	$(GO) test -tags integration -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./bench/
+bench: ## micro-benchmarks, then the comparison harness in namespaces (root; BENCH=quick|full, see bench/README.md)
+	@start=$$SECONDS; \
+	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/ && \
+	$(GO) test -tags integration -run '^$$' -bench '^BenchmarkPaths$$' -benchtime 1x -timeout 30m ./bench/; \
+	code=$$?; echo "make bench: $$((SECONDS - start)) s wall"; exit $$code
 
 clean: ## remove build output
 	rm -rf bin integration.log
