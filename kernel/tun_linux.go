@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,6 +90,12 @@ func Open(cfg Config) (*Tun, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if t.vnet && !t.created {
+		// A persistent device keeps IFF_VNET_HDR and its offloads when
+		// we let go of it, and its next user would get headers it never
+		// asked for: attach it again as it was.
+		return reattachPlain(fd, t, k, cfg)
+	}
 	if t.vnet {
 		t.vnet = enableOffload(fd, cfg.GSO)
 		t.whole = t.vnet && cfg.GSO
@@ -100,6 +108,25 @@ func Open(cfg Config) (*Tun, error) {
 		}
 	}
 	return t.finish(fd)
+}
+
+// reattachPlain lets go of the persistent device t attached with
+// IFF_VNET_HDR, undoing its MTU change, and attaches the same unit without.
+func reattachPlain(fd int, t *Tun, k tunKind, cfg Config) (*Tun, error) {
+	var err error
+	if t.restore != nil {
+		err = t.restore()
+	}
+	unix.Close(fd)
+	if err != nil {
+		return nil, err
+	}
+	unit, err := strconv.ParseUint(strings.TrimPrefix(t.name, k.prefix), 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: unit of %q: %w", k.prefix, t.name, err)
+	}
+	cfg.Unit, cfg.GSO = uint32(unit), false
+	return openPlain(k, cfg)
 }
 
 // openPlain is Open for a device without offloads.
