@@ -110,12 +110,7 @@ func startSSHChannel(e *env) *path {
 // subnet back, MTU 1500. extra adds ssh flags (-c to force a cipher).
 func startOpenSSH(e *env, extra ...string) *path {
 	tb, o := e.tb, e.o
-	t := newTopo(tb, e.pr)
-	key, pub := o.Keygen(tb, tb.TempDir(), "id_ed25519")
-	persistentTun(tb, t.gw, tunGW)
-	t.forward(tunGW.Masked())
-	s := o.StartSSHD(tb, t.gw, nstest.SSHDConfig{ListenAddr: underGW.Addr().String() + ":" + sshdPort,
-		PermitTunnel: "yes", AuthorizedKeys: pub + "\n"})
+	t, key, s := startTunSSHD(e)
 	persistentTun(tb, t.client, tunClient, lanNet)
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(s.Log()) }
@@ -292,10 +287,10 @@ func connectArgs(tb testing.TB, key, knownHosts string, extra ...string) []strin
 	return append(args, extra...)
 }
 
-// sshvpn→sshd: sshvpn connect -w any:0 into stock sshd with PermitTunnel
-// yes (the openssh row's server), with --address and --route to the LAN;
-// the client makes and configures its own device at its default MTU.
-func startConnectToSSHD(e *env) *path {
+// startTunSSHD is the server of the openssh and sshvpn→sshd rows: stock
+// sshd with PermitTunnel yes on a gateway whose tun0 is made by hand and
+// forwarded to the LAN. It returns the client's key for it.
+func startTunSSHD(e *env) (*topo, string, *nstest.SSHD) {
 	tb, o := e.tb, e.o
 	t := newTopo(tb, e.pr)
 	key, pub := o.Keygen(tb, tb.TempDir(), "id_ed25519")
@@ -303,6 +298,15 @@ func startConnectToSSHD(e *env) *path {
 	t.forward(tunGW.Masked())
 	s := o.StartSSHD(tb, t.gw, nstest.SSHDConfig{ListenAddr: underGW.Addr().String() + ":" + sshdPort,
 		PermitTunnel: "yes", AuthorizedKeys: pub + "\n"})
+	return t, key, s
+}
+
+// sshvpn→sshd: sshvpn connect -w any:0 into stock sshd with PermitTunnel
+// yes (the openssh row's server), with --address and --route to the LAN;
+// the client makes and configures its own device at its default MTU.
+func startConnectToSSHD(e *env) *path {
+	tb := e.tb
+	t, key, s := startTunSSHD(e)
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(s.Log()) }
 	c := connectLoop(tb, p, func() []string {

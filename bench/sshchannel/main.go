@@ -68,6 +68,22 @@ func serve(listen string, cfg ssh.Config) error {
 	}
 	sc := &ssh.ServerConfig{Config: cfg, NoClientAuth: true}
 	sc.AddHostKey(signer)
+	return acceptLoop(listen, func(c net.Conn) {
+		_, chans, reqs, err := ssh.NewServerConn(c, sc)
+		if err != nil {
+			log.Printf("handshake: %v", err)
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		for nc := range chans {
+			go forward(nc)
+		}
+	})
+}
+
+// acceptLoop listens, says "ready" on stdout for the harness, and handles
+// each connection on a goroutine of its own.
+func acceptLoop(listen string, handle func(net.Conn)) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -78,17 +94,7 @@ func serve(listen string, cfg ssh.Config) error {
 		if err != nil {
 			return err
 		}
-		go func() {
-			_, chans, reqs, err := ssh.NewServerConn(c, sc)
-			if err != nil {
-				log.Printf("handshake: %v", err)
-				return
-			}
-			go ssh.DiscardRequests(reqs)
-			for nc := range chans {
-				go forward(nc)
-			}
-		}()
+		go handle(c)
 	}
 }
 
@@ -137,26 +143,15 @@ func client(server, listen, target string, cfg ssh.Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	fmt.Println("ready")
-	for {
-		c, err := ln.Accept()
+	return acceptLoop(listen, func(c net.Conn) {
+		ch, err := conn.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 		if err != nil {
-			return err
+			log.Printf("open channel: %v", err)
+			c.Close()
+			return
 		}
-		go func() {
-			ch, err := conn.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
-			if err != nil {
-				log.Printf("open channel: %v", err)
-				c.Close()
-				return
-			}
-			join(c.(*net.TCPConn), ch.(halfCloser))
-		}()
-	}
+		join(c.(*net.TCPConn), ch.(halfCloser))
+	})
 }
 
 // halfCloser is an ssh.Channel or the net.Conn that ssh.Client.Dial returns.
