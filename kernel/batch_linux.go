@@ -46,7 +46,7 @@ func (b *readBatch) ready(fd uintptr) bool {
 		size, err := unix.Read(int(fd), buf)
 		switch err {
 		case nil:
-			if size < b.hdr || !b.whole && !emptyHdr(buf[:b.hdr]) {
+			if size < b.hdr || !b.whole && !offload.Empty(buf) {
 				continue
 			}
 			b.sizes[b.n] = size - b.hdr
@@ -57,16 +57,6 @@ func (b *readBatch) ready(fd uintptr) bool {
 		default:
 			b.err = err
 			return true
-		}
-	}
-	return true
-}
-
-// emptyHdr reports a virtio-net header that asks nothing of the packet.
-func emptyHdr(h []byte) bool {
-	for _, c := range h {
-		if c != 0 {
-			return false
 		}
 	}
 	return true

@@ -25,11 +25,6 @@ const (
 	tunOffloadsTCP = tunFCsum | tunFTSO4 | tunFTSO6 // before Linux 6.2, no USO
 )
 
-// maxGSOPacket is the largest packet a tun with offloads hands us: the
-// kernel's GSO limit is 64 KiB, and an IPv6 packet's payload length field
-// stops at 65535 behind its 40-byte header.
-const maxGSOPacket = 40 + 65535
-
 // enableOffload asks the kernel for super-packets when whole, and for
 // plain packets otherwise. It reports false when the kernel refuses every
 // set of offloads.

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/offload"
 )
 
 // cloneDevice is the tun driver's clone device: each open file becomes one
@@ -355,7 +356,7 @@ func (t *Tun) BatchSize() int { return BatchSize }
 // super-packet.
 func (t *Tun) MTU() int {
 	if t.whole {
-		return maxGSOPacket
+		return offload.MaxPacket
 	}
 	return t.mtu
 }

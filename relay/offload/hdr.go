@@ -9,6 +9,22 @@ import (
 // every packet once IFF_VNET_HDR is set, whether or not it is GSO.
 const HdrLen = 10
 
+// MaxPacket is the largest packet behind a header: the kernel's GSO limit
+// is 64 KiB, and an IPv6 packet's payload length stops at 65535 behind its
+// 40-byte header.
+const MaxPacket = 40 + 65535
+
+// Empty reports a header that asks nothing of its packet: no GSO, no
+// checksum to complete. b holds at least HdrLen bytes.
+func Empty(b []byte) bool {
+	for _, c := range b[:HdrLen] {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Hdr is struct virtio_net_hdr (include/uapi/linux/virtio_net.h).
 //
 // HdrLen is only a hint from the kernel (skb_headlen, how much of the packet

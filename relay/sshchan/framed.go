@@ -42,8 +42,8 @@ type Framed struct {
 	rbuf []byte
 	r, w int
 	// A super-packet split across two Reads: its frame is still at rbuf[r:],
-	// and segments up to next were delivered.
-	next int
+	// segments up to next of its total were delivered.
+	next, total int
 	// broken is why the stream cannot be read on: a frame length that
 	// leaves no way back into step.
 	broken error
@@ -283,14 +283,21 @@ func (s *Framed) packet(flags byte, payload []byte, bufs [][]byte, sizes []int, 
 		sizes[0] = copy(buf[offset:], pkt)
 		return 1, true
 	}
+	if s.next == 0 {
+		total, err := offload.Segments(pkt, h)
+		if err != nil {
+			s.in.Drop(relay.DropMalformed)
+			return 0, true
+		}
+		s.total = total
+	}
 	k, err := offload.Split(pkt, h, s.next, bufs, sizes, offset)
 	if err != nil {
 		s.in.Drop(relay.DropMalformed)
 		return 0, true
 	}
 	s.next += k
-	total, _ := offload.Segments(pkt, h)
-	return k, s.next >= total
+	return k, s.next >= s.total
 }
 
 // readErr turns the end of the channel into net.ErrClosed after our own
@@ -318,7 +325,7 @@ func (s *Framed) Write(bufs [][]byte, offset int) (int, error) {
 			return i, errBigFrame
 		}
 		flags, hdr := byte(0), []byte(nil)
-		if s.gso && !plain(b[offset-offload.HdrLen:offset]) {
+		if s.gso && !offload.Empty(b[offset-offload.HdrLen:]) {
 			flags, hdr = wire.FrameGSO, b[offset-offload.HdrLen:offset]
 		}
 		n := len(hdr) + len(pkt)
@@ -351,15 +358,4 @@ func (s *Framed) flush() error {
 		return s.readErr(err)
 	}
 	return nil
-}
-
-// plain reports a virtio-net header that says nothing: no GSO, no
-// checksum to complete. Such a packet goes without it.
-func plain(h []byte) bool {
-	for _, b := range h {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }

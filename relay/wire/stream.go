@@ -86,11 +86,9 @@ const (
 	frameKnown = FrameGSO
 )
 
-// MaxStreamPacket is the largest packet a stream frame carries: an IPv6
-// packet with the largest payload length (65535) and its 40-byte header,
-// or an IPv4 GSO super-packet (64 KiB). It is the MTU of a stream
-// channel.
-const MaxStreamPacket = 40 + 65535
+// MaxStreamPacket is the largest packet a stream frame carries, a GSO
+// super-packet or the largest IPv6 packet: the MTU of a stream channel.
+const MaxStreamPacket = offload.MaxPacket
 
 // MaxStreamPayload bounds a frame's length field.
 const MaxStreamPayload = offload.HdrLen + MaxStreamPacket
