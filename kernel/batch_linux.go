@@ -46,7 +46,7 @@ func (b *readBatch) ready(fd uintptr) bool {
 		size, err := unix.Read(int(fd), buf)
 		switch err {
 		case nil:
-			if size < b.hdr || !b.whole && !offload.Empty(buf) {
+			if b.hdr > 0 && (size < b.hdr || !b.whole && !offload.Empty(buf)) {
 				continue
 			}
 			b.sizes[b.n] = size - b.hdr
