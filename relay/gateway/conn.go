@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -119,7 +120,8 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		sshchan.SizeWindow(cs.conn, ch, cs.log)
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
-		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(), In: &in, Log: cs.log})
+		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
+			In: &in, Log: cs.log, Local: clientNets(t.Config())})
 		if err != nil {
 			cs.log.Error("tunnel closed at once", "err", err)
 			ch.Close()
@@ -225,4 +227,16 @@ func (cs *connState) status() string {
 		b.WriteString(t.Status())
 	}
 	return b.String()
+}
+
+// clientNets are the tunnel networks a client's own addresses are in. A
+// stock client picks its address by hand, maybe not the one the gateway
+// offered, and the gateway routes to it whatever it picked in them; what
+// the client routes on (its AllowedIPs) lies outside them.
+func clientNets(cfg relay.TunnelConfig) []netip.Prefix {
+	var n []netip.Prefix
+	for _, p := range cfg.Addresses {
+		n = append(n, p.Masked())
+	}
+	return n
 }

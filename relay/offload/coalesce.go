@@ -32,6 +32,11 @@ import (
 // writes only from Linux 6.2 on.
 type Coalescer struct {
 	max   int
+	limit int // the largest merged IP packet
+	// plain: merged packets carry a complete checksum and no header, for
+	// a peer that takes only plain IP packets (see NewPlainCoalescer).
+	plain bool
+	to    func(dst []byte) bool
 	pkts  []member
 	runs  []run
 	slots []slot
@@ -84,12 +89,33 @@ func NewCoalescer(maxBatch int) *Coalescer {
 	}
 	return &Coalescer{
 		max:   maxBatch,
+		limit: maxIP,
 		pkts:  make([]member, maxBatch),
 		runs:  make([]run, 0, maxBatch),
 		slots: make([]slot, n),
 		mask:  uint64(n - 1),
 		arena: make([]byte, maxBatch/2*(HdrLen+maxIP)),
 	}
+}
+
+// NewPlainCoalescer returns a Coalescer for a peer that cannot take GSO
+// super-packets but does take IP packets larger than the segments a TCP
+// sender cut for its MTU: a Linux tun written by stock OpenSSH accepts any
+// IP packet up to 64 KiB whatever its MTU, and its TCP any segment length.
+// Toward such a peer, one packet of 16 KiB costs what one of 1500 bytes
+// does: one SSH message, one pass round its event loop and one tun write.
+//
+// Its Coalesce merges runs into packets of at most size bytes with
+// complete IPv4 header and TCP checksums, and leaves the HdrLen bytes in
+// front of every frame unwritten: they stay the caller's headroom. Only
+// packets whose destination address (4 or 16 bytes) to accepts are merged:
+// a packet that the peer forwards on instead of taking itself would leave
+// through an interface with a smaller MTU, with DF set, and be dropped
+// there, so merging is only for the peer's own addresses.
+func NewPlainCoalescer(maxBatch, size int, to func(dst []byte) bool) *Coalescer {
+	c := NewCoalescer(maxBatch)
+	c.limit, c.plain, c.to = min(max(size, 0), maxIP), true, to
+	return c
 }
 
 // Coalesce takes the IP packets bufs[i][offset:] and returns the frames to
@@ -108,6 +134,9 @@ func NewCoalescer(maxBatch int) *Coalescer {
 // per segment if the packet is forwarded, and what local delivery accepts
 // without a pass over 64 KiB. FlagDataValid is no alternative: the tun
 // ignores it on write, so the packet would need a complete checksum.
+//
+// A plain Coalescer (NewPlainCoalescer) returns the same frames with no
+// header written: merged packets complete, unmerged ones untouched.
 //
 // Frames come out in the order of each one's first packet. Within a flow
 // nothing is reordered: any packet of the flow that does not join its run
@@ -129,6 +158,9 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int, out [][]byte) [][]byte {
 		s := inspect(p)
 		if !s.keyed {
 			continue
+		}
+		if c.to != nil && s.cand && !c.to(dst(p)) {
+			s.cand = false
 		}
 		sl := c.lookup(&s.key)
 		checked := false
@@ -187,20 +219,33 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int, out [][]byte) [][]byte {
 				// Out of room (only if the caller outgrew maxBatch): send
 				// the run as it came, still ahead of its flow's later packets.
 				for j := r.head; j >= 0; j = c.pkts[j].next {
-					out = append(out, plain(bufs[j], offset))
+					out = append(out, c.unmerged(bufs[j], offset))
 				}
 				continue
 			}
 		}
-		out = append(out, plain(b, offset))
+		out = append(out, c.unmerged(b, offset))
 	}
 	return out
 }
 
-func plain(b []byte, offset int) []byte {
+// unmerged is packet b as a frame: in place, behind a zero header unless
+// the Coalescer is plain.
+func (c *Coalescer) unmerged(b []byte, offset int) []byte {
 	f := b[offset-HdrLen:]
-	Hdr{}.Encode(f)
+	if !c.plain {
+		Hdr{}.Encode(f)
+	}
 	return f
+}
+
+// dst is the destination address of the IPv4 or IPv6 packet p, which
+// inspect found long enough.
+func dst(p []byte) []byte {
+	if p[0]>>4 == 6 {
+		return p[24:40]
+	}
+	return p[16:20]
 }
 
 // segInfo is what Coalesce needs of one packet.
@@ -257,7 +302,7 @@ func inspect(p []byte) (s segInfo) {
 // fits says whether p, described by s, may extend r, checksums aside.
 func (c *Coalescer) fits(r *run, bufs [][]byte, offset int, p []byte, s *segInfo) bool {
 	if s.l3 != r.l3 || s.hdr != r.hdr || s.seq != r.nextSeq || s.payload > r.gso ||
-		r.size+s.payload > maxIP {
+		r.size+s.payload > c.limit {
 		return false
 	}
 	h := bufs[r.head][offset:]
@@ -316,6 +361,11 @@ func (c *Coalescer) merge(r *run, bufs [][]byte, offset, used int) []byte {
 	t[13] |= last[r.l3+13] & tcpPSH
 	if t[13]&tcpCWR != 0 {
 		typ |= GSOECN
+	}
+	if c.plain {
+		t[csumTCP], t[csumTCP+1] = 0, 0
+		binary.BigEndian.PutUint16(t[csumTCP:], finish(add(withLen(addrSum(ip, v6, protoTCP), r.size-r.l3), sum(t))))
+		return f
 	}
 	binary.BigEndian.PutUint16(t[csumTCP:], withLen(addrSum(ip, v6, protoTCP), r.size-r.l3))
 	Hdr{

@@ -378,3 +378,66 @@ func TestCoalesceAllocs(t *testing.T) {
 		t.Fatalf("Coalesce allocates %v times", a)
 	}
 }
+
+// TestPlainCoalescer checks the mode for a stock peer: merged packets are
+// exactly the packet a sender with a larger MSS would have sent, complete
+// checksums and all, no larger than the limit, for accepted destinations
+// only, and the caller's headroom is left alone.
+func TestPlainCoalescer(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			mine := flow(v6)
+			other := flow(v6)
+			sa, d := other.addrs()
+			other.src, other.dst = sa, append([]byte(nil), d...)
+			other.dst[len(other.dst)-1]++
+			c := NewPlainCoalescer(64, 16384, func(d []byte) bool {
+				_, want := mine.addrs()
+				return bytes.Equal(d, want)
+			})
+			specs := train(mine, repeat(20, 1448)...)
+			specs[19].flags |= tcpPSH
+			specs = append(specs, train(other, repeat(4, 1448)...)...)
+			pkts := buildAll(specs)
+			in := withHeadroom(pkts)
+			for i := range in {
+				for j := range off {
+					in[i][j] = 0xa5
+				}
+			}
+			frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
+			hl := 40 + len(tsOpt)
+			if v6 {
+				hl += 20
+			}
+			per := (16384 - hl) / 1448
+			groups := [][]int{seq(0, per), seq(per, 20), {20}, {21}, {22}, {23}}
+			if len(frames) != len(groups) {
+				t.Fatalf("%d frames, want %d", len(frames), len(groups))
+			}
+			for k, g := range groups {
+				f := frames[k]
+				p := f[HdrLen:]
+				if len(g) == 1 {
+					if !bytes.Equal(f[:HdrLen], bytes.Repeat([]byte{0xa5}, HdrLen)) {
+						t.Fatalf("frame %d: headroom written: %x", k, f[:HdrLen])
+					}
+					if &f[0] != &in[g[0]][off-HdrLen] || !bytes.Equal(p, pkts[g[0]]) {
+						t.Fatalf("frame %d: want packet %d in place", k, g[0])
+					}
+					continue
+				}
+				want := specs[g[0]]
+				want.payload = nil
+				for _, i := range g {
+					want.payload = append(want.payload, specs[i].payload...)
+				}
+				want.flags |= specs[g[len(g)-1]].flags & tcpPSH
+				if len(p) > 16384 || !bytes.Equal(p, build(want)) {
+					t.Fatalf("frame %d (%d bytes) is not the packet a sender would have sent for packets %v", k, len(p), g)
+				}
+				checkSums(t, p, 6)
+			}
+		})
+	}
+}
