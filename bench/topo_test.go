@@ -57,6 +57,14 @@ func newTopo(tb testing.TB, pr profileSpec) *topo {
 	nstest.Link(tb, t.gw, lanGW, t.lan, lanHost)
 	for _, ns := range []*nstest.NS{t.client, t.gw, t.lan} {
 		ns.Run(tb, "sysctl", "-qw", "net.ipv4.tcp_no_metrics_save=1")
+		if pr.wire {
+			// Linux lets a socket's receive buffer grow to 32 MiB (tcp_rmem's
+			// default here) but its send buffer only to 4 MiB, and one stream
+			// cannot have more in flight: 4 MiB per 40 ms is 800 Mbit/s,
+			// and raw itself topped out at 700. The same 32 MiB both ways,
+			// for every row, is what a host tuned for long paths has.
+			ns.Run(tb, "sysctl", "-qw", "net.ipv4.tcp_wmem=4096 16384 33554432")
+		}
 	}
 	t.startIperf()
 	return t
