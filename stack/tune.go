@@ -10,12 +10,15 @@ import (
 
 // TCP buffer limits of each client's stack. gVisor's default ceiling of
 // 4 MiB, without receive-buffer moderation, held an upload at 40 ms RTT to
-// 320 Mbit/s; letting buffers grow to 8 MiB gave 369 (bench, wan40). What
-// they hold counts toward --max-client-memory, which resets the largest
-// connections of a client over its share.
+// 320 Mbit/s. Once the SSH window and the hosts' send buffers no longer
+// bound that path, buffers of up to 16 MiB gave 1.5-1.7 Gbit/s between two
+// sshvpn endpoints and 32 MiB, Linux's own tcp_rmem ceiling, 2.3 (bench,
+// wan40). Only connections that need them grow them (moderation), and
+// what they hold counts toward --max-client-memory, which resets the
+// largest connections of a client over its share.
 const (
 	tcpBufDefault = 1 << 20
-	tcpBufMax     = 8 << 20
+	tcpBufMax     = 32 << 20
 )
 
 // tuneTCP sets the choices the measurements in bench/README.md made.
