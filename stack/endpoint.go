@@ -168,10 +168,19 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 }
 
 // copyOut copies a packet's headers and payload into b, which holds them.
+// It walks the views itself: PacketBuffer.AsSlices returns a slice it
+// allocates, one allocation per packet (TestEndpointOutAllocs).
 func copyOut(b []byte, p *stack.PacketBuffer) int {
+	views, skip := p.AsViewList()
 	n := 0
-	for _, s := range p.AsSlices() {
-		n += copy(b[n:], s)
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if skip >= len(s) {
+			skip -= len(s)
+			continue
+		}
+		n += copy(b[n:], s[skip:])
+		skip = 0
 	}
 	return n
 }
