@@ -121,7 +121,7 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
 		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
-			In: &in, Log: cs.log, Local: clientNets(t.Config())})
+			In: &in, Log: cs.log, Local: clientNets(t.Config()), Routed: treq.AllowedIPs})
 		if err != nil {
 			cs.log.Error("tunnel closed at once", "err", err)
 			ch.Close()
@@ -231,8 +231,8 @@ func (cs *connState) status() string {
 
 // clientNets are the tunnel networks a client's own addresses are in. A
 // stock client picks its address by hand, maybe not the one the gateway
-// offered, and the gateway routes to it whatever it picked in them; what
-// the client routes on (its AllowedIPs) lies outside them.
+// offered, and the gateway routes to it whatever it picked in them. What
+// the client routes on (its AllowedIPs) is excluded separately.
 func clientNets(cfg relay.TunnelConfig) []netip.Prefix {
 	var n []netip.Prefix
 	for _, p := range cfg.Addresses {

@@ -22,9 +22,10 @@ import (
 // IPv4 ids need not be consecutive: GSO renumbers them from the first.
 //
 // Checksums are verified, not trusted. The merged packet goes to the tun
-// as CHECKSUM_PARTIAL, which the kernel's TCP accepts without looking at the
-// data (skb_csum_unnecessary): merging a corrupted segment would launder
-// it. So each segment's IPv4 header and TCP checksum are checked before it
+// as CHECKSUM_PARTIAL, which the kernel's TCP accepts without looking at
+// the data (skb_csum_unnecessary), or from a plain Coalescer with a
+// checksum computed afresh: either way merging a corrupted segment would
+// launder it. So each segment's IPv4 header and TCP checksum are checked before it
 // joins a run (the first one lazily, when a second arrives), and a segment
 // that fails goes to the tun unmerged, for the kernel to drop.
 //
@@ -35,14 +36,14 @@ type Coalescer struct {
 	limit int // the largest merged IP packet
 	// plain: merged packets carry a complete checksum and no header, for
 	// a peer that takes only plain IP packets (see NewPlainCoalescer).
-	plain bool
-	to    func(dst []byte) bool
-	pkts  []member
-	runs  []run
-	slots []slot
-	mask  uint64
-	gen   uint32
-	arena []byte
+	plain  bool
+	accept func(dst []byte) bool // may packets to dst merge; nil: all
+	pkts   []member
+	runs   []run
+	slots  []slot
+	mask   uint64
+	gen    uint32
+	arena  []byte
 }
 
 // member links a packet to its run; next chains the run's packets in order.
@@ -81,7 +82,9 @@ type run struct {
 // produce, in one block. Runs are packed in it one after another, so only
 // as much of the block as the merged bytes of the largest batch is ever
 // touched (and, being fresh from the OS, resident).
-func NewCoalescer(maxBatch int) *Coalescer {
+func NewCoalescer(maxBatch int) *Coalescer { return newCoalescer(maxBatch, maxIP) }
+
+func newCoalescer(maxBatch, limit int) *Coalescer {
 	maxBatch = max(maxBatch, 1)
 	n := 16
 	for n < 2*maxBatch {
@@ -89,12 +92,12 @@ func NewCoalescer(maxBatch int) *Coalescer {
 	}
 	return &Coalescer{
 		max:   maxBatch,
-		limit: maxIP,
+		limit: limit,
 		pkts:  make([]member, maxBatch),
 		runs:  make([]run, 0, maxBatch),
 		slots: make([]slot, n),
 		mask:  uint64(n - 1),
-		arena: make([]byte, maxBatch/2*(HdrLen+maxIP)),
+		arena: make([]byte, maxBatch/2*(HdrLen+limit)),
 	}
 }
 
@@ -108,13 +111,13 @@ func NewCoalescer(maxBatch int) *Coalescer {
 // Its Coalesce merges runs into packets of at most size bytes with
 // complete IPv4 header and TCP checksums, and leaves the HdrLen bytes in
 // front of every frame unwritten: they stay the caller's headroom. Only
-// packets whose destination address (4 or 16 bytes) to accepts are merged:
+// packets whose destination address (4 or 16 bytes) accept accepts merge:
 // a packet that the peer forwards on instead of taking itself would leave
 // through an interface with a smaller MTU, with DF set, and be dropped
 // there, so merging is only for the peer's own addresses.
-func NewPlainCoalescer(maxBatch, size int, to func(dst []byte) bool) *Coalescer {
-	c := NewCoalescer(maxBatch)
-	c.limit, c.plain, c.to = min(max(size, 0), maxIP), true, to
+func NewPlainCoalescer(maxBatch, size int, accept func(dst []byte) bool) *Coalescer {
+	c := newCoalescer(maxBatch, min(max(size, 0), maxIP))
+	c.plain, c.accept = true, accept
 	return c
 }
 
@@ -159,7 +162,7 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int, out [][]byte) [][]byte {
 		if !s.keyed {
 			continue
 		}
-		if c.to != nil && s.cand && !c.to(dst(p)) {
+		if c.accept != nil && s.cand && !c.accept(dst(p)) {
 			s.cand = false
 		}
 		sl := c.lookup(&s.key)

@@ -29,6 +29,11 @@ func csum(b []byte) uint16 {
 // 198.18.2.9:5201 to dst:40000, with DF and valid checksums, as a sender
 // cuts them for a 1500-byte MTU, and the payload they carry together.
 func tcpTrain(n, mss int, dst [4]byte) (segs [][]byte, payload []byte) {
+	return tcpTrainAt(1000, n, mss, dst)
+}
+
+// tcpTrainAt is tcpTrain from sequence number seq.
+func tcpTrainAt(seq uint32, n, mss int, dst [4]byte) (segs [][]byte, payload []byte) {
 	for i := range n {
 		p := make([]byte, 40+mss)
 		p[0], p[6], p[8], p[9] = 0x45, 0x40, 64, 6
@@ -39,7 +44,7 @@ func tcpTrain(n, mss int, dst [4]byte) (segs [][]byte, payload []byte) {
 		binary.BigEndian.PutUint16(p[10:], csum(p[:20]))
 		binary.BigEndian.PutUint16(p[20:], 5201)
 		binary.BigEndian.PutUint16(p[22:], 40000)
-		binary.BigEndian.PutUint32(p[24:], uint32(1000+i*mss))
+		binary.BigEndian.PutUint32(p[24:], seq+uint32(i*mss))
 		p[32], p[33] = 5<<4, 0x10 // ACK
 		binary.BigEndian.PutUint16(p[34:], 512)
 		for j := 40; j < len(p); j++ {
@@ -128,5 +133,97 @@ func TestChannelMergesTowardThePeer(t *testing.T) {
 	}
 	if per := (MergeSize - 40) / 1448; packets != (40+per-1)/per {
 		t.Fatalf("40 segments toward the peer came as %d packets, want %d of up to %d segments", packets, (40+per-1)/per, per)
+	}
+}
+
+// readPackets reads from c until it has want packets.
+func readPackets(t *testing.T, c *Channel, want int) [][]byte {
+	t.Helper()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, relay.Headroom+MergeSize)
+	}
+	sizes := make([]int, batch)
+	var got [][]byte
+	for len(got) < want {
+		n, err := c.Read(bufs, sizes, relay.Headroom)
+		if err != nil {
+			t.Fatalf("Read after %d packets: %v", len(got), err)
+		}
+		for i := range n {
+			got = append(got, append([]byte(nil), bufs[i][relay.Headroom:relay.Headroom+sizes[i]]...))
+		}
+	}
+	return got
+}
+
+// A run that fills MergeSize exactly goes as one packet; networks the
+// peer routes on inside its own are never merged; and once the peer says
+// a packet was too big for a link of its own, nothing more is merged.
+func TestChannelMergeLimits(t *testing.T) {
+	a, b := channelPair(t)
+	peer := []byte("SSH-2.0-OpenSSH_10.0")
+	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: peer,
+		Local:  []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")},
+		Routed: []netip.Prefix{netip.MustParsePrefix("198.18.3.128/25")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx, err := New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: peer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	defer rx.Close()
+	write := func(segs [][]byte) {
+		t.Helper()
+		if n, err := tx.Write(withHeadroom(segs...), relay.Headroom); n != len(segs) || err != nil {
+			t.Errorf("Write = %d, %v; want %d, nil", n, err, len(segs))
+		}
+	}
+
+	full, _ := tcpTrain(10, (MergeSize-40)/10, [4]byte{198, 18, 3, 2})
+	go write(full)
+	if got := readPackets(t, rx, 1); len(got[0]) != MergeSize {
+		t.Fatalf("a run of exactly MergeSize came as a packet of %d bytes", len(got[0]))
+	}
+	// 11 x 1448 and a 416-byte tail would make 16,384 bytes, whose frame
+	// (with the address family) is more than the framer sends.
+	over, want := tcpTrain(11, 1448, [4]byte{198, 18, 3, 2})
+	tail, more := tcpTrainAt(1000+11*1448, 1, 416, [4]byte{198, 18, 3, 2})
+	go write(append(over, tail...))
+	var joined []byte
+	for _, p := range readPackets(t, rx, 2) {
+		if len(p) > MergeSize {
+			t.Fatalf("merged packet of %d bytes", len(p))
+		}
+		joined = append(joined, p[40:]...)
+	}
+	if !bytes.Equal(joined, append(want, more...)) {
+		t.Fatal("a run past MergeSize did not arrive whole and in order")
+	}
+
+	routed, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 200})
+	go write(routed)
+	for i, p := range readPackets(t, rx, len(routed)) {
+		if len(p) != len(routed[i]) {
+			t.Fatalf("segment %d toward an AllowedIPs network inside the tunnel's came as %d bytes", i, len(p))
+		}
+	}
+
+	// ICMP type 3 code 4 from the peer, quoting nothing in particular.
+	icmp := make([]byte, 56)
+	icmp[0], icmp[8], icmp[9] = 0x45, 64, 1
+	binary.BigEndian.PutUint16(icmp[2:], uint16(len(icmp)))
+	copy(icmp[12:], []byte{198, 18, 3, 2, 198, 18, 2, 9})
+	icmp[20], icmp[21] = 3, 4
+	go rx.Write(withHeadroom(icmp), relay.Headroom)
+	if got := readPackets(t, tx, 1); len(got[0]) != len(icmp) {
+		t.Fatal("the ICMP message did not arrive")
+	}
+	mine, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 2})
+	go write(mine)
+	if got := readPackets(t, rx, len(mine)); len(got[0]) != len(mine[0]) {
+		t.Fatalf("after the peer's packet-too-big, segments still came merged (%d bytes)", len(got[0]))
 	}
 }
