@@ -190,6 +190,40 @@ func TestPointToPoint(t *testing.T) {
 	})
 }
 
+// A stock client that masquerades a namespace behind it (a container, a
+// VM) to its tunnel address forwards what the gateway merged toward that
+// address onto a 1500-byte link, and drops it there with "fragmentation
+// needed". That ICMP comes back through the tunnel and ends the merging:
+// the download goes on, byte for byte, instead of stalling.
+func TestPointToPointMasqueradedBehindClient(t *testing.T) {
+	nstest.RequireTool(t, "nft")
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) { masqueradedBehindClient(t, o) })
+}
+
+func masqueradedBehindClient(t *testing.T, o nstest.OpenSSH) {
+	tp := newTopo(t)
+	priv, pub := tp.key(t, o, "client")
+	gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String())
+	ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
+	waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
+	upClient(t, tp.client, "tun0", tunClient)
+
+	box := nstest.New(t)
+	boxNet := netip.MustParsePrefix("198.18.7.2/24")
+	nstest.Link(t, tp.client, netip.MustParsePrefix("198.18.7.1/24"), box, boxNet)
+	box.AddRoute(t, tunGW.Masked(), netip.MustParseAddr("198.18.7.1"))
+	tp.client.EnableForwarding(t)
+	tp.client.Run(t, "nft", "add", "table", "ip", "box")
+	tp.client.Run(t, "nft", "add", "chain", "ip", "box", "post", "{ type nat hook postrouting priority 100; }")
+	tp.client.Run(t, "nft", "add", "rule", "ip", "box", "post", "oifname", "tun0", "masquerade")
+
+	r := nstest.Transfer(t, tp.gw, tunGW.Addr().String()+":0", box, tunGW.Addr().String(), 20<<20, true)
+	t.Logf("download into a namespace masqueraded behind the client: %v", r)
+	if !strings.Contains(gw.Log(), "no more merged packets toward it") {
+		t.Errorf("the gateway did not log that it stopped merging:\n%s", gw.Log())
+	}
+}
+
 // linkStats is what a device has received.
 type linkStats struct{ Bytes, Packets uint64 }
 
