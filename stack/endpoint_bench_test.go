@@ -158,18 +158,7 @@ func inboundTCP(n int) [][]byte {
 	const payload = benchSize - header.IPv4MinimumSize - header.TCPMinimumSize
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		b := make([]byte, relay.Headroom+benchSize)
-		pkt := b[relay.Headroom:]
-		ip := header.IPv4(pkt)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: benchSize,
-			ID:          uint16(i),
-			TTL:         64,
-			Protocol:    uint8(header.TCPProtocolNumber),
-			SrcAddr:     src,
-			DstAddr:     dst,
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
+		b, pkt := inboundIPv4(i, header.TCPProtocolNumber, src, dst)
 		tcp := header.TCP(pkt[header.IPv4MinimumSize:])
 		tcp.Encode(&header.TCPFields{
 			SrcPort:    40000,
@@ -192,23 +181,32 @@ func inboundTCP(n int) [][]byte {
 	return bufs
 }
 
+// inboundIPv4 is the i-th inbound packet's buffer and, at relay.Headroom
+// in it, the packet: a benchSize-byte IPv4 packet of proto with its header
+// written, the rest for the caller.
+func inboundIPv4(i int, proto tcpip.TransportProtocolNumber, src, dst tcpip.Address) (buf, pkt []byte) {
+	buf = make([]byte, relay.Headroom+benchSize)
+	pkt = buf[relay.Headroom:]
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: benchSize,
+		ID:          uint16(i),
+		TTL:         64,
+		Protocol:    uint8(proto),
+		SrcAddr:     src,
+		DstAddr:     dst,
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	return buf, pkt
+}
+
 // inboundUDP is n 1500-byte IPv4 UDP datagrams, which GRO passes through
 // one by one. The UDP checksum is 0 (none) and nothing here checks it.
 func inboundUDP(n int) [][]byte {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		b := make([]byte, relay.Headroom+benchSize)
-		pkt := b[relay.Headroom:]
-		ip := header.IPv4(pkt)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: benchSize,
-			ID:          uint16(i),
-			TTL:         64,
-			Protocol:    uint8(header.UDPProtocolNumber),
-			SrcAddr:     tcpip.AddrFrom4([4]byte{10, 0, 0, 2}),
-			DstAddr:     tcpip.AddrFrom4([4]byte{192, 0, 2, 1}),
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
+		b, pkt := inboundIPv4(i, header.UDPProtocolNumber,
+			tcpip.AddrFrom4([4]byte{10, 0, 0, 2}), tcpip.AddrFrom4([4]byte{192, 0, 2, 1}))
 		binary.BigEndian.PutUint16(pkt[header.IPv4MinimumSize+4:], benchSize-header.IPv4MinimumSize)
 		bufs[i] = b
 	}

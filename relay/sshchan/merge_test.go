@@ -58,25 +58,32 @@ func tcpTrainAt(seq uint32, n, mss int, dst [4]byte) (segs [][]byte, payload []b
 	return segs, payload
 }
 
+// mergePair is a Channel toward an OpenSSH peer whose own network is
+// 198.18.3.0/24, less routed, and the peer's end, which takes packets of
+// up to MergeSize.
+func mergePair(t *testing.T, routed []netip.Prefix) (tx, rx *Channel) {
+	a, b := channelPair(t)
+	peer := []byte("SSH-2.0-OpenSSH_9.2p1")
+	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: peer,
+		Local: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}, Routed: routed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx, err = New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: peer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Close(); rx.Close() })
+	return tx, rx
+}
+
 // A stock peer gets runs of segments toward its own network merged into
 // packets of up to MergeSize with valid checksums, carrying the same bytes
 // in order; segments toward anything it routes on go as they came; and a
 // packet that cannot be framed is reported by its own index, the packets
 // before it sent.
 func TestChannelMergesTowardThePeer(t *testing.T) {
-	a, b := channelPair(t)
-	peer := []byte("SSH-2.0-OpenSSH_9.2p1")
-	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: peer,
-		Local: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rx, err := New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: peer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	defer rx.Close()
+	tx, rx := mergePair(t, nil)
 
 	mine, want := tcpTrain(40, 1448, [4]byte{198, 18, 3, 2})
 	routed, _ := tcpTrain(3, 1448, [4]byte{198, 18, 9, 9})
@@ -161,20 +168,7 @@ func readPackets(t *testing.T, c *Channel, want int) [][]byte {
 // peer routes on inside its own are never merged; and once the peer says
 // a packet was too big for a link of its own, nothing more is merged.
 func TestChannelMergeLimits(t *testing.T) {
-	a, b := channelPair(t)
-	peer := []byte("SSH-2.0-OpenSSH_10.0")
-	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: peer,
-		Local:  []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")},
-		Routed: []netip.Prefix{netip.MustParsePrefix("198.18.3.128/25")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rx, err := New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: peer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	defer rx.Close()
+	tx, rx := mergePair(t, []netip.Prefix{netip.MustParsePrefix("198.18.3.128/25")})
 	write := func(segs [][]byte) {
 		t.Helper()
 		if n, err := tx.Write(withHeadroom(segs...), relay.Headroom); n != len(segs) || err != nil {
