@@ -44,6 +44,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./stack/egress/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME) ./relay/offload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
+	$(GO) test -run '^$$' -fuzz '^FuzzPlainCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
 
 bench: ## micro-benchmarks, then the comparison harness in namespaces (root; BENCH=quick|full, see bench/README.md)
 	@start=$$SECONDS; \

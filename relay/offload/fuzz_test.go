@@ -92,7 +92,7 @@ func FuzzSplit(f *testing.F) {
 }
 
 // FuzzCoalesce builds a batch of TCP segments (and odd packets) from the
-// fuzzer's bytes and checks that Coalesce loses, adds and reorders nothing:
+// fuzzer's bytes (fuzzPackets) and checks that Coalesce loses, adds and reorders nothing:
 // splitting its frames again gives every flow's packets back in order, the
 // same but for the IPv4 ids Split renumbers.
 func FuzzCoalesce(f *testing.F) {
@@ -103,39 +103,7 @@ func FuzzCoalesce(f *testing.F) {
 
 	c := NewCoalescer(32)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var pkts [][]byte
-		var flows [3]spec
-		for i := range flows {
-			flows[i] = flow(i == 2)
-			flows[i].sport = uint16(i)
-		}
-		for len(data) >= 3 && len(pkts) < 40 {
-			op, x, y := data[0], data[1], data[2]
-			data = data[3:]
-			if op&0x80 != 0 { // a raw packet: the next x&63 bytes
-				n := min(int(x&63), len(data))
-				pkts = append(pkts, bytes.Clone(data[:n]))
-				data = data[n:]
-				continue
-			}
-			s := &flows[int(op&3)%3]
-			size := []int{200, 200, 120, 0}[op>>2&3]
-			if y&0x40 != 0 {
-				size = int(y & 0x3f)
-			}
-			s.seq -= uint32(x >> 6)       // 0: next; otherwise repeats or overlaps
-			s.flags = tcpACK | x&0x2f     // PSH, FIN, SYN, RST, URG at will
-			s.flags |= (x & 0x10) << 3    // CWR
-			s.window = 500 + uint16(y>>7) // a change of window now and then
-			s.payload = payload(size, op)
-			p := build(*s)
-			if op&0x10 != 0 {
-				p[len(p)-1] ^= 1 // corrupt
-			}
-			pkts = append(pkts, p)
-			s.seq += uint32(size)
-			s.id++
-		}
+		pkts := fuzzPackets(data)
 		in := withHeadroom(pkts)
 		frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
 
@@ -201,6 +169,99 @@ func FuzzCoalesce(f *testing.F) {
 		for i := range pkts {
 			if !bytes.Equal(in[i][off:], pkts[i]) {
 				t.Fatalf("packet %d modified", i)
+			}
+		}
+	})
+}
+
+// fuzzPackets turns fuzzer bytes into a batch: segments of three flows
+// (two IPv4, one IPv6) in and out of sequence, with flags, windows and
+// sizes at will, some corrupted, and raw packets between them.
+func fuzzPackets(data []byte) [][]byte {
+	var pkts [][]byte
+	var flows [3]spec
+	for i := range flows {
+		flows[i] = flow(i == 2)
+		flows[i].sport = uint16(i)
+	}
+	for len(data) >= 3 && len(pkts) < 40 {
+		op, x, y := data[0], data[1], data[2]
+		data = data[3:]
+		if op&0x80 != 0 { // a raw packet: the next x&63 bytes
+			n := min(int(x&63), len(data))
+			pkts = append(pkts, bytes.Clone(data[:n]))
+			data = data[n:]
+			continue
+		}
+		s := &flows[int(op&3)%3]
+		size := []int{200, 200, 120, 0}[op>>2&3]
+		if y&0x40 != 0 {
+			size = int(y & 0x3f)
+		}
+		s.seq -= uint32(x >> 6)       // 0: next; otherwise repeats or overlaps
+		s.flags = tcpACK | x&0x2f     // PSH, FIN, SYN, RST, URG at will
+		s.flags |= (x & 0x10) << 3    // CWR
+		s.window = 500 + uint16(y>>7) // a change of window now and then
+		s.payload = payload(size, op)
+		p := build(*s)
+		if op&0x10 != 0 {
+			p[len(p)-1] ^= 1 // corrupt
+		}
+		pkts = append(pkts, p)
+		s.seq += uint32(size)
+		s.id++
+	}
+	return pkts
+}
+
+// FuzzPlainCoalesce checks the mode for a stock peer on the same batches:
+// a merged packet is an IPv4 packet to an accepted address (here: the
+// IPv4 flows), no larger than the limit, with valid checksums; unmerged
+// packets go in place and untouched, headroom included; and each flow's
+// bytes come out in order.
+func FuzzPlainCoalesce(f *testing.F) {
+	f.Add(uint16(16380), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add(uint16(500), []byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
+	f.Add(uint16(3000), []byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, limit uint16, data []byte) {
+		pkts := fuzzPackets(data)
+		c := NewPlainCoalescer(32, int(limit), func(d []byte) bool { return len(d) == 4 })
+		in := withHeadroom(pkts)
+		for _, b := range in {
+			for j := range off {
+				b[j] = 0xa5
+			}
+		}
+		frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
+		flowBytes := func(p []byte, into map[string][]byte) {
+			if s := inspect(p); s.keyed && s.hdr > 0 && s.hdr <= len(p) {
+				k := fmt.Sprint(s.key)
+				into[k] = append(into[k], p[s.hdr:]...)
+			}
+		}
+		want, got := map[string][]byte{}, map[string][]byte{}
+		for _, p := range pkts {
+			flowBytes(p, want)
+		}
+		for _, fr := range frames {
+			p := fr[HdrLen:]
+			if i := slices.IndexFunc(in, func(b []byte) bool { return len(b) >= off && &b[off-HdrLen] == &fr[0] }); i >= 0 {
+				if !bytes.Equal(p, pkts[i]) || !bytes.Equal(in[i][:off], bytes.Repeat([]byte{0xa5}, off)) {
+					t.Fatalf("packet %d not left as it was", i)
+				}
+			} else {
+				if len(p) > int(limit) || len(p) < 40 || p[0]>>4 != 4 {
+					t.Fatalf("a merged packet of %d bytes (limit %d), version %d", len(p), limit, p[0]>>4)
+				}
+				if int(binary.BigEndian.Uint16(p[2:])) != len(p) || !tcpValid(p, 20) {
+					t.Fatalf("a merged packet with a wrong length or checksum: %x", p[:40])
+				}
+			}
+			flowBytes(p, got)
+		}
+		for k, b := range want {
+			if !bytes.Equal(got[k], b) {
+				t.Fatalf("flow %s: its bytes came out altered or out of order", k)
 			}
 		}
 	})
