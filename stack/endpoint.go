@@ -185,6 +185,10 @@ func copyOut(b []byte, p *stack.PacketBuffer) int {
 	return n
 }
 
+// closeWindow, when a test sets it, runs in queue between the check for
+// Close and the send: where a Close that races with WritePackets lands.
+var closeWindow atomic.Pointer[func(*endpoint)]
+
 // queue puts one outbound packet, with a reference of its own, on the
 // queue without blocking; false means it was dropped (queue full or
 // endpoint closed).
@@ -193,6 +197,9 @@ func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 	case <-e.done:
 		return false
 	default:
+	}
+	if f := closeWindow.Load(); f != nil {
+		(*f)(e)
 	}
 	size := int64(p.Size())
 	if e.queued.Add(size) > maxQueueBytes {
@@ -204,6 +211,11 @@ func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 	select {
 	case e.out <- queued{p, now()}:
 		e.stats.PacketsOut.Add(1)
+		// A Close between the check above and this send has drained the
+		// queue already: drain again, so no packet keeps its reference.
+		if e.closed.Load() {
+			e.drain()
+		}
 		return true
 	default:
 		p.DecRef()

@@ -250,3 +250,23 @@ func BenchmarkEndpointIn(b *testing.B) {
 		})
 	}
 }
+
+// A packet queued while the endpoint closes gives its reference back:
+// none is left on the queue after Close. closeWindow puts the Close
+// between queue's check and its send, where it races in production.
+func TestEndpointCloseReleasesQueued(t *testing.T) {
+	o := newOutBench(t)
+	closeAt := func(e *endpoint) { e.Close() }
+	closeWindow.Store(&closeAt)
+	t.Cleanup(func() { closeWindow.Store(nil) })
+	o.e.WritePackets(o.list)
+	closeWindow.Store(nil)
+	for i, p := range o.pkts {
+		if r := p.ReadRefs(); r != 1 {
+			t.Fatalf("packet %d holds %d references after Close, want only the test's", i, r)
+		}
+	}
+	if q := o.e.queued.Load(); q != 0 {
+		t.Fatalf("%d bytes still counted on the queue after Close", q)
+	}
+}
