@@ -193,10 +193,7 @@ func TestSourcesAreChecked(t *testing.T) {
 		tp := newTopo(t)
 		priv, pub := tp.key(t, o, "client")
 		nstest.RequireTool(t, "nft")
-		gw := tp.startGateway(t, `environment="SSHVPN_ALLOWED_IPS=198.19.50.0/24" `+pub+"\n", "--tun-address", tunGW.String(), "--nat")
-		ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
-		waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
-		upClient(t, tp.client, "tun0", tunClient, lanHost.Masked())
+		gw, _ := tp.stockTunnel(t, o, priv, `environment="SSHVPN_ALLOWED_IPS=198.19.50.0/24" `+pub+"\n", "point-to-point", []string{"--tun-address", tunGW.String(), "--nat"}, lanHost.Masked())
 		// Room for the whole burst: the datagrams must reach the gateway
 		// to be judged there, not be dropped by the client's own queue.
 		tp.client.Run(t, "ip", "link", "set", "tun0", "txqueuelen", "10000")
@@ -300,10 +297,7 @@ func TestTaggedFramesAreChecked(t *testing.T) {
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
 	priv, pub := tp.key(t, o, "client")
-	gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String())
-	ssh := tp.sshTunnel(t, o, priv, "ethernet", "0:any", "-N")
-	waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
-	upClient(t, tp.client, "tap0", tunClient)
+	tp.stockTunnel(t, o, priv, pub+"\n", "ethernet", []string{"--tun-address", tunGW.String()})
 	nstest.Ping(t, tp.client, tunGW.Addr().String(), 1) // claims tunClient for this tunnel
 
 	send, capture := packetSocket(t, tp.client, "tap0"), packetSocket(t, tp.gw, "tap0")

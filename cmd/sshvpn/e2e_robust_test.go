@@ -32,10 +32,7 @@ func TestBulkDownloadIntoStockClient(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		tp := newTopo(t)
 		priv, pub := tp.key(t, o, "client")
-		gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(), "--nat")
-		ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
-		waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
-		upClient(t, tp.client, "tun0", tunClient, lanHost.Masked())
+		gw, ssh := tp.stockTunnel(t, o, priv, pub+"\n", "point-to-point", []string{"--tun-address", tunGW.String(), "--nat"}, lanHost.Masked())
 		before := ipErrors(t, tp.client)
 
 		r := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), size, true)

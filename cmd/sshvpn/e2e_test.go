@@ -123,6 +123,22 @@ func waitTunnel(t *testing.T, ns *nstest.NS, dev string, ssh *nstest.Proc, gw *g
 
 // upClient gives the client's device its address, as the seed's recipe does
 // by hand, and routes the LAN through it.
+// stockTunnel starts a gateway for authKeys with gwArgs and stock ssh -w
+// 0:any -N into it in mode, and brings the client's device (tun0, or tap0
+// in ethernet mode) up at tunClient with routes.
+func (tp *topo) stockTunnel(t *testing.T, o nstest.OpenSSH, priv, authKeys, mode string, gwArgs []string, routes ...netip.Prefix) (*gatewayProc, *nstest.Proc) {
+	t.Helper()
+	dev := "tun0"
+	if mode == "ethernet" {
+		dev = "tap0"
+	}
+	gw := tp.startGateway(t, authKeys, gwArgs...)
+	ssh := tp.sshTunnel(t, o, priv, mode, "0:any", "-N")
+	waitTunnel(t, tp.client, dev, ssh, gw, 1)
+	upClient(t, tp.client, dev, tunClient, routes...)
+	return gw, ssh
+}
+
 func upClient(t *testing.T, ns *nstest.NS, dev string, addr netip.Prefix, routes ...netip.Prefix) {
 	t.Helper()
 	ns.Run(t, "ip", "addr", "add", addr.String(), "dev", dev)
@@ -203,10 +219,7 @@ func TestPointToPointMasqueradedBehindClient(t *testing.T) {
 func masqueradedBehindClient(t *testing.T, o nstest.OpenSSH) {
 	tp := newTopo(t)
 	priv, pub := tp.key(t, o, "client")
-	gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String())
-	ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
-	waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
-	upClient(t, tp.client, "tun0", tunClient)
+	gw, _ := tp.stockTunnel(t, o, priv, pub+"\n", "point-to-point", []string{"--tun-address", tunGW.String()})
 
 	box := nstest.New(t)
 	boxNet := netip.MustParsePrefix("198.18.7.2/24")
@@ -258,10 +271,7 @@ func TestRemoteLAN(t *testing.T) {
 				if nat {
 					args = append(args, "--nat")
 				}
-				gw := tp.startGateway(t, pub+"\n", args...)
-				ssh := tp.sshTunnel(t, o, priv, "point-to-point", "0:any", "-N")
-				waitTunnel(t, tp.client, "tun0", ssh, gw, 1)
-				upClient(t, tp.client, "tun0", tunClient, lanHost.Masked())
+				tp.stockTunnel(t, o, priv, pub+"\n", "point-to-point", args, lanHost.Masked())
 				nstest.Ping(t, tp.client, tunGW.Addr().String(), 1)
 				if !nat {
 					if nstest.CanPing(tp.client, lanHost.Addr().String()) {
@@ -282,10 +292,7 @@ func TestEthernet(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		tp := newTopo(t)
 		priv, pub := tp.key(t, o, "client")
-		gw := tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String())
-		ssh := tp.sshTunnel(t, o, priv, "ethernet", "0:any", "-N")
-		waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
-		upClient(t, tp.client, "tap0", tunClient)
+		tp.stockTunnel(t, o, priv, pub+"\n", "ethernet", []string{"--tun-address", tunGW.String()})
 		nstest.Ping(t, tp.client, tunGW.Addr().String(), 3)
 		neigh := tp.client.Run(t, "ip", "neigh", "show", "dev", "tap0", tunGW.Addr().String())
 		if !strings.Contains(neigh, "lladdr") {
