@@ -169,23 +169,31 @@ func readPackets(t *testing.T, c *Channel, want int) [][]byte {
 // a packet was too big for a link of its own, nothing more is merged.
 func TestChannelMergeLimits(t *testing.T) {
 	tx, rx := mergePair(t, []netip.Prefix{netip.MustParsePrefix("198.18.3.128/25")})
-	write := func(segs [][]byte) {
-		t.Helper()
-		if n, err := tx.Write(withHeadroom(segs...), relay.Headroom); n != len(segs) || err != nil {
-			t.Errorf("Write = %d, %v; want %d, nil", n, err, len(segs))
-		}
+	// write sends segs from a goroutine of its own, since the reader must
+	// run meanwhile; the returned channel closes when Write has returned,
+	// so that no two Writes overlap (Channel allows one at a time).
+	write := func(segs [][]byte) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if n, err := tx.Write(withHeadroom(segs...), relay.Headroom); n != len(segs) || err != nil {
+				t.Errorf("Write = %d, %v; want %d, nil", n, err, len(segs))
+			}
+		}()
+		return done
 	}
 
 	full, _ := tcpTrain(10, (MergeSize-40)/10, [4]byte{198, 18, 3, 2})
-	go write(full)
+	wrote1 := write(full)
 	if got := readPackets(t, rx, 1); len(got[0]) != MergeSize {
 		t.Fatalf("a run of exactly MergeSize came as a packet of %d bytes", len(got[0]))
 	}
+	<-wrote1
 	// 11 x 1448 and a 416-byte tail would make 16,384 bytes, whose frame
 	// (with the address family) is more than the framer sends.
 	over, want := tcpTrain(11, 1448, [4]byte{198, 18, 3, 2})
 	tail, more := tcpTrainAt(1000+11*1448, 1, 416, [4]byte{198, 18, 3, 2})
-	go write(append(over, tail...))
+	wrote2 := write(append(over, tail...))
 	var joined []byte
 	for _, p := range readPackets(t, rx, 2) {
 		if len(p) > MergeSize {
@@ -196,14 +204,16 @@ func TestChannelMergeLimits(t *testing.T) {
 	if !bytes.Equal(joined, append(want, more...)) {
 		t.Fatal("a run past MergeSize did not arrive whole and in order")
 	}
+	<-wrote2
 
 	routed, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 200})
-	go write(routed)
+	wrote3 := write(routed)
 	for i, p := range readPackets(t, rx, len(routed)) {
 		if len(p) != len(routed[i]) {
 			t.Fatalf("segment %d toward an AllowedIPs network inside the tunnel's came as %d bytes", i, len(p))
 		}
 	}
+	<-wrote3
 
 	// ICMP type 3 code 4 from the peer, quoting nothing in particular.
 	icmp := make([]byte, 56)
@@ -216,8 +226,9 @@ func TestChannelMergeLimits(t *testing.T) {
 		t.Fatal("the ICMP message did not arrive")
 	}
 	mine, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 2})
-	go write(mine)
+	wrote4 := write(mine)
 	if got := readPackets(t, rx, len(mine)); len(got[0]) != len(mine[0]) {
 		t.Fatalf("after the peer's packet-too-big, segments still came merged (%d bytes)", len(got[0]))
 	}
+	<-wrote4
 }
