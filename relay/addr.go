@@ -19,6 +19,16 @@ func StableOffset(key string, n netip.Prefix, size uint64) uint64 {
 	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
 }
 
+// ContainsAny reports whether any of ps contains a.
+func ContainsAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // AddOffset adds off to the low 64 bits of base, a network address.
 func AddOffset(base netip.Addr, off uint64) netip.Addr {
 	if base.Is4() {

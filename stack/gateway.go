@@ -170,7 +170,7 @@ func (g *Gateway) addressing() error {
 		g.gateways = append(g.gateways, gw)
 	}
 	for _, a := range g.cfg.Gateways {
-		if !containsAny(g.subnets, a) {
+		if !relay.ContainsAny(g.subnets, a) {
 			return fmt.Errorf("stack: gateway address %s is in no subnet (%v)", a, g.subnets)
 		}
 	}
@@ -229,15 +229,6 @@ func keyPolicy(req relay.TunnelRequest, base *egress.Policy) (*egress.Policy, er
 		rules = append(rules, r)
 	}
 	return base.ForKey(req.KeySource, rules), nil
-}
-
-func containsAny(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // LogValue implements slog.LogValuer: the addressing and the policy a

@@ -25,9 +25,9 @@ import (
 // as CHECKSUM_PARTIAL, which the kernel's TCP accepts without looking at
 // the data (skb_csum_unnecessary), or from a plain Coalescer with a
 // checksum computed afresh: either way merging a corrupted segment would
-// launder it. So each segment's IPv4 header and TCP checksum are checked before it
-// joins a run (the first one lazily, when a second arrives), and a segment
-// that fails goes to the tun unmerged, for the kernel to drop.
+// launder it. So each segment's IPv4 header and TCP checksum are checked
+// before it joins a run (the first one lazily, when a second arrives), and
+// a segment that fails goes unmerged, for the receiver to drop.
 //
 // UDP is never merged: the payoff is smaller, and a tun accepts USO
 // writes only from Linux 6.2 on.
@@ -351,9 +351,7 @@ func (c *Coalescer) merge(r *run, bufs [][]byte, offset, used int) []byte {
 		pos += copy(ip[pos:], last[r.hdr:])
 	}
 	v6 := ip[0]>>4 == 6
-	typ := uint8(GSOTCPv4)
 	if v6 {
-		typ = GSOTCPv6
 		binary.BigEndian.PutUint16(ip[4:], uint16(r.size-40))
 	} else {
 		binary.BigEndian.PutUint16(ip[2:], uint16(r.size))
@@ -362,15 +360,20 @@ func (c *Coalescer) merge(r *run, bufs [][]byte, offset, used int) []byte {
 	}
 	t := ip[r.l3:]
 	t[13] |= last[r.l3+13] & tcpPSH
+	pseudo := withLen(addrSum(ip, v6, protoTCP), r.size-r.l3)
+	if c.plain {
+		t[csumTCP], t[csumTCP+1] = 0, 0
+		binary.BigEndian.PutUint16(t[csumTCP:], finish(add(pseudo, sum(t))))
+		return f
+	}
+	binary.BigEndian.PutUint16(t[csumTCP:], pseudo)
+	typ := uint8(GSOTCPv4)
+	if v6 {
+		typ = GSOTCPv6
+	}
 	if t[13]&tcpCWR != 0 {
 		typ |= GSOECN
 	}
-	if c.plain {
-		t[csumTCP], t[csumTCP+1] = 0, 0
-		binary.BigEndian.PutUint16(t[csumTCP:], finish(add(withLen(addrSum(ip, v6, protoTCP), r.size-r.l3), sum(t))))
-		return f
-	}
-	binary.BigEndian.PutUint16(t[csumTCP:], withLen(addrSum(ip, v6, protoTCP), r.size-r.l3))
 	Hdr{
 		Flags:      FlagNeedsCsum,
 		GSOType:    typ,

@@ -368,14 +368,16 @@ func TestCoalesceAllocs(t *testing.T) {
 		pkts = append(pkts, x[i], y[i])
 	}
 	in := withHeadroom(pkts)
-	c := NewCoalescer(len(in))
 	out := make([][]byte, 0, len(in))
-	if a := testing.AllocsPerRun(100, func() {
-		if got := c.Coalesce(in, off, out); len(got) != 2 {
-			t.Fatalf("%d frames", len(got))
+	accept := func(d []byte) bool { return true }
+	for _, c := range []*Coalescer{NewCoalescer(len(in)), NewPlainCoalescer(len(in), maxIP, accept)} {
+		if a := testing.AllocsPerRun(100, func() {
+			if got := c.Coalesce(in, off, out); len(got) != 2 {
+				t.Fatalf("%d frames", len(got))
+			}
+		}); a != 0 {
+			t.Fatalf("Coalesce (plain %v) allocates %v times", c.plain, a)
 		}
-	}); a != 0 {
-		t.Fatalf("Coalesce allocates %v times", a)
 	}
 }
 

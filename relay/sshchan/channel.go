@@ -83,7 +83,9 @@ type Config struct {
 // address: with its address family word, the largest datagram the framer
 // takes (wire.MaxFrame), and what OpenBSD's and FreeBSD's tun take in one
 // write (TUNMRU, 16 KiB); Linux takes up to 64 KiB. Eleven 1448-byte
-// segments fit, and the measured gain was 2.5-10x already (bench).
+// segments fit: a batch of 64 then takes 6 SSH messages, 2.7 times as
+// fast (BenchmarkChannel), and stock ssh -w downloads 5-12 times as fast
+// (bench).
 const MergeSize = wire.MaxFrame - 4
 
 // Peer is what sshvpn knows of the other end from its version string.
@@ -422,17 +424,7 @@ func (c *Channel) isLocal(dst []byte) bool {
 	case 16:
 		a = netip.AddrFrom16([16]byte(dst))
 	}
-	for _, p := range c.routed {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	for _, p := range c.local {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return relay.ContainsAny(c.local, a) && !relay.ContainsAny(c.routed, a)
 }
 
 // tooBig reports an ICMP "fragmentation needed" (IPv4) or "packet too

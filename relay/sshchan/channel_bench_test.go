@@ -112,16 +112,7 @@ func benchChannel(b *testing.B, pkts [][]byte, local []netip.Prefix) {
 	t := &testing.T{}
 	a, s, conn := connChannelPair(t, wire.ChannelType)
 	defer conn.Close()
-	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: openSSHPeer, Local: local})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tx.Close()
-	rx, err := New(s, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: openSSHPeer})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rx.Close()
+	tx, rx := newMergePair(b, a, s, local, nil)
 	credit, err := newDriftCredit(conn, s, tx.drift)
 	if err != nil {
 		b.Fatal(err)
@@ -230,15 +221,7 @@ func TestChannelWriteAllocs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, s := channelPair(t)
-			tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: openSSHPeer, Local: tc.local})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Close()
-			rx, err := New(s, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: openSSHPeer})
-			if err != nil {
-				t.Fatal(err)
-			}
+			tx, rx := newMergePair(t, a, s, tc.local, nil)
 			bufs := withHeadroom(tc.pkts...)
 			frames := wireFrames(t, tx, bufs)
 			if len(frames) != tc.msgs {

@@ -33,8 +33,8 @@ func withHeadroom(pkts ...[]byte) [][]byte {
 	return bufs
 }
 
-// readAll reads from f until it has want packets.
-func readAll(t *testing.T, f *Framed, want int) [][]byte {
+// readAll reads from d until it has want packets.
+func readAll(t *testing.T, d relay.Device, want int) [][]byte {
 	t.Helper()
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -43,7 +43,7 @@ func readAll(t *testing.T, f *Framed, want int) [][]byte {
 	sizes := make([]int, len(bufs))
 	var got [][]byte
 	for len(got) < want {
-		n, err := f.Read(bufs, sizes, relay.Headroom)
+		n, err := d.Read(bufs, sizes, relay.Headroom)
 		if err != nil {
 			t.Fatalf("Read after %d packets: %v", len(got), err)
 		}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/sshvpn/sshvpn/relay"
 )
 
@@ -63,17 +65,22 @@ func tcpTrainAt(seq uint32, n, mss int, dst [4]byte) (segs [][]byte, payload []b
 // up to MergeSize.
 func mergePair(t *testing.T, routed []netip.Prefix) (tx, rx *Channel) {
 	a, b := channelPair(t)
-	peer := []byte("SSH-2.0-OpenSSH_9.2p1")
-	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: peer,
-		Local: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}, Routed: routed})
+	return newMergePair(t, a, b, []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}, routed)
+}
+
+// newMergePair wraps a and b: a as a Channel toward an OpenSSH peer whose
+// own networks are local less routed, b as that peer's end.
+func newMergePair(tb testing.TB, a, b ssh.Channel, local, routed []netip.Prefix) (tx, rx *Channel) {
+	tb.Helper()
+	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: openSSHPeer, Local: local, Routed: routed})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	rx, err = New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: peer})
+	rx, err = New(b, Config{Mode: relay.PointToPoint, MTU: MergeSize, PeerVersion: openSSHPeer})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { tx.Close(); rx.Close() })
+	tb.Cleanup(func() { tx.Close(); rx.Close() })
 	return tx, rx
 }
 
@@ -143,27 +150,6 @@ func TestChannelMergesTowardThePeer(t *testing.T) {
 	}
 }
 
-// readPackets reads from c until it has want packets.
-func readPackets(t *testing.T, c *Channel, want int) [][]byte {
-	t.Helper()
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, relay.Headroom+MergeSize)
-	}
-	sizes := make([]int, batch)
-	var got [][]byte
-	for len(got) < want {
-		n, err := c.Read(bufs, sizes, relay.Headroom)
-		if err != nil {
-			t.Fatalf("Read after %d packets: %v", len(got), err)
-		}
-		for i := range n {
-			got = append(got, append([]byte(nil), bufs[i][relay.Headroom:relay.Headroom+sizes[i]]...))
-		}
-	}
-	return got
-}
-
 // A run that fills MergeSize exactly goes as one packet; networks the
 // peer routes on inside its own are never merged; and once the peer says
 // a packet was too big for a link of its own, nothing more is merged.
@@ -185,7 +171,7 @@ func TestChannelMergeLimits(t *testing.T) {
 
 	full, _ := tcpTrain(10, (MergeSize-40)/10, [4]byte{198, 18, 3, 2})
 	wrote1 := write(full)
-	if got := readPackets(t, rx, 1); len(got[0]) != MergeSize {
+	if got := readAll(t, rx, 1); len(got[0]) != MergeSize {
 		t.Fatalf("a run of exactly MergeSize came as a packet of %d bytes", len(got[0]))
 	}
 	<-wrote1
@@ -195,7 +181,7 @@ func TestChannelMergeLimits(t *testing.T) {
 	tail, more := tcpTrainAt(1000+11*1448, 1, 416, [4]byte{198, 18, 3, 2})
 	wrote2 := write(append(over, tail...))
 	var joined []byte
-	for _, p := range readPackets(t, rx, 2) {
+	for _, p := range readAll(t, rx, 2) {
 		if len(p) > MergeSize {
 			t.Fatalf("merged packet of %d bytes", len(p))
 		}
@@ -208,7 +194,7 @@ func TestChannelMergeLimits(t *testing.T) {
 
 	routed, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 200})
 	wrote3 := write(routed)
-	for i, p := range readPackets(t, rx, len(routed)) {
+	for i, p := range readAll(t, rx, len(routed)) {
 		if len(p) != len(routed[i]) {
 			t.Fatalf("segment %d toward an AllowedIPs network inside the tunnel's came as %d bytes", i, len(p))
 		}
@@ -222,12 +208,12 @@ func TestChannelMergeLimits(t *testing.T) {
 	copy(icmp[12:], []byte{198, 18, 3, 2, 198, 18, 2, 9})
 	icmp[20], icmp[21] = 3, 4
 	go rx.Write(withHeadroom(icmp), relay.Headroom)
-	if got := readPackets(t, tx, 1); len(got[0]) != len(icmp) {
+	if got := readAll(t, tx, 1); len(got[0]) != len(icmp) {
 		t.Fatal("the ICMP message did not arrive")
 	}
 	mine, _ := tcpTrain(8, 1448, [4]byte{198, 18, 3, 2})
 	wrote4 := write(mine)
-	if got := readPackets(t, rx, len(mine)); len(got[0]) != len(mine[0]) {
+	if got := readAll(t, rx, len(mine)); len(got[0]) != len(mine[0]) {
 		t.Fatalf("after the peer's packet-too-big, segments still came merged (%d bytes)", len(got[0]))
 	}
 	<-wrote4
