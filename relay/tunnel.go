@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Opener is a backend: it connects each tunnel the gateway accepts to a
@@ -81,6 +82,14 @@ type Tunnel interface {
 	// Status is a few lines for a stock client's session: what the tunnel
 	// is and the commands to type on the client's side.
 	Status() string
+}
+
+// PathTuner is a Tunnel that queues packets toward the client and whose
+// queue control depends on the round trip of the SSH path under it (the
+// rootless stack's CoDel). The gateway measures the path once the tunnel
+// is up and tells it; until then it assumes a long path.
+type PathTuner interface {
+	SetPathRTT(rtt time.Duration)
 }
 
 // TunnelConfig is what the gateway tells an sshvpn client about its tunnel.

@@ -43,11 +43,14 @@ type endpoint struct {
 	dispatcher stack.NetworkDispatcher
 	onClose    func()
 
-	out    chan queued
-	codel  codel        // the reader's drop state
-	queued atomic.Int64 // bytes in out, bounded by maxQueueBytes
-	done   chan struct{}
-	closed atomic.Bool
+	out   chan queued
+	codel codel // the reader's drop state
+	// pathRTT is the SSH path's round trip (SetPathRTT), which sizes
+	// codel; 0 until it is measured.
+	pathRTT atomic.Int64
+	queued  atomic.Int64 // bytes in out, bounded by maxQueueBytes
+	done    chan struct{}
+	closed  atomic.Bool
 
 	injectMu sync.Mutex // GRO state is not safe for concurrent use
 	gro      gro.GRO
@@ -127,6 +130,7 @@ func (e *endpoint) inject(b []byte) {
 func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	limit := min(len(bufs), batchSize)
 	mtu := int(e.MTU())
+	e.codel.codelParams = paramsFor(time.Duration(e.pathRTT.Load()))
 	n := 0
 	for n == 0 {
 		var q queued

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
@@ -374,6 +375,10 @@ func (t *tunnel) Close() error {
 	t.closeOnce.Do(func() { t.gw.release(t.addrs) })
 	return err
 }
+
+// SetPathRTT implements relay.PathTuner: the client's outbound queue sizes
+// its CoDel interval by the path's round trip (see paramsFor).
+func (t *tunnel) SetPathRTT(rtt time.Duration) { t.ep.pathRTT.Store(int64(rtt)) }
 
 // Config implements relay.Tunnel.
 func (t *tunnel) Config() relay.TunnelConfig {

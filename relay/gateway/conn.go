@@ -117,7 +117,10 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	var in relay.Counters
 	var c relay.Device
 	if framed {
-		sshchan.SizeWindow(cs.conn, ch, cs.log)
+		rtt := sshchan.SizeWindow(cs.conn, ch, cs.log)
+		if pt, ok := t.(relay.PathTuner); ok && rtt > 0 {
+			pt.SetPathRTT(rtt)
+		}
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
 		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
@@ -127,6 +130,17 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 			ch.Close()
 			t.Close()
 			return
+		}
+		if pt, ok := t.(relay.PathTuner); ok {
+			// Measured beside the tunnel, not before it: a stock client
+			// answers a global request it does not know with a failure
+			// (RFC 4254 §4), but one that never answers must not hold
+			// its tunnel. The request ends with the connection.
+			go func() {
+				if rtt, err := sshchan.PathRTT(cs.conn); err == nil {
+					pt.SetPathRTT(rtt)
+				}
+			}()
 		}
 	}
 	if framed || sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {

@@ -470,3 +470,45 @@ func TestServerSendsTunnelConfigToSSHVPNClients(t *testing.T) {
 		}
 	}
 }
+
+// The gateway measures the SSH path's round trip for every tunnel and tells
+// a backend that sizes its queue by it (relay.PathTuner): a framed tunnel
+// before its first packet, a stock client's beside its tunnel, as that
+// client answers an unknown global request only with a failure.
+func TestServerTellsTunnelsThePathRTT(t *testing.T) {
+	g := startGateway(t, gateway.PermitYes, "")
+	opens := []struct {
+		version, kind string
+		extra         []byte
+	}{
+		{"SSH-2.0-OpenSSH_9.2p1", wire.ChannelType, wire.OpenRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit}.Marshal()},
+		{"SSH-2.0-sshvpn", wire.StreamChannelType, wire.StreamOpen{OpenRequest: wire.OpenRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit}}.Marshal()},
+	}
+	for i, o := range opens {
+		c, err := ssh.Dial("tcp", g.Addr, g.ClientConfig(o.version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ch, reqs, err := c.OpenChannel(o.kind, o.extra)
+		if err != nil {
+			t.Fatalf("%s: open %s: %v", o.version, o.kind, err)
+		}
+		defer ch.Close()
+		go ssh.DiscardRequests(reqs)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			rtts := g.PathRTTs()
+			if len(rtts) > i && rtts[i] > 0 {
+				if rtts[i] > time.Second {
+					t.Errorf("%s: a round trip of %v on loopback", o.version, rtts[i])
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s (%s): the tunnel was never told the path's round trip: %v", o.version, o.kind, rtts)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

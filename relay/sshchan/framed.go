@@ -111,23 +111,25 @@ func PathRTT(conn ssh.Conn) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// SizeWindow sizes ch's window to the path under conn and logs what it
-// chose: a framed channel's first step on either end.
-func SizeWindow(conn ssh.Conn, ch ssh.Channel, log *slog.Logger) {
+// SizeWindow sizes ch's window to the path under conn, logs what it
+// chose and returns the round trip it measured (0 when it could not): a
+// framed channel's first step on either end.
+func SizeWindow(conn ssh.Conn, ch ssh.Channel, log *slog.Logger) time.Duration {
 	rtt, err := PathRTT(conn)
 	if err != nil {
 		log.Warn("cannot measure the path's round trip; the tunnel keeps a 2 MiB window", "err", err)
-		return
+		return 0
 	}
 	extra := FramedWindowExtra(rtt)
 	if extra == 0 {
-		return
+		return rtt
 	}
 	if err := WidenWindow(conn, ch, extra); err != nil {
 		log.Warn("the tunnel keeps x/crypto's 2 MiB window, which slows long paths", "rtt", rtt, "err", err)
-		return
+		return rtt
 	}
 	log.Info("tunnel window sized to the path", "rtt", rtt.Round(100*time.Microsecond), "window_mib", (xcryptoWindow+extra)>>20)
+	return rtt
 }
 
 // NewFramed wraps an open stream channel. The caller must keep draining

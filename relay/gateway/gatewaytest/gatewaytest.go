@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ type Gateway struct {
 	mu   sync.Mutex
 	devs []*relaytest.Dev
 	reqs []relay.TunnelRequest
+	rtts []*atomic.Int64
 }
 
 // Options shape the gateway.
@@ -112,11 +114,23 @@ func Start(t testing.TB, o Options) *Gateway {
 
 // Open implements relay.Opener with a fake device.
 func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
-	d := relaytest.New(MTU, 8)
+	d, rtt := relaytest.New(MTU, 8), new(atomic.Int64)
 	g.mu.Lock()
-	g.devs, g.reqs = append(g.devs, d), append(g.reqs, req)
+	g.devs, g.reqs, g.rtts = append(g.devs, d), append(g.reqs, req), append(g.rtts, rtt)
 	g.mu.Unlock()
-	return Tunnel{d}, nil
+	return Tunnel{d, rtt}, nil
+}
+
+// PathRTTs are the round trips the gateway told each tunnel so far, in
+// order; 0 for one it has not told yet.
+func (g *Gateway) PathRTTs() []time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]time.Duration, len(g.rtts))
+	for i, r := range g.rtts {
+		out[i] = time.Duration(r.Load())
+	}
+	return out
 }
 
 // Devs are the devices of the tunnels opened so far, in order.
@@ -152,8 +166,15 @@ func (g *Gateway) Dial(t testing.TB) *ssh.Client {
 	return c
 }
 
-// Tunnel is a fake device with a tunnel's description.
-type Tunnel struct{ *relaytest.Dev }
+// Tunnel is a fake device with a tunnel's description. It records the
+// path's round trip the gateway tells it, as the rootless stack's does.
+type Tunnel struct {
+	*relaytest.Dev
+	rtt *atomic.Int64
+}
+
+// SetPathRTT implements relay.PathTuner.
+func (t Tunnel) SetPathRTT(rtt time.Duration) { t.rtt.Store(int64(rtt)) }
 
 // Config implements relay.Tunnel.
 func (Tunnel) Config() relay.TunnelConfig {
