@@ -131,17 +131,11 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 			t.Close()
 			return
 		}
+		tuners := []relay.PathTuner{c.(*sshchan.Channel)}
 		if pt, ok := t.(relay.PathTuner); ok {
-			// Measured beside the tunnel, not before it: a stock client
-			// answers a global request it does not know with a failure
-			// (RFC 4254 §4), but one that never answers must not hold
-			// its tunnel. The request ends with the connection.
-			go func() {
-				if rtt, err := sshchan.PathRTT(cs.conn); err == nil {
-					pt.SetPathRTT(rtt)
-				}
-			}()
+			tuners = append(tuners, pt)
 		}
+		go tunePath(cs.conn, tuners...)
 	}
 	if framed || sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {
 		cfg := t.Config()
@@ -152,6 +146,21 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		}
 	}
 	cs.run(ctx, c, t, req.Mode, framed, &in)
+}
+
+// tunePath measures the SSH path's round trip and tells each tuner. It
+// runs beside a stock client's tunnel, not before it: such a client
+// answers a global request it does not know with a failure (RFC 4254 §4),
+// but one that never answers must not hold its tunnel up. The request ends
+// with the connection at the latest.
+func tunePath(conn ssh.Conn, tuners ...relay.PathTuner) {
+	rtt, err := sshchan.PathRTT(conn)
+	if err != nil {
+		return
+	}
+	for _, t := range tuners {
+		t.SetPathRTT(rtt)
+	}
 }
 
 // run pumps one tunnel until either side ends, then tears it down.

@@ -258,11 +258,19 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 			// replaced by one that does not.
 			return up, &sessionError{fmt.Errorf("the server no longer opens %s, and %s passes GSO packets whole: restart sshvpn connect", wire.StreamChannelType, "the local device")}
 		}
-		channel, err = sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
+		stock, err := sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
 			PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
 		if err != nil {
 			return up, err
 		}
+		channel = stock
+		// Beside the tunnel: a stock server answers this request with
+		// a failure, and one that never answers must not hold it up.
+		go func() {
+			if rtt, err := sshchan.PathRTT(sc); err == nil {
+				stock.SetPathRTT(rtt)
+			}
+		}()
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
 	if c.Up != nil && !t.announced {

@@ -3,11 +3,13 @@ package sshchan
 import (
 	"bytes"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/wire"
 )
 
@@ -117,5 +119,67 @@ func TestFramedWindowExtra(t *testing.T) {
 		if got := FramedWindowExtra(c.rtt); got != c.want {
 			t.Errorf("FramedWindowExtra(%v) = %d, want %d", c.rtt, got, c.want)
 		}
+	}
+}
+
+// inFlightUntilBlocked writes 1400-byte packets to c, whose peer never
+// reads, until Write stops returning, and says how many bytes of window the
+// peer then holds.
+func inFlightUntilBlocked(t *testing.T, c *Channel) int {
+	t.Helper()
+	var sent atomic.Int64
+	go func() {
+		bufs := withHeadroom(ipPacket(1400, 1))
+		for {
+			if _, err := c.Write(bufs, relay.Headroom); err != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	// Blocked: no progress for 200 ms.
+	last := int64(-1)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		if n := sent.Load(); n == last {
+			return int(n) * (1400 + 4 + 4) // the packet, its AF word, OpenSSH's drift
+		} else {
+			last = n
+		}
+	}
+	t.Fatal("the writer never blocked on the window")
+	return 0
+}
+
+// Toward a stock peer on a short path, Channel keeps at most minInFlight
+// unconsumed in the peer (SetPathRTT), not its whole 2 MiB window: OpenSSH
+// drains its window one datagram per loop, and every datagram held there
+// delays a ping behind a download. Without SetPathRTT, or on a path long
+// enough to need it, the whole window is used.
+func TestChannelBoundsWhatThePeerHolds(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		rtt      time.Duration
+		min, max int
+	}{
+		{"unmeasured", 0, xcryptoWindow - 2*1408, xcryptoWindow},
+		{"lan", 300 * time.Microsecond, minInFlight - 2*1408, minInFlight},
+		{"40ms", 40 * time.Millisecond, xcryptoWindow - 2*1408, xcryptoWindow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, _, _ := connChannelPair(t, wire.ChannelType)
+			tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: []byte("SSH-2.0-OpenSSH_9.2p1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.rtt > 0 {
+				tx.SetPathRTT(c.rtt)
+			}
+			got := inFlightUntilBlocked(t, tx)
+			tx.Close()
+			if got < c.min || got > c.max {
+				t.Errorf("the peer holds %d bytes unread, want %d-%d", got, c.min, c.max)
+			}
+		})
 	}
 }

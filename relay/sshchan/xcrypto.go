@@ -43,6 +43,7 @@ import (
 	"io"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -77,6 +78,11 @@ type chanShim struct {
 	win        *xWindow
 	pending    *xBuffer
 	maxPayload uint32 // the peer's maximum packet size
+	// initial is the window the peer granted at open, and maxInFlight,
+	// when set, the most of it writeDatagram lets the peer hold
+	// unconsumed (see Channel.SetPathRTT).
+	initial     uint32
+	maxInFlight atomic.Int64
 }
 
 var errShimShape = errors.New("x/crypto/ssh channel internals changed shape (golang/go#70029)")
@@ -88,13 +94,13 @@ func newChanShim(ch ssh.Channel) (*chanShim, error) {
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return nil, fmt.Errorf("%w: %T is not *ssh.channel", errShimShape, ch)
 	}
-	s := v.Elem()
-	if t := s.Type(); t.Name() != "channel" || t.PkgPath() != "golang.org/x/crypto/ssh" {
+	sv := v.Elem()
+	if t := sv.Type(); t.Name() != "channel" || t.PkgPath() != "golang.org/x/crypto/ssh" {
 		return nil, fmt.Errorf("%w: %T is not *ssh.channel", errShimShape, ch)
 	}
-	win := s.FieldByName("remoteWin")
-	pend := s.FieldByName("pending")
-	maxp := s.FieldByName("maxRemotePayload")
+	win := sv.FieldByName("remoteWin")
+	pend := sv.FieldByName("pending")
+	maxp := sv.FieldByName("maxRemotePayload")
 	if !win.IsValid() || !pend.IsValid() || !maxp.IsValid() || maxp.Kind() != reflect.Uint32 {
 		return nil, fmt.Errorf("%w: missing remoteWin, pending or maxRemotePayload", errShimShape)
 	}
@@ -111,12 +117,16 @@ func newChanShim(ch ssh.Channel) (*chanShim, error) {
 	if err := sameLayout(elem, reflect.TypeFor[xElement]()); err != nil {
 		return nil, fmt.Errorf("%w: element: %v", errShimShape, err)
 	}
-	return &chanShim{
+	s := &chanShim{
 		ch:         ch,
 		win:        (*xWindow)(unsafe.Pointer(win.UnsafeAddr())),
 		pending:    *(**xBuffer)(unsafe.Pointer(pend.UnsafeAddr())),
 		maxPayload: uint32(maxp.Uint()),
-	}, nil
+	}
+	s.win.L.Lock()
+	s.initial = s.win.win
+	s.win.L.Unlock()
+	return s, nil
 }
 
 // sameLayout reports whether got has want's fields: same names, kinds,
@@ -142,16 +152,21 @@ func sameLayout(got, want reflect.Type) error {
 }
 
 // writeDatagram sends p as exactly one SSH_MSG_CHANNEL_DATA. It first waits
-// until the peer's window holds len(p)+drift, takes the drift away for good
-// (what an OpenSSH receiver charges beyond len), and only then writes:
-// Channel.Write then finds len(p) bytes of window and never splits. The
-// caller must be the channel's only writer, or another write could take the
-// window between the two steps.
+// until the peer's window holds len(p)+drift, and, with maxInFlight set,
+// until the peer holds no more than that unconsumed with p; then it takes
+// the drift away for good (what an OpenSSH receiver charges beyond len),
+// and only then writes: Channel.Write then finds len(p) bytes of window and
+// never splits. The caller must be the channel's only writer, or another
+// write could take the window between the two steps.
 func (s *chanShim) writeDatagram(p []byte, drift uint32) error {
 	if uint32(len(p)) > s.maxPayload {
 		return fmt.Errorf("datagram of %d bytes exceeds the peer's maximum packet of %d", len(p), s.maxPayload)
 	}
 	need := uint32(len(p)) + drift
+	if limit := s.maxInFlight.Load(); limit > 0 && limit < int64(s.initial) {
+		// In flight after p: initial - (win - need) <= limit.
+		need = max(need, s.initial-uint32(limit)+need)
+	}
 	w := s.win
 	w.L.Lock()
 	for w.win < need && !w.closed {
