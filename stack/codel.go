@@ -26,11 +26,10 @@ import (
 // gets 10 ms and 1 ms, and a ping under load through the rootless gateway
 // (bench, lan) fell from 4.0 to 1.9 ms at the median and from 31 to 7.5 at
 // the 99th percentile behind a stock client, from 14 to 8.5 ms at the
-// median between two sshvpn endpoints, at the same throughput. A long
-// path keeps RFC 8289's: the stack's TCP (reno) needs a time that grows
-// with the square of the round trip to win back a drop, and at 40 ms an
-// interval of 80 ms let a stock client's download fall to 32 Mbit/s in
-// one round of two (309-373 with 100 ms).
+// median between two sshvpn endpoints, at the same throughput. A path of
+// 20 ms or more keeps RFC 8289's values: the stack's TCP (reno) needs a
+// time that grows with the square of the round trip to win back a drop,
+// so a long path is where an early drop costs most.
 const (
 	maxInterval = 100 * time.Millisecond // RFC 8289's, and ours until the path is measured
 	minInterval = 10 * time.Millisecond  // the scheduling jitter of a busy 2-core host
