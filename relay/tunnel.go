@@ -84,10 +84,11 @@ type Tunnel interface {
 	Status() string
 }
 
-// PathTuner is a Tunnel that queues packets toward the client and whose
-// queue control depends on the round trip of the SSH path under it (the
-// rootless stack's CoDel). The gateway measures the path once the tunnel
-// is up and tells it; until then it assumes a long path.
+// PathTuner is a Device whose queueing toward the peer depends on the
+// round trip of the SSH path under it: the rootless stack's CoDel, and how
+// much a stock peer may hold unconsumed on a tunnel channel. The gateway
+// and the client measure the path once the tunnel is up and tell it;
+// until then it assumes a long path.
 type PathTuner interface {
 	SetPathRTT(rtt time.Duration)
 }

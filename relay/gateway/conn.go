@@ -123,7 +123,7 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		}
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
-		c, err = sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
+		stock, err := sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
 			In: &in, Log: cs.log, Local: clientNets(t.Config()), Routed: treq.AllowedIPs})
 		if err != nil {
 			cs.log.Error("tunnel closed at once", "err", err)
@@ -131,11 +131,12 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 			t.Close()
 			return
 		}
-		tuners := []relay.PathTuner{c.(*sshchan.Channel)}
+		c = stock
+		tuners := []relay.PathTuner{stock}
 		if pt, ok := t.(relay.PathTuner); ok {
 			tuners = append(tuners, pt)
 		}
-		go tunePath(cs.conn, tuners...)
+		go sshchan.TunePath(cs.conn, tuners...)
 	}
 	if framed || sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {
 		cfg := t.Config()
@@ -146,21 +147,6 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		}
 	}
 	cs.run(ctx, c, t, req.Mode, framed, &in)
-}
-
-// tunePath measures the SSH path's round trip and tells each tuner. It
-// runs beside a stock client's tunnel, not before it: such a client
-// answers a global request it does not know with a failure (RFC 4254 §4),
-// but one that never answers must not hold its tunnel up. The request ends
-// with the connection at the latest.
-func tunePath(conn ssh.Conn, tuners ...relay.PathTuner) {
-	rtt, err := sshchan.PathRTT(conn)
-	if err != nil {
-		return
-	}
-	for _, t := range tuners {
-		t.SetPathRTT(rtt)
-	}
 }
 
 // run pumps one tunnel until either side ends, then tears it down.

@@ -264,13 +264,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 			return up, err
 		}
 		channel = stock
-		// Beside the tunnel: a stock server answers this request with
-		// a failure, and one that never answers must not hold it up.
-		go func() {
-			if rtt, err := sshchan.PathRTT(sc); err == nil {
-				stock.SetPathRTT(rtt)
-			}
-		}()
+		go sshchan.TunePath(sc, stock)
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
 	if c.Up != nil && !t.announced {

@@ -111,6 +111,21 @@ func PathRTT(conn ssh.Conn) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// TunePath measures the round trip of the SSH path under conn and tells
+// each tuner. Run it beside a stock peer's tunnel, not before it: such a
+// peer answers a global request it does not know with a failure (RFC 4254
+// §4), but one that never answers must not hold its tunnel up. The
+// request ends with the connection at the latest.
+func TunePath(conn ssh.Conn, tuners ...relay.PathTuner) {
+	rtt, err := PathRTT(conn)
+	if err != nil {
+		return
+	}
+	for _, t := range tuners {
+		t.SetPathRTT(rtt)
+	}
+}
+
 // SizeWindow sizes ch's window to the path under conn, logs what it
 // chose and returns the round trip it measured (0 when it could not): a
 // framed channel's first step on either end.
