@@ -37,12 +37,23 @@ type peer struct {
 
 func newPeer(t *testing.T, tun relay.Tunnel) *peer {
 	t.Helper()
+	return newPeerOver(t, tun, nil)
+}
+
+// newPeerOver is newPeer with the tunnel's packets for the peer crossing
+// link, when it is not nil, as a slow path would carry them.
+func newPeerOver(t *testing.T, tun relay.Tunnel, link *slowLink) *peer {
+	t.Helper()
 	p := &peer{addrs: tun.Config().Addresses}
 	p.ep = newEndpoint(uint32(tun.MTU()), 0, &p.stats)
 	p.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
+	sack := tcpip.TCPSACKEnabled(true) // as a Linux client's
+	if err := p.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		t.Fatalf("peer SACK: %s", err)
+	}
 	if err := p.s.CreateNIC(nicID, p.ep); err != nil {
 		t.Fatalf("peer NIC: %s", err)
 	}
@@ -61,7 +72,14 @@ func newPeer(t *testing.T, tun relay.Tunnel) *peer {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	p.wg.Add(2)
-	go p.pump(tun.Read, p.ep.writeBatch)
+	if link != nil {
+		go func() {
+			defer p.wg.Done()
+			link.run(tun.Read, p.ep.writeBatch)
+		}()
+	} else {
+		go p.pump(tun.Read, p.ep.writeBatch)
+	}
 	go p.pump(p.ep.readBatch, tun.Write)
 	t.Cleanup(func() { p.close(tun) })
 	return p
@@ -135,6 +153,12 @@ func proto(a netip.Addr) tcpip.NetworkProtocolNumber {
 // lists rules, with short UDP timeouts so tests see flows end.
 func newGateway(t *testing.T, rules ...string) *Gateway {
 	t.Helper()
+	return newGatewayWith(t, Config{}, rules...)
+}
+
+// newGatewayWith is newGateway from cfg, whose rules and limits it sets.
+func newGatewayWith(t *testing.T, cfg Config, rules ...string) *Gateway {
+	t.Helper()
 	var rs []egress.Rule
 	for _, s := range rules {
 		r, err := egress.ParseRule(s, true)
@@ -143,7 +167,9 @@ func newGateway(t *testing.T, rules ...string) *Gateway {
 		}
 		rs = append(rs, r)
 	}
-	g, err := New(Config{Rules: rs, Limits: Limits{UDPIdle: 300 * time.Millisecond, DNSIdle: 100 * time.Millisecond, DialTimeout: 2 * time.Second}})
+	cfg.Rules = rs
+	cfg.Limits = Limits{UDPIdle: 300 * time.Millisecond, DNSIdle: 100 * time.Millisecond, DialTimeout: 2 * time.Second}
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
