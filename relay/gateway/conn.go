@@ -117,10 +117,15 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	var in relay.Counters
 	var c relay.Device
 	if framed {
-		rtt := sshchan.SizeWindow(cs.conn, ch, cs.log)
-		if pt, ok := t.(relay.PathTuner); ok && rtt > 0 {
-			pt.SetPathRTT(rtt)
-		}
+		// Beside the tunnel, not before it: the client waits for the
+		// configuration below, and its first packet need not wait a
+		// round trip more.
+		go func() {
+			rtt := sshchan.SizeWindow(cs.conn, ch, cs.log)
+			if pt, ok := t.(relay.PathTuner); ok && rtt > 0 {
+				pt.SetPathRTT(rtt)
+			}
+		}()
 		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
 	} else {
 		stock, err := sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),

@@ -472,9 +472,9 @@ func TestServerSendsTunnelConfigToSSHVPNClients(t *testing.T) {
 }
 
 // The gateway measures the SSH path's round trip for every tunnel and tells
-// a backend that sizes its queue by it (relay.PathTuner): a framed tunnel
-// before its first packet, a stock client's beside its tunnel, as that
-// client answers an unknown global request only with a failure.
+// a backend that sizes its queue by it (relay.PathTuner), beside the tunnel
+// (TestServerFramedTunnelDoesNotWaitForTheRTT); a stock client answers the
+// unknown global request only with a failure, which still times it.
 func TestServerTellsTunnelsThePathRTT(t *testing.T) {
 	g := startGateway(t, gateway.PermitYes, "")
 	opens := []struct {
@@ -510,5 +510,37 @@ func TestServerTellsTunnelsThePathRTT(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
+	}
+}
+
+// A framed tunnel comes up without waiting for the round trip the gateway
+// measures to size its window: a client that never answers the
+// measurement's global request still gets its configuration at once, so
+// the measurement costs the tunnel's first packet no round trip.
+func TestServerFramedTunnelDoesNotWaitForTheRTT(t *testing.T) {
+	g := startGateway(t, gateway.PermitYes, "")
+	nc, err := net.Dial("tcp", g.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, g.Addr, g.ClientConfig("SSH-2.0-sshvpn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = reqs // never read: keepalive@openssh.com goes unanswered
+	c := ssh.NewClient(conn, chans, nil)
+	defer c.Close()
+	ch, creqs, err := c.OpenChannel(wire.StreamChannelType, wire.StreamOpen{OpenRequest: wire.OpenRequest{Mode: relay.PointToPoint, Unit: relay.AnyUnit}}.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	select {
+	case r := <-creqs:
+		if r.Type != wire.TunnelConfigRequest {
+			t.Fatalf("sent a %q request, want %s", r.Type, wire.TunnelConfigRequest)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no tunnel configuration while the round trip is unmeasured: the tunnel waits for it")
 	}
 }

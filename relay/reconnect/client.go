@@ -250,7 +250,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	}
 	var channel relay.Device
 	if framed {
-		sshchan.SizeWindow(sc, ch, t.log)
+		go sshchan.SizeWindow(sc, ch, t.log) // beside the tunnel, as the gateway does
 		channel = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: c.Mode, GSO: relay.GSO(t.local), In: &t.in})
 	} else {
 		if relay.GSO(t.local) {

@@ -127,8 +127,11 @@ func TunePath(conn ssh.Conn, tuners ...relay.PathTuner) {
 }
 
 // SizeWindow sizes ch's window to the path under conn, logs what it
-// chose and returns the round trip it measured (0 when it could not): a
-// framed channel's first step on either end.
+// chose and returns the round trip it measured (0 when it could not).
+// Both ends of a framed channel run it beside the tunnel rather than
+// before it, which cost the first packet two round trips: until the
+// measurement returns the channel has x/crypto's 2 MiB, all the first
+// round trip of a slow start needs.
 func SizeWindow(conn ssh.Conn, ch ssh.Channel, log *slog.Logger) time.Duration {
 	rtt, err := PathRTT(conn)
 	if err != nil {
