@@ -127,6 +127,10 @@ func (c *client) ping(v6 bool, ident, seq uint16, payload []byte, guest, dst tcp
 			reply = echoReply6(dst, guest, ident, seq, buf[8:n])
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(reply)})
+		pkt.TransportProtocolNumber = header.ICMPv4ProtocolNumber // its lane (fastLane)
+		if v6 {
+			pkt.TransportProtocolNumber = header.ICMPv6ProtocolNumber
+		}
 		if c.ep.queue(pkt) {
 			c.stats.ICMPReplies.Add(1)
 		}
