@@ -102,6 +102,25 @@ func TestWidenWindow(t *testing.T) {
 	}
 }
 
+// SizeWindow runs beside the tunnel, which may close first: a window
+// adjust after our CLOSE would name a channel the peer has forgotten, and
+// x/crypto ends the whole connection then. WidenWindow refuses instead,
+// and the connection carries on.
+func TestWidenWindowAfterClose(t *testing.T) {
+	tx, rx, conn := connChannelPair(t, wire.StreamChannelType)
+	rx.Close()
+	if _, err := io.Copy(io.Discard, tx); err != nil { // the peer's side of the close
+		t.Fatal(err)
+	}
+	tx.Close()
+	if err := WidenWindow(conn, rx, FramedWindowExtra(time.Second)); err == nil {
+		t.Fatal("widened a closed channel")
+	}
+	if _, _, err := conn.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+		t.Fatalf("the connection did not survive: %v", err)
+	}
+}
+
 // The window follows the path: x/crypto's own on a LAN, a round trip's
 // worth at framedRate beyond 5 ms, never more than 16 MiB.
 func TestFramedWindowExtra(t *testing.T) {

@@ -242,6 +242,12 @@ type xChannelWindow struct {
 	mu       *sync.Mutex
 	myWindow *uint32
 	remoteID uint32
+	// writeMu and sentClose are what x/crypto's own writes to the channel
+	// go through: an adjust must not follow our CLOSE, for the peer
+	// forgets the channel then and x/crypto ends the whole connection on
+	// a message for a channel it does not know.
+	writeMu   *sync.Mutex
+	sentClose *bool
 }
 
 // channelWindowOf finds ch's window fields, checking their types first.
@@ -253,14 +259,18 @@ func channelWindowOf(ch ssh.Channel) (xChannelWindow, error) {
 	}
 	s := v.Elem()
 	mu, win, rid := s.FieldByName("windowMu"), s.FieldByName("myWindow"), s.FieldByName("remoteId")
+	wmu, closed := s.FieldByName("writeMu"), s.FieldByName("sentClose")
 	if !mu.IsValid() || mu.Type() != reflect.TypeFor[sync.Mutex]() ||
-		!win.IsValid() || win.Kind() != reflect.Uint32 || !rid.IsValid() || rid.Kind() != reflect.Uint32 {
-		return xChannelWindow{}, fmt.Errorf("%w: windowMu, myWindow or remoteId missing or retyped", errShimShape)
+		!win.IsValid() || win.Kind() != reflect.Uint32 || !rid.IsValid() || rid.Kind() != reflect.Uint32 ||
+		!wmu.IsValid() || wmu.Type() != reflect.TypeFor[sync.Mutex]() || !closed.IsValid() || closed.Kind() != reflect.Bool {
+		return xChannelWindow{}, fmt.Errorf("%w: windowMu, myWindow, remoteId, writeMu or sentClose missing or retyped", errShimShape)
 	}
 	return xChannelWindow{
-		mu:       (*sync.Mutex)(unsafe.Pointer(mu.UnsafeAddr())),
-		myWindow: (*uint32)(unsafe.Pointer(win.UnsafeAddr())),
-		remoteID: uint32(rid.Uint()),
+		mu:        (*sync.Mutex)(unsafe.Pointer(mu.UnsafeAddr())),
+		myWindow:  (*uint32)(unsafe.Pointer(win.UnsafeAddr())),
+		remoteID:  uint32(rid.Uint()),
+		writeMu:   (*sync.Mutex)(unsafe.Pointer(wmu.UnsafeAddr())),
+		sentClose: (*bool)(unsafe.Pointer(closed.UnsafeAddr())),
 	}, nil
 }
 
@@ -283,6 +293,15 @@ func WidenWindow(conn ssh.Conn, ch ssh.Channel, extra uint32) error {
 	p = append(p, 93)
 	p = binary.BigEndian.AppendUint32(p, w.remoteID)
 	p = binary.BigEndian.AppendUint32(p, extra)
+	// As x/crypto's channel.writePacket: under writeMu, never after our
+	// CLOSE. SizeWindow runs beside the tunnel, which may end first.
+	// (x/crypto takes windowMu only without writeMu held, so nesting it
+	// here cannot deadlock.)
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	if *w.sentClose {
+		return errors.New("widen channel window: the channel is closed")
+	}
 	// Ours first: data the peer sends on the strength of the adjust must
 	// find the window already open.
 	w.mu.Lock()
