@@ -25,23 +25,29 @@ const DefaultQueueLen = 5000
 const maxQueueBytes = 16 << 20
 
 // Small packets that cannot overtake their own flow's data wait in a fast
-// lane of their own, which the reader empties first: pure TCP ACKs, ICMP
-// (pings, errors) and UDP (DNS answers, voice) of fastMax bytes at most.
-// Behind the bulk of a download, which CoDel holds to a few milliseconds
-// at best (a TCP segment in the stack can be 64 KiB), a ping through the
-// rootless gateway took 8.6 ms at the median and 17.9 at the 99th
-// percentile on the LAN between two sshvpn endpoints, 6.1 and 13.8 in the
-// lane (the rest waits in the SSH channel's window), and 2.1 and 6.5
-// behind a stock client, 1.4 and 4.9 in the lane (bench, lan, 3 rounds,
-// same throughput). Small TCP segments with
-// data stay in line: a bulk flow sends one at the end of every chunk it
-// reads from its host socket, and three of them SACKed ahead of the full
-// segments made the sender retransmit the whole queue as lost
-// (TestSlowPathDownload fell from 40 to 8 Mbit/s). The lane is bounded,
-// and a small packet that finds it full queues as any.
+// lane of their own, which the reader serves first: pure TCP ACKs, ICMP
+// (pings) and DNS, of fastMax bytes at most. Behind the bulk of a
+// download, which CoDel holds to a few milliseconds at best (a TCP segment
+// in the stack can be 64 KiB), a ping through the rootless gateway took
+// 8.6 ms at the median and 17.9 at the 99th percentile on the LAN between
+// two sshvpn endpoints, 6.1 and 13.8 in the lane (the rest waits in the
+// SSH channel's window), and 2.1 and 6.5 behind a stock client, 1.4 and
+// 4.9 in the lane (bench, lan, 3 rounds, same throughput).
+//
+// Small packets of a flow that also sends large ones stay in line: a TCP
+// bulk flow ends every chunk it reads from its host socket with a short
+// segment, and three of them SACKed ahead of the full ones made the
+// sender retransmit the whole queue as lost (TestSlowPathDownload fell
+// from 40 to 8 Mbit/s). Other UDP stays in line for the same reason:
+// QUIC's short packets, or those of a VPN inside the tunnel, would
+// overtake their own flow's full ones. The lane is bounded, and a small
+// packet that finds it full queues as any. Strict priority would let a
+// flood of pings hold the bulk back indefinitely, so a batch takes at most
+// fastShare packets from the lane while bulk waits.
 const (
 	fastMax     = 256
 	fastLaneLen = 512
+	fastShare   = batchSize / 4
 )
 
 // fastLane says whether p may take the fast lane.
@@ -54,7 +60,10 @@ func fastLane(p *stack.PacketBuffer) bool {
 		h := header.TCP(p.TransportHeader().Slice())
 		return len(h) >= header.TCPMinimumSize && h.Flags()&^(header.TCPFlagPsh|header.TCPFlagEce|header.TCPFlagCwr) == header.TCPFlagAck &&
 			p.Data().Size() == 0
-	case header.UDPProtocolNumber, header.ICMPv4ProtocolNumber, header.ICMPv6ProtocolNumber:
+	case header.UDPProtocolNumber:
+		h := header.UDP(p.TransportHeader().Slice())
+		return len(h) >= header.UDPMinimumSize && (h.SourcePort() == 53 || h.DestinationPort() == 53)
+	case header.ICMPv4ProtocolNumber, header.ICMPv6ProtocolNumber:
 		return true
 	}
 	return false
@@ -85,7 +94,7 @@ type endpoint struct {
 	// pathRTT is the SSH path's round trip (SetPathRTT), which sizes
 	// codel; 0 until it is measured.
 	pathRTT atomic.Int64
-	queued  atomic.Int64 // bytes in out, bounded by maxQueueBytes
+	queued  atomic.Int64 // bytes in out and fast, bounded by maxQueueBytes
 	done    chan struct{}
 	closed  atomic.Bool
 
@@ -163,13 +172,13 @@ func (e *endpoint) inject(b []byte) {
 
 // readBatch is the client Device's Read: it blocks for one outbound
 // packet, then takes whatever else is queued, up to len(bufs) and
-// batchSize, the fast lane first. A packet larger than its buffer is
-// dropped and counted.
+// batchSize, the fast lane first up to its share. A packet larger than
+// its buffer is dropped and counted.
 func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	limit := min(len(bufs), batchSize)
 	mtu := int(e.MTU())
 	e.codel.codelParams = paramsFor(time.Duration(e.pathRTT.Load()))
-	n := 0
+	n, fast := 0, 0
 	for n == 0 {
 		var q queued
 		var bulk bool
@@ -202,16 +211,14 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 			if n == limit {
 				return n, nil
 			}
+			if !bulk {
+				fast++
+			}
 			var more bool
-			select {
-			case q = <-e.fast:
-				more, bulk = true, false
-			default:
-				select {
-				case q = <-e.out:
-					more, bulk = true, true
-				default:
-				}
+			if fast < fastShare {
+				q, bulk, more = e.next()
+			} else {
+				q, bulk, more = e.nextBulkFirst()
 			}
 			if !more {
 				break
@@ -219,6 +226,37 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 		}
 	}
 	return n, nil
+}
+
+// next takes a queued packet without waiting, the fast lane's first;
+// bulk says which lane it came from, ok whether there was one.
+func (e *endpoint) next() (q queued, bulk, ok bool) {
+	select {
+	case q = <-e.fast:
+		return q, false, true
+	default:
+	}
+	select {
+	case q = <-e.out:
+		return q, true, true
+	default:
+		return q, false, false
+	}
+}
+
+// nextBulkFirst is next once a batch had its share of the fast lane.
+func (e *endpoint) nextBulkFirst() (q queued, bulk, ok bool) {
+	select {
+	case q = <-e.out:
+		return q, true, true
+	default:
+	}
+	select {
+	case q = <-e.fast:
+		return q, false, true
+	default:
+		return q, false, false
+	}
 }
 
 // copyOut copies a packet's headers and payload into b, which holds them.

@@ -12,19 +12,21 @@ import (
 )
 
 // outPacket is an IPv4 packet as gVisor hands it to WritePackets: size
-// bytes, its network and transport headers parsed, id in the first byte
-// after the IP header's 20 (so the test can tell packets apart; for TCP
-// that is the source port's high byte).
-func outPacket(t *testing.T, id byte, size int, proto tcpip.TransportProtocolNumber, flags header.TCPFlags) *stack.PacketBuffer {
+// bytes, its network and transport headers parsed, id in its last byte
+// so the test can tell packets apart. A UDP packet's ports are port.
+func outPacket(t *testing.T, id byte, size int, proto tcpip.TransportProtocolNumber, flags header.TCPFlags, port uint16) *stack.PacketBuffer {
 	t.Helper()
 	b := make([]byte, size)
 	b[0] = 0x45
 	thl := 8
-	if proto == header.TCPProtocolNumber {
+	switch proto {
+	case header.TCPProtocolNumber:
 		thl = header.TCPMinimumSize
 		header.TCP(b[header.IPv4MinimumSize:]).Encode(&header.TCPFields{DataOffset: header.TCPMinimumSize, Flags: flags})
+	case header.UDPProtocolNumber:
+		header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: port, DstPort: port})
 	}
-	b[header.IPv4MinimumSize] = id
+	b[size-1] = id
 	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	if _, ok := p.NetworkHeader().Consume(header.IPv4MinimumSize); !ok {
 		t.Fatal("network header")
@@ -37,25 +39,14 @@ func outPacket(t *testing.T, id byte, size int, proto tcpip.TransportProtocolNum
 	return p
 }
 
-// Small packets that cannot overtake their own flow's data are read
-// before a download's full-size packets queued ahead of them: a ping and a
-// pure ACK do not wait for the bulk (fastLane). A small TCP segment with
-// data, the tail of a bulk flow's chunk, keeps its place; the bulk keeps
-// its order; every packet gives its reference back.
-func TestEndpointSmallPacketsGoFirst(t *testing.T) {
+// drainOrder queues in through WritePackets, reads one batch and returns
+// the ids in the order they came out; every packet must have given its
+// reference back and the queue must count nothing.
+func drainOrder(t *testing.T, in []*stack.PacketBuffer) []byte {
+	t.Helper()
 	var stats Stats
 	e := newEndpoint(1500, 0, &stats)
 	defer e.Close()
-	tcp, icmp := header.TCPProtocolNumber, header.ICMPv4ProtocolNumber
-	in := []*stack.PacketBuffer{
-		outPacket(t, 0, 1500, tcp, header.TCPFlagAck),
-		outPacket(t, 1, 1500, tcp, header.TCPFlagAck),
-		outPacket(t, 2, 200, tcp, header.TCPFlagAck|header.TCPFlagPsh), // 160 bytes of data
-		outPacket(t, 3, 1500, tcp, header.TCPFlagAck),
-		outPacket(t, 4, 84, icmp, 0),                                                          // a ping
-		outPacket(t, 5, header.IPv4MinimumSize+header.TCPMinimumSize, tcp, header.TCPFlagAck), // a pure ACK
-	}
-	want := []byte{4, 5, 0, 1, 2, 3}
 	for i, p := range in {
 		var l stack.PacketBufferList
 		l.PushBack(p)
@@ -74,10 +65,7 @@ func TestEndpointSmallPacketsGoFirst(t *testing.T) {
 	}
 	var got []byte
 	for i := range n {
-		got = append(got, bufs[i][relay.Headroom+header.IPv4MinimumSize])
-	}
-	if string(got) != string(want) {
-		t.Errorf("packets out in the order %v, want %v: the ping and the ACK first, then the rest in order", got, want)
+		got = append(got, bufs[i][relay.Headroom+sizes[i]-1])
 	}
 	for i, p := range in {
 		if r := p.ReadRefs(); r != 1 {
@@ -87,5 +75,55 @@ func TestEndpointSmallPacketsGoFirst(t *testing.T) {
 	}
 	if q := e.queued.Load(); q != 0 {
 		t.Errorf("%d bytes still counted on the empty queue", q)
+	}
+	return got
+}
+
+// Small packets that cannot overtake their own flow's data are read
+// before a download's full-size packets queued ahead of them: a ping, a
+// pure ACK and a DNS answer do not wait for the bulk (fastLane). A small
+// TCP segment with data, the tail of a bulk flow's chunk, and a small
+// datagram of another UDP flow (QUIC's) keep their place; the bulk keeps
+// its order.
+func TestEndpointSmallPacketsGoFirst(t *testing.T) {
+	tcp, udp, icmp := header.TCPProtocolNumber, header.UDPProtocolNumber, header.ICMPv4ProtocolNumber
+	got := drainOrder(t, []*stack.PacketBuffer{
+		outPacket(t, 0, 1500, tcp, header.TCPFlagAck, 0),
+		outPacket(t, 1, 200, tcp, header.TCPFlagAck|header.TCPFlagPsh, 0), // 160 bytes of data
+		outPacket(t, 2, 1500, udp, 0, 443),
+		outPacket(t, 3, 100, udp, 0, 443),                                                        // a QUIC ACK
+		outPacket(t, 4, 84, icmp, 0, 0),                                                          // a ping
+		outPacket(t, 5, header.IPv4MinimumSize+header.TCPMinimumSize, tcp, header.TCPFlagAck, 0), // a pure ACK
+		outPacket(t, 6, 120, udp, 0, 53),                                                         // a DNS answer
+	})
+	if want := []byte{4, 5, 6, 0, 1, 2, 3}; string(got) != string(want) {
+		t.Errorf("packets out in the order %v, want %v: ping, ACK and DNS first, then the rest in order", got, want)
+	}
+}
+
+// A flood of pings does not hold the bulk back: while bulk waits, a batch
+// takes at most fastShare packets from the fast lane.
+func TestEndpointFastLaneShare(t *testing.T) {
+	var in []*stack.PacketBuffer
+	const bulk, pings = 8, fastShare + 4
+	for i := range bulk {
+		in = append(in, outPacket(t, byte(i), 1500, header.TCPProtocolNumber, header.TCPFlagAck, 0))
+	}
+	for i := range pings {
+		in = append(in, outPacket(t, byte(bulk+i), 84, header.ICMPv4ProtocolNumber, 0, 0))
+	}
+	got := drainOrder(t, in)
+	var want []byte
+	for i := range fastShare {
+		want = append(want, byte(bulk+i))
+	}
+	for i := range bulk {
+		want = append(want, byte(i))
+	}
+	for i := fastShare; i < pings; i++ {
+		want = append(want, byte(bulk+i))
+	}
+	if string(got) != string(want) {
+		t.Errorf("packets out in the order %v, want %v: %d pings, the bulk, then the other pings", got, want, fastShare)
 	}
 }
