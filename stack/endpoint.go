@@ -215,11 +215,7 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 				fast++
 			}
 			var more bool
-			if fast < fastShare {
-				q, bulk, more = e.next()
-			} else {
-				q, bulk, more = e.nextBulkFirst()
-			}
+			q, bulk, more = e.next(fast >= fastShare)
 			if !more {
 				break
 			}
@@ -228,32 +224,22 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 	return n, nil
 }
 
-// next takes a queued packet without waiting, the fast lane's first;
-// bulk says which lane it came from, ok whether there was one.
-func (e *endpoint) next() (q queued, bulk, ok bool) {
+// next takes a queued packet without waiting, from the fast lane first
+// unless bulkFirst (once a batch had its share of the lane); bulk says
+// which lane it came from, ok whether there was one.
+func (e *endpoint) next(bulkFirst bool) (q queued, bulk, ok bool) {
+	first, second := e.fast, e.out
+	if bulkFirst {
+		first, second = second, first
+	}
 	select {
-	case q = <-e.fast:
-		return q, false, true
+	case q = <-first:
+		return q, bulkFirst, true
 	default:
 	}
 	select {
-	case q = <-e.out:
-		return q, true, true
-	default:
-		return q, false, false
-	}
-}
-
-// nextBulkFirst is next once a batch had its share of the fast lane.
-func (e *endpoint) nextBulkFirst() (q queued, bulk, ok bool) {
-	select {
-	case q = <-e.out:
-		return q, true, true
-	default:
-	}
-	select {
-	case q = <-e.fast:
-		return q, false, true
+	case q = <-second:
+		return q, !bulkFirst, true
 	default:
 		return q, false, false
 	}
