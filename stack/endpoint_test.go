@@ -127,3 +127,47 @@ func TestEndpointFastLaneShare(t *testing.T) {
 		t.Errorf("packets out in the order %v, want %v: %d pings, the bulk, then the other pings", got, want, fastShare)
 	}
 }
+
+// One Read of the queue ends at maxBatchBytes, so that a ping queued
+// just after it waits for a quarter MiB, not for 128 of the stack's 64 KiB
+// segments; the rest stays queued for the next Read, in order.
+func TestEndpointBatchBytes(t *testing.T) {
+	var stats Stats
+	e := newEndpoint(65535, 0, &stats)
+	defer e.Close()
+	const size, count = 60000, 8
+	var in []*stack.PacketBuffer
+	for i := range count {
+		p := outPacket(t, byte(i), size, header.TCPProtocolNumber, header.TCPFlagAck, 0)
+		in = append(in, p)
+		var l stack.PacketBufferList
+		l.PushBack(p)
+		if n, err := e.WritePackets(l); n != 1 || err != nil {
+			t.Fatalf("WritePackets packet %d = %d, %v", i, n, err)
+		}
+	}
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, relay.Headroom+size)
+	}
+	sizes := make([]int, batchSize)
+	want := (maxBatchBytes + size - 1) / size // the first Read stops once it holds maxBatchBytes
+	var got []byte
+	for _, w := range []int{want, count - want} {
+		n, err := e.readBatch(bufs, sizes, relay.Headroom)
+		if err != nil || n != w {
+			t.Fatalf("readBatch = %d, %v; want %d packets of %d bytes (at most %d bytes a Read)", n, err, w, size, maxBatchBytes)
+		}
+		for i := range n {
+			got = append(got, bufs[i][relay.Headroom+sizes[i]-1])
+		}
+	}
+	for i := range count {
+		if got[i] != byte(i) {
+			t.Fatalf("packets out in the order %v, want them in order", got)
+		}
+	}
+	for _, p := range in {
+		p.DecRef()
+	}
+}
