@@ -39,6 +39,28 @@ func outPacket(t *testing.T, id byte, size int, proto tcpip.TransportProtocolNum
 	return p
 }
 
+// queueEach hands e the packets one WritePackets call each, as gVisor
+// does for packets of different flows.
+func queueEach(t *testing.T, e *endpoint, in []*stack.PacketBuffer) {
+	t.Helper()
+	for i, p := range in {
+		var l stack.PacketBufferList
+		l.PushBack(p)
+		if n, err := e.WritePackets(l); n != 1 || err != nil {
+			t.Fatalf("WritePackets packet %d = %d, %v", i, n, err)
+		}
+	}
+}
+
+// readBufs are a Pump's buffers for packets of up to size bytes.
+func readBufs(size int) ([][]byte, []int) {
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, relay.Headroom+size)
+	}
+	return bufs, make([]int, batchSize)
+}
+
 // drainOrder queues in through WritePackets, reads one batch and returns
 // the ids in the order they came out; every packet must have given its
 // reference back and the queue must count nothing.
@@ -47,18 +69,8 @@ func drainOrder(t *testing.T, in []*stack.PacketBuffer) []byte {
 	var stats Stats
 	e := newEndpoint(1500, 0, &stats)
 	defer e.Close()
-	for i, p := range in {
-		var l stack.PacketBufferList
-		l.PushBack(p)
-		if n, err := e.WritePackets(l); n != 1 || err != nil {
-			t.Fatalf("WritePackets packet %d = %d, %v", i, n, err)
-		}
-	}
-	bufs := make([][]byte, batchSize)
-	for i := range bufs {
-		bufs[i] = make([]byte, relay.Headroom+1500)
-	}
-	sizes := make([]int, batchSize)
+	queueEach(t, e, in)
+	bufs, sizes := readBufs(1500)
 	n, err := e.readBatch(bufs, sizes, relay.Headroom)
 	if err != nil || n != len(in) {
 		t.Fatalf("readBatch = %d, %v; want %d", n, err, len(in))
@@ -138,19 +150,10 @@ func TestEndpointBatchBytes(t *testing.T) {
 	const size, count = 60000, 8
 	var in []*stack.PacketBuffer
 	for i := range count {
-		p := outPacket(t, byte(i), size, header.TCPProtocolNumber, header.TCPFlagAck, 0)
-		in = append(in, p)
-		var l stack.PacketBufferList
-		l.PushBack(p)
-		if n, err := e.WritePackets(l); n != 1 || err != nil {
-			t.Fatalf("WritePackets packet %d = %d, %v", i, n, err)
-		}
+		in = append(in, outPacket(t, byte(i), size, header.TCPProtocolNumber, header.TCPFlagAck, 0))
 	}
-	bufs := make([][]byte, batchSize)
-	for i := range bufs {
-		bufs[i] = make([]byte, relay.Headroom+size)
-	}
-	sizes := make([]int, batchSize)
+	queueEach(t, e, in)
+	bufs, sizes := readBufs(size)
 	want := (maxBatchBytes + size - 1) / size // the first Read stops once it holds maxBatchBytes
 	var got []byte
 	for _, w := range []int{want, count - want} {
