@@ -30,9 +30,10 @@ const maxQueueBytes = 16 << 20
 // download, which CoDel holds to a few milliseconds at best (a TCP segment
 // in the stack can be 64 KiB), a ping through the rootless gateway took
 // 8.6 ms at the median and 17.9 at the 99th percentile on the LAN between
-// two sshvpn endpoints, 6.1 and 13.8 in the lane (the rest waits in the
-// SSH channel's window), and 2.1 and 6.5 behind a stock client, 1.4 and
-// 4.9 in the lane (bench, lan, 3 rounds, same throughput).
+// two sshvpn endpoints, 6.1 and 13.8 in the lane (most of the rest waited
+// behind the batch already taken: maxBatchBytes), and 2.1 and 6.5 behind
+// a stock client, 1.4 and 4.9 in the lane (bench, lan, 3 rounds, same
+// throughput).
 //
 // Small packets of a flow that also sends large ones stay in line: a TCP
 // bulk flow ends every chunk it reads from its host socket with a short
