@@ -101,6 +101,10 @@ type endpoint struct {
 	out   chan queued
 	fast  chan queued // small packets, read first
 	codel codel       // the reader's drop state
+	// tailDropOnly turns codel off, for a test that needs every slow
+	// start to overflow the queue whatever the host's speed: codel's
+	// single early drops end a slow start first on a slow host.
+	tailDropOnly bool
 	// pathRTT is the SSH path's round trip (SetPathRTT), which sizes
 	// codel; 0 until it is measured.
 	pathRTT atomic.Int64
@@ -209,7 +213,7 @@ func (e *endpoint) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 			size := p.Size()
 			backlog := e.queued.Add(-int64(size))
 			switch {
-			case bulk && e.codel.drop(t-q.at, t, backlog, mtu):
+			case bulk && !e.tailDropOnly && e.codel.drop(t-q.at, t, backlog, mtu):
 				e.stats.DropsQueueDelay.Add(1)
 			case size > len(bufs[n])-offset:
 				e.stats.DropsTooBig.Add(1)
