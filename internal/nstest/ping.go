@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pingArgs builds the ping command for addr, adding -6 for IPv6 literals.
@@ -31,4 +32,32 @@ func Ping(t testing.TB, from *NS, addr string, count int) {
 func CanPing(from *NS, addr string) bool {
 	_, err := from.run(pingArgs(addr, 1, "1")...)
 	return err == nil
+}
+
+// PingRTTs sends count echo requests from inside from to addr, interval
+// apart (root may go below ping's 200 ms), and returns the round trip of
+// every reply. It fails the test when ping fails or a reply cannot be read.
+func PingRTTs(t testing.TB, from *NS, addr string, count int, interval time.Duration) []time.Duration {
+	t.Helper()
+	args := []string{"ping", "-n", "-c", strconv.Itoa(count), "-W", "2", "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64)}
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() && !a.Is4In6() {
+		args = append(args, "-6")
+	}
+	out, err := from.run(append(args, addr)...)
+	if err != nil {
+		t.Fatalf("in %s: ping %s: %v\n%s", from.Name, addr, err, strings.TrimSpace(out))
+	}
+	var rtts []time.Duration
+	for line := range strings.Lines(out) {
+		_, after, ok := strings.Cut(line, " time=")
+		if !ok {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(after), " ms"), 64)
+		if err != nil {
+			t.Fatalf("in %s: ping %s: cannot read %q: %v", from.Name, addr, line, err)
+		}
+		rtts = append(rtts, time.Duration(ms*float64(time.Millisecond)))
+	}
+	return rtts
 }

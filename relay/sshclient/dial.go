@@ -110,6 +110,9 @@ func (d *Dialer) dial(ctx context.Context, cfg *Config, depth int) (*ssh.Client,
 		}
 		return nil, err
 	}
+	if sshchan.PeerOf(client.ServerVersion()) == sshchan.SSHVPN {
+		noQuickAck(conn)
+	}
 	if via != nil {
 		// The hop lives exactly as long as the connection it carries.
 		go func() {
@@ -133,7 +136,7 @@ func (d *Dialer) connect(ctx context.Context, cfg *Config, depth int) (net.Conn,
 		if err != nil {
 			return nil, nil, connectError(cfg, err)
 		}
-		return conn, nil, nil
+		return quickAck(conn), nil, nil
 	}
 	hopCfg, err := d.resolveHop(cfg, hops)
 	if err != nil {

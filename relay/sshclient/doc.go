@@ -14,6 +14,8 @@
 //   - dial.go: Dialer, the handshake and ProxyJump connection setup.
 //   - names.go: the TCP connect, with the last addresses of a name kept
 //     for when its name servers are behind a tunnel that is down.
+//   - quickack_linux.go: quick ACKs toward a stock sshd, whose Nagle
+//     otherwise holds its replies for our delayed ACK.
 //   - dialerror.go: ConnectTimeout over the whole handshake, and failures
 //     in ssh's words.
 //   - auth.go: ssh-agent and identity files, with lazy passphrase prompts.
