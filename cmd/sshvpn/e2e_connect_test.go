@@ -57,6 +57,20 @@ func (tp *topo) routeBack(t *testing.T) {
 	tp.lan.AddRoute(t, tunGW.Masked(), lanGW.Addr())
 }
 
+// connectToStockSSHD starts a stock sshd on the gateway that routes back
+// for the tunnel network, and sshvpn connect into it with a --route to the
+// LAN, and waits for the tunnel.
+func (tp *topo) connectToStockSSHD(t *testing.T, o nstest.OpenSSH) (*nstest.Proc, *nstest.SSHD) {
+	t.Helper()
+	priv, pub := tp.key(t, o, "client")
+	sshd := tp.stockServer(t, o, pub, "tun")
+	tp.routeBack(t)
+	c := tp.client.Start(t, connectArgs(priv, sshd.KnownHosts, "-w", "any:0",
+		"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
+	waitUp(t, c, 1)
+	return c, sshd
+}
+
 // waitUp waits until sshvpn connect says its tunnel is up.
 func waitUp(t *testing.T, p *nstest.Proc, n int) {
 	t.Helper()
@@ -74,12 +88,7 @@ func TestConnectPointToPoint(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		t.Run("sshd", func(t *testing.T) {
 			tp := newTopo(t)
-			priv, pub := tp.key(t, o, "client")
-			sshd := tp.stockServer(t, o, pub, "tun")
-			tp.routeBack(t)
-			c := tp.client.Start(t, connectArgs(priv, sshd.KnownHosts, "-w", "any:0",
-				"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
-			waitUp(t, c, 1)
+			tp.connectToStockSSHD(t, o)
 			nstest.Ping(t, tp.client, tunGW.Addr().String(), 2)
 			nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
 			r := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 50<<20, true)
@@ -148,12 +157,7 @@ func sshdSessions(t *testing.T, ns *nstest.NS, listener int) []int {
 func TestConnectReconnects(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		tp := newTopo(t)
-		priv, pub := tp.key(t, o, "client")
-		sshd := tp.stockServer(t, o, pub, "tun")
-		tp.routeBack(t)
-		c := tp.client.Start(t, connectArgs(priv, sshd.KnownHosts, "-w", "any:0",
-			"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
-		waitUp(t, c, 1)
+		c, sshd := tp.connectToStockSSHD(t, o)
 		index := tp.client.Run(t, "ip", "-o", "link", "show", "tun0")[:3]
 		sessions := sshdSessions(t, tp.gw, sshd.PID())
 		if len(sessions) == 0 {

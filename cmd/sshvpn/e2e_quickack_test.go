@@ -20,12 +20,7 @@ import (
 func TestConnectStockSSHDNeedsNoNagleWait(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		tp := newTopo(t)
-		priv, pub := tp.key(t, o, "client")
-		sshd := tp.stockServer(t, o, pub, "tun")
-		tp.routeBack(t)
-		c := tp.client.Start(t, connectArgs(priv, sshd.KnownHosts, "-w", "any:0",
-			"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
-		waitUp(t, c, 1)
+		tp.connectToStockSSHD(t, o)
 		nstest.Ping(t, tp.client, lanHost.Addr().String(), 1)
 		rtts := nstest.PingRTTs(t, tp.client, lanHost.Addr().String(), 100, 10*time.Millisecond)
 		if len(rtts) < 50 {

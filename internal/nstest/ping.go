@@ -8,9 +8,13 @@ import (
 	"time"
 )
 
-// pingArgs builds the ping command for addr, adding -6 for IPv6 literals.
-func pingArgs(addr string, count int, wait string) []string {
-	args := []string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", wait, "-i", "0.2"}
+// pingArgs builds the ping command for addr, adding -6 for IPv6 literals;
+// quiet prints only the summary.
+func pingArgs(addr string, count int, wait, interval string, quiet bool) []string {
+	args := []string{"ping", "-n", "-c", strconv.Itoa(count), "-W", wait, "-i", interval}
+	if quiet {
+		args = append(args, "-q")
+	}
 	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() && !a.Is4In6() {
 		args = append(args, "-6")
 	}
@@ -22,7 +26,7 @@ func pingArgs(addr string, count int, wait string) []string {
 // answered. Partial loss passes: this proves reachability, not quality.
 func Ping(t testing.TB, from *NS, addr string, count int) {
 	t.Helper()
-	if out, err := from.run(pingArgs(addr, count, "2")...); err != nil {
+	if out, err := from.run(pingArgs(addr, count, "2", "0.2", true)...); err != nil {
 		t.Fatalf("in %s: ping %s: %v\n%s", from.Name, addr, err, strings.TrimSpace(out))
 	}
 }
@@ -30,7 +34,7 @@ func Ping(t testing.TB, from *NS, addr string, count int) {
 // CanPing reports whether a single echo request from inside from to addr is
 // answered within one second.
 func CanPing(from *NS, addr string) bool {
-	_, err := from.run(pingArgs(addr, 1, "1")...)
+	_, err := from.run(pingArgs(addr, 1, "1", "0.2", true)...)
 	return err == nil
 }
 
@@ -39,11 +43,7 @@ func CanPing(from *NS, addr string) bool {
 // every reply. It fails the test when ping fails or a reply cannot be read.
 func PingRTTs(t testing.TB, from *NS, addr string, count int, interval time.Duration) []time.Duration {
 	t.Helper()
-	args := []string{"ping", "-n", "-c", strconv.Itoa(count), "-W", "2", "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64)}
-	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() && !a.Is4In6() {
-		args = append(args, "-6")
-	}
-	out, err := from.run(append(args, addr)...)
+	out, err := from.run(pingArgs(addr, count, "2", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), false)...)
 	if err != nil {
 		t.Fatalf("in %s: ping %s: %v\n%s", from.Name, addr, err, strings.TrimSpace(out))
 	}

@@ -15,11 +15,12 @@ import (
 // 16 ms at the median in some runs and at most 16.4 ms in every run (bench,
 // sshvpn→sshd, lan; 0.4 ms otherwise). Asking the kernel for a quick ACK
 // after every read of the connection lets sshd's Nagle go at once: 0.5 ms
-// at the median and at most 1.1 in each of seven runs, against 16.2 and
-// 16.4 in four without, interleaved; the loaded p99 fell from 19-23 ms to
+// at the median and at most 1.1 in each of seven runs, against 16.1-16.3
+// at the median in five of seven without and 16.3-16.4 at most in all
+// seven, interleaved; the loaded p99 fell from 19-23 ms to
 // 12-17 in three of four pairs, the throughput within the rounds' spread. TCP_QUICKACK is not
-// sticky, so it is set again after each read: one setsockopt per 64 KiB
-// read (BufferReads) at most. An sshvpn peer sets TCP_NODELAY, as every Go
+// sticky, so it is set again after each read: one setsockopt per read of
+// the connection, which BufferReads makes reads of up to 64 KiB. An sshvpn peer sets TCP_NODELAY, as every Go
 // program does, and is read without it.
 
 // quickAckConn is a TCP connection that acknowledges what it reads at once.
