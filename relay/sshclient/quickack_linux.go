@@ -17,11 +17,15 @@ import (
 // after every read of the connection lets sshd's Nagle go at once: 0.5 ms
 // at the median and at most 1.1 in each of seven runs, against 16.1-16.3
 // at the median in five of seven without and 16.3-16.4 at most in all
-// seven, interleaved; the loaded p99 fell from 19-23 ms to
-// 12-17 in three of four pairs, the throughput within the rounds' spread. TCP_QUICKACK is not
-// sticky, so it is set again after each read: one setsockopt per read of
-// the connection, which BufferReads makes reads of up to 64 KiB. An sshvpn peer sets TCP_NODELAY, as every Go
-// program does, and is read without it.
+// seven, interleaved; the loaded p99 fell from 19-23 ms to 12-17 in three
+// of four pairs. Throughput stayed within the spread but for upload ×4,
+// which fell below 700 Mbit/s in 2 of 12 runs with quick ACKs (431, 689)
+// and in none of 12 without (874 at least): not explained yet.
+//
+// TCP_QUICKACK is not sticky, so it is set again after each read: one
+// setsockopt per read of the connection, which BufferReads makes reads of
+// up to 64 KiB. An sshvpn peer sets TCP_NODELAY, as every Go program does,
+// and is read without it.
 
 // quickAckConn is a TCP connection that acknowledges what it reads at once.
 type quickAckConn struct {
