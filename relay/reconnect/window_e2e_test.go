@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,7 +91,16 @@ func delayProxy(t *testing.T, target string, d time.Duration) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -102,7 +112,9 @@ func delayProxy(t *testing.T, target string, d time.Duration) string {
 				c.Close()
 				continue
 			}
-			t.Cleanup(func() { c.Close(); s.Close() })
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
 			go delayCopy(s, c, d)
 			go delayCopy(c, s, d)
 		}
