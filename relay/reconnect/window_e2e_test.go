@@ -2,9 +2,9 @@ package reconnect_test
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -56,16 +56,11 @@ func TestClientWidensItsWindowToThePath(t *testing.T) {
 			t.Fatal("no tunnel")
 		}
 	}
-	const size = 1400
-	pkt := make([]byte, size)
-	pkt[0] = 0x45
-	binary.BigEndian.PutUint16(pkt[2:], size)
-	pkt[8], pkt[9] = 64, 17
-	copy(pkt[12:], []byte{198, 18, 2, 1, 198, 18, 3, 2})
+	pkt := relaytest.IPv4(strings.Repeat("x", 1380))
 	var sent atomic.Int64
 	go func() {
 		for dev.Inject(pkt) == nil {
-			sent.Add(size)
+			sent.Add(int64(len(pkt)))
 		}
 	}()
 

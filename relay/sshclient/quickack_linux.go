@@ -19,8 +19,12 @@ import (
 // at the median in five of seven without and 16.3-16.4 at most in all
 // seven, interleaved; the loaded p99 fell from 19-23 ms to 12-17 in three
 // of four pairs. Throughput stayed within the spread but for upload ×4,
-// which fell below 700 Mbit/s in 2 of 12 runs with quick ACKs (431, 689)
-// and in none of 12 without (874 at least): not explained yet.
+// which dips in some runs with quick ACKs (431-838 Mbit/s in 4 of 20) and
+// in none of 20 without (874 at least). What they cost in upload is
+// smaller segments from sshd (190 bytes of data against 245, at the same
+// ~40 k/s: its Nagle coalesces less); skipping them while we upload did
+// not remove the dips, and slow stretches of 400-580 Mbit/s showed up
+// without quick ACKs too.
 //
 // TCP_QUICKACK is not sticky, so it is set again after each read: one
 // setsockopt per read of the connection, which BufferReads makes reads of
