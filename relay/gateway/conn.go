@@ -33,40 +33,43 @@ type connState struct {
 	openOnce sync.Once
 }
 
+// serve handles the connection's channel opens until the connection ends.
+// Everything the connection opened goes with it, as with sshd: its
+// context is cancelled when the client leaves, which ends its tunnels,
+// its forwards (whatever their targets do) and dials still in flight.
 func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cs.opened = make(chan struct{})
 	for nc := range chans {
 		switch t := nc.ChannelType(); t {
 		case "direct-tcpip":
-			if !cs.takeForward() {
-				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many forwarded connections: this gateway allows %d per connection", cs.srv.limits.MaxForwardsPerConn))
+			if why := cs.takeForward(); why != "" {
+				nc.Reject(ssh.ResourceShortage, "too many forwarded connections: "+why)
 				continue
 			}
-			cs.wg.Add(1)
-			go func() {
-				defer cs.wg.Done()
+			cs.wg.Go(func() {
 				defer cs.giveForward()
 				cs.forward(ctx, nc)
-			}()
+			})
 		case wire.ChannelType, wire.StreamChannelType, "session":
 			if !cs.take() {
 				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.limits.MaxChannelsPerConn))
 				continue
 			}
-			cs.wg.Add(1)
-			go func() {
-				defer cs.wg.Done()
+			cs.wg.Go(func() {
 				defer cs.give()
 				if t != "session" {
 					cs.tunnel(ctx, nc)
 				} else {
 					cs.session(nc)
 				}
-			}()
+			})
 		default:
 			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w), a status session and, on the netstack backend, ssh -L and -D", truncate(t, 64)))
 		}
 	}
+	cancel()
 	cs.wg.Wait()
 }
 
@@ -92,13 +95,11 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 		nc.Reject(ssh.Prohibited, err.Error())
 		return
 	}
-	if !cs.srv.takeKeyTunnel(cs.login.key) {
-		err := fmt.Errorf("tunnel refused: key %s already holds %d tunnels, the most this gateway allows one key", cs.login.key, cs.srv.limits.MaxTunnelsPerKey)
-		cs.log.Warn("tunnel refused", "why", err)
-		nc.Reject(ssh.ResourceShortage, err.Error())
+	if !cs.srv.takeKey(cs.login.key, keyTunnels) {
+		nc.Reject(ssh.ResourceShortage, "tunnel refused: "+cs.srv.keyRefusal(cs.log, cs.login.key, keyTunnels))
 		return
 	}
-	defer cs.srv.giveKeyTunnel(cs.login.key)
+	defer cs.srv.giveKey(cs.login.key, keyTunnels)
 	treq := cs.request()
 	treq.Mode, treq.Unit, treq.Framed, treq.GSO = req.Mode, unit, framed, req.GSO
 	t, err := cs.srv.cfg.Backend.Open(ctx, treq)
@@ -183,6 +184,7 @@ func (cs *connState) take() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.channels >= cs.srv.limits.MaxChannelsPerConn {
+		cs.srv.refused.ChannelsPerConn.Add(1)
 		return false
 	}
 	cs.channels++
@@ -195,17 +197,28 @@ func (cs *connState) give() {
 	cs.mu.Unlock()
 }
 
-func (cs *connState) takeForward() bool {
+// takeForward counts one more forwarded connection, unless the
+// connection or its key holds the most it may; then it says why.
+func (cs *connState) takeForward() string {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.forwards >= cs.srv.limits.MaxForwardsPerConn {
-		return false
+		cs.srv.refused.ForwardsPerConn.Add(1)
+		why := fmt.Sprintf("this gateway allows %d per connection", cs.srv.limits.MaxForwardsPerConn)
+		if n, ok := cs.srv.refuse.Allow("forwards per connection"); ok {
+			cs.log.Warn("refused: a per-connection limit", "why", why, "refused_since_last", n)
+		}
+		return why
+	}
+	if !cs.srv.takeKey(cs.login.key, keyForwards) {
+		return cs.srv.keyRefusal(cs.log, cs.login.key, keyForwards)
 	}
 	cs.forwards++
-	return true
+	return ""
 }
 
 func (cs *connState) giveForward() {
+	cs.srv.giveKey(cs.login.key, keyForwards)
 	cs.mu.Lock()
 	cs.forwards--
 	cs.mu.Unlock()

@@ -64,9 +64,8 @@ func (cs *connState) forward(ctx context.Context, nc ssh.NewChannel) {
 		conn.Close()
 		return
 	}
-	go ssh.DiscardRequests(reqs)
 	cs.log.Debug("port forwarding", "to", target, "from", net.JoinHostPort(req.OriginHost, strconv.Itoa(int(req.OriginPort))))
-	splice(ctx, ch, conn)
+	splice(ctx, ch, reqs, conn)
 }
 
 // request is who this connection's client is, for the backend.
@@ -80,20 +79,27 @@ func (cs *connState) request() relay.TunnelRequest {
 
 // splice copies between an SSH channel and a connection until both
 // directions end, passing each end on as a half-close, and closes both.
-// The gateway's shutdown (ctx) ends it at once.
-func splice(ctx context.Context, ch ssh.Channel, conn net.Conn) {
+// It also ends, at once, when the channel is gone (the client closed it,
+// or the connection died: x/crypto then closes reqs), as sshd closes the
+// socket of a closed channel: a target that never closes must not keep its
+// socket and two goroutines for good. ctx ends it too.
+func splice(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, conn net.Conn) {
 	stop := context.AfterFunc(ctx, func() {
 		ch.Close()
 		conn.Close()
 	})
 	defer stop()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	gone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		ssh.DiscardRequests(reqs)
+		conn.Close()
+		close(gone)
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		io.Copy(conn, ch)
 		closeWrite(conn)
-	}()
+	})
 	_, err := io.Copy(ch, conn)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		// A reset from the target ends the client's side too, rather than
@@ -106,6 +112,9 @@ func splice(ctx context.Context, ch ssh.Channel, conn net.Conn) {
 	wg.Wait()
 	ch.Close()
 	conn.Close()
+	// Until the peer answers our CLOSE (or the connection ends), the
+	// channel still counts against the connection's forwards, as in sshd.
+	<-gone
 }
 
 func closeWrite(c net.Conn) {

@@ -1,71 +1,89 @@
 package gateway
 
 import (
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
 // Limits bound what clients may hold, so that one of them, authenticated
-// or not, cannot lock out the others. The zero value of a field means its
-// default.
+// or not, cannot lock out the others. A zero field takes its value from
+// DefaultLimits.
 type Limits struct {
 	// MaxStartups bounds unauthenticated connections from everyone, as
-	// sshd's MaxStartups does (default 64).
+	// sshd's MaxStartups does.
 	MaxStartups int
 	// PerSourceMaxStartups bounds them from one source address (an IPv6
-	// /64), as sshd's PerSourceMaxStartups (default 8): 64 idle connections
-	// from one host then cannot block everyone else's logins.
+	// /64), as sshd's PerSourceMaxStartups: 64 idle connections from one
+	// host then cannot block everyone else's logins.
 	PerSourceMaxStartups int
-	// LoginGraceTime is how long a connection may stay unauthenticated
-	// (default 30 s), sshd's LoginGraceTime.
+	// LoginGraceTime is how long a connection may stay unauthenticated,
+	// sshd's LoginGraceTime.
 	LoginGraceTime time.Duration
 	// GracePenalty is how long a source whose connection used up the
 	// whole LoginGraceTime is refused new connections, in the spirit of
-	// sshd's PerSourcePenalties grace-exceeded (default 10 s); repeated
-	// offences add up, to at most 10 minutes. Failed logins are not
-	// penalised: they end at once and cost the source nothing held.
+	// sshd's PerSourcePenalties grace-exceeded; repeated offences add up,
+	// to at most 10 minutes. Failed logins are not penalised: they end at
+	// once and cost the source nothing held.
 	GracePenalty time.Duration
+	// MaxConnsPerKey bounds the connections one key holds at once. sshd
+	// has no such bound, but its logins cost a process each; here every
+	// connection is a handful of goroutines and up to MaxForwardsPerConn
+	// host sockets, and one key must not hold them all.
+	MaxConnsPerKey int
 	// MaxChannelsPerConn bounds tunnels and sessions one connection holds
-	// at once, as sshd's MaxSessions (default 10).
+	// at once, as sshd's MaxSessions.
 	MaxChannelsPerConn int
 	// MaxTunnelsPerKey bounds the tunnels one key holds at once over all
-	// its connections (default 8): each tunnel is a device and an address.
+	// its connections: each tunnel is a device and an address.
 	MaxTunnelsPerKey int
 	// MaxForwardsPerConn bounds the direct-tcpip channels (ssh -L, ssh -D)
-	// one connection holds at once (default 256): a browser behind -D
-	// opens dozens, each a host socket.
+	// one connection holds at once: a browser behind -D opens dozens, each
+	// a host socket.
 	MaxForwardsPerConn int
+	// MaxForwardsPerKey bounds them over all the key's connections.
+	MaxForwardsPerKey int
 }
 
-// Defaults, documented in the README.
-const (
-	defaultMaxStartups          = 64
-	defaultPerSourceMaxStartups = 8
-	defaultLoginGraceTime       = 30 * time.Second
-	defaultGracePenalty         = 10 * time.Second
-	defaultMaxChannelsPerConn   = 10
-	defaultMaxTunnelsPerKey     = 8
-	defaultMaxForwardsPerConn   = 256
-	maxPenalty                  = 10 * time.Minute
-)
+// DefaultLimits are the limits of a gateway that sets none, and the
+// defaults of sshvpn serve's flags.
+var DefaultLimits = Limits{
+	MaxStartups:          64,
+	PerSourceMaxStartups: 8,
+	LoginGraceTime:       30 * time.Second,
+	GracePenalty:         10 * time.Second,
+	MaxConnsPerKey:       16,
+	MaxChannelsPerConn:   10,
+	MaxTunnelsPerKey:     8,
+	MaxForwardsPerConn:   256,
+	MaxForwardsPerKey:    1024,
+}
+
+// maxPenalty bounds what repeated GracePenalty add up to.
+const maxPenalty = 10 * time.Minute
 
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
 	set := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
-	set(&l.MaxStartups, defaultMaxStartups)
-	set(&l.PerSourceMaxStartups, defaultPerSourceMaxStartups)
-	set(&l.MaxChannelsPerConn, defaultMaxChannelsPerConn)
-	set(&l.MaxTunnelsPerKey, defaultMaxTunnelsPerKey)
-	set(&l.MaxForwardsPerConn, defaultMaxForwardsPerConn)
+	set(&l.MaxStartups, d.MaxStartups)
+	set(&l.PerSourceMaxStartups, d.PerSourceMaxStartups)
+	set(&l.MaxConnsPerKey, d.MaxConnsPerKey)
+	set(&l.MaxChannelsPerConn, d.MaxChannelsPerConn)
+	set(&l.MaxTunnelsPerKey, d.MaxTunnelsPerKey)
+	set(&l.MaxForwardsPerConn, d.MaxForwardsPerConn)
+	set(&l.MaxForwardsPerKey, d.MaxForwardsPerKey)
 	if l.LoginGraceTime <= 0 {
-		l.LoginGraceTime = defaultLoginGraceTime
+		l.LoginGraceTime = d.LoginGraceTime
 	}
 	if l.GracePenalty <= 0 {
-		l.GracePenalty = defaultGracePenalty
+		l.GracePenalty = d.GracePenalty
 	}
 	return l
 }
@@ -161,22 +179,75 @@ func (s *Server) handshakeDone(src source, graceExceeded bool) {
 	}
 }
 
-// takeKeyTunnel counts one more tunnel for key unless it holds the most
-// it may; giveKeyTunnel returns it.
-func (s *Server) takeKeyTunnel(key string) bool {
+// keyResource is one kind of thing a key holds, counted over all its
+// connections.
+type keyResource int
+
+const (
+	keyConns keyResource = iota
+	keyTunnels
+	keyForwards
+	keyResources
+)
+
+func (r keyResource) String() string {
+	return [...]string{"connections", "tunnels", "forwarded connections"}[r]
+}
+
+// limit is how many of r one key may hold.
+func (l Limits) perKey(r keyResource) int {
+	return [...]int{l.MaxConnsPerKey, l.MaxTunnelsPerKey, l.MaxForwardsPerKey}[r]
+}
+
+// Refused counts what the limits refused, since the gateway started.
+type Refused struct {
+	ConnsPerKey, TunnelsPerKey, ForwardsPerKey atomic.Uint64
+	ChannelsPerConn, ForwardsPerConn           atomic.Uint64
+}
+
+func (s *Refused) keyRefused(r keyResource) *atomic.Uint64 {
+	return [...]*atomic.Uint64{&s.ConnsPerKey, &s.TunnelsPerKey, &s.ForwardsPerKey}[r]
+}
+
+// keyUse is what one key holds.
+type keyUse [keyResources]int
+
+// takeKey counts one more r for key unless the key holds the most it may;
+// giveKey returns it. A refusal is counted in Stats.
+func (s *Server) takeKey(key string, r keyResource) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.keyTunnels[key] >= s.limits.MaxTunnelsPerKey {
+	u := s.keys[key]
+	if u == nil {
+		u = new(keyUse)
+	}
+	if u[r] >= s.limits.perKey(r) {
+		s.refused.keyRefused(r).Add(1)
 		return false
 	}
-	s.keyTunnels[key]++
+	u[r]++
+	s.keys[key] = u
 	return true
 }
 
-func (s *Server) giveKeyTunnel(key string) {
+func (s *Server) giveKey(key string, r keyResource) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.keyTunnels[key]--; s.keyTunnels[key] <= 0 {
-		delete(s.keyTunnels, key)
+	u := s.keys[key]
+	if u == nil {
+		return
 	}
+	if u[r]--; *u == (keyUse{}) {
+		delete(s.keys, key)
+	}
+}
+
+// keyRefusal says why a key was refused one more r, and logs it, a line
+// per kind every few seconds however fast a client asks.
+func (s *Server) keyRefusal(log *slog.Logger, key string, r keyResource) string {
+	why := fmt.Sprintf("key %s already holds %d %s, the most this gateway allows one key", key, s.limits.perKey(r), r)
+	if n, ok := s.refuse.Allow("per-key " + r.String()); ok {
+		log.Warn("refused: a per-key limit", "why", why, "refused_since_last", n)
+	}
+	return why
 }

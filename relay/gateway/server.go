@@ -80,7 +80,8 @@ type Server struct {
 	conns       map[net.Conn]*connState // nil while handshaking
 	handshaking int
 	sources     map[source]*sourceState
-	keyTunnels  map[string]int // by key fingerprint
+	keys        map[string]*keyUse // by key fingerprint
+	refused     Refused
 	closing     bool
 }
 
@@ -112,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MTU = 1500
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
-		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keyTunnels: make(map[string]int)}
+		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keys: make(map[string]*keyUse)}
 	s.ssh = &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers, KeyExchanges: keyExchanges()},
 		PublicKeyCallback: s.authenticate,
@@ -257,6 +258,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 		return
 	}
 	log := s.log.With("user", truncate(conn.User(), 64), "remote", conn.RemoteAddr(), "key", l.key)
+	if !s.takeKey(l.key, keyConns) {
+		sshchan.Disconnect(conn, disconnectTooManyConnections, s.keyRefusal(log, l.key, keyConns))
+		return
+	}
+	defer s.giveKey(l.key, keyConns)
 	log.Info("client connected", "version", truncate(string(conn.ClientVersion()), 64))
 	go ssh.DiscardRequests(reqs)
 	alive := s.watch(ctx, conn, log)
@@ -266,6 +272,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	alive()
 	log.Info("client disconnected")
 }
+
+// disconnectTooManyConnections is SSH_DISCONNECT_TOO_MANY_CONNECTIONS
+// (RFC 4253 §11.1): ssh prints it with the reason's text.
+const disconnectTooManyConnections = 12
+
+// Refused counts what the limits refused so far.
+func (s *Server) Refused() *Refused { return &s.refused }
 
 // watch sends the client keepalives until the returned stop is called,
 // which also waits for the watcher to end.

@@ -47,6 +47,9 @@ type Options struct {
 	KeyOptions string               // authorized_keys options for Client
 	Log        io.Writer            // the server's log; nil for the test's output
 	Limits     gateway.Limits
+	// Dial, when set, makes the backend a relay.StreamDialer that carries
+	// direct-tcpip channels (ssh -L, -D, -W) through it.
+	Dial func(ctx context.Context, req relay.StreamRequest) (net.Conn, error)
 }
 
 // NewSigner makes an Ed25519 key.
@@ -87,9 +90,13 @@ func Start(t testing.TB, o Options) *Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var backend relay.Opener = g
+	if o.Dial != nil {
+		backend = streams{g, o.Dial}
+	}
 	srv, err := gateway.New(gateway.Config{
 		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit, MTU: MTU,
-		Backend: g, Log: log, Limits: o.Limits,
+		Backend: backend, Log: log, Limits: o.Limits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +117,17 @@ func Start(t testing.TB, o Options) *Gateway {
 		}
 	})
 	return g
+}
+
+// streams is the backend when Options.Dial is set.
+type streams struct {
+	*Gateway
+	dial func(ctx context.Context, req relay.StreamRequest) (net.Conn, error)
+}
+
+// DialStream implements relay.StreamDialer.
+func (s streams) DialStream(ctx context.Context, req relay.StreamRequest) (net.Conn, error) {
+	return s.dial(ctx, req)
 }
 
 // Open implements relay.Opener with a fake device.
