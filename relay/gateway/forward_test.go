@@ -90,6 +90,10 @@ type recordedConn struct {
 	closed atomic.Bool
 }
 
+// CloseWrite passes a half-close on, as the gateway does for a client's
+// EOF: only Close counts as closed.
+func (c *recordedConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
+
 func (c *recordedConn) Close() error {
 	c.closed.Store(true)
 	return c.Conn.Close()
@@ -214,7 +218,14 @@ func TestConnectionsPerKey(t *testing.T) {
 	g.Dial(t)
 	extra, err := ssh.Dial("tcp", g.Addr, g.ClientConfig(""))
 	if err == nil {
-		err = extra.Wait()
+		waited := make(chan error, 1)
+		go func() { waited <- extra.Wait() }()
+		select {
+		case err = <-waited:
+		case <-time.After(10 * time.Second):
+			extra.Close()
+			t.Fatal("a third connection of the key was kept open past the limit of 2")
+		}
 	}
 	if err == nil || !strings.Contains(err.Error(), "reason 12") || !strings.Contains(err.Error(), "already holds 2 connections") {
 		t.Fatalf("a third connection of the key: %v, want a disconnect (too many connections) naming the limit", err)
