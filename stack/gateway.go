@@ -63,10 +63,10 @@ type Config struct {
 	FramedMTU int
 	// QueueLen is each client's outbound queue (DefaultQueueLen).
 	QueueLen int
-	// Rules are --allow and --deny; HostAddrs the host's own addresses,
-	// denied like loopback (egress.Config).
+	// Rules are --allow and --deny; HostAddrs the host's own addresses as
+	// they change, denied like loopback (egress.Config).
 	Rules     []egress.Rule
-	HostAddrs []netip.Addr
+	HostAddrs *egress.HostSet
 	// PolicyFor, when set, gives one tunnel its policy, from the gateway's
 	// (base) and the request (per-key rules: egress.Policy.ForKey).
 	// Without it, a key's KeyRules are parsed as egress rules (ForKey).

@@ -162,7 +162,7 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	}
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
-		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: hostAddrs(log),
+		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: egress.NewHostSet(hostAddrs(log)...),
 		Limits: c.rootless.limits, Resolver: resolver, Logger: log,
 	})
 	if err != nil {
@@ -181,16 +181,16 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 // hostAddrs are the host's own interface addresses, which the egress
 // policy denies as it denies loopback. Taken at start: an address the host
 // gains later is not denied by this rule (--deny covers it).
-func hostAddrs(log *slog.Logger) []netip.Addr {
+func hostAddrs(log *slog.Logger) []netip.Prefix {
 	as, err := net.InterfaceAddrs()
 	if err != nil {
 		log.Warn("cannot list the host's addresses: only loopback and link-local are denied by default", "err", err)
 		return nil
 	}
-	var out []netip.Addr
+	var out []netip.Prefix
 	for _, a := range as {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && !slices.Contains(out, p.Addr()) {
-			out = append(out, p.Addr())
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -1,7 +1,6 @@
 // Package egress is the rootless gateway's egress policy: which destinations
-// a client's flows may be re-originated to from the gateway host (issue 12,
-// "Must have" 5). The forwarders ask Policy.Decide once per new flow, before
-// they dial.
+// a client's flows may be re-originated to from the gateway host. The
+// forwarders ask Policy.Decide once per new flow, before they dial.
 //
 // # Rules
 //
@@ -48,8 +47,9 @@
 //     services at fd00:ec2::254 (AWS IPv6) and 100.100.100.200 (Alibaba
 //     Cloud), multicast 224.0.0.0/4 and ff00::/8 and broadcast
 //     255.255.255.255 (they would reach the host's LAN), the gateway host's
-//     own addresses, and the tunnels' subnets (clients may not reach one
-//     another);
+//     own addresses as they are at that moment (with their subnets' anycast
+//     and broadcast addresses), and the tunnels' subnets (clients may not
+//     reach one another);
 //  4. allow: the rest is the internet and whatever the host can reach.
 //
 // So --allow 127.0.0.1:8080/tcp opens one loopback service, and
@@ -66,9 +66,20 @@
 // reach an embedded address only through a translator or tunnel interface
 // the operator set up on the host; --deny covers those.
 //
-// The host's own non-loopback addresses are denied by default although the
-// issue names only loopback, link-local and metadata: from the host itself
-// its public or LAN address reaches the same listeners as 127.0.0.1,
-// including services on 0.0.0.0 that a firewall hides from the outside.
-// The gateway passes them in Config.HostAddrs.
+// # The host's own addresses
+//
+// The host's own non-loopback addresses are denied by default: from the
+// host itself its public or LAN address reaches the same listeners as
+// 127.0.0.1, including services on 0.0.0.0 that a firewall hides from the
+// outside. So are the addresses through which a packet from the host
+// reaches its own listeners or its whole link: the subnet-router anycast
+// address of each on-link IPv6 prefix, and the broadcast and network
+// addresses of each IPv4 subnet (HostSet.Set says which).
+//
+// The host gains and loses addresses while the gateway runs (DHCP, IPv6
+// privacy addresses, a new interface, an address on lo). The gateway
+// follows them into a HostSet (Config.HostAddrs) that every Policy reads at
+// each decision: an address the host gains is denied from then on, and one
+// it loses is not, since it may be another host's by then (a lease handed
+// on, a failover address moved); --deny keeps an address denied for good.
 package egress

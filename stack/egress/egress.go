@@ -17,18 +17,22 @@ type Config struct {
 	// Subnets, which clients may reach. The stack serves them itself and
 	// never dials them on the host's network.
 	GatewayAddrs []netip.Addr
-	// HostAddrs are the gateway host's own addresses (its interfaces'). A
-	// connection from the host to its own public or LAN address reaches the
-	// same listeners as loopback, including services bound to 0.0.0.0 that
-	// a firewall hides from the outside, so they are denied like loopback.
-	HostAddrs []netip.Addr
+	// HostAddrs are the gateway host's own addresses (its interfaces'), as
+	// they change. A connection from the host to its own public or LAN
+	// address reaches the same listeners as loopback, including services
+	// bound to 0.0.0.0 that a firewall hides from the outside, so they are
+	// denied like loopback. nil denies none.
+	HostAddrs *HostSet
 }
 
-// Policy decides whether a client may open a flow to a destination. It is
-// immutable, so one Policy serves every flow of every client at once.
+// Policy decides whether a client may open a flow to a destination. Its
+// rules are immutable, and the host's addresses are read afresh at each
+// decision, so one Policy serves every flow of every client at once.
 type Policy struct {
-	key  []entry // per-key rules, checked first
-	base []entry // the operator's rules, then the built-ins
+	key  []entry  // per-key rules, checked first
+	base []entry  // the operator's rules, the gateway's addresses, the built-ins
+	host *HostSet // then the host's own addresses
+	tail []entry  // then the tunnels' subnets
 }
 
 // entry is a rule with the text Decide returns for it, built once so that
@@ -86,17 +90,15 @@ func New(cfg Config) *Policy {
 	for _, b := range builtins {
 		base = append(base, hostDeny(netip.MustParsePrefix(b.prefix), b.what))
 	}
-	for _, a := range cfg.HostAddrs {
-		base = append(base, hostDeny(hostPrefix(a), "this host's own address"))
-	}
+	var tail []entry
 	for _, s := range cfg.Subnets {
 		s = unmapPrefix(s)
-		base = append(base, entry{
+		tail = append(tail, entry{
 			rule: Rule{Prefix: s},
 			why:  "built-in deny " + s.String() + " (clients may not reach one another)",
 		})
 	}
-	return &Policy{base: base}
+	return &Policy{base: base, host: cfg.HostAddrs, tail: tail}
 }
 
 func flagName(allow bool) string {
@@ -148,7 +150,7 @@ func (p *Policy) ForKey(source string, rules []Rule) *Policy {
 		}
 		key = append(key, entry{rule: r, why: why})
 	}
-	return &Policy{key: key, base: p.base}
+	return &Policy{key: key, base: p.base, host: p.host, tail: p.tail}
 }
 
 // Decide says whether a flow to dst over proto may be opened, and why: the
@@ -167,17 +169,31 @@ func (p *Policy) Decide(dst netip.AddrPort, proto Proto) (allow bool, why string
 	}
 	embedded, viaNAT64 := nat64Embedded(addr)
 	for _, list := range [...][]entry{p.key, p.base} {
-		for i := range list {
-			e := &list[i]
-			if e.rule.matches(addr, dst.Port(), proto) {
-				return e.rule.Allow, e.why
-			}
-			if viaNAT64 && e.nat64 != "" && e.rule.matches(embedded, dst.Port(), proto) {
-				return e.rule.Allow, e.nat64
-			}
+		if e, why := match(list, addr, embedded, viaNAT64, dst.Port(), proto); e != nil {
+			return e.rule.Allow, why
 		}
 	}
+	if why, ok := p.host.deny(addr, embedded, viaNAT64); ok {
+		return false, why
+	}
+	if e, why := match(p.tail, addr, embedded, viaNAT64, dst.Port(), proto); e != nil {
+		return e.rule.Allow, why
+	}
 	return true, defaultWhy
+}
+
+// match finds the first entry of list that covers the flow, and its why.
+func match(list []entry, addr, embedded netip.Addr, viaNAT64 bool, port uint16, proto Proto) (*entry, string) {
+	for i := range list {
+		e := &list[i]
+		if e.rule.matches(addr, port, proto) {
+			return e, e.why
+		}
+		if viaNAT64 && e.nat64 != "" && e.rule.matches(embedded, port, proto) {
+			return e, e.nat64
+		}
+	}
+	return nil, ""
 }
 
 // nat64Embedded gives the IPv4 address inside a 64:ff9b::/96 address.
@@ -190,13 +206,18 @@ func nat64Embedded(a netip.Addr) (netip.Addr, bool) {
 }
 
 // Explain lists the rules in the order Decide checks them, one why each,
-// ending with the default; for logs at start and for --help texts.
+// ending with the default; for logs at start and for --help texts. The
+// host's addresses are those of the moment.
 func (p *Policy) Explain() []string {
 	var out []string
 	for _, list := range [...][]entry{p.key, p.base} {
 		for _, e := range list {
 			out = append(out, e.why)
 		}
+	}
+	out = append(out, p.host.whys()...)
+	for _, e := range p.tail {
+		out = append(out, e.why)
 	}
 	return append(out, defaultWhy)
 }

@@ -27,8 +27,17 @@ func testConfig(t testing.TB, rules ...Rule) Config {
 		Rules:        rules,
 		Subnets:      []netip.Prefix{netip.MustParsePrefix("100.80.0.0/16"), netip.MustParsePrefix("fd7a:5353::/64")},
 		GatewayAddrs: []netip.Addr{netip.MustParseAddr("100.80.0.1"), netip.MustParseAddr("fd7a:5353::1")},
-		HostAddrs:    []netip.Addr{netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("2001:db8:1::5")},
+		HostAddrs:    NewHostSet(testHostAddrs...),
 	}
+}
+
+// testHostAddrs are the host's interface addresses in testConfig: their
+// subnets add 203.0.113.0, 203.0.113.255, 192.168.1.0, 192.168.1.255 and
+// 2001:db8:1:: to the host's own.
+var testHostAddrs = []netip.Prefix{
+	netip.MustParsePrefix("203.0.113.5/24"),
+	netip.MustParsePrefix("192.168.1.10/24"),
+	netip.MustParsePrefix("2001:db8:1::5/64"),
 }
 
 type decideCase struct {
@@ -180,8 +189,14 @@ func TestExplain(t *testing.T) {
 	if got[0] != "k:1: SSHVPN_DENY=any:25/tcp" || got[1] != "--allow 127.0.0.1:80/tcp" || got[len(got)-1] != "default allow" {
 		t.Errorf("Explain = %q", got)
 	}
-	if n := len(got); n != 2+2+len(builtins)+3+2+1 {
+	if n := len(got); n != 2+2+len(builtins)+3+5+2+1 {
 		t.Errorf("Explain has %d lines", n)
+	}
+	// The host's addresses sit between the built-ins and the subnets.
+	host := 2 + 2 + len(builtins)
+	if !strings.Contains(got[host-1], "ff00::/8") || !strings.Contains(got[host], "this host's") ||
+		!strings.Contains(got[host+7], "this host's") || !strings.Contains(got[host+8], "clients may not reach one another") {
+		t.Errorf("Explain order = %q", got)
 	}
 }
 
@@ -195,6 +210,10 @@ func TestDecideAllocs(t *testing.T) {
 		netip.MustParseAddrPort("[fe80::1%eth0]:22"),
 		netip.MustParseAddrPort("[64:ff9b::a9fe:a9fe]:80"),
 		netip.MustParseAddrPort("[2606:4700::1111]:443"),
+		netip.MustParseAddrPort("203.0.113.5:22"),          // the host's own
+		netip.MustParseAddrPort("[64:ff9b::cb00:71ff]:22"), // its broadcast, via NAT64
+		netip.MustParseAddrPort("[2001:db8:1::]:22"),       // its anycast
+		netip.MustParseAddrPort("[fd7a:5353::7]:22"),       // a subnet, after the host's
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, d := range dsts {
