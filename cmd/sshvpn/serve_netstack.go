@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/sshvpn/sshvpn/stack"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
+	"github.com/sshvpn/sshvpn/stack/hostaddr"
 )
 
 // serveBackend is serve's --backend.
@@ -136,8 +136,9 @@ func checkBackendFlags(c *serveConfig, set map[string]bool) error {
 }
 
 // netstackBackend is the rootless gateway: a DNS forwarder to the host's
-// resolvers and the stacks, denied the host's own addresses. It needs no
-// privilege; stop closes the DNS forwarder.
+// resolvers and the stacks, denied the host's own addresses as they
+// change. It needs no privilege; stop closes the DNS forwarder and stops
+// following the addresses.
 func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), error) {
 	var proxy *dnsproxy.Proxy
 	var resolver *net.Resolver
@@ -160,38 +161,34 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	if err != nil {
 		log.Warn("no DNS service for the clients: the host's resolvers are unknown", "err", err)
 	}
+	hosts, unfollow := followHostAddrs(log)
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
-		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: egress.NewHostSet(hostAddrs(log)...),
+		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: hosts,
 		Limits: c.rootless.limits, Resolver: resolver, Logger: log,
 	})
-	if err != nil {
+	stop := func() {
+		unfollow()
 		if proxy != nil {
 			proxy.Close()
 		}
+	}
+	if err != nil {
+		stop()
 		return nil, nil, fmt.Errorf("netstack backend: %w", err)
 	}
-	return g, func() {
-		if proxy != nil {
-			proxy.Close()
-		}
-	}, nil
+	return g, stop, nil
 }
 
-// hostAddrs are the host's own interface addresses, which the egress
-// policy denies as it denies loopback. Taken at start: an address the host
-// gains later is not denied by this rule (--deny covers it).
-func hostAddrs(log *slog.Logger) []netip.Prefix {
-	as, err := net.InterfaceAddrs()
+// followHostAddrs gives the host's own addresses, which the egress policy
+// denies as it denies loopback, kept current as the host gains and loses
+// them; stop stops following them.
+func followHostAddrs(log *slog.Logger) (hosts *egress.HostSet, stop func()) {
+	hosts = egress.NewHostSet()
+	w, err := hostaddr.Watch(hostaddr.Config{Update: hosts.Set, Logger: log})
 	if err != nil {
 		log.Warn("cannot list the host's addresses: only loopback and link-local are denied by default", "err", err)
-		return nil
+		return hosts, func() {}
 	}
-	var out []netip.Prefix
-	for _, a := range as {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
+	return hosts, func() { w.Close() }
 }
