@@ -2,11 +2,15 @@ package hostaddr
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
@@ -91,5 +95,54 @@ func TestWatchNamespace(t *testing.T) {
 				t.Error("lo's IPv6 address left the set with another interface")
 			}
 		})
+	}
+}
+
+// TestReportsOverflow: when more changes come than the socket's queue
+// holds, the kernel drops reports and says so (ENOBUFS) once. That is one
+// more report, and reports go on after it.
+func TestReportsOverflow(t *testing.T) {
+	ns := nstest.New(t)
+	var feed changes
+	ns.Do(t, func() {
+		src, err := openSource()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(src.close)
+		if feed, err = src.subscribe(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer feed.stop()
+	// The smallest queue the kernel allows holds a few reports.
+	nc := feed.(*netlinkChanges)
+	nc.raw.Control(func(fd uintptr) {
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var batch strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&batch, "addr add 198.18.79.%d/32 dev lo\n", i+1)
+	}
+	cmd := ns.Cmd("ip", "-batch", "-")
+	cmd.Stdin = strings.NewReader(batch.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ip -batch: %v\n%s", err, out)
+	}
+	if err := feed.wait(); err != nil {
+		t.Fatalf("wait after an overflow = %v, want a report", err)
+	}
+	next := make(chan error, 1)
+	go func() { next <- feed.wait() }()
+	ns.Run(t, "ip", "addr", "add", "198.18.79.200/32", "dev", "lo")
+	select {
+	case err := <-next:
+		if err != nil {
+			t.Fatalf("wait after the overflow = %v, want a report", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report of a change after the overflow")
 	}
 }
