@@ -92,22 +92,18 @@ func (c *netlinkChanges) wait() error {
 	err := c.raw.Read(func(fd uintptr) bool {
 		news := false
 		for range maxDrain {
-			_, from, err := unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
+			// A datagram from another process than the kernel is
+			// taken as a report too: it costs a listing, and the
+			// listing comes from the kernel.
+			_, _, err := unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
 			switch {
 			case err == unix.EAGAIN:
 				return news // nothing queued: wait for readiness, unless news came
-			case err == unix.ENOBUFS:
+			case err == nil, err == unix.ENOBUFS:
 				news = true
-			case err == unix.EINTR:
-			case err != nil:
+			default:
 				rerr = err
 				return true
-			default:
-				// Only the kernel reports changes; any local process
-				// can send to this socket.
-				if sa, ok := from.(*unix.SockaddrNetlink); ok && sa.Pid == 0 {
-					news = true
-				}
 			}
 		}
 		return news
