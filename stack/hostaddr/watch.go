@@ -78,7 +78,8 @@ func watch(cfg Config, src source) (*Watcher, error) {
 	}
 	w := &Watcher{cfg: cfg, src: src, done: make(chan struct{}), exited: make(chan struct{})}
 	// Subscribe before the first listing, so that no change after it
-	// goes unreported.
+	// goes unreported. A first listing that a change interrupted is
+	// published as it is: the change's report brings the next one.
 	feed, subErr := src.subscribe()
 	addrs, _, err := src.list()
 	if err != nil {
