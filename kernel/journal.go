@@ -88,22 +88,34 @@ func OpenJournal(dir string, log *slog.Logger) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("undo journal %s: %w", tmp, err)
 	}
+	j := &Journal{path: tmp, log: log, f: f, open: make(map[uint64]change)}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("undo journal %s: lock: %w", tmp, err)
+		return nil, j.discard(fmt.Errorf("undo journal %s: lock: %w", tmp, err))
+	}
+	if err := j.write(hdr); err != nil {
+		return nil, j.discard(err)
 	}
 	path := filepath.Join(dir, name)
-	j := &Journal{path: path, log: log, f: f, open: make(map[uint64]change)}
-	if err := j.write(hdr); err == nil {
-		err = os.Rename(tmp, path)
+	if err := rename(tmp, path); err != nil {
+		return nil, j.discard(fmt.Errorf("undo journal: %w", err))
 	}
-	if err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("undo journal %s: %w", path, err)
-	}
+	j.path = path
 	return j, nil
+}
+
+// rename is os.Rename, a variable only so that a test can make it fail as
+// a full or read-only file system would.
+var rename = os.Rename
+
+// discard removes a journal OpenJournal could not finish and returns err,
+// with the reason if the file stays: under its hidden name, no Recover
+// would ever read it or remove it.
+func (j *Journal) discard(err error) error {
+	if rerr := os.Remove(j.path); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("left behind: %w", rerr))
+	}
+	j.f.Close()
+	return err
 }
 
 // header describes this process, this boot and this network namespace.

@@ -1,14 +1,17 @@
 package kernel
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // hostState is what the journal tests compare: links, addresses, routes,
@@ -204,5 +207,47 @@ func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 		if _, err := Recover(dir, nil); err == nil || !strings.Contains(err.Error(), "writable by others") {
 			t.Errorf("Recover in a world-writable directory = %v", err)
 		}
+	})
+}
+
+// inFullFS runs fn with a directory on a file system that has no room
+// left: a tmpfs of one page, filled, mounted in a mount namespace of the
+// calling thread's own so that the host never sees it.
+func inFullFS(t *testing.T, fn func(dir string)) {
+	t.Helper()
+	requireRoot(t)
+	runtime.LockOSThread() // never unlocked: Go discards the thread with its namespace
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		t.Fatalf("new mount namespace: %v", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4k,mode=0700"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
+	}
+	defer unix.Unmount(dir, 0)
+	err := os.WriteFile(filepath.Join(dir, "fill"), make([]byte, 64<<10), 0o600)
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filling the tmpfs: %v, want ENOSPC", err)
+	}
+	fn(dir)
+}
+
+// On a full disk the journal's header cannot be written: OpenJournal fails
+// naming the file and the cause, and leaves no journal behind under its
+// hidden name, where no recovery would ever look.
+func TestOpenJournalOnAFullDisk(t *testing.T) {
+	inFullFS(t, func(dir string) {
+		j, err := OpenJournal(dir, nil)
+		if err == nil {
+			j.Close()
+			t.Fatal("OpenJournal on a full disk succeeded")
+		}
+		if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), dir+"/.undo-") {
+			t.Errorf("OpenJournal = %v; want ENOSPC, naming the journal in %s", err, dir)
+		}
+		assertOnlyFiles(t, dir, "fill")
 	})
 }
