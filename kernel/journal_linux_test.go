@@ -210,6 +210,95 @@ func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 	})
 }
 
+// Changes a dead process made one over another are undone newest first,
+// so each reversal finds what the next older change left: a link's MTU
+// and a sysctl set twice, by two Undos sharing one journal as a gateway's
+// own and a tunnel's do, come back to what they were before both.
+func TestJournalReplaysNewestFirst(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		const rpFilter = "/proc/sys/net/ipv4/conf/all/rp_filter"
+		rp := func() string {
+			b, err := os.ReadFile(rpFilter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(string(b))
+		}
+		// Two values other than the one in force, for two changes.
+		var values []string
+		for _, v := range []string{"0", "1", "2"} {
+			if v != rp() {
+				values = append(values, v)
+			}
+		}
+		before, rpBefore := hostState(t), rp()
+		dir := t.TempDir()
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		older, newer := j.NewUndo(nil), j.NewUndo(nil)
+		for _, err := range []error{
+			older.SetMTU("v0", 1400),
+			older.SetSysctl("net.ipv4.conf.all.rp_filter", values[0]),
+			newer.SetMTU("v0", 1300),
+			newer.SetSysctl("net.ipv4.conf.all.rp_filter", values[1]),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		j.f.Close() // dies
+		if n, err := Recover(dir, nil); n != 4 || err != nil {
+			t.Fatalf("Recover = %d, %v; want the 4 changes undone", n, err)
+		}
+		if got := rp(); got != rpBefore {
+			t.Errorf("rp_filter after recovery = %s, want %s as before both changes", got, rpBefore)
+		}
+		if after := hostState(t); after != before {
+			t.Errorf("host after recovery:\n%s\nwant:\n%s", after, before)
+		}
+	})
+}
+
+// A change struck from the journal is not undone again: not one Revert
+// undid (the operator may have made it since, by hand), nor one that
+// failed (what was in its way is someone else's).
+func TestJournalSkipsStruckChanges(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		run(t, "ip", "link", "set", "v0", "up")
+		dir := t.TempDir()
+		j, err := OpenJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := j.NewUndo(nil)
+		if err := u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Revert(); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "ip", "addr", "add", "198.18.7.1/24", "dev", "v0")
+		run(t, "ip", "route", "add", "198.18.8.0/24", "dev", "v0")
+		if err := u.AddRoute(netip.MustParsePrefix("198.18.8.0/24"), "v0"); err == nil {
+			t.Fatal("AddRoute over the operator's route succeeded; want it refused")
+		}
+		before := hostState(t)
+		j.f.Close() // dies
+		if n, err := Recover(dir, nil); n != 0 || err != nil {
+			t.Fatalf("Recover = %d, %v; want nothing undone", n, err)
+		}
+		if after := hostState(t); after != before {
+			t.Errorf("recovery undid struck changes; host:\n%s\nwant:\n%s", after, before)
+		}
+	})
+}
+
 // inFullFS runs fn with a directory on a file system that has no room
 // left: a tmpfs of one page, filled, mounted in a mount namespace of the
 // calling thread's own so that the host never sees it.
