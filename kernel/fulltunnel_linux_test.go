@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +48,51 @@ func underlay(t *testing.T) {
 	run(t, "ip", "addr", "add", "2001:2:0:1::2/64", "dev", "v0", "nodad")
 	run(t, "ip", "route", "add", "default", "via", "198.18.1.1")
 	run(t, "ip", "-6", "route", "add", "default", "via", "2001:2:0:1::1", "dev", "v0")
+	// The kernel sets IPv6 up on a link once it has seen its carrier,
+	// from a workqueue, a moment after "up" returns (v1's carrier comes
+	// with v0's up), and only then, from another, gives an address added
+	// meanwhile its local route. A snapshot taken before that misses
+	// routes that appear later.
+	waitFor(t, "IPv6 on both ends of the underlay", func() bool {
+		r := run(t, "ip", "-6", "route", "show", "table", "local")
+		return strings.Contains(r, "ff00::/8 dev v0 ") && strings.Contains(r, "ff00::/8 dev v1 ") &&
+			strings.Contains(r, "local 2001:2:0:1::2 dev v0 ")
+	})
+}
+
+// waitFor polls cond until it holds, and fails the test if it does not
+// within a few seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s", what)
+		}
+	}
+}
+
+// lineDiff lists the lines only in want (-) and those only in got (+).
+func lineDiff(want, got string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(want, "\n") {
+		count[l]++
+	}
+	var plus []string
+	for _, l := range strings.Split(got, "\n") {
+		if count[l] > 0 {
+			count[l]--
+		} else {
+			plus = append(plus, "+ "+l)
+		}
+	}
+	var minus []string
+	for _, l := range strings.Split(want, "\n") {
+		if count[l] > 0 {
+			count[l]--
+			minus = append(minus, "- "+l)
+		}
+	}
+	return strings.Join(append(minus, plus...), "\n")
 }
 
 // routeGet is the device `ip route get dst [mark m]` picks.
@@ -141,7 +187,7 @@ func TestFullTunnel(t *testing.T) {
 					t.Fatal(err)
 				}
 				if after := routingState(t); after != before {
-					t.Errorf("after recovery:\n%s\nwant:\n%s", after, before)
+					t.Errorf("after recovery, against before:\n%s\nall of it:\n%s", lineDiff(before, after), after)
 				}
 				if link := run(t, "ip", "-o", "link", "show", "tun6"); strings.Contains(link, ",UP") {
 					t.Errorf("the persistent device stayed up: %s", link)
@@ -176,7 +222,7 @@ func TestFullTunnelClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		if after := routingState(t); after != before {
-			t.Errorf("after Close:\n%s\nwant:\n%s", after, before)
+			t.Errorf("after Close, against before:\n%s\nall of it:\n%s", lineDiff(before, after), after)
 		}
 
 		// Without a bypass, a default route is refused, not made.
