@@ -18,9 +18,10 @@ fmt-check: ## fail on unformatted Go files
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-vet: vet-cross ## go vet, here and for a non-Linux target
+vet: vet-cross ## go vet, here and for a non-Linux target; staticcheck, pinned in tools/go.mod
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./cmd/sshvpn/ ./bench/
+	$(GO) tool -modfile=tools/go.mod staticcheck -tags integration ./...
 
 vet-cross: ## go vet for GOOS=darwin, so the non-Linux stubs keep compiling
 	GOOS=darwin $(GO) vet ./relay/... ./kernel/... ./stack/...
