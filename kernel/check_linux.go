@@ -10,17 +10,17 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/sshvpn/sshvpn/kernel/tun"
 )
 
 // CheckAccess fails early, before any client connects, when this process
 // cannot create tun/tap devices or configure the network: the gateway would
 // otherwise accept clients only to refuse every tunnel.
 func CheckAccess() error {
-	fd, err := openClone()
-	if err != nil {
+	if err := tun.CheckAccess(); err != nil {
 		return err
 	}
-	unix.Close(fd)
 	if !hasNetAdmin() {
 		return fmt.Errorf("configure tunnel devices: %w: needs CAP_NET_ADMIN: run as root or use --backend netstack", unix.EPERM)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 )
 
@@ -56,7 +57,7 @@ func DefaultLike(p netip.Prefix) bool { return p.Bits() <= 1 }
 
 // Local is the client's device and what was set up on it.
 type Local struct {
-	*Tun
+	*tun.Tun
 	undo        *Undo
 	cfg         LocalConfig
 	fromGateway []netip.Prefix     // addresses the gateway assigned, in place now
@@ -79,7 +80,7 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	}
 	// Super-packets whole only toward a gateway whose device passes them
 	// so: anything else would split them, at the gateway's expense.
-	tun, err := Open(Config{Mode: cfg.Mode, Unit: cfg.Unit, GSO: gw != nil && gw.GSO})
+	dev, err := tun.Open(tun.Config{Mode: cfg.Mode, Unit: cfg.Unit, GSO: gw != nil && gw.GSO})
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +88,8 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if cfg.Journal != nil {
 		undo = cfg.Journal.NewUndo(cfg.Log)
 	}
-	l := &Local{Tun: tun, undo: undo, cfg: cfg}
-	if err := setMTU(tun, l.undo, mtu); err != nil {
+	l := &Local{Tun: dev, undo: undo, cfg: cfg}
+	if err := setMTU(dev, l.undo, mtu); err != nil {
 		l.Close()
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 )
 
@@ -186,13 +187,13 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	// The MTU goes through the journal, not Open: a persistent device
 	// must get its own MTU back even after a SIGKILL.
-	tun, err := Open(Config{Mode: req.Mode, Unit: req.Unit, GSO: req.GSO})
+	dev, err := tun.Open(tun.Config{Mode: req.Mode, Unit: req.Unit, GSO: req.GSO})
 	if err != nil {
 		return nil, err
 	}
 	undo := g.cfg.undo()
-	t := &gatewayTunnel{Tun: tun, undo: undo, cfg: &g.cfg,
-		guard: NewSourceGuard(g.claims, undo, GuardConfig{Dev: tun.Name(), Mode: req.Mode, Key: req.Key,
+	t := &gatewayTunnel{Tun: dev, undo: undo, cfg: &g.cfg,
+		guard: NewSourceGuard(g.claims, undo, GuardConfig{Dev: dev.Name(), Mode: req.Mode, Key: req.Key,
 			Nets: g.cfg.Addrs, AllowedIPs: req.AllowedIPs, Log: g.cfg.Log, Warn: g.warn})}
 	if err := t.configure(); err != nil {
 		t.Close()
@@ -200,14 +201,14 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	if t.clients, err = t.guard.Reserve(); err != nil {
 		t.Close()
-		return nil, fmt.Errorf("tunnel %s: %w", tun.Name(), err)
+		return nil, fmt.Errorf("tunnel %s: %w", dev.Name(), err)
 	}
 	return t, nil
 }
 
 // gatewayTunnel is one tunnel's device plus the changes made for it.
 type gatewayTunnel struct {
-	*Tun
+	*tun.Tun
 	undo    *Undo
 	guard   *SourceGuard
 	cfg     *GatewayConfig
@@ -268,15 +269,14 @@ func (t *gatewayTunnel) Close() error {
 }
 
 // setMTU changes the device's MTU through undo, when asked.
-func setMTU(tun *Tun, undo *Undo, mtu int) error {
-	if mtu == 0 || mtu == tun.LinkMTU() {
+func setMTU(dev *tun.Tun, undo *Undo, mtu int) error {
+	if mtu == 0 || mtu == dev.LinkMTU() {
 		return nil
 	}
-	if err := undo.SetMTU(tun.Name(), mtu); err != nil {
+	if err := undo.SetMTU(dev.Name(), mtu); err != nil {
 		return err
 	}
-	tun.mtu = mtu
-	return nil
+	return dev.RefreshMTU()
 }
 
 // untrusting makes the host ignore what a link's far end says about

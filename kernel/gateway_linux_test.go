@@ -12,11 +12,16 @@ import (
 	"testing"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
 
 // from is a UDP packet from src to the gateway's 198.18.3.1.
 func from(src string) []byte {
-	return udp4(netip.MustParseAddrPort(src+":5000"), netip.MustParseAddrPort("198.18.3.1:5000"), 1, false, []byte("x"))
+	p := relaytest.IPv4("x")
+	src4, dst4 := netip.MustParseAddr(src).As4(), netip.MustParseAddr("198.18.3.1").As4()
+	copy(p[12:], src4[:])
+	copy(p[16:], dst4[:])
+	return p
 }
 
 // Each tunnel of a kernel gateway is a device of its own, up, with the

@@ -5,93 +5,55 @@ package kernel
 import (
 	"bytes"
 	"log/slog"
-	"os"
-	"os/exec"
-	"runtime"
-	"strings"
+	"net/netip"
 	"sync"
 	"testing"
 
-	"github.com/vishvananda/netns"
-
+	"github.com/sshvpn/sshvpn/kernel/internal/kerneltest"
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true but not root: .ci/run must run the suite as root")
-	}
-	t.Skip("needs root for tun and netns; run: sudo -E go test ./kernel/...")
-}
-
-// inNewNS runs fn on this goroutine's thread moved into a fresh network
-// namespace, so that nothing fn does to links, addresses, routes, sysctls
-// under net. or nftables reaches the host. The thread stays locked: Go then
-// discards it when the test goroutine ends, instead of reusing a thread
-// whose namespace was switched. Child processes started from fn inherit the
-// namespace, because Go forks on the calling thread.
-//
-// Goroutines fn starts run on other threads, in the host's namespace: they
-// may use what fn opened (a Tun, a socket) but must not open anything.
-func inNewNS(t *testing.T, fn func()) {
-	t.Helper()
-	requireRoot(t)
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// The thread is locked and discarded anyway; say so loudly.
-			t.Errorf("restore netns: %v", err)
-		}
-		ns.Close()
-	}()
-	fn()
-}
-
-// run runs a command in the calling thread's namespace and returns its
-// output, failing the test if it fails.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but %s is missing: .ci/run must install it", name)
-	}
-	t.Skipf("needs %s; install it (apt-get install nftables iproute2)", name)
-}
+// The namespace helpers the tests share with kernel's sub-packages.
+var (
+	requireRoot = kerneltest.RequireRoot
+	requireTool = kerneltest.RequireTool
+	inNewNS     = kerneltest.InNewNS
+	run         = kerneltest.Run
+)
 
 // open opens a Tun and closes it when the test ends.
-func open(t *testing.T, mode relay.Mode, unit uint32) *Tun {
+func open(t *testing.T, mode relay.Mode, unit uint32) *tun.Tun {
 	t.Helper()
-	tun, err := Open(Config{Mode: mode, Unit: unit})
+	dev, err := tun.Open(tun.Config{Mode: mode, Unit: unit})
 	if err != nil {
 		t.Fatalf("Open(%v, %d): %v", mode, unit, err)
 	}
-	t.Cleanup(func() { tun.Close() })
-	return tun
+	t.Cleanup(func() { dev.Close() })
+	return dev
 }
+
+// upTun opens a tun in the test's namespace, sets it up with 198.18.0.1/24
+// and 2001:2::1/64. The namespace dies with the test, so nothing is reverted.
+func upTun(t *testing.T) (*tun.Tun, *Undo) {
+	t.Helper()
+	dev := open(t, relay.PointToPoint, relay.AnyUnit)
+	u, _ := testUndo(t)
+	for _, err := range []error{
+		u.LinkUp(dev.Name()),
+		u.AddAddress(dev.Name(), netip.MustParsePrefix("198.18.0.1/24"), false),
+		u.AddAddress(dev.Name(), netip.MustParsePrefix("2001:2::1/64"), false),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dev, u
+}
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 // logBuffer collects log output for assertions.
 type logBuffer struct {
@@ -122,14 +84,4 @@ func testUndo(t *testing.T) (*Undo, *logBuffer) {
 		}
 	})
 	return u, &buf
-}
-
-func TestInNewNSIsolates(t *testing.T) {
-	requireTool(t, "ip")
-	inNewNS(t, func() {
-		links := run(t, "ip", "-o", "link")
-		if strings.Count(links, "\n") != 1 || !strings.Contains(links, "lo:") {
-			t.Fatalf("child process is not in the fresh namespace; ip link:\n%s", links)
-		}
-	})
 }

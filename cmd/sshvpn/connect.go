@@ -127,7 +127,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		},
 		Mode: mode,
 		Unit: remote,
-		// A tun on Linux passes super-packets whole when asked (kernel.Config.GSO).
+		// A tun on Linux passes super-packets whole when asked (tun.Config.GSO, kernel/tun).
 		GSO: mode == relay.PointToPoint,
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
 			lc.Transport = transport.list()

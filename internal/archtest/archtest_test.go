@@ -92,6 +92,23 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
+	// The device is the backend's leaf: it knows packets and the tun
+	// driver, and nothing of the host changes made around it.
+	for _, d := range get("kernel/tun").Deps {
+		if own(d) && !pure(d) {
+			t.Errorf("kernel/tun depends on %s: the device imports relay and relay/offload only", short(d))
+		}
+	}
+	for path, p := range pkgs {
+		if !own(path) {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if imp == module+"/kernel/internal/kerneltest" {
+				t.Errorf("%s imports kernel/internal/kerneltest: only tests may", short(path))
+			}
+		}
+	}
 	for path, p := range pkgs {
 		if !own(path) {
 			continue

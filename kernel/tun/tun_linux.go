@@ -1,6 +1,6 @@
 //go:build linux
 
-package kernel
+package tun
 
 import (
 	"errors"
@@ -340,6 +340,30 @@ func restoreMTU(name string, index, mtu int) func() error {
 		}
 		return nil
 	}
+}
+
+// CheckAccess fails when this process cannot open the tun driver's clone
+// device, and says what to do: a caller learns it before it accepts work
+// that would need a device.
+func CheckAccess() error {
+	fd, err := openClone()
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// RefreshMTU reads the device's MTU again, after the caller changed it
+// through netlink rather than Config.MTU: an undo log that can put back a
+// persistent device's MTU after a crash, which Open's own change cannot.
+// Call it before handing the Tun on: MTU is read without a lock.
+func (t *Tun) RefreshMTU() error {
+	link, err := netlink.LinkByName(t.name)
+	if err != nil {
+		return fmt.Errorf("%s: read mtu: %w", t.name, err)
+	}
+	t.mtu = link.Attrs().MTU
+	return nil
 }
 
 // Name is the interface name, such as tun0.

@@ -1,4 +1,4 @@
-package kernel
+package tun
 
 import (
 	"encoding/binary"

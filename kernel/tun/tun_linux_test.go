@@ -1,6 +1,6 @@
 //go:build linux
 
-package kernel
+package tun
 
 import (
 	"errors"
@@ -183,7 +183,7 @@ func TestCloseUnblocks(t *testing.T) {
 // parked Read proves that Close or a deadline woke it.
 func waitParked(t *testing.T, done <-chan error) {
 	t.Helper()
-	const fn = "kernel.(*Tun).Read("
+	const fn = "tun.(*Tun).Read("
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		select {
@@ -312,7 +312,7 @@ func TestOpenWrapFailsClosesOnce(t *testing.T) {
 
 func TestWriteDropsRefusedPacket(t *testing.T) {
 	inNewNS(t, func() {
-		tun, _ := upTun(t)
+		tun := upTun(t)
 		good := echo4(ip("198.18.0.2"), ip("198.18.0.1"), 8, 1, 1, nil)
 		bad := []byte{0x00, 0x01, 0x02, 0x03} // version 0: the kernel refuses it with EINVAL
 		bufs := headroom(good, bad, good)
@@ -351,4 +351,25 @@ func ExampleOpen() {
 	}
 	defer tun.Close()
 	fmt.Println(tun.Name(), tun.MTU())
+}
+
+// An MTU changed behind the Tun's back, through netlink, is what MTU and
+// LinkMTU report once RefreshMTU has read it; a device that is gone is
+// named in the error.
+func TestRefreshMTU(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		tun := open(t, relay.PointToPoint, relay.AnyUnit)
+		run(t, "ip", "link", "set", tun.Name(), "mtu", "1400")
+		if err := tun.RefreshMTU(); err != nil {
+			t.Fatal(err)
+		}
+		if tun.MTU() != 1400 || tun.LinkMTU() != 1400 {
+			t.Errorf("after RefreshMTU, MTU %d and LinkMTU %d; want 1400", tun.MTU(), tun.LinkMTU())
+		}
+		tun.Close()
+		if err := tun.RefreshMTU(); err == nil || !strings.Contains(err.Error(), tun.Name()) {
+			t.Errorf("RefreshMTU of a device that is gone = %v; want an error naming it", err)
+		}
+	})
 }

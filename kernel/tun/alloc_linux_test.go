@@ -1,6 +1,6 @@
 //go:build linux
 
-package kernel
+package tun
 
 import (
 	"testing"
@@ -15,17 +15,10 @@ import (
 func TestAllocs(t *testing.T) {
 	inNewNS(t, func() {
 		tun := open(t, relay.PointToPoint, relay.AnyUnit)
-		u, _ := testUndo(t)
 		// No IPv6 on the link, so the kernel sends nothing of its own.
-		for _, err := range []error{
-			u.SetSysctl("net.ipv6.conf."+tun.Name()+".disable_ipv6", "1"),
-			u.LinkUp(tun.Name()),
-			u.AddAddress(tun.Name(), mustPrefix("198.18.0.1/24"), false),
-		} {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		run(t, "sysctl", "-q", "-w", "net.ipv6.conf."+tun.Name()+".disable_ipv6=1")
+		run(t, "ip", "link", "set", tun.Name(), "up")
+		run(t, "ip", "addr", "add", "198.18.0.1/24", "dev", tun.Name())
 		wbufs := headroom(echo4(ip("198.18.0.2"), ip("198.18.0.1"), 8, 0x5353, 1, []byte("allocs")))
 		rbufs, sizes := [][]byte{make([]byte, relay.Headroom+tun.MTU())}, make([]int, 1)
 		watchdog := time.AfterFunc(30*time.Second, func() { tun.Close() })

@@ -1,18 +1,17 @@
 //go:build !linux
 
-package kernel
+package tun
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
 
 // Tun is a kernel tun or tap device. Only Linux has them here; elsewhere
 // Open fails with errors.ErrUnsupported.
-type Tun struct{ mtu int }
+type Tun struct{}
 
 var _ relay.Device = (*Tun)(nil)
 
@@ -38,15 +37,5 @@ func CheckAccess() error {
 	return fmt.Errorf("open tun: %w on this system: use --backend netstack", errors.ErrUnsupported)
 }
 
-// AddressOwner fails: there are no tun/tap devices here.
-func AddressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }
-
-// NetworkOverlap fails: there are no interfaces to look at here.
-func NetworkOverlap(n netip.Prefix) (string, error) { return "", errors.ErrUnsupported }
-
-// ForwardDrops fails: there is no nftables here.
-func ForwardDrops() ([]string, error) { return nil, errors.ErrUnsupported }
-
-func acceptRAInterfaces() []string { return nil }
-
-func deviceNetworks(dev string) []netip.Prefix { return nil }
+// RefreshMTU fails: there are no tun/tap devices here.
+func (t *Tun) RefreshMTU() error { return errors.ErrUnsupported }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package kernel
+package tun
 
 import (
 	"bytes"
@@ -8,30 +8,52 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sshvpn/sshvpn/kernel/internal/kerneltest"
 	"github.com/sshvpn/sshvpn/relay"
 )
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// The namespace helpers the tests share with kernel.
+var (
+	requireTool = kerneltest.RequireTool
+	inNewNS     = kerneltest.InNewNS
+	run         = kerneltest.Run
+)
+
+// open opens a Tun and closes it when the test ends.
+func open(t *testing.T, mode relay.Mode, unit uint32) *Tun {
+	t.Helper()
+	tun, err := Open(Config{Mode: mode, Unit: unit})
+	if err != nil {
+		t.Fatalf("Open(%v, %d): %v", mode, unit, err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	return tun
+}
+
 // upTun opens a tun in the test's namespace, sets it up with 198.18.0.1/24
 // and 2001:2::1/64. The namespace dies with the test, so nothing is reverted.
-func upTun(t *testing.T) (*Tun, *Undo) {
+func upTun(t *testing.T) *Tun {
 	t.Helper()
 	tun := open(t, relay.PointToPoint, relay.AnyUnit)
-	u, _ := testUndo(t)
-	for _, err := range []error{
-		u.LinkUp(tun.Name()),
-		u.AddAddress(tun.Name(), netip.MustParsePrefix("198.18.0.1/24"), false),
-		u.AddAddress(tun.Name(), netip.MustParsePrefix("2001:2::1/64"), false),
-	} {
-		if err != nil {
-			t.Fatal(err)
+	run(t, "ip", "link", "set", tun.Name(), "up")
+	run(t, "ip", "addr", "add", "198.18.0.1/24", "dev", tun.Name())
+	run(t, "ip", "addr", "add", "2001:2::1/64", "dev", tun.Name(), "nodad")
+	// The kernel delivers packets for an IPv6 address once it has its
+	// local route, which it adds from a workqueue a moment after the add.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(run(t, "ip", "-6", "route", "show", "table", "local"), "local 2001:2::1 dev "+tun.Name()) {
+		if time.Now().After(deadline) {
+			t.Fatal("2001:2::1 has no local route")
 		}
+		time.Sleep(time.Millisecond)
 	}
-	return tun, u
+	return tun
 }
 
 // readPacket reads from tun until match accepts a packet, and returns it.
@@ -74,7 +96,7 @@ func readPacket(t *testing.T, tun *Tun, match func([]byte) bool) []byte {
 
 func TestPacketsIPv4(t *testing.T) {
 	inNewNS(t, func() {
-		tun, _ := upTun(t)
+		tun := upTun(t)
 		testPackets(t, tun, ip("198.18.0.1"), netip.MustParseAddrPort("198.18.0.2:9999"),
 			func(src, dst netip.AddrPort, payload []byte) []byte { return udp4(src, dst, 7, false, payload) },
 			func(got []byte, src, dst netip.AddrPort, payload []byte) []byte {
@@ -86,7 +108,7 @@ func TestPacketsIPv4(t *testing.T) {
 
 func TestPacketsIPv6(t *testing.T) {
 	inNewNS(t, func() {
-		tun, _ := upTun(t)
+		tun := upTun(t)
 		testPackets(t, tun, ip("2001:2::1"), netip.MustParseAddrPort("[2001:2::2]:9999"),
 			func(src, dst netip.AddrPort, payload []byte) []byte { return udp6(src, dst, 0, payload) },
 			func(got []byte, src, dst netip.AddrPort, payload []byte) []byte {
