@@ -37,8 +37,8 @@ func hasNetAdmin() bool {
 	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0
 }
 
-// AddressOwner names the interface that holds a, or "" when none does.
-func AddressOwner(a netip.Addr) (string, error) {
+// addressOwner names the interface that holds a, or "" when none does.
+func addressOwner(a netip.Addr) (string, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return "", fmt.Errorf("list addresses: %w", err)
@@ -57,11 +57,11 @@ func AddressOwner(a netip.Addr) (string, error) {
 	return "", nil
 }
 
-// NetworkOverlap names an interface address whose network overlaps n, as
+// networkOverlap names an interface address whose network overlaps n, as
 // "198.18.0.1/16 on eth0", or "" when none does: a tunnel network inside a
 // network the host already has would route that network's hosts into
 // tunnels.
-func NetworkOverlap(n netip.Prefix) (string, error) {
+func networkOverlap(n netip.Prefix) (string, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return "", fmt.Errorf("list addresses: %w", err)
@@ -81,11 +81,11 @@ func NetworkOverlap(n netip.Prefix) (string, error) {
 	return "", nil
 }
 
-// ForwardDrops names the nftables base chains, other than sshvpn's, that
+// forwardDrops names the nftables base chains, other than sshvpn's, that
 // drop forwarded packets by default ("inet filter forward"): sshvpn's
 // accept rules cannot override them, so NAT would pass nothing. iptables-nft
 // rules show here too; legacy iptables does not.
-func ForwardDrops() ([]string, error) {
+func forwardDrops() ([]string, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return nil, nftError("list nftables chains", err)

@@ -12,14 +12,14 @@ import (
 // CheckAccess fails: there are no tun/tap devices here.
 func CheckAccess() error { return tun.CheckAccess() }
 
-// AddressOwner fails: there are no interfaces to look at here.
-func AddressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }
+// addressOwner fails: there are no interfaces to look at here.
+func addressOwner(a netip.Addr) (string, error) { return "", errors.ErrUnsupported }
 
-// NetworkOverlap fails: there are no interfaces to look at here.
-func NetworkOverlap(n netip.Prefix) (string, error) { return "", errors.ErrUnsupported }
+// networkOverlap fails: there are no interfaces to look at here.
+func networkOverlap(n netip.Prefix) (string, error) { return "", errors.ErrUnsupported }
 
-// ForwardDrops fails: there is no nftables here.
-func ForwardDrops() ([]string, error) { return nil, errors.ErrUnsupported }
+// forwardDrops fails: there is no nftables here.
+func forwardDrops() ([]string, error) { return nil, errors.ErrUnsupported }
 
 func acceptRAInterfaces() []string { return nil }
 

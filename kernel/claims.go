@@ -9,7 +9,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 )
 
-// Claims records which tunnel device each client address lives behind.
+// claimTable records which tunnel device each client address lives behind.
 // Every tunnel device of a gateway carries the same gateway address, with
 // no prefix route; a host route per claimed address sends each client's
 // traffic to its own device, and a client can never take an address another
@@ -20,7 +20,7 @@ import (
 // gateways behind one load balancer hand a key the same address with no
 // shared store. A newer tunnel of the same key takes that address over, as
 // a WireGuard peer roams: one key is one client.
-type Claims struct {
+type claimTable struct {
 	mu        sync.Mutex
 	owner     map[netip.Addr]*claim
 	perKey    map[string]int // addresses a key claimed by sending from them
@@ -41,13 +41,13 @@ type claim struct {
 // source addresses cannot fill the pool and lock out other keys.
 const DefaultClaimsPerKey = 4
 
-// NewClaims returns an empty registry that lets each key claim up to
+// newClaimTable returns an empty registry that lets each key claim up to
 // perKey addresses by sending from them (DefaultClaimsPerKey when 0).
-func NewClaims(perKey int) *Claims {
+func newClaimTable(perKey int) *claimTable {
 	if perKey <= 0 {
 		perKey = DefaultClaimsPerKey
 	}
-	return &Claims{owner: make(map[netip.Addr]*claim), perKey: make(map[string]int), maxPerKey: perKey,
+	return &claimTable{owner: make(map[netip.Addr]*claim), perKey: make(map[string]int), maxPerKey: perKey,
 		limitText: fmt.Sprintf("the key holds the %d addresses it may claim by sending", perKey)}
 }
 
@@ -65,7 +65,7 @@ const (
 // at its limit. An address an older tunnel of the same key claimed is taken
 // over, as Reserve takes over a reserved one: a client that reconnects
 // before its old session is reaped keeps the address it chose.
-func (c *Claims) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
+func (c *claimTable) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.owner[a]
@@ -94,7 +94,7 @@ func (c *Claims) claim(a netip.Addr, dev, key string) (*claim, claimResult) {
 // over, once that tunnel has let it go: the client behind cl still sends
 // from it (two clients of one key on one host, the newer one gone), and
 // one key is one client again.
-func (c *Claims) reclaim(cl *claim) bool {
+func (c *claimTable) reclaim(cl *claim) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.owner[cl.addr] != nil {
@@ -106,7 +106,7 @@ func (c *Claims) reclaim(cl *claim) bool {
 }
 
 // abandon undoes a reclaim that could not be routed.
-func (c *Claims) abandon(cl *claim) {
+func (c *claimTable) abandon(cl *claim) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl.lost.Store(true)
@@ -116,7 +116,7 @@ func (c *Claims) abandon(cl *claim) {
 }
 
 // release frees cl's address, unless it was taken over.
-func (c *Claims) release(cl *claim) {
+func (c *claimTable) release(cl *claim) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.owner[cl.addr] == cl {
@@ -134,7 +134,7 @@ func (c *Claims) release(cl *claim) {
 // takeover reports it), else the next free one after it. It never hands
 // out n's own address (the gateway's), the network address or, for IPv4,
 // the broadcast address.
-func (c *Claims) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, ok bool) {
+func (c *claimTable) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	hostBits := n.Addr().BitLen() - n.Bits()

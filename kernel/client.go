@@ -25,7 +25,7 @@ type LocalConfig struct {
 	Peer   netip.Addr
 	Routes []netip.Prefix // routed through the tunnel, with the gateway's
 	// Bypass keeps the SSH transport out of a full tunnel: the default-like
-	// routes (see DefaultLike) go into its table. Zero refuses them.
+	// routes (see defaultLike) go into its table. Zero refuses them.
 	Bypass Bypass
 	// Transport lists the addresses the SSH transport's sockets went to
 	// (the server or first jump host, and name servers): a route in the
@@ -50,15 +50,15 @@ type Bypass struct {
 	Mark  uint32
 }
 
-// DefaultLike reports whether a route through the tunnel stands for the
+// defaultLike reports whether a route through the tunnel stands for the
 // default route: ::/0 and 0.0.0.0/0, or one of the /1 halves that people
 // use to cover the default without replacing it.
-func DefaultLike(p netip.Prefix) bool { return p.Bits() <= 1 }
+func defaultLike(p netip.Prefix) bool { return p.Bits() <= 1 }
 
 // Local is the client's device and what was set up on it.
 type Local struct {
 	*tun.Tun
-	undo        *Undo
+	undo        *undoLog
 	cfg         LocalConfig
 	fromGateway []netip.Prefix     // addresses the gateway assigned, in place now
 	peerRouted  bool               // the route to --peer is in place
@@ -84,9 +84,9 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	undo := NewUndo(cfg.Log)
+	undo := newUndo(cfg.Log)
 	if cfg.Journal != nil {
-		undo = cfg.Journal.NewUndo(cfg.Log)
+		undo = cfg.Journal.newUndo(cfg.Log)
 	}
 	l := &Local{Tun: dev, undo: undo, cfg: cfg}
 	if err := setMTU(dev, l.undo, mtu); err != nil {
@@ -155,7 +155,7 @@ func (l *Local) addRoutes(routes []netip.Prefix) error {
 			l.cfg.Log.Warn("IPv6 is off on the device: route left out", "device", l.Name(), "route", r)
 			continue
 		}
-		if DefaultLike(r) {
+		if defaultLike(r) {
 			if !slices.Contains(full, r) {
 				full = append(full, r)
 			}
@@ -256,7 +256,7 @@ func (l *Local) readdress(gw *relay.TunnelConfig) error {
 	}
 	for _, a := range l.fromGateway {
 		if !slices.Contains(gw.Addresses, a) {
-			if err := DeleteAddress(l.Name(), l.onDevice(a)); err != nil {
+			if err := deleteAddress(l.Name(), l.onDevice(a)); err != nil {
 				return err
 			}
 		}

@@ -46,9 +46,9 @@ func planDNS(gw *relay.TunnelConfig, routes []netip.Prefix) dnsPlan {
 }
 
 // fullTunnel reports whether routes send all traffic, or what stands for
-// it (DefaultLike), through the tunnel.
+// it (defaultLike), through the tunnel.
 func fullTunnel(routes []netip.Prefix) bool {
-	return slices.ContainsFunc(routes, func(r netip.Prefix) bool { return DefaultLike(r.Masked()) })
+	return slices.ContainsFunc(routes, func(r netip.Prefix) bool { return defaultLike(r.Masked()) })
 }
 
 // linkAddr is one entry of systemd-resolved's SetLinkDNS argument, a(iay):

@@ -46,7 +46,7 @@ const (
 // systemd-resolved, and Revert takes them back (RevertLink). It returns
 // errNoLinkResolver, saying why, when there is no system bus or resolved is
 // not on it.
-func (u *Undo) setLinkDNS(dev string, p dnsPlan) error {
+func (u *undoLog) setLinkDNS(dev string, p dnsPlan) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -166,7 +166,7 @@ func isDBusError(err error, name string) bool {
 // warnForeign says so when resolved holds the servers but /etc/resolv.conf
 // is not its stub: programs that read the file, rather than asking through
 // nss-resolve, then never see them.
-func (u *Undo) warnForeign(ctx context.Context, conn *dbus.Conn) {
+func (u *undoLog) warnForeign(ctx context.Context, conn *dbus.Conn) {
 	v, err := conn.Object(resolvedName, resolvedPath).GetProperty(resolvedManager + ".ResolvConfMode")
 	if err != nil {
 		return // an older resolved: no such property
@@ -211,7 +211,7 @@ func (c change) revertDNS(log *slog.Logger) error {
 // resolved's or NetworkManager's file) is replaced by a file and comes
 // back as the same symlink, so the program it points to never has its file
 // written by sshvpn.
-func (u *Undo) writeResolvConf(dev string, content []byte) error {
+func (u *undoLog) writeResolvConf(dev string, content []byte) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	c := change{Op: opDNS, Dev: dev, Path: resolvConfPath, Value: string(content)}

@@ -4,10 +4,10 @@ package kernel
 
 // Elsewhere the tunnel's device cannot be opened, so nothing reaches these.
 
-func (u *Undo) setLinkDNS(dev string, p dnsPlan) error {
+func (u *undoLog) setLinkDNS(dev string, p dnsPlan) error {
 	return unsupported("name servers for " + dev)
 }
 
-func (u *Undo) writeResolvConf(dev string, content []byte) error {
+func (u *undoLog) writeResolvConf(dev string, content []byte) error {
 	return unsupported("write " + resolvConfPath)
 }

@@ -1,25 +1,75 @@
-// Package kernel gives sshvpn the host's own networking: tun and tap devices
-// that implement relay.Device, and an Undo log that changes addresses,
-// routes, sysctls and NAT rules and puts every one of them back.
+// Package kernel is sshvpn's kernel backend: the host's own networking, for
+// a gateway (Gateway, one tun/tap device per tunnel) and for a client
+// (Local, its device with the gateway's addresses, routes and name servers).
+// The device itself is package kernel/tun.
 //
 // Everything here needs CAP_NET_ADMIN in the network namespace it runs in;
 // errors say so and point at --backend netstack, the rootless alternative.
+// On systems other than Linux every operation fails with
+// errors.ErrUnsupported (the *_other.go files).
 //
 // Two rules shape the package:
 //
-//   - Nothing is left behind. A device Open creates is not persistent, so it
-//     disappears with its file descriptor even if the process is killed.
-//     Every host change goes through Undo, which records how to reverse it
-//     before it returns, so a caller runs Undo.Revert on exit, on error and on
-//     signal and the host is as it was.
+//   - Nothing is left behind. Every host change goes through an undo log,
+//     which records how to reverse it before it returns, so a caller reverts
+//     on exit, on error and on signal and the host is as it was. With a
+//     Journal the log is on disk too, so the next start undoes what a
+//     process killed outright left.
 //   - No shelling out. Links, addresses and routes go through netlink
 //     (github.com/vishvananda/netlink), NAT through nftables
-//     (github.com/google/nftables), sysctls through /proc/sys.
+//     (github.com/google/nftables), sysctls through /proc/sys, name servers
+//     through systemd-resolved's D-Bus API.
 //
 // Netlink, nftables and /proc/sys/net act on the network namespace of the
 // calling OS thread, as the kernel does; tests exploit that by locking a
-// thread into a fresh namespace.
+// thread into a fresh namespace (kernel/internal/kerneltest).
 //
-// On systems other than Linux every operation fails with
-// errors.ErrUnsupported.
+// The files, by idea:
+//
+// The undo log, every kind of host change and its reversal:
+//
+//   - undo.go: undoLog, which makes a change, records it and reverts the
+//     record newest first.
+//   - change.go, change_linux.go: change, one host change as the journal
+//     stores it, and how each kind is reverted.
+//   - route_linux.go: links up, MTUs, addresses, routes.
+//   - sysctl_linux.go: sysctls, put back only if nobody changed them since.
+//   - nat_linux.go, natrules_linux.go: masquerading in the one nftables table
+//     sshvpn owns, and the rules' expressions.
+//   - errors.go: causeError, advice that still wraps its errno.
+//
+// The journal, the undo log on disk:
+//
+//   - journal.go: Journal, OpenJournal, Recover (sshvpn cleanup) and
+//     DefaultStateDir; a journal is replayed newest first, skips what it
+//     struck and only runs in the network namespace it was written in.
+//   - netns_linux.go: which namespace that is, and whether it still exists.
+//
+// The gateway:
+//
+//   - gateway.go: Gateway (relay.Opener) and one tunnel's device with the
+//     changes made for it; NAT and forwarding for the whole gateway.
+//   - guard.go: sourceGuard, which drops packets from addresses the tunnel
+//     does not hold, as WireGuard's AllowedIPs do.
+//   - claims.go: claimTable, which tunnel holds each client address, and
+//     each key's stable address.
+//   - check_linux.go: what the host must allow or must not already have
+//     (CheckAccess, a tunnel network no interface overlaps, firewalls that
+//     drop forwarded packets).
+//
+// The client:
+//
+//   - client.go: Local, the client's device set up from the flags or from
+//     what the gateway said, and Update on a reconnect.
+//   - fulltunnel_linux.go: a full tunnel by policy routing, with a Bypass
+//     table and mark that keep the SSH transport outside it.
+//   - dns.go, dns_linux.go: the gateway's name servers, in
+//     systemd-resolved for the tunnel's link or, with --dns-global, in
+//     /etc/resolv.conf.
+//
+// The undo log, the journal and the features stay in one package because
+// each feature adds its own kinds of change (a routing rule, an nftables
+// table, a link's name servers) that the journal must replay after a crash:
+// apart, the change records and their reversal would have to be exported
+// for no caller but each other.
 package kernel

@@ -202,7 +202,7 @@ func (l *Local) markReplies() error {
 func bypassNFTable(b Bypass) string { return fmt.Sprintf("sshvpn-bypass-%d", b.Table) }
 
 // addMarkTable adds markReplies' nftables table. Revert deletes it.
-func (u *Undo) addMarkTable(b Bypass) error {
+func (u *undoLog) addMarkTable(b Bypass) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	c := change{Op: opNFTable, Family: natIPv4.name, Tag: bypassNFTable(b)}
@@ -251,7 +251,7 @@ func deleteNFTable(family, name string) error {
 
 // AddTableRoute routes dst through dev in routing table table. Revert
 // deletes the route.
-func (u *Undo) AddTableRoute(dst netip.Prefix, dev string, table int) error {
+func (u *undoLog) AddTableRoute(dst netip.Prefix, dev string, table int) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -277,7 +277,7 @@ func (c change) tableRoute() *netlink.Route {
 }
 
 // addRule adds a policy routing rule. Revert deletes it.
-func (u *Undo) addRule(r rule) error {
+func (u *undoLog) addRule(r rule) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	c := change{Op: opRule, Rule: &r}

@@ -15,8 +15,8 @@ func (b Bypass) Control(network, address string, c syscall.RawConn) error { retu
 
 func (l *Local) fullTunnel(routes []netip.Prefix) error { return unsupported("full tunnel") }
 
-func (u *Undo) AddTableRoute(dst netip.Prefix, dev string, table int) error {
+func (u *undoLog) AddTableRoute(dst netip.Prefix, dev string, table int) error {
 	return unsupported("add route " + dst.String() + " dev " + dev)
 }
 
-func (u *Undo) addRule(r rule) error { return unsupported("add " + r.String()) }
+func (u *undoLog) addRule(r rule) error { return unsupported("add " + r.String()) }

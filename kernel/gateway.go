@@ -36,8 +36,8 @@ type GatewayConfig struct {
 // changes (forwarding, NAT) live as long as the Gateway.
 type Gateway struct {
 	cfg    GatewayConfig
-	global *Undo
-	claims *Claims
+	global *undoLog
+	claims *claimTable
 	warn   *relay.Throttle
 }
 
@@ -55,7 +55,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err := checkTunnelAddresses(cfg.Addrs); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, global: cfg.undo(), claims: NewClaims(cfg.ClaimsPerKey), warn: relay.NewThrottle(warnEvery)}
+	g := &Gateway{cfg: cfg, global: cfg.undo(), claims: newClaimTable(cfg.ClaimsPerKey), warn: relay.NewThrottle(warnEvery)}
 	if err := g.setup(); err != nil {
 		g.global.Revert()
 		return nil, err
@@ -63,12 +63,12 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	return g, nil
 }
 
-// undo returns an Undo on the journal, if there is one.
-func (c *GatewayConfig) undo() *Undo {
+// undo returns an undoLog on the journal, if there is one.
+func (c *GatewayConfig) undo() *undoLog {
 	if c.Journal != nil {
-		return c.Journal.NewUndo(c.Log)
+		return c.Journal.newUndo(c.Log)
 	}
-	return NewUndo(c.Log)
+	return newUndo(c.Log)
 }
 
 // setup makes the gateway-wide changes. Every tunnel device carries the
@@ -112,14 +112,14 @@ func checkTunnelAddress(a netip.Prefix) error {
 	case a.Addr().Is4() && !a.Contains(a.Addr().Next()):
 		return fmt.Errorf("%s is the network's broadcast address: pick a host address in it", a.Addr())
 	}
-	owner, err := AddressOwner(a.Addr())
+	owner, err := addressOwner(a.Addr())
 	if err != nil {
 		return err
 	}
 	if owner != "" {
 		return fmt.Errorf("address in use: %s is already on %s; pick an address no interface has", a.Addr(), owner)
 	}
-	overlap, err := NetworkOverlap(a)
+	overlap, err := networkOverlap(a)
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,7 @@ func checkTunnelAddress(a netip.Prefix) error {
 // It warns when another firewall's forward chain drops by default, which
 // sshvpn's own accept rules cannot override.
 func (g *Gateway) enableNAT() error {
-	drops, err := ForwardDrops()
+	drops, err := forwardDrops()
 	if err != nil {
 		g.cfg.Log.Warn("cannot check other firewalls' forward chains", "err", err)
 	}
@@ -193,7 +193,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	undo := g.cfg.undo()
 	t := &gatewayTunnel{Tun: dev, undo: undo, cfg: &g.cfg,
-		guard: NewSourceGuard(g.claims, undo, GuardConfig{Dev: dev.Name(), Mode: req.Mode, Key: req.Key,
+		guard: newSourceGuard(g.claims, undo, guardConfig{Dev: dev.Name(), Mode: req.Mode, Key: req.Key,
 			Nets: g.cfg.Addrs, AllowedIPs: req.AllowedIPs, Log: g.cfg.Log, Warn: g.warn})}
 	if err := t.configure(); err != nil {
 		t.Close()
@@ -209,8 +209,8 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 // gatewayTunnel is one tunnel's device plus the changes made for it.
 type gatewayTunnel struct {
 	*tun.Tun
-	undo    *Undo
-	guard   *SourceGuard
+	undo    *undoLog
+	guard   *sourceGuard
 	cfg     *GatewayConfig
 	clients []netip.Prefix // the addresses reserved for this tunnel's client
 }
@@ -269,7 +269,7 @@ func (t *gatewayTunnel) Close() error {
 }
 
 // setMTU changes the device's MTU through undo, when asked.
-func setMTU(dev *tun.Tun, undo *Undo, mtu int) error {
+func setMTU(dev *tun.Tun, undo *undoLog, mtu int) error {
 	if mtu == 0 || mtu == dev.LinkMTU() {
 		return nil
 	}
@@ -282,7 +282,7 @@ func setMTU(dev *tun.Tun, undo *Undo, mtu int) error {
 // untrusting makes the host ignore what a link's far end says about
 // routing: IPv6 router advertisements (and the addresses and routes they
 // bring) and redirects. A device with IPv6 disabled has none of these.
-func untrusting(undo *Undo, dev string) error {
+func untrusting(undo *undoLog, dev string) error {
 	for _, p := range []string{"accept_ra", "autoconf", "accept_redirects"} {
 		err := undo.SetSysctl("net/ipv6/conf/"+dev+"/"+p, "0")
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -11,7 +11,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 )
 
-// SourceGuard checks the packets one tunnel sends into its device, as
+// sourceGuard checks the packets one tunnel sends into its device, as
 // WireGuard's AllowedIPs do: a packet may come from the addresses the tunnel
 // was given (Reserve), from an address of a tunnel network it claims by
 // sending from it (routed there as a /32 or /128, up to the key's limit),
@@ -23,11 +23,11 @@ import (
 // uncontended lock, compares two addresses and allocates nothing. The lock
 // is there because Release may run while a last Check is under way (a Pump
 // closes its Devices from either direction).
-type SourceGuard struct {
+type sourceGuard struct {
 	mu      sync.Mutex
 	closed  bool
-	claims  *Claims
-	undo    *Undo
+	claims  *claimTable
+	undo    *undoLog
 	dev     string
 	mode    relay.Mode
 	key     string
@@ -46,8 +46,8 @@ type SourceGuard struct {
 	devNetAt time.Time
 }
 
-// GuardConfig is what a SourceGuard guards.
-type GuardConfig struct {
+// guardConfig is what a sourceGuard guards.
+type guardConfig struct {
 	Dev        string
 	Mode       relay.Mode
 	Key        string         // the client key's fingerprint: stable addresses and claim limits
@@ -57,20 +57,20 @@ type GuardConfig struct {
 	Warn       *relay.Throttle // nil: one warning per kind every 10 s
 }
 
-// NewSourceGuard guards cfg.Dev, recording its routes in undo.
-func NewSourceGuard(claims *Claims, undo *Undo, cfg GuardConfig) *SourceGuard {
+// newSourceGuard guards cfg.Dev, recording its routes in undo.
+func newSourceGuard(claims *claimTable, undo *undoLog, cfg guardConfig) *sourceGuard {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Warn == nil {
 		cfg.Warn = relay.NewThrottle(warnEvery)
 	}
-	return &SourceGuard{claims: claims, undo: undo, dev: cfg.Dev, mode: cfg.Mode, key: cfg.Key,
+	return &sourceGuard{claims: claims, undo: undo, dev: cfg.Dev, mode: cfg.Mode, key: cfg.Key,
 		nets: cfg.Nets, allowed: cfg.AllowedIPs, log: cfg.Log, warn: cfg.Warn}
 }
 
 // Check reports whether the packet or frame may enter the device.
-func (g *SourceGuard) Check(pkt []byte) bool {
+func (g *sourceGuard) Check(pkt []byte) bool {
 	src, v := sourceOf(pkt, g.mode)
 	switch v {
 	case sourcePass:
@@ -107,7 +107,7 @@ func (g *SourceGuard) Check(pkt []byte) bool {
 
 // reclaim routes a taken-over address back here once the newer tunnel
 // that took it is gone; the caller holds g.mu.
-func (g *SourceGuard) reclaim(c *claim) bool {
+func (g *sourceGuard) reclaim(c *claim) bool {
 	if g.closed || !g.claims.reclaim(c) {
 		return false
 	}
@@ -124,14 +124,14 @@ func (g *SourceGuard) reclaim(c *claim) bool {
 const warnEvery = 10 * time.Second
 
 // warnDrop logs a dropped packet, a line per kind and interval.
-func (g *SourceGuard) warnDrop(why string, src netip.Addr) {
+func (g *sourceGuard) warnDrop(why string, src netip.Addr) {
 	if n, ok := g.warn.Allow(why); ok {
 		g.log.Warn("dropping packets from the client", "device", g.dev, "why", why, "source", src, "dropped_since_last", n)
 	}
 }
 
 // inside reports whether src is a client address of a tunnel network.
-func (g *SourceGuard) inside(src netip.Addr) bool {
+func (g *sourceGuard) inside(src netip.Addr) bool {
 	for _, nets := range [2][]netip.Prefix{g.nets, g.devNets} {
 		for _, n := range nets {
 			if n.Contains(src) && n.Addr() != src {
@@ -144,7 +144,7 @@ func (g *SourceGuard) inside(src netip.Addr) bool {
 
 // refreshDeviceNets reads the device's networks again, unless it did in
 // the last second, and reports whether it did.
-func (g *SourceGuard) refreshDeviceNets() bool {
+func (g *sourceGuard) refreshDeviceNets() bool {
 	if now := time.Now(); now.Sub(g.devNetAt) >= time.Second {
 		g.devNetAt = now
 		g.devNets = deviceNetworks(g.dev)
@@ -153,7 +153,7 @@ func (g *SourceGuard) refreshDeviceNets() bool {
 	return false
 }
 
-func (g *SourceGuard) claim(src netip.Addr) bool {
+func (g *sourceGuard) claim(src netip.Addr) bool {
 	if g.closed {
 		return false
 	}
@@ -184,7 +184,7 @@ func (g *SourceGuard) claim(src netip.Addr) bool {
 // routes it here, so that the client can be told which address to use and
 // is reachable before it sends anything. An address an older tunnel of the
 // same key held is taken over: its route now leads here.
-func (g *SourceGuard) Reserve() ([]netip.Prefix, error) {
+func (g *sourceGuard) Reserve() ([]netip.Prefix, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var got []netip.Prefix
@@ -209,17 +209,17 @@ func (g *SourceGuard) Reserve() ([]netip.Prefix, error) {
 }
 
 // Close stops the tunnel from claiming more addresses, so that no route is
-// added once its Undo is reverting. Call Release after the revert.
-func (g *SourceGuard) Close() {
+// added once its undoLog is reverting. Call Release after the revert.
+func (g *sourceGuard) Close() {
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
 }
 
-// Release gives up the tunnel's claims for good, after its Undo removed
+// Release gives up the tunnel's claims for good, after its undoLog removed
 // their routes: an address freed earlier could be handed to another tunnel
 // while the old route still holds it ("file exists").
-func (g *SourceGuard) Release() {
+func (g *sourceGuard) Release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true

@@ -10,14 +10,14 @@ import (
 )
 
 // guardOn opens a tun, sets it up and guards it for key.
-func guardOn(t *testing.T, claims *Claims, key string, allowed ...netip.Prefix) (*SourceGuard, *Undo, string) {
+func guardOn(t *testing.T, claims *claimTable, key string, allowed ...netip.Prefix) (*sourceGuard, *undoLog, string) {
 	t.Helper()
 	tun := open(t, relay.PointToPoint, relay.AnyUnit)
-	u := NewUndo(slog.New(slog.DiscardHandler))
+	u := newUndo(slog.New(slog.DiscardHandler))
 	if err := u.LinkUp(tun.Name()); err != nil {
 		t.Fatal(err)
 	}
-	g := NewSourceGuard(claims, u, GuardConfig{Dev: tun.Name(), Mode: relay.PointToPoint, Key: key,
+	g := newSourceGuard(claims, u, guardConfig{Dev: tun.Name(), Mode: relay.PointToPoint, Key: key,
 		Nets: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, AllowedIPs: allowed})
 	return g, u, tun.Name()
 }
@@ -28,7 +28,7 @@ func guardOn(t *testing.T, claims *Claims, key string, allowed ...netip.Prefix) 
 func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		claims := NewClaims(2)
+		claims := newClaimTable(2)
 		site := netip.MustParsePrefix("198.19.50.0/24")
 		g0, u0, dev0 := guardOn(t, claims, "key0")
 		g1, u1, dev1 := guardOn(t, claims, "key1", site)
@@ -83,7 +83,7 @@ func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		claims := NewClaims(0)
+		claims := newClaimTable(0)
 		old, uOld, _ := guardOn(t, claims, "SHA256:roaming")
 		a, err := old.Reserve()
 		if err != nil {
@@ -115,7 +115,7 @@ func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
 			t.Errorf("the older tunnel's teardown removed the newer one's route: %s", r)
 		}
-		for _, u := range []*Undo{uOther, uNew} {
+		for _, u := range []*undoLog{uOther, uNew} {
 			u.Revert()
 		}
 	})
@@ -127,7 +127,7 @@ func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 func TestSourceGuardClaimTakeover(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		claims := NewClaims(0)
+		claims := newClaimTable(0)
 		old, uOld, _ := guardOn(t, claims, "SHA256:same")
 		if !old.Check(ipv4From("198.18.3.2")) {
 			t.Fatal("first claim refused")
@@ -163,7 +163,7 @@ func TestSourceGuardClaimTakeover(t *testing.T) {
 func TestSourceGuardReclaimsWhenTheNewerGoes(t *testing.T) {
 	requireTool(t, "ip")
 	inNewNS(t, func() {
-		claims := NewClaims(0)
+		claims := newClaimTable(0)
 		old, uOld, devOld := guardOn(t, claims, "SHA256:same")
 		if !old.Check(ipv4From("198.18.3.2")) {
 			t.Fatal("first claim refused")
@@ -193,7 +193,7 @@ func TestSourceGuardReclaimsWhenTheNewerGoes(t *testing.T) {
 // The check of a packet from an address the tunnel holds allocates nothing.
 func TestSourceGuardCheckAllocs(t *testing.T) {
 	c := &claim{addr: netip.MustParseAddr("198.18.3.2")}
-	g := NewSourceGuard(NewClaims(0), NewUndo(nil), GuardConfig{Dev: "tun0", Mode: relay.PointToPoint,
+	g := newSourceGuard(newClaimTable(0), newUndo(nil), guardConfig{Dev: "tun0", Mode: relay.PointToPoint,
 		Nets: []netip.Prefix{netip.MustParsePrefix("198.18.3.1/24")}, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("198.19.50.0/24")}})
 	g.mine = []*claim{c}
 	own, site := ipv4From("198.18.3.2"), ipv4From("198.19.50.7")

@@ -84,7 +84,7 @@ func TestSourceOf(t *testing.T) {
 }
 
 func TestClaimsReserve(t *testing.T) {
-	c := NewClaims(0)
+	c := newClaimTable(0)
 	n := netip.MustParsePrefix("198.18.3.1/30") // .0 network, .1 gateway, .3 broadcast
 	a, _, ok := c.reserve(n, "tun0", "")
 	if !ok || a.addr != netip.MustParseAddr("198.18.3.2") {
@@ -110,8 +110,8 @@ func TestClaimsStableAcrossGateways(t *testing.T) {
 	seen := map[netip.Addr]bool{}
 	for i := range 20 {
 		key := "SHA256:key" + string(rune('a'+i))
-		a, _, _ := NewClaims(0).reserve(n, "tun0", key)
-		b, _, _ := NewClaims(0).reserve(n, "tun9", key)
+		a, _, _ := newClaimTable(0).reserve(n, "tun0", key)
+		b, _, _ := newClaimTable(0).reserve(n, "tun9", key)
 		if a.addr != b.addr {
 			t.Fatalf("%s: %v on one gateway, %v on another", key, a.addr, b.addr)
 		}

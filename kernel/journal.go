@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Journal is the undo log on disk: every change an Undo made from it is
+// Journal is the undo log on disk: every change an undoLog made from it is
 // written (and synced) before it is made, and struck once it is undone. A
 // process that dies without undoing leaves its journal behind, and the next
 // OpenJournal, or sshvpn cleanup (Recover), undoes what it lists, whatever
@@ -137,13 +137,10 @@ func bootID() string {
 // errUnrecovered marks changes Recover found but could not undo.
 var errUnrecovered = errors.New("not undone")
 
-// NewUndo returns an Undo that journals its changes here.
-func (j *Journal) NewUndo(log *slog.Logger) *Undo {
-	return &Undo{logger: log, journal: j}
+// newUndo returns an undoLog that journals its changes here.
+func (j *Journal) newUndo(log *slog.Logger) *undoLog {
+	return &undoLog{logger: log, journal: j}
 }
-
-// Path is the journal's file.
-func (j *Journal) Path() string { return j.path }
 
 func (j *Journal) write(e entry) error {
 	line, err := json.Marshal(e)

@@ -39,7 +39,7 @@ func TestJournalRecoversADeadProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := j.NewUndo(nil)
+		u := j.newUndo(nil)
 		for _, err := range []error{
 			u.LinkUp("v0"),
 			u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), true),
@@ -85,7 +85,7 @@ func TestJournalCleanRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := j.NewUndo(nil)
+		u := j.newUndo(nil)
 		if err := u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func TestJournalCleanRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+		if err := j.newUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
 			t.Fatal(err)
 		}
 		err = j.Close()
@@ -128,7 +128,7 @@ func journalWithAddress(t *testing.T, dir string) *Journal {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.NewUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
+	if err := j.newUndo(nil).AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
 		t.Fatal(err)
 	}
 	return j
@@ -212,7 +212,7 @@ func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 
 // Changes a dead process made one over another are undone newest first,
 // so each reversal finds what the next older change left: a link's MTU
-// and a sysctl set twice, by two Undos sharing one journal as a gateway's
+// and a sysctl set twice, by two undo logs sharing one journal as a gateway's
 // own and a tunnel's do, come back to what they were before both.
 func TestJournalReplaysNewestFirst(t *testing.T) {
 	requireTool(t, "ip")
@@ -239,7 +239,7 @@ func TestJournalReplaysNewestFirst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		older, newer := j.NewUndo(nil), j.NewUndo(nil)
+		older, newer := j.newUndo(nil), j.newUndo(nil)
 		for _, err := range []error{
 			older.SetMTU("v0", 1400),
 			older.SetSysctl("net.ipv4.conf.all.rp_filter", values[0]),
@@ -276,7 +276,7 @@ func TestJournalSkipsStruckChanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := j.NewUndo(nil)
+		u := j.newUndo(nil)
 		if err := u.AddAddress("v0", netip.MustParsePrefix("198.18.7.1/24"), false); err != nil {
 			t.Fatal(err)
 		}

@@ -45,7 +45,7 @@ const ownerPrefix = "sshvpn pid "
 // has to open. The first call for each family deletes an sshvpn table left by
 // a dead run, and logs that. Revert deletes the rules, and the table once no
 // rules are left in it.
-func (u *Undo) Masquerade(src netip.Prefix) error {
+func (u *undoLog) Masquerade(src netip.Prefix) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if src.Addr().Is4In6() {
@@ -72,8 +72,8 @@ func (u *Undo) Masquerade(src netip.Prefix) error {
 }
 
 // clearStale deletes this family's sshvpn table if no live process owns a
-// rule in it, once per Undo and family.
-func (u *Undo) clearStale(c *nftables.Conn, fam natFamily) error {
+// rule in it, once per undoLog and family.
+func (u *undoLog) clearStale(c *nftables.Conn, fam natFamily) error {
 	if u.nat.checked[byte(fam.family)] {
 		return nil
 	}
@@ -100,7 +100,7 @@ func (u *Undo) clearStale(c *nftables.Conn, fam natFamily) error {
 	return nil
 }
 
-func (u *Undo) markChecked(fam natFamily) {
+func (u *undoLog) markChecked(fam natFamily) {
 	if u.nat.checked == nil {
 		u.nat.checked = make(map[uint8]bool)
 	}
@@ -136,7 +136,7 @@ func tableRules(c *nftables.Conn, table *nftables.Table) ([]*nftables.Rule, erro
 }
 
 // liveOwners returns the pids named by the rules' comments whose process is
-// alive (this one included: another Undo may share the table).
+// alive (this one included: another undoLog may share the table).
 func liveOwners(rules []*nftables.Rule) []int {
 	seen := map[int]bool{}
 	var pids []int

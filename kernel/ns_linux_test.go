@@ -35,7 +35,7 @@ func open(t *testing.T, mode relay.Mode, unit uint32) *tun.Tun {
 
 // upTun opens a tun in the test's namespace, sets it up with 198.18.0.1/24
 // and 2001:2::1/64. The namespace dies with the test, so nothing is reverted.
-func upTun(t *testing.T) (*tun.Tun, *Undo) {
+func upTun(t *testing.T) (*tun.Tun, *undoLog) {
 	t.Helper()
 	dev := open(t, relay.PointToPoint, relay.AnyUnit)
 	u, _ := testUndo(t)
@@ -50,8 +50,6 @@ func upTun(t *testing.T) (*tun.Tun, *Undo) {
 	}
 	return dev, u
 }
-
-func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -73,11 +71,11 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// testUndo returns an Undo that logs into the returned buffer at debug level.
-func testUndo(t *testing.T) (*Undo, *logBuffer) {
+// testUndo returns an undoLog that logs into the returned buffer at debug level.
+func testUndo(t *testing.T) (*undoLog, *logBuffer) {
 	t.Helper()
 	var buf logBuffer
-	u := NewUndo(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	u := newUndo(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("undo log:\n%s", buf.String())

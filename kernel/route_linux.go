@@ -20,7 +20,7 @@ import (
 // took the name after ours went away.
 
 // LinkUp sets dev up. Revert sets it down again only if it was down before.
-func (u *Undo) LinkUp(dev string) error {
+func (u *undoLog) LinkUp(dev string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -40,7 +40,7 @@ func (u *Undo) LinkUp(dev string) error {
 }
 
 // SetMTU sets dev's MTU. Revert restores the old one.
-func (u *Undo) SetMTU(dev string, mtu int) error {
+func (u *undoLog) SetMTU(dev string, mtu int) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -83,7 +83,7 @@ func onLink(index int, what string, fn func(netlink.Link) error) error {
 //
 // Linux flushes IPv6 addresses when a link goes down, so add them after
 // LinkUp.
-func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
+func (u *undoLog) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -116,7 +116,7 @@ func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error 
 // moment after the add returns, and a packet arriving before that is
 // forwarded or dropped as if the address were elsewhere. (On a down link the
 // route waits for the link to come up, so only an up link is waited for.)
-func (u *Undo) waitLocal(ip netip.Addr, dev string) {
+func (u *undoLog) waitLocal(ip netip.Addr, dev string) {
 	deadline := time.Now().Add(localRouteWait)
 	for time.Now().Before(deadline) {
 		routes, err := netlink.RouteGet(ip.AsSlice())
@@ -174,14 +174,14 @@ func linkName(index int) string {
 }
 
 // AddRoute routes dst through dev in the main table. Revert deletes the route.
-func (u *Undo) AddRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, false) }
+func (u *undoLog) AddRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, false) }
 
 // ReplaceRoute routes dst through dev in the main table, in place of a
 // route another device had for it. Revert deletes the route, if it is
 // still through dev.
-func (u *Undo) ReplaceRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, true) }
+func (u *undoLog) ReplaceRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, true) }
 
-func (u *Undo) addRoute(dst netip.Prefix, dev string, replace bool) error {
+func (u *undoLog) addRoute(dst netip.Prefix, dev string, replace bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -208,7 +208,7 @@ func (u *Undo) addRoute(dst netip.Prefix, dev string, replace bool) error {
 // AddUnreachable makes dst unreachable in the main table, so that a packet
 // for an address in it that no more specific route claims is refused with
 // an ICMP error instead of following some other route. Revert deletes it.
-func (u *Undo) AddUnreachable(dst netip.Prefix) error {
+func (u *undoLog) AddUnreachable(dst netip.Prefix) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	c := change{Op: opUnreachable, Prefix: dst.Masked()}
@@ -247,9 +247,9 @@ func gone(err error) bool {
 		errors.Is(err, unix.ENOENT)
 }
 
-// DeleteAddress removes p from dev, for a client whose gateway handed it a
-// new address on reconnect. An Undo that added p treats it as already gone.
-func DeleteAddress(dev string, p netip.Prefix) error {
+// deleteAddress removes p from dev, for a client whose gateway handed it a
+// new address on reconnect. An undoLog that added p treats it as already gone.
+func deleteAddress(dev string, p netip.Prefix) error {
 	link, err := netlink.LinkByName(dev)
 	if err != nil {
 		return fmt.Errorf("delete %s from %s: %w", p, dev, err)

@@ -20,7 +20,7 @@ import (
 // back, and only if SetSysctl changed it and nobody changed it since.
 //
 // Parameters under net. belong to the calling thread's network namespace.
-func (u *Undo) SetSysctl(name, value string) error {
+func (u *undoLog) SetSysctl(name, value string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	path, err := sysctlPath(name)

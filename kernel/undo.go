@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// Undo makes changes to the host and records how to reverse each one, so that
+// undoLog makes changes to the host and records how to reverse each one, so that
 // Revert puts the host back as it was: on exit, on error and on signal. With
 // a Journal it also writes each change to disk before making it, so that a
 // process killed outright is undone by the next start (Recover).
@@ -17,11 +17,11 @@ import (
 // already up, a sysctl already at the value) is not recorded, so Revert never
 // undoes what sshvpn did not do.
 //
-// The zero value is ready and logs to slog.Default(); NewUndo injects a
+// The zero value is ready and logs to slog.Default(); newUndo injects a
 // logger. All methods are safe for concurrent use and run one at a time.
 // Changes act on the network namespace of the calling thread, and so does
 // Revert: call it from the namespace the changes were made in.
-type Undo struct {
+type undoLog struct {
 	mu      sync.Mutex
 	logger  *slog.Logger
 	journal *Journal // nil: in memory only
@@ -35,12 +35,12 @@ type step struct {
 	seq uint64 // its journal entry, 0 without a journal
 }
 
-// NewUndo returns an empty Undo that logs to logger and keeps no journal.
-func NewUndo(logger *slog.Logger) *Undo {
-	return &Undo{logger: logger}
+// newUndo returns an empty undoLog that logs to logger and keeps no journal.
+func newUndo(logger *slog.Logger) *undoLog {
+	return &undoLog{logger: logger}
 }
 
-func (u *Undo) log() *slog.Logger {
+func (u *undoLog) log() *slog.Logger {
 	if u.logger == nil {
 		return slog.Default()
 	}
@@ -50,7 +50,7 @@ func (u *Undo) log() *slog.Logger {
 // apply makes change c with do, journalling it first; the caller holds
 // u.mu. A change that fails is struck from the journal again; one that was
 // made is recorded for Revert.
-func (u *Undo) apply(c change, do func() error) error {
+func (u *undoLog) apply(c change, do func() error) error {
 	var seq uint64
 	if u.journal != nil {
 		var err error
@@ -74,7 +74,7 @@ func (u *Undo) apply(c change, do func() error) error {
 // in the journal for Recover to try again. A change that is already gone,
 // such as an address on a device that has since been deleted, counts as
 // undone. Revert forgets what it ran, so a second call does nothing.
-func (u *Undo) Revert() error {
+func (u *undoLog) Revert() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var errs []error
@@ -96,7 +96,7 @@ func (u *Undo) Revert() error {
 }
 
 // Len is the number of changes Revert would undo.
-func (u *Undo) Len() int {
+func (u *undoLog) Len() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.steps)
@@ -105,5 +105,5 @@ func (u *Undo) Len() int {
 // natState is what Masquerade remembers between calls.
 type natState struct {
 	checked map[uint8]bool // nftables families whose stale table was looked for
-	seq     int            // numbers the rules this Undo adds, for their comments
+	seq     int            // numbers the rules this undoLog adds, for their comments
 }

@@ -134,7 +134,7 @@ func TestUndoRecordsOnlyChanges(t *testing.T) {
 			}
 		}
 		if u.Len() != 0 {
-			t.Fatalf("Undo recorded %d changes for settings already in place; want 0", u.Len())
+			t.Fatalf("undoLog recorded %d changes for settings already in place; want 0", u.Len())
 		}
 		if err := u.Revert(); err != nil {
 			t.Fatal(err)

@@ -15,31 +15,33 @@ func unsupported(what string) error {
 	return fmt.Errorf("%s: %w on this system: use --backend netstack", what, errors.ErrUnsupported)
 }
 
-func (u *Undo) LinkUp(dev string) error { return unsupported("set " + dev + " up") }
+func (u *undoLog) LinkUp(dev string) error { return unsupported("set " + dev + " up") }
 
-func (u *Undo) SetMTU(dev string, mtu int) error { return unsupported("set " + dev + " mtu") }
+func (u *undoLog) SetMTU(dev string, mtu int) error { return unsupported("set " + dev + " mtu") }
 
-func (u *Undo) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
+func (u *undoLog) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
 	return unsupported("add " + p.String() + " to " + dev)
 }
 
-func (u *Undo) AddRoute(dst netip.Prefix, dev string) error {
+func (u *undoLog) AddRoute(dst netip.Prefix, dev string) error {
 	return unsupported("add route " + dst.String() + " dev " + dev)
 }
 
-func (u *Undo) ReplaceRoute(dst netip.Prefix, dev string) error {
+func (u *undoLog) ReplaceRoute(dst netip.Prefix, dev string) error {
 	return unsupported("replace route " + dst.String() + " dev " + dev)
 }
 
-func (u *Undo) AddUnreachable(dst netip.Prefix) error {
+func (u *undoLog) AddUnreachable(dst netip.Prefix) error {
 	return unsupported("add route unreachable " + dst.String())
 }
 
 func (c change) revert(*slog.Logger) error { return unsupported("undo " + c.String()) }
 
-func (u *Undo) SetSysctl(name, value string) error { return unsupported("sysctl " + name) }
+func (u *undoLog) SetSysctl(name, value string) error { return unsupported("sysctl " + name) }
 
-func (u *Undo) Masquerade(src netip.Prefix) error { return unsupported("masquerade " + src.String()) }
+func (u *undoLog) Masquerade(src netip.Prefix) error {
+	return unsupported("masquerade " + src.String())
+}
 
-// DeleteAddress fails: there are no tun/tap devices here.
-func DeleteAddress(dev string, p netip.Prefix) error { return unsupported("delete address on " + dev) }
+// deleteAddress fails: there are no tun/tap devices here.
+func deleteAddress(dev string, p netip.Prefix) error { return unsupported("delete address on " + dev) }

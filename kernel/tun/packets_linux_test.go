@@ -168,8 +168,6 @@ func TestChecksum(t *testing.T) {
 	}
 }
 
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-
 // nstat returns the namespace's network counters, to explain a lost packet.
 func nstat() string {
 	out, err := exec.Command("nstat", "-a").CombinedOutput()
