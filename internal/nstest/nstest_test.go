@@ -209,7 +209,7 @@ func TestTransferFails(t *testing.T) {
 	port := 5100
 	// run transfers through a faulty proxy and returns Wait's error and how
 	// long it took.
-	run := func(t *testing.T, f fault, at int64, download bool) (*TransferRun, error, time.Duration) {
+	run := func(t *testing.T, f fault, at int64, download bool) (*TransferRun, time.Duration, error) {
 		t.Helper()
 		port += 2
 		listen, proxy := fmt.Sprintf("198.18.0.1:%d", port), fmt.Sprintf("198.18.0.1:%d", port+1)
@@ -217,12 +217,12 @@ func TestTransferFails(t *testing.T) {
 		start := time.Now()
 		tr := StartTransfer(t, a, listen, b, proxy, size, download)
 		_, err := tr.Wait()
-		return tr, err, time.Since(start)
+		return tr, time.Since(start), err
 	}
 	for _, download := range []bool{true, false} {
 		t.Run(fmt.Sprintf("corrupt/download=%v", download), func(t *testing.T) {
 			const at = 5<<20 + 77
-			_, err, d := run(t, corrupt, at, download)
+			_, d, err := run(t, corrupt, at, download)
 			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("differs from the sent stream at offset %d", at)) {
 				t.Fatalf("Wait = %v, want a mismatch at offset %d", err, at)
 			}
@@ -233,7 +233,7 @@ func TestTransferFails(t *testing.T) {
 		})
 		t.Run(fmt.Sprintf("truncate/download=%v", download), func(t *testing.T) {
 			const at = 3 << 20
-			tr, err, d := run(t, truncate, at, download)
+			tr, d, err := run(t, truncate, at, download)
 			if err == nil {
 				t.Fatal("Wait = nil for a connection cut short")
 			}
@@ -247,7 +247,7 @@ func TestTransferFails(t *testing.T) {
 		})
 		t.Run(fmt.Sprintf("stall/download=%v", download), func(t *testing.T) {
 			const at = 1 << 20
-			_, err, d := run(t, stall, at, download)
+			_, d, err := run(t, stall, at, download)
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("Wait = %v, want a deadline exceeded", err)
 			}

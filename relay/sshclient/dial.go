@@ -227,6 +227,7 @@ func (d *Dialer) handshake(ctx context.Context, conn net.Conn, cfg *Config, time
 			return nil, &PermissionDeniedError{User: cfg.User, Host: cfg.HostName, err: err}
 		case errors.Is(err, io.EOF) && !bc.bannerSeen():
 			// sshd's MaxStartups, a TCP wrapper, or not an SSH server.
+			//lint:ignore ST1005 ssh's words, capitalized as ssh prints them
 			return nil, fmt.Errorf("Connection closed by %s: %w", remoteString(conn), err)
 		}
 		if u := errors.Unwrap(err); u != nil && strings.HasPrefix(err.Error(), "ssh: handshake failed: ") {

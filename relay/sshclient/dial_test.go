@@ -363,8 +363,9 @@ func (p *freezeProxy) copyDown(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		// A gate: the read waits here while the test holds frozen.
 		p.frozen.Lock()
-		p.frozen.Unlock()
+		p.frozen.Unlock() //lint:ignore SA2001 the gate above
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

@@ -13,7 +13,9 @@ import (
 
 // ErrTimedOut is ConnectTimeout running out; the error wrapping it says
 // where, in ssh's words ("Connection timed out during banner exchange").
-var ErrTimedOut = errors.New("Connection timed out") //nolint:staticcheck // ssh's words, capitalized
+//
+//lint:ignore ST1005 ssh's words, capitalized as ssh prints them
+var ErrTimedOut = errors.New("Connection timed out")
 
 // PermissionDeniedError is a login the server refused: no key was accepted.
 type PermissionDeniedError struct {

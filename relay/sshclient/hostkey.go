@@ -449,7 +449,7 @@ func keyTypeName(k ssh.PublicKey) string {
 	switch {
 	case t == ssh.KeyAlgoRSA:
 		name = "RSA"
-	case t == ssh.KeyAlgoDSA:
+	case t == "ssh-dss": // x/crypto deprecated the name, not the keys in known_hosts
 		name = "DSA"
 	case t == ssh.KeyAlgoED25519:
 		name = "ED25519"

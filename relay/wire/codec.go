@@ -45,7 +45,7 @@ var (
 	errTruncated      = &relay.DropError{Reason: relay.DropTruncated, Err: errors.New("shorter than its header says")}
 	errTrailing       = &relay.DropError{Reason: relay.DropMalformed, Err: errors.New("bytes after the IP packet its header states")}
 	errFrameShort     = &relay.DropError{Reason: relay.DropTruncated, Err: errors.New("shorter than an Ethernet header")}
-	errFrameLong      = &relay.DropError{Reason: relay.DropOversized, Err: errors.New("Ethernet frame larger than the MTU")}
+	errFrameLong      = &relay.DropError{Reason: relay.DropOversized, Err: errors.New("frame larger than the MTU")}
 )
 
 // EncodeL3 frames the IP packet at buf[offset:offset+size] for a
