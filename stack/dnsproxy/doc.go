@@ -1,7 +1,6 @@
-// Package dnsproxy is the rootless gateway's DNS forwarder (issue 12, Must
-// have 3): a caching proxy that answers tunnel clients on the gateway's
-// virtual address and forwards to the host's own resolvers over ordinary
-// sockets of the gateway process.
+// Package dnsproxy is the rootless gateway's DNS forwarder: a caching proxy
+// that answers tunnel clients on the gateway's virtual address and forwards
+// to the host's own resolvers over ordinary sockets of the gateway process.
 //
 // The gVisor stack hands it a net.PacketConn (UDP) and a net.Listener (TCP)
 // bound to the virtual address; [Proxy.ServePacket] and [Proxy.ServeStream]
@@ -14,5 +13,20 @@
 //
 // Answers are cached no longer than their smallest TTL, negative answers no
 // longer than their SOA's minimum (RFC 2308 §5), and the TTLs a cached answer
-// carries count down.
+// carries count down. The cache is bounded in bytes (Config.CacheBytes), and
+// each client, one [Proxy.Share] each, may hold only its share of it
+// (Config.ShareBytes): a client filling the cache pushes out its own answers
+// before anyone else's. Expired answers are freed by a timer, not only when
+// looked up. An answer is cached packed, and a hit is one copy of its bytes
+// with the client's ID, flags, name and TTLs written in.
+//
+// Files:
+//
+//	proxy.go      Config, defaults and limits, Proxy, Share, Stats
+//	serve.go      the UDP and TCP serving loops and their limits
+//	handle.go     one query: checks, the cache, upstream, packing the reply
+//	forward.go    asking the upstream resolvers
+//	cache.go      the byte-bounded cache: accounts, eviction, expiry
+//	answer.go     an answer in packed form and the replies written from it
+//	upstreams.go  reading the resolvers from resolv.conf
 package dnsproxy

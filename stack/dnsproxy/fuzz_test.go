@@ -55,11 +55,13 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff}, pack(ans), true)
 	f.Add([]byte{}, []byte{}, false)
 	f.Fuzz(func(t *testing.T, client, upstream []byte, udp bool) {
-		p := newProxy(bytesExchanger{upstream}, 8, slog.New(slog.DiscardHandler))
+		p := newProxy(bytesExchanger{upstream}, newCache(64<<10, 64<<10), slog.New(slog.DiscardHandler))
+		defer p.Close()
 		out := p.handle(context.Background(), client, udp)
 		if out == nil {
 			return
 		}
+		out = out[lengthField:]
 		r := new(dns.Msg)
 		if err := r.Unpack(out); err != nil {
 			t.Fatalf("answer does not unpack: %v", err)

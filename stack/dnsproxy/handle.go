@@ -9,9 +9,15 @@ import (
 	"github.com/miekg/dns"
 )
 
+// lengthField is the room handle leaves in front of an answer, for the
+// two-byte length that precedes it over TCP (RFC 1035 §4.2.2), so that a
+// TCP answer is not copied once more to be framed.
+const lengthField = 2
+
 // handle answers one client message: raw is what the client sent, udp says
-// which transport the answer goes back on. It returns the answer's bytes, or
-// nil when the message gets none (it is counted).
+// which transport the answer goes back on. It returns the answer's bytes
+// after lengthField free bytes, or nil when the message gets none (it is
+// counted).
 func (p *Proxy) handle(ctx context.Context, raw []byte, udp bool) []byte {
 	p.stats.queries.Add(1)
 	q, early := p.parse(raw)
@@ -21,7 +27,15 @@ func (p *Proxy) handle(ctx context.Context, raw []byte, udp bool) []byte {
 	case q == nil:
 		return nil
 	}
-	return p.pack(q, p.resolve(ctx, q), udp)
+	a, m := p.resolve(ctx, q)
+	if a == nil {
+		return p.pack(q, m, udp)
+	}
+	limit := dns.MaxMsgSize
+	if udp {
+		limit = clientUDPSize(q.IsEdns0())
+	}
+	return a.reply(q, p.cache.now(), limit, lengthField)
 }
 
 // parse unpacks and checks a client's query. It returns the query and, when
@@ -79,9 +93,10 @@ func formErrHeader(raw []byte) *dns.Msg {
 	return m
 }
 
-// resolve returns an answer to q, from the cache or upstream, that the caller
-// owns. When no upstream answers it returns SERVFAIL.
-func (p *Proxy) resolve(ctx context.Context, q *dns.Msg) *dns.Msg {
+// resolve answers q from the cache, or upstream: a packed answer (a),
+// cached or cacheable, or a message the caller owns (m). When no upstream
+// answers, m is SERVFAIL.
+func (p *Proxy) resolve(ctx context.Context, q *dns.Msg) (a *answer, m *dns.Msg) {
 	question := q.Question[0]
 	do := false
 	if opt := q.IsEdns0(); opt != nil {
@@ -92,9 +107,9 @@ func (p *Proxy) resolve(ctx context.Context, q *dns.Msg) *dns.Msg {
 	// answer must not stand in for a recursive one.
 	cacheable := q.RecursionDesired
 	if cacheable {
-		if m := p.cache.get(key, p.now()); m != nil {
+		if a := p.cache.get(key, p.cache.now()); a != nil {
 			p.stats.cacheHits.Add(1)
-			return m
+			return a, nil
 		}
 	}
 
@@ -111,18 +126,36 @@ func (p *Proxy) resolve(ctx context.Context, q *dns.Msg) *dns.Msg {
 		err = errMismatch
 	}
 	if err == nil {
-		err = repacks(ans)
+		ans.Extra = withoutOPT(ans.Extra)
+		a, err = p.store(key, ans, cacheable)
 	}
 	if err != nil {
 		p.stats.upstreamFailures.Add(1)
 		p.log.Debug("dns: no upstream answered", "name", question.Name, "type", dns.Type(question.Qtype), "err", err)
-		return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
+		return nil, new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
 	}
-	ans.Extra = withoutOPT(ans.Extra)
-	if cacheable {
-		p.cache.put(key, ans.Copy(), p.now())
+	if a == nil {
+		return nil, ans
 	}
-	return ans
+	return a, nil
+}
+
+// store packs ans, an upstream answer without its OPT, and caches it under
+// key when it may be. It returns nil and no error when ans may not be
+// cached: the caller packs it for the client instead.
+func (p *Proxy) store(key cacheKey, ans *dns.Msg, cacheable bool) (*answer, error) {
+	ttl, ok := cacheTTL(ans)
+	if !cacheable || !ok || p.cache.budget <= 0 {
+		return nil, repacks(ans)
+	}
+	capTTLs(ans, ttl)
+	now := p.cache.now()
+	a, err := newAnswer(ans, now)
+	if err != nil {
+		return nil, err
+	}
+	p.cache.put(p.acct, key, a, now.Add(ttl))
+	return a, nil
 }
 
 // sameQuestion says whether an upstream answer is to the question asked;
@@ -162,10 +195,11 @@ func withoutOPT(rrs []dns.RR) []dns.RR {
 	return out
 }
 
-// pack makes ans the reply to q, as the client expects it, and packs it: the
-// client's ID and question, an OPT only when the client sent one (echoing
-// DO), and for UDP no more than the client's buffer, with TC set when
-// records had to go. q is nil for a bare FORMERR.
+// pack makes ans the reply to q, as the client expects it, and packs it
+// after lengthField free bytes: the client's ID and question, an OPT only
+// when the client sent one (echoing DO), and for UDP no more than the
+// client's buffer, with TC set when records had to go. q is nil for a bare
+// FORMERR.
 func (p *Proxy) pack(q, ans *dns.Msg, udp bool) []byte {
 	var opt *dns.OPT
 	if q != nil {
@@ -191,7 +225,7 @@ func (p *Proxy) pack(q, ans *dns.Msg, udp bool) []byte {
 	}
 	b, err := ans.Pack()
 	if err == nil && len(b) <= size {
-		return b
+		return withLengthField(b)
 	}
 	// Whatever the records were, the client still gets an answer it can act on.
 	p.log.Debug("dns: answer did not pack", "err", err, "len", len(b), "limit", size)
@@ -207,7 +241,14 @@ func (p *Proxy) pack(q, ans *dns.Msg, udp bool) []byte {
 	if b, err = ans.Pack(); err != nil {
 		return nil
 	}
-	return b
+	return withLengthField(b)
+}
+
+// withLengthField copies b after lengthField free bytes.
+func withLengthField(b []byte) []byte {
+	out := make([]byte, lengthField+len(b))
+	copy(out[lengthField:], b)
+	return out
 }
 
 // clientUDPSize is the largest UDP answer a client takes: its EDNS0 buffer

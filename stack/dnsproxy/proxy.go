@@ -20,8 +20,17 @@ const (
 	// TCP) before the next is asked. glibc waits 5 s; a gateway's resolvers
 	// are usually near, and a client retries anyway.
 	DefaultTimeout = 2 * time.Second
-	// DefaultCacheSize is the number of answers kept when Config.CacheSize is 0.
-	DefaultCacheSize = 4096
+	// DefaultCacheBytes bounds what the cache holds when Config.CacheBytes
+	// is 0: a small fixed cost of the gateway whatever its clients ask,
+	// and room for tens of thousands of typical answers of a few hundred
+	// bytes.
+	DefaultCacheBytes = 32 << 20
+	// DefaultShareBytes bounds what the queries of one client (one Share)
+	// hold of the cache when Config.ShareBytes is 0: thousands of answers,
+	// many times a host's working set of names, and an eighth of the
+	// default budget, so that eight clients at their full share fit and a
+	// client flooding the cache with large answers keeps to its own.
+	DefaultShareBytes = 4 << 20
 
 	// upstreamUDPSize is the EDNS0 buffer advertised upstream and to clients:
 	// the DNS flag day 2020 figure, which avoids IP fragmentation.
@@ -49,9 +58,14 @@ type Config struct {
 	Upstreams []netip.AddrPort
 	// Timeout is the time one upstream gets; 0 means DefaultTimeout.
 	Timeout time.Duration
-	// CacheSize is the number of answers cached; 0 means DefaultCacheSize
-	// and a negative value turns the cache off.
-	CacheSize int
+	// CacheBytes bounds the bytes the cache holds: each answer's packed
+	// bytes and index, and a fixed estimate of its bookkeeping. 0 means
+	// DefaultCacheBytes and a negative value turns the cache off.
+	CacheBytes int64
+	// ShareBytes bounds what one Share's queries hold of the cache (see
+	// Share); 0 means DefaultShareBytes. An answer larger than that is
+	// not cached.
+	ShareBytes int64
 	// Log receives per-query events at debug level; nil discards them.
 	Log *slog.Logger
 }
@@ -67,10 +81,11 @@ type Proxy struct {
 	log   *slog.Logger
 	ex    exchanger
 	cache *cache
-	now   func() time.Time // the cache's clock; tests replace it
-	idle  time.Duration    // TCP idle timeout; tests shorten it
-	sem   chan struct{}    // queries in flight
-	stats *stats           // shared with the Proxy's shares
+	acct  *account      // what this Proxy's queries hold in the cache
+	root  bool          // the Proxy New made, which owns the cache
+	idle  time.Duration // TCP idle timeout; tests shorten it
+	sem   chan struct{} // queries in flight
+	stats *stats        // shared with the Proxy's shares
 
 	mu      sync.Mutex
 	closed  bool
@@ -85,6 +100,9 @@ type Stats struct {
 	Malformed        uint64 // unparseable or invalid queries (dropped, or FORMERR)
 	Dropped          uint64 // queries or connections refused at a limit
 	UpstreamFailures uint64 // queries no upstream answered (the client got SERVFAIL)
+	// CacheBytes and CacheEntries are what the cache holds now.
+	CacheBytes   uint64
+	CacheEntries uint64
 }
 
 type stats struct {
@@ -104,23 +122,27 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.CacheSize == 0 {
-		cfg.CacheSize = DefaultCacheSize
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = DefaultCacheBytes
+	}
+	if cfg.ShareBytes <= 0 {
+		cfg.ShareBytes = DefaultShareBytes
 	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	fwd := &forwarder{upstreams: append([]netip.AddrPort(nil), cfg.Upstreams...), timeout: cfg.Timeout, log: log}
-	return newProxy(fwd, cfg.CacheSize, log), nil
+	return newProxy(fwd, newCache(cfg.CacheBytes, cfg.ShareBytes), log), nil
 }
 
-func newProxy(ex exchanger, cacheSize int, log *slog.Logger) *Proxy {
+func newProxy(ex exchanger, c *cache, log *slog.Logger) *Proxy {
 	return &Proxy{
 		log:     log,
 		ex:      ex,
-		cache:   newCache(cacheSize),
-		now:     time.Now,
+		cache:   c,
+		acct:    new(account),
+		root:    true,
 		idle:    tcpIdleTimeout,
 		sem:     make(chan struct{}, maxInFlight),
 		stats:   new(stats),
@@ -131,11 +153,13 @@ func newProxy(ex exchanger, cacheSize int, log *slog.Logger) *Proxy {
 // Share returns a Proxy that asks the same resolvers through the same
 // cache and counts into the same Stats, with limits of its own: the
 // rootless gateway gives each client one, so that a client flooding
-// queries fills its own in-flight slots, never another's. Close on the
-// share stops its Serve calls only.
+// queries fills its own in-flight slots and its own share of the cache
+// (Config.ShareBytes), never another's. Close on the share stops its Serve
+// calls only; what it cached stays, for the others.
 func (p *Proxy) Share() *Proxy {
 	return &Proxy{
-		log: p.log, ex: p.ex, cache: p.cache, now: p.now, idle: p.idle, stats: p.stats,
+		log: p.log, ex: p.ex, cache: p.cache, idle: p.idle, stats: p.stats,
+		acct:    new(account),
 		sem:     make(chan struct{}, maxInFlight),
 		serving: map[*serving]struct{}{},
 	}
@@ -143,7 +167,10 @@ func (p *Proxy) Share() *Proxy {
 
 // Stats returns the counters so far.
 func (p *Proxy) Stats() Stats {
+	bytes, entries := p.cache.held()
 	return Stats{
+		CacheBytes:       uint64(bytes),
+		CacheEntries:     uint64(entries),
 		Queries:          p.stats.queries.Load(),
 		CacheHits:        p.stats.cacheHits.Load(),
 		Malformed:        p.stats.malformed.Load(),
@@ -154,6 +181,7 @@ func (p *Proxy) Stats() Stats {
 
 // Close stops every running Serve call, closing its conn or listener, and
 // waits until they have returned. Later Serve calls return net.ErrClosed.
+// On the Proxy New made it also empties the cache, which its shares use.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
@@ -162,5 +190,8 @@ func (p *Proxy) Close() error {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+	if p.root {
+		p.cache.close()
+	}
 	return nil
 }

@@ -48,7 +48,7 @@ func startProxy(t *testing.T, cfg Config, setup ...func(*Proxy)) *testProxy {
 		t.Fatal(err)
 	}
 	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	p.now = clk.now
+	p.cache.now = clk.now
 	for _, f := range setup {
 		f(p)
 	}
@@ -126,7 +126,7 @@ func exchange(t *testing.T, network, addr string, m *dns.Msg) *dns.Msg {
 
 func TestAnswersOverUDPAndTCP(t *testing.T) {
 	z := startZone(t, false)
-	p := startProxy(t, Config{Upstreams: []netip.AddrPort{z.addr}, CacheSize: -1})
+	p := startProxy(t, Config{Upstreams: []netip.AddrPort{z.addr}, CacheBytes: -1})
 	for _, network := range []string{"udp", "tcp"} {
 		for _, tc := range []struct {
 			qtype uint16
@@ -439,11 +439,12 @@ func TestNewRejectsNoUpstreams(t *testing.T) {
 	}
 }
 
-func TestFrameLength(t *testing.T) {
-	b := frame([]byte{1, 2, 3})
-	if binary.BigEndian.Uint16(b) != 3 || len(b) != 5 {
-		t.Fatalf("frame %x", b)
-	}
+// frame prefixes b with its length, as a TCP client sends it.
+func frame(b []byte) []byte {
+	out := make([]byte, 2+len(b))
+	binary.BigEndian.PutUint16(out, uint16(len(b)))
+	copy(out[2:], b)
+	return out
 }
 
 func TestUDPDroppedAtInFlightLimit(t *testing.T) {

@@ -87,7 +87,7 @@ func (p *Proxy) answerPacket(ctx context.Context, pc net.PacketConn, query []byt
 	if b == nil {
 		return
 	}
-	if _, err := pc.WriteTo(b, to); err != nil && ctx.Err() == nil {
+	if _, err := pc.WriteTo(b[lengthField:], to); err != nil && ctx.Err() == nil {
 		p.log.Debug("dns: write answer", "to", to, "err", err)
 	}
 }
@@ -159,10 +159,11 @@ func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
 			if b == nil {
 				return
 			}
+			binary.BigEndian.PutUint16(b, uint16(len(b)-lengthField))
 			wmu.Lock()
 			defer wmu.Unlock()
 			c.SetWriteDeadline(time.Now().Add(p.idle))
-			if _, err := c.Write(frame(b)); err != nil && ctx.Err() == nil {
+			if _, err := c.Write(b); err != nil && ctx.Err() == nil {
 				p.log.Debug("dns: write answer on tcp", "to", c.RemoteAddr(), "err", err)
 			}
 		})
@@ -190,12 +191,4 @@ func readFrame(r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("read %d-byte message: %w", len(b), err)
 	}
 	return b, nil
-}
-
-// frame prefixes b with its length, for a single Write.
-func frame(b []byte) []byte {
-	out := make([]byte, 2+len(b))
-	binary.BigEndian.PutUint16(out, uint16(len(b)))
-	copy(out[2:], b)
-	return out
 }
