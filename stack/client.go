@@ -174,7 +174,7 @@ func newClient(cfg clientConfig) (*client, error) {
 	c.installUDP()
 	c.installICMP(cfg.Ping4, cfg.Ping6)
 	if cfg.DNS != nil {
-		c.dns = cfg.DNS.Share()
+		c.dns = cfg.DNS.Share(c.admitDNS)
 		if err := c.serveDNS(c.dns, cfg.DNSAddrs); err != nil {
 			c.Close()
 			return nil, err

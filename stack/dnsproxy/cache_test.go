@@ -312,10 +312,10 @@ func TestCacheHitAllocs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.handle(context.Background(), raw, udp) == nil {
+		if p.handle(context.Background(), raw, udp, false) == nil {
 			t.Fatal("no answer")
 		}
-		allocs := testing.AllocsPerRun(100, func() { p.handle(context.Background(), raw, udp) })
+		allocs := testing.AllocsPerRun(100, func() { p.handle(context.Background(), raw, udp, false) })
 		if p.Stats().CacheHits < 100 {
 			t.Fatalf("%d cache hits, want every run to be one", p.Stats().CacheHits)
 		}
@@ -338,9 +338,9 @@ func BenchmarkCacheHit(b *testing.B) {
 	p := newProxy(constExchanger{txtAnswer(b, "x.test.", 60<<10)}, newCache(1<<20, 1<<20), slog.New(slog.DiscardHandler))
 	defer p.Close()
 	raw, _ := query("x.test.", dns.TypeTXT).Pack()
-	p.handle(context.Background(), raw, false)
+	p.handle(context.Background(), raw, false, false)
 	b.ReportAllocs()
 	for b.Loop() {
-		p.handle(context.Background(), raw, false)
+		p.handle(context.Background(), raw, false, false)
 	}
 }

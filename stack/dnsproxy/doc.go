@@ -20,9 +20,12 @@
 // looked up. An answer is cached packed, and a hit is one copy of its bytes
 // with the client's ID, flags, name and TTLs written in.
 //
+// A share may be given an [Admit]: the gateway judges each client's queries
+// by its egress policy, and a client it may not serve gets REFUSED.
+//
 // Files:
 //
-//	proxy.go      Config, defaults and limits, Proxy, Share, Stats
+//	proxy.go      Config, defaults and limits, Proxy, Share, Admit, Stats
 //	serve.go      the UDP and TCP serving loops and their limits
 //	handle.go     one query: checks, the cache, upstream, packing the reply
 //	forward.go    asking the upstream resolvers

@@ -57,7 +57,7 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, client, upstream []byte, udp bool) {
 		p := newProxy(bytesExchanger{upstream}, newCache(64<<10, 64<<10), slog.New(slog.DiscardHandler))
 		defer p.Close()
-		out := p.handle(context.Background(), client, udp)
+		out := p.handle(context.Background(), client, udp, false)
 		if out == nil {
 			return
 		}

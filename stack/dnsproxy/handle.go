@@ -15,13 +15,16 @@ import (
 const lengthField = 2
 
 // handle answers one client message: raw is what the client sent, udp says
-// which transport the answer goes back on. It returns the answer's bytes
-// after lengthField free bytes, or nil when the message gets none (it is
-// counted).
-func (p *Proxy) handle(ctx context.Context, raw []byte, udp bool) []byte {
+// which transport the answer goes back on, refuse that the client may not
+// ask (Admit). It returns the answer's bytes after lengthField free bytes,
+// or nil when the message gets none (it is counted).
+func (p *Proxy) handle(ctx context.Context, raw []byte, udp, refuse bool) []byte {
 	p.stats.queries.Add(1)
 	q, early := p.parse(raw)
 	switch {
+	case q != nil && refuse:
+		p.stats.refused.Add(1)
+		return p.pack(q, new(dns.Msg).SetRcode(q, dns.RcodeRefused), udp)
 	case early != nil:
 		return p.pack(q, early, udp)
 	case q == nil:

@@ -82,6 +82,7 @@ type Proxy struct {
 	ex    exchanger
 	cache *cache
 	acct  *account      // what this Proxy's queries hold in the cache
+	admit Admit         // nil: every query is taken
 	root  bool          // the Proxy New made, which owns the cache
 	idle  time.Duration // TCP idle timeout; tests shorten it
 	sem   chan struct{} // queries in flight
@@ -97,6 +98,7 @@ type Proxy struct {
 type Stats struct {
 	Queries          uint64 // messages received from clients
 	CacheHits        uint64 // answered from the cache
+	Refused          uint64 // refused because Admit said no (see Share)
 	Malformed        uint64 // unparseable or invalid queries (dropped, or FORMERR)
 	Dropped          uint64 // queries or connections refused at a limit
 	UpstreamFailures uint64 // queries no upstream answered (the client got SERVFAIL)
@@ -106,7 +108,7 @@ type Stats struct {
 }
 
 type stats struct {
-	queries, cacheHits, malformed, dropped, upstreamFailures atomic.Uint64
+	queries, cacheHits, refused, malformed, dropped, upstreamFailures atomic.Uint64
 }
 
 // New returns a Proxy for cfg. It opens nothing until a Serve method runs.
@@ -150,16 +152,26 @@ func newProxy(ex exchanger, c *cache, log *slog.Logger) *Proxy {
 	}
 }
 
+// Admit says whether a client may put queries to the proxy at local, the
+// address and port it sends them to, over network ("udp" or "tcp"). Each
+// Serve call asks once, for the address it serves. The queries of a client
+// it turns away are answered REFUSED (RFC 1035 §4.1.1: refused "for policy
+// reasons") from the query alone: nothing is looked up in the cache or
+// asked upstream.
+type Admit func(local netip.AddrPort, network string) bool
+
 // Share returns a Proxy that asks the same resolvers through the same
 // cache and counts into the same Stats, with limits of its own: the
 // rootless gateway gives each client one, so that a client flooding
 // queries fills its own in-flight slots and its own share of the cache
-// (Config.ShareBytes), never another's. Close on the share stops its Serve
+// (Config.ShareBytes), never another's. admit, when not nil, decides which
+// of the share's Serve calls answer. Close on the share stops its Serve
 // calls only; what it cached stays, for the others.
-func (p *Proxy) Share() *Proxy {
+func (p *Proxy) Share(admit Admit) *Proxy {
 	return &Proxy{
 		log: p.log, ex: p.ex, cache: p.cache, idle: p.idle, stats: p.stats,
 		acct:    new(account),
+		admit:   admit,
 		sem:     make(chan struct{}, maxInFlight),
 		serving: map[*serving]struct{}{},
 	}
@@ -173,6 +185,7 @@ func (p *Proxy) Stats() Stats {
 		CacheEntries:     uint64(entries),
 		Queries:          p.stats.queries.Load(),
 		CacheHits:        p.stats.cacheHits.Load(),
+		Refused:          p.stats.refused.Load(),
 		Malformed:        p.stats.malformed.Load(),
 		Dropped:          p.stats.dropped.Load(),
 		UpstreamFailures: p.stats.upstreamFailures.Load(),

@@ -532,3 +532,55 @@ func TestServesIPv6(t *testing.T) {
 		t.Fatalf("over [::1]: %v", r)
 	}
 }
+
+// A share's Admit is asked once per Serve call, with the address served;
+// the queries of a call it refuses get REFUSED, with the question and the
+// client's OPT, and reach neither the cache nor the upstream.
+func TestShareAdmit(t *testing.T) {
+	z := startZone(t, false)
+	root := startProxy(t, Config{Upstreams: []netip.AddrPort{z.addr}})
+	exchange(t, "udp", root.udp, query("a.test.", dns.TypeA)) // cached: a refused share must not hit it either
+	var mu sync.Mutex
+	asked := map[string]netip.AddrPort{}
+	share := root.Share(func(local netip.AddrPort, network string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked[network] = local
+		return network == "tcp"
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go share.ServePacket(context.Background(), pc)
+	go share.ServeStream(context.Background(), l)
+	defer share.Close()
+
+	for _, name := range []string{"a.test.", "b.test."} {
+		m := query(name, dns.TypeA)
+		m.SetEdns0(1232, true)
+		r := exchange(t, "udp", pc.LocalAddr().String(), m)
+		if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 || r.Question[0].Name != name || r.IsEdns0() == nil || !r.IsEdns0().Do() {
+			t.Errorf("refused share over udp, %s: %v; want REFUSED to the question, no records, an OPT with DO", name, r)
+		}
+	}
+	if n := z.count("b.test.", dns.TypeA, "udp") + z.count("b.test.", dns.TypeA, "tcp"); n != 0 {
+		t.Errorf("a refused query reached the upstream %d times", n)
+	}
+	if r := exchange(t, "tcp", l.Addr().String(), query("b.test.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+		t.Errorf("admitted share over tcp: %v", r)
+	}
+	st := root.Stats()
+	if st.Refused != 2 || st.CacheHits != 0 {
+		t.Errorf("stats %+v: want 2 refused and no cache hit", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked["udp"].String() != pc.LocalAddr().String() || asked["tcp"].String() != l.Addr().String() {
+		t.Errorf("Admit was asked about %v, want the addresses served (%s, %s)", asked, pc.LocalAddr(), l.Addr())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ func (p *Proxy) ServePacket(ctx context.Context, pc net.PacketConn) error {
 	if err != nil {
 		return err
 	}
+	refuse := !p.admits(pc.LocalAddr(), "udp")
 	var handlers sync.WaitGroup
 	defer done(&handlers)
 	buf := make([]byte, maxUDPQuery)
@@ -77,13 +79,13 @@ func (p *Proxy) ServePacket(ctx context.Context, pc net.PacketConn) error {
 		query := append([]byte(nil), buf[:n]...)
 		handlers.Go(func() {
 			defer func() { <-p.sem }()
-			p.answerPacket(sctx, pc, query, from)
+			p.answerPacket(sctx, pc, query, from, refuse)
 		})
 	}
 }
 
-func (p *Proxy) answerPacket(ctx context.Context, pc net.PacketConn, query []byte, to net.Addr) {
-	b := p.handle(ctx, query, true)
+func (p *Proxy) answerPacket(ctx context.Context, pc net.PacketConn, query []byte, to net.Addr, refuse bool) {
+	b := p.handle(ctx, query, true, refuse)
 	if b == nil {
 		return
 	}
@@ -102,6 +104,7 @@ func (p *Proxy) ServeStream(ctx context.Context, l net.Listener) error {
 	if err != nil {
 		return err
 	}
+	refuse := !p.admits(l.Addr(), "tcp")
 	var handlers sync.WaitGroup
 	defer done(&handlers)
 	conns := make(chan struct{}, maxConns)
@@ -122,7 +125,7 @@ func (p *Proxy) ServeStream(ctx context.Context, l net.Listener) error {
 		}
 		handlers.Go(func() {
 			defer func() { <-conns }()
-			p.serveConn(sctx, c)
+			p.serveConn(sctx, c, refuse)
 		})
 	}
 }
@@ -130,7 +133,7 @@ func (p *Proxy) ServeStream(ctx context.Context, l net.Listener) error {
 // serveConn reads length-prefixed queries from c and answers each from its
 // own goroutine. When reading stops (idle, EOF, garbage) it still waits for
 // the answers under way before closing c.
-func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
+func (p *Proxy) serveConn(ctx context.Context, c net.Conn, refuse bool) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -155,7 +158,7 @@ func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
 		}
 		queries.Go(func() {
 			defer func() { <-p.sem; <-pending }()
-			b := p.handle(ctx, query, false)
+			b := p.handle(ctx, query, false, refuse)
 			if b == nil {
 				return
 			}
@@ -168,6 +171,28 @@ func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
 			}
 		})
 	}
+}
+
+// admits asks the Proxy's Admit about a Serve call on local; an address
+// it cannot read is refused.
+func (p *Proxy) admits(local net.Addr, network string) bool {
+	if p.admit == nil {
+		return true
+	}
+	var ap netip.AddrPort
+	switch a := local.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		var err error
+		if ap, err = netip.ParseAddrPort(local.String()); err != nil {
+			p.log.Warn("dns: cannot read the address served; refusing its queries", "addr", local, "err", err)
+			return false
+		}
+	}
+	return p.admit(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), network)
 }
 
 // acquire takes a slot of sem, waiting for one unless ctx ends first.
