@@ -22,9 +22,10 @@ func (e bytesExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error
 	return r, nil
 }
 
-// FuzzHandle feeds the query path client bytes and upstream bytes and
-// checks that it never panics, and that whatever it answers unpacks, keeps
-// the client's ID and, over UDP, fits the client's buffer.
+// FuzzHandle feeds the query path client bytes and upstream bytes, twice
+// (a miss, then perhaps a cache hit) and once refused, and checks that it
+// never panics, and that whatever it answers unpacks, keeps the client's
+// ID and, over UDP, fits the client's buffer.
 func FuzzHandle(f *testing.F) {
 	pack := func(m *dns.Msg) []byte {
 		b, err := m.Pack()
@@ -57,28 +58,38 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, client, upstream []byte, udp bool) {
 		p := newProxy(bytesExchanger{upstream}, newCache(64<<10, 64<<10), slog.New(slog.DiscardHandler))
 		defer p.Close()
-		out := p.handle(context.Background(), client, udp, false)
-		if out == nil {
-			return
+		// The second time the answer may come from the cache.
+		for range 2 {
+			checkAnswer(t, client, p.handle(context.Background(), client, udp, false), udp)
 		}
-		out = out[lengthField:]
-		r := new(dns.Msg)
-		if err := r.Unpack(out); err != nil {
-			t.Fatalf("answer does not unpack: %v", err)
-		}
-		if len(client) >= 2 && r.Id != uint16(client[0])<<8|uint16(client[1]) {
-			t.Fatalf("answer ID %#x, want the client's %x", r.Id, client[:2])
-		}
-		if !udp {
-			return
-		}
-		limit := dns.MinMsgSize
-		cq := new(dns.Msg)
-		if cq.Unpack(client) == nil {
-			limit = clientUDPSize(cq.IsEdns0())
-		}
-		if len(out) > limit {
-			t.Fatalf("UDP answer is %d bytes, over the client's %d", len(out), limit)
-		}
+		checkAnswer(t, client, p.handle(context.Background(), client, udp, true), udp)
 	})
+}
+
+// checkAnswer fails unless out, handle's answer to client, unpacks, keeps
+// the client's ID and, over UDP, fits the client's buffer.
+func checkAnswer(t *testing.T, client, out []byte, udp bool) {
+	t.Helper()
+	if out == nil {
+		return
+	}
+	out = out[lengthField:]
+	r := new(dns.Msg)
+	if err := r.Unpack(out); err != nil {
+		t.Fatalf("answer does not unpack: %v", err)
+	}
+	if len(client) >= 2 && r.Id != uint16(client[0])<<8|uint16(client[1]) {
+		t.Fatalf("answer ID %#x, want the client's %x", r.Id, client[:2])
+	}
+	if !udp {
+		return
+	}
+	limit := dns.MinMsgSize
+	cq := new(dns.Msg)
+	if cq.Unpack(client) == nil {
+		limit = clientUDPSize(cq.IsEdns0())
+	}
+	if len(out) > limit {
+		t.Fatalf("UDP answer is %d bytes, over the client's %d", len(out), limit)
+	}
 }

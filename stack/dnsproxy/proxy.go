@@ -63,8 +63,8 @@ type Config struct {
 	// DefaultCacheBytes and a negative value turns the cache off.
 	CacheBytes int64
 	// ShareBytes bounds what one Share's queries hold of the cache (see
-	// Share); 0 means DefaultShareBytes. An answer larger than that is
-	// not cached.
+	// Share), at most CacheBytes; 0 means DefaultShareBytes. An answer
+	// larger than that is not cached.
 	ShareBytes int64
 	// Log receives per-query events at debug level; nil discards them.
 	Log *slog.Logger
