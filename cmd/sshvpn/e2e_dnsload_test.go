@@ -228,7 +228,7 @@ func startDNSFlood(t *testing.T, ns *nstest.NS, src netip.Addr, server netip.Add
 func (f *dnsFlood) ask(u, c *dns.Conn, name string) error {
 	q := new(dns.Msg).SetQuestion(name, dns.TypeTXT)
 	q.SetEdns0(1232, false)
-	r, err := askUDP(u, q)
+	r, err := askDNSOverUDP(u, q)
 	if err != nil {
 		return fmt.Errorf("%s over udp: %w", name, err)
 	}
@@ -249,9 +249,9 @@ func (f *dnsFlood) ask(u, c *dns.Conn, name string) error {
 	return nil
 }
 
-// askUDP puts q over u as a stub does: three tries, 2 s each (glibc's
+// askDNSOverUDP puts q over u as a stub does: three tries, 2 s each (glibc's
 // resolver waits 5 s, twice), and the answer to this query's ID.
-func askUDP(u *dns.Conn, q *dns.Msg) (*dns.Msg, error) {
+func askDNSOverUDP(u *dns.Conn, q *dns.Msg) (*dns.Msg, error) {
 	var err error
 	for range 3 {
 		u.SetDeadline(time.Now().Add(2 * time.Second))
