@@ -18,7 +18,7 @@ import (
 // with the same addresses each time (the namespaces keep them apart). The
 // client reaches the gateway over the underlay (a veth, or delaylink's taps
 // in the long-fat-path profiles); the LAN host runs iperf3 -s. Only
-// 198.18.0.0/15 (DESIGN.md §6).
+// 198.18.0.0/15, the benchmarking range (RFC 2544), which no real network uses.
 var (
 	underGW     = netip.MustParsePrefix("198.18.1.1/24")
 	underClient = netip.MustParsePrefix("198.18.1.2/24")

@@ -36,7 +36,7 @@ func tunAddrs(t *testing.T, ns *nstest.NS, dev string) (v4, v6 []netip.Prefix) {
 	return v4, v6
 }
 
-// Issue 11 item 3: the gateway hands client A a new address on reconnect
+// The gateway hands client A a new address on reconnect
 // because client B, another key, took A's addresses while A was away. A's
 // device must then carry the new IPv4 and IPv6 addresses (deleting the old
 // IPv4 primary used to take the new secondary with it, and every IPv4 route
@@ -113,7 +113,7 @@ func tunState(t *testing.T, ns *nstest.NS, dev string) string {
 
 var addrGenRE = regexp.MustCompile(`addrgenmode \S+ `)
 
-// Issue 11 item 10: a client attached to a persistent device (made with
+// A client attached to a persistent device (made with
 // ip tuntap) and killed with SIGKILL leaves its addresses and routes on the
 // device. The next run undoes them from the journal and starts (it used to
 // fail with "address in use"), and sshvpn cleanup puts the device back as

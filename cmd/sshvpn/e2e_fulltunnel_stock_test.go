@@ -11,7 +11,7 @@ import (
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
 
-// Issue 11 item 2 against stock sshd, both generations: a full tunnel
+// The full tunnel against stock sshd, both generations: a full tunnel
 // into Debian's or the unpacked sshd (PermitTunnel yes, tun0 made by
 // hand), which the client reaches only through its default route. The
 // LAN behind it answers through the tunnel; a killed session reconnects

@@ -63,7 +63,7 @@ func killSessions(t *testing.T, gw *nstest.NS) {
 	gw.Run(t, "ss", "-K", "state", "established", "( sport = :2222 )")
 }
 
-// Issue 11 item 2: a full tunnel (--route default) to an sshvpn gateway the
+// A full tunnel (--route default) to an sshvpn gateway the
 // client reaches only through its default route, over IPv4 and over IPv6.
 // The SSH connection keeps its path outside the tunnel, a killed session
 // reconnects the same way, and SIGTERM leaves every table and rule as it

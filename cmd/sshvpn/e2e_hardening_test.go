@@ -40,7 +40,7 @@ func dialGo(t *testing.T, tp *topo, signer ssh.Signer) *ssh.Client {
 	return sc
 }
 
-// 10.1: a client that sends 2,000 shell requests on one session gets one
+// A client that sends 2,000 shell requests on one session gets one
 // answered; SIGTERM then stops the gateway within 5 s with everything it
 // set up undone.
 func TestShutdownAfterSessionFlood(t *testing.T) {
@@ -114,7 +114,7 @@ func procUsage(t *testing.T, pid int) (rssKiB, fds int) {
 	return rssKiB, len(ents)
 }
 
-// 10.5: a gateway killed with SIGKILL leaves its changes; the next start,
+// A gateway killed with SIGKILL leaves its changes; the next start,
 // even without --nat, undoes exactly them, and so does sshvpn cleanup.
 func TestCrashIsUndone(t *testing.T) {
 	nstest.RequireRoot(t)
@@ -289,7 +289,7 @@ func taggedFrame(dst, srcMAC net.HardwareAddr, src string, mark byte) []byte {
 	return append(f, ip...)
 }
 
-// 10.2: in ethernet mode an 802.1Q-tagged frame is checked on its inner
+// In ethernet mode an 802.1Q-tagged frame is checked on its inner
 // source: one from the client's own address reaches the gateway's tap, one
 // claiming a LAN host's address does not.
 func TestTaggedFramesAreChecked(t *testing.T) {
@@ -336,7 +336,7 @@ func TestTaggedFramesAreChecked(t *testing.T) {
 	}
 }
 
-// 10.12: SIGHUP reads authorized_keys again, as sshd does, and the tunnels
+// SIGHUP reads authorized_keys again, as sshd does, and the tunnels
 // stay up.
 func TestHangupReloadsKeys(t *testing.T) {
 	nstest.RequireRoot(t)

@@ -60,7 +60,8 @@ func TestBulkDownloadIntoStockClient(t *testing.T) {
 		}
 		pps := float64(pkts) / r.Duration.Seconds()
 		t.Logf("OpenSSH %s client: %v; gateway sent %d packets, %.0f packets/s", o.Version, r, pkts, pps)
-		// A collapse (DESIGN.md §3) is a few hundred packets per second.
+		// A collapse (x/crypto splitting datagrams once the window drifts) is a
+		// few hundred packets per second.
 		if pps < 5000 {
 			t.Errorf("throughput collapsed: %.0f packets/s", pps)
 		}

@@ -9,7 +9,8 @@
 // collide and a leftover names the process that leaked it (see Leftovers).
 //
 // Tests use only 198.18.0.0/15 and 2001:2::/48 inside namespaces they made,
-// plus loopback (DESIGN.md §6).
+// plus loopback: the benchmarking ranges (RFC 2544, RFC 5180), which no
+// real network uses.
 //
 // Most helpers need root; call RequireRoot first. Under CI=true a missing
 // privilege or tool fails the test, elsewhere it skips with the reason.

@@ -26,7 +26,8 @@ type OpenSSH struct {
 	LibexecDir string // holds sshd-session (and sshd-auth) for an unpacked sshd ≥ 9.8; empty for Debian's 9.2
 }
 
-// installs are the OpenSSH generations the project supports (DESIGN.md §3).
+// installs are the OpenSSH generations the project supports: Debian 12's
+// 9.2 and 10.0 from bookworm-backports (.ci/openssh10 unpacks it).
 var installs = []struct {
 	what                   string // and how to get it
 	ssh, sshd, keygen, lib string

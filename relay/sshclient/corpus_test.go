@@ -289,7 +289,7 @@ func genCase(seed int64, dir string) corpusCase {
 	return c
 }
 
-// TestCorpusMatchesSSH is the differential test of issue 11: a few hundred
+// TestCorpusMatchesSSH is the differential test of ssh_config: a few hundred
 // generated configurations, each resolved by sshvpn and by ssh -G of both
 // OpenSSH generations; every keyword sshvpn resolves must agree, and a
 // configuration ssh refuses must be refused. A case using a construct only
@@ -334,7 +334,8 @@ func TestCorpusMatchesSSH(t *testing.T) {
 			switch {
 			case !ok && gerr == nil && warnsUnknown(got) && (stderr == "" || strings.Contains(stderr, "Bad configuration option")):
 				// By design: sshvpn warns of an unknown keyword where
-				// ssh stops (issue 11: only unknown keywords warn);
+				// ssh stops (only unknown keywords warn, so that a new
+				// OpenSSH keyword does not stop sshvpn);
 				// under LogLevel QUIET ssh says nothing of why.
 				refused++
 			case !ok && gerr == nil:

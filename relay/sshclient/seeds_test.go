@@ -32,7 +32,8 @@ func installSeed(t *testing.T, distro string) string {
 }
 
 // TestDistroSeeds reads the distribution-shaped system files as ssh reads
-// /etc/ssh/ssh_config: they load with no warning (issue 11 item 7), and
+// /etc/ssh/ssh_config: they load with no warning (a distribution's own
+// files must not make every run noisy), and
 // they resolve as ssh -G resolves them.
 func TestDistroSeeds(t *testing.T) {
 	for _, distro := range []string{"debian", "ubuntu", "fedora", "arch"} {
