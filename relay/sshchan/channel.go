@@ -28,12 +28,11 @@ const batch = 64
 // Ethernet frame). Read and Write must each be called from one goroutine
 // at a time; relay.Pump does that.
 type Channel struct {
-	ch    ssh.Channel
-	shim  *chanShim // nil in stream mode: only toward an sshvpn peer
-	mode  relay.Mode
-	mtu   int
-	drift uint32
-	in    *relay.Counters
+	ch   ssh.Channel
+	shim *chanShim // nil in stream mode: only toward an sshvpn peer
+	mode relay.Mode
+	mtu  int
+	in   *relay.Counters
 
 	stream  []byte // stream mode: bytes read but not yet framed
 	discard []byte // room to drain a message too large for the caller's buffer
@@ -60,8 +59,9 @@ type Config struct {
 	Mode relay.Mode
 	MTU  int // largest IP packet (point-to-point) or frame payload (ethernet)
 	// PeerVersion is the peer's SSH version string. It decides what the
-	// peer charges its window per message (see Peer) and whether the
-	// channel may fall back to stream framing.
+	// peer is taken to charge its window per message when its adjusts do
+	// not tell (see Peer), whether it is known to return window early,
+	// and whether the channel may fall back to stream framing.
 	PeerVersion []byte
 	// In counts packets dropped on the way in because they cannot be
 	// framed; nil to not count them.
@@ -105,8 +105,16 @@ const minInFlight = 512 << 10
 // SetPathRTT implements relay.PathTuner: it bounds what the peer may hold
 // unconsumed to what a path of this round trip needs (minInFlight, or a
 // round trip at framedRate). Without it the peer's whole window is used.
+//
+// The cap is a queue-length policy, and RFC 4254 leaves when to return
+// window to the receiver: it holds back a peer known to return window
+// early (OpenSSH, sshvpn), and any other once its adjusts show it returns
+// window in steps of at most half the cap; and it is lifted for good when
+// a write has waited on it for a few round trips without an adjust
+// (capPatience).
 func (c *Channel) SetPathRTT(rtt time.Duration) {
 	if c.shim != nil {
+		c.shim.rtt.Store(int64(rtt))
 		c.shim.maxInFlight.Store(int64(max(minInFlight, rtt.Seconds()*framedRate)))
 	}
 }
@@ -119,7 +127,8 @@ const (
 	// whole packet, so a datagram must never be split.
 	Stock Peer = iota
 	// OpenSSH is a stock peer that debits and credits len+4 per datagram
-	// (it counts the string's length word), where every sender debits len.
+	// (it counts the string's length word), where every sender debits len,
+	// and returns window early.
 	OpenSSH
 	// SSHVPN re-frames what it reads from the packets' own headers, so a
 	// split write costs it nothing.
@@ -138,8 +147,9 @@ func PeerOf(version []byte) Peer {
 	return Stock
 }
 
-// drift is what p charges its window per message beyond the message.
-func (p Peer) drift() uint32 {
+// priorCharge is what p is taken to charge its window per message beyond the
+// message, when its adjusts do not tell (see peerWindow).
+func (p Peer) priorCharge() int32 {
 	if p == OpenSSH {
 		return 4
 	}
@@ -167,7 +177,7 @@ func Check(peerVersion []byte) error {
 // corrupt packets, so New refuses and names the cause.
 func New(ch ssh.Channel, cfg Config) (*Channel, error) {
 	peer := PeerOf(cfg.PeerVersion)
-	c := &Channel{ch: ch, mode: cfg.Mode, mtu: cfg.MTU, drift: peer.drift(), in: cfg.In,
+	c := &Channel{ch: ch, mode: cfg.Mode, mtu: cfg.MTU, in: cfg.In,
 		discard: make([]byte, 32<<10)}
 	if c.in == nil {
 		c.in = new(relay.Counters)
@@ -175,6 +185,7 @@ func New(ch ssh.Channel, cfg Config) (*Channel, error) {
 	shim, err := newChanShim(ch)
 	if err == nil {
 		c.shim = shim
+		shim.setPeer(peer, cfg.Log)
 		// Only OpenSSH is known to take what it did not send: sshvpn
 		// drops a packet larger than its MTU, other peers are untried.
 		// A peer whose messages hold less than two MTU-sized packets
@@ -368,7 +379,7 @@ func (c *Channel) Write(bufs [][]byte, offset int) (int, error) {
 			return i, err
 		}
 		if c.shim != nil {
-			err = c.shim.writeDatagram(frame, c.drift)
+			err = c.shim.writeDatagram(frame)
 		} else {
 			_, err = c.ch.Write(frame)
 		}
@@ -428,7 +439,7 @@ func (c *Channel) writeMerged(bufs [][]byte, offset int) (int, error) {
 			clear(c.frames)
 			return 0, fmt.Errorf("merged packet of %d bytes: %v", len(f)-offload.HdrLen, err)
 		}
-		if err := c.shim.writeDatagram(frame, c.drift); err != nil {
+		if err := c.shim.writeDatagram(frame); err != nil {
 			clear(c.frames)
 			return 0, c.readErr(err)
 		}

@@ -18,7 +18,7 @@ func TestPeerOf(t *testing.T) {
 			t.Errorf("PeerOf(%q) = %d, want %d", v, got, want)
 		}
 	}
-	if OpenSSH.drift() != 4 || SSHVPN.drift() != 0 || Stock.drift() != 0 {
+	if OpenSSH.priorCharge() != 4 || SSHVPN.priorCharge() != 0 || Stock.priorCharge() != 0 {
 		t.Error("only OpenSSH charges 4 bytes per message beyond the message")
 	}
 }

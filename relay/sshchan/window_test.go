@@ -3,6 +3,7 @@ package sshchan
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,11 +142,8 @@ func TestFramedWindowExtra(t *testing.T) {
 	}
 }
 
-// inFlightUntilBlocked writes 1400-byte packets to c, whose peer never
-// reads, until Write stops returning, and says how many bytes of window the
-// peer then holds.
-func inFlightUntilBlocked(t *testing.T, c *Channel) int {
-	t.Helper()
+// flood writes 1400-byte packets to c until Write fails, counting them.
+func flood(c *Channel) *atomic.Int64 {
 	var sent atomic.Int64
 	go func() {
 		bufs := withHeadroom(ipPacket(1400, 1))
@@ -156,12 +154,25 @@ func inFlightUntilBlocked(t *testing.T, c *Channel) int {
 			sent.Add(1)
 		}
 	}()
+	return &sent
+}
+
+// held is what n of flood's packets take of the peer's window: the packet,
+// its address family word, and the 4 bytes a peer that has returned
+// nothing yet is charged for each.
+func held(n int64) int { return int(n) * (1400 + 4 + 4) }
+
+// inFlightUntilBlocked floods c, whose peer never reads, until Write stops
+// returning, and says how many bytes of window the peer then holds.
+func inFlightUntilBlocked(t *testing.T, c *Channel) int {
+	t.Helper()
+	sent := flood(c)
 	// Blocked: no progress for 200 ms.
 	last := int64(-1)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(200 * time.Millisecond)
 		if n := sent.Load(); n == last {
-			return int(n) * (1400 + 4 + 4) // the packet, its AF word, OpenSSH's drift
+			return held(n)
 		} else {
 			last = n
 		}
@@ -174,7 +185,9 @@ func inFlightUntilBlocked(t *testing.T, c *Channel) int {
 // unconsumed in the peer (SetPathRTT), not its whole 2 MiB window: OpenSSH
 // drains its window one datagram per loop, and every datagram held there
 // delays a ping behind a download. Without SetPathRTT, or on a path long
-// enough to need it, the whole window is used.
+// enough to need it, the whole window is used. The peer here never reads,
+// so the cap would be lifted after capPatience (TestChannelLiftsTheCap):
+// this test gives it all the patience it needs.
 func TestChannelBoundsWhatThePeerHolds(t *testing.T) {
 	for _, c := range []struct {
 		name     string
@@ -191,6 +204,7 @@ func TestChannelBoundsWhatThePeerHolds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			setPatience(tx, time.Hour)
 			if c.rtt > 0 {
 				tx.SetPathRTT(c.rtt)
 			}
@@ -201,4 +215,49 @@ func TestChannelBoundsWhatThePeerHolds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A peer that holds what the cap lets it hold and returns nothing gets the
+// rest of its window once a write has waited capPatience: RFC 4254 lets a
+// receiver return window as late as it likes, and one that waits for half
+// its window to go (asyncssh) would otherwise stall the tunnel for good.
+// The peer here claims to be OpenSSH, whose adjusts come early, so the cap
+// holds at first.
+func TestChannelLiftsTheCap(t *testing.T) {
+	a, _, _ := connChannelPair(t, wire.ChannelType)
+	tx, err := New(a, Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: []byte("SSH-2.0-OpenSSH_9.2p1"), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	tx.SetPathRTT(300 * time.Microsecond)
+	sent := flood(tx)
+	whole := xcryptoWindow - 2*1408
+	deadline := time.Now().Add(10 * time.Second)
+	for held(sent.Load()) < whole {
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer holds %d bytes unread after 10 s, want its whole window: the cap of %d was never lifted",
+				held(sent.Load()), minInFlight)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := windowState(tx); st.capWaits == 0 || !st.lifted {
+		t.Errorf("writes waited on the cap %d times, lifted %v: the cap never held", st.capWaits, st.lifted)
+	}
+}
+
+// setPatience sets how long c's writes wait on the cap without an adjust.
+func setPatience(c *Channel, d time.Duration) {
+	c.shim.win.L.Lock()
+	c.shim.send.patience = d
+	c.shim.win.L.Unlock()
+}
+
+// windowState is a copy of c's view of the peer's window.
+func windowState(c *Channel) sendWindow {
+	c.shim.win.L.Lock()
+	defer c.shim.win.L.Unlock()
+	s := c.shim.send
+	s.lens = lengths{}
+	return s
 }

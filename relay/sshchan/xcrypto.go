@@ -8,11 +8,13 @@ package sshchan
 //     splits a write across messages when the peer's window is short, and
 //     OpenSSH takes every message as a whole packet, so a split write becomes
 //     two corrupt packets.
-//   - Charge the window the way OpenSSH does. An OpenSSH receiver debits and
-//     credits len+4 per datagram (the string's length word); senders debit
-//     len. Each packet OpenSSH consumes thus widens our idea of its window by
-//     4 bytes, a fast sender overruns it, and OpenSSH ≥ 9.6 disconnects with
-//     "peer ignored channel window".
+//   - Charge the window the way the peer does. An OpenSSH receiver debits and
+//     credits len+4 per datagram (the string's length word), asyncssh len-4;
+//     x/crypto debits len. Each packet OpenSSH consumes thus widens x/crypto's
+//     idea of its window by 4 bytes, a fast sender overruns it, and OpenSSH
+//     ≥ 9.6 disconnects with "peer ignored channel window"; each one asyncssh
+//     consumes narrows it, until the tunnel stalls. writeDatagram keeps
+//     x/crypto's count as the peer's own (sendWindow, peerwindow.go).
 //   - Read one message at a time. Channel.Read concatenates queued messages,
 //     so packet boundaries are lost; with exact reads a malformed packet costs
 //     that packet alone.
@@ -41,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -78,11 +81,18 @@ type chanShim struct {
 	win        *xWindow
 	pending    *xBuffer
 	maxPayload uint32 // the peer's maximum packet size
-	// initial is the window the peer granted at open, and maxInFlight,
-	// when set, the most of it writeDatagram lets the peer hold
-	// unconsumed (see Channel.SetPathRTT).
-	initial     uint32
+	// maxInFlight, when set, is the most of its window writeDatagram lets
+	// the peer hold unconsumed, and rtt the path's round trip (see
+	// Channel.SetPathRTT).
 	maxInFlight atomic.Int64
+	rtt         atomic.Int64
+	// send is the peer's window as the peer counts it, and the cap's
+	// state; guarded by win.L.
+	send sendWindow
+	// capTimer wakes a write waiting on the cap when its patience ends;
+	// guarded by win.L.
+	capTimer *time.Timer
+	log      *slog.Logger // nil: the events of send are not logged
 }
 
 var errShimShape = errors.New("x/crypto/ssh channel internals changed shape (golang/go#70029)")
@@ -124,9 +134,19 @@ func newChanShim(ch ssh.Channel) (*chanShim, error) {
 		maxPayload: uint32(maxp.Uint()),
 	}
 	s.win.L.Lock()
-	s.initial = s.win.win
+	s.send = newSendWindow(s.win.win, 0, false)
 	s.win.L.Unlock()
 	return s, nil
+}
+
+// setPeer tells the shim what the peer's version string says: the charge
+// it falls back to when the peer's adjusts teach none, and whether it
+// returns window early.
+func (s *chanShim) setPeer(p Peer, log *slog.Logger) {
+	s.win.L.Lock()
+	s.send.prior, s.send.early = p.priorCharge(), p == OpenSSH || p == SSHVPN
+	s.win.L.Unlock()
+	s.log = log
 }
 
 // sameLayout reports whether got has want's fields: same names, kinds,
@@ -152,34 +172,80 @@ func sameLayout(got, want reflect.Type) error {
 }
 
 // writeDatagram sends p as exactly one SSH_MSG_CHANNEL_DATA. It first waits
-// until the peer's window holds len(p)+drift, and, with maxInFlight set,
-// until the peer holds no more than that unconsumed with p; then it takes
-// the drift away for good (what an OpenSSH receiver charges beyond len),
-// and only then writes: Channel.Write then finds len(p) bytes of window and
-// never splits. The caller must be the channel's only writer, or another
-// write could take the window between the two steps.
-func (s *chanShim) writeDatagram(p []byte, drift uint32) error {
-	if uint32(len(p)) > s.maxPayload {
+// until the peer's window, as the peer counts it, holds p (sendWindow.admit:
+// the window and the cap), then charges what the peer charges beyond
+// len(p), and only then writes: Channel.Write then finds len(p) bytes of
+// window and never splits. The caller must be the channel's only writer, or
+// another write could take the window between the two steps.
+func (s *chanShim) writeDatagram(p []byte) error {
+	n := uint32(len(p))
+	if n > s.maxPayload {
 		return fmt.Errorf("datagram of %d bytes exceeds the peer's maximum packet of %d", len(p), s.maxPayload)
-	}
-	need := uint32(len(p)) + drift
-	if limit := s.maxInFlight.Load(); limit > 0 && limit < int64(s.initial) {
-		// In flight after p: initial - (win - need) <= limit.
-		need = max(need, s.initial-uint32(limit)+need)
 	}
 	w := s.win
 	w.L.Lock()
-	for w.win < need && !w.closed {
+	for {
+		w.win = s.send.observe(w.win)
+		if w.closed {
+			break
+		}
+		v := s.send.admit(n, w.win, s.maxInFlight.Load(), time.Duration(s.rtt.Load()))
+		if v == send {
+			w.win = s.send.sent(n, w.win)
+			break
+		}
+		if v == armCap {
+			s.armCapTimer()
+		}
 		w.Wait()
 	}
-	if w.closed {
-		w.L.Unlock()
+	closed, ev := w.closed, s.send.events
+	s.send.events = 0
+	var charge int32
+	var adjusts uint64
+	if ev != 0 {
+		charge, adjusts = s.send.charge, s.send.adjusts
+	}
+	w.L.Unlock()
+	if ev != 0 {
+		s.logEvents(ev, charge, adjusts)
+	}
+	if closed {
 		return io.EOF
 	}
-	w.win -= drift
-	w.L.Unlock()
 	_, err := s.ch.Write(p)
 	return err
+}
+
+// armCapTimer wakes the writer when the cap's patience ends (capUntil),
+// so that a peer that never adjusts does not hold it for good. Called with
+// win.L held. A wake-up that finds the patience not over is harmless: the
+// writer waits again, and a Reset timer runs again.
+func (s *chanShim) armCapTimer() {
+	d := time.Until(s.send.capUntil)
+	if s.capTimer == nil {
+		s.capTimer = time.AfterFunc(d, func() {
+			s.win.L.Lock()
+			s.win.Broadcast()
+			s.win.L.Unlock()
+		})
+		return
+	}
+	s.capTimer.Reset(d)
+}
+
+// logEvents says what changed in the peer's window.
+func (s *chanShim) logEvents(ev event, charge int32, adjusts uint64) {
+	if s.log == nil {
+		return
+	}
+	if ev&chargeChanged != 0 {
+		s.log.Info("the peer's window: what each datagram costs it", "charge", fmt.Sprintf("len%+d", charge), "adjusts", adjusts)
+	}
+	if ev&capLifted != 0 {
+		s.log.Info("the peer holds more than the in-flight cap and returns no window: no cap on this tunnel from now on",
+			"cap_kib", s.maxInFlight.Load()>>10)
+	}
 }
 
 // nextLen returns the size of the next queued message without consuming it.
@@ -225,6 +291,9 @@ func (s *chanShim) close() {
 	s.win.L.Lock()
 	s.win.closed = true
 	s.win.Broadcast()
+	if s.capTimer != nil {
+		s.capTimer.Stop()
+	}
 	s.win.L.Unlock()
 }
 

@@ -129,7 +129,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	}
 	before := window()
 	p := bytes.Repeat([]byte{0xab}, 1404)
-	if err := s.writeDatagram(p, 4); err != nil {
+	if err := s.writeDatagram(p); err != nil {
 		t.Fatal(err)
 	}
 	if got := before - window(); got != 1408 {
@@ -144,7 +144,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 	s.win.win = 100
 	s.win.L.Unlock()
 	done := make(chan error, 1)
-	go func() { done <- s.writeDatagram(p, 4) }()
+	go func() { done <- s.writeDatagram(p) }()
 	waitParked(t, "(*chanShim).writeDatagram", done)
 	s.win.L.Lock()
 	s.win.win = saved
@@ -158,7 +158,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 		t.Fatalf("%d more messages after the datagram: it was split", n)
 	}
 
-	if err := s.writeDatagram(make([]byte, 40000), 0); err == nil {
+	if err := s.writeDatagram(make([]byte, 40000)); err == nil {
 		t.Fatal("a datagram beyond the peer's max packet was written")
 	}
 }

@@ -1,0 +1,135 @@
+package sshchan
+
+import (
+	"math"
+	"time"
+)
+
+// capPatience is how long a write may wait on the in-flight cap, with no
+// adjust from the peer, before the cap is lifted for the channel: RFC 4254
+// leaves when to return window to the receiver, and one that returns it
+// only once half its window is gone (asyncssh) never answers a sender that
+// stops at 512 KiB. A few round trips, or this, whichever is longer: an
+// OpenSSH receiver that still consumes returns window every 96 KiB.
+const capPatience = 50 * time.Millisecond
+
+// sendWindow is what writeDatagram knows beyond x/crypto's count of the
+// peer's window: the peer's own count (peerWindow) and the in-flight cap.
+// It is guarded by the window's lock. sshvpn is the channel's only writer,
+// so between two of its writes x/crypto's count grows only by the peer's
+// adjusts: observe sees each one, and what it answered.
+type sendWindow struct {
+	peerWindow
+	initial uint32 // the window the peer granted at open
+	expect  uint32 // x/crypto's count as our last write left it
+	owed    uint64 // window taken back when the charge rose, not yet paid out of the count
+
+	// early: the peer is known to return window long before its window
+	// is half gone (OpenSSH: every 3 max packets; x/crypto, so sshvpn:
+	// the same), so the cap stands without proof from its adjusts.
+	early    bool
+	lifted   bool          // the cap is off for good: the peer let a write wait on it
+	patience time.Duration // capPatience, or what a test sets
+	capWaits uint64        // writes that waited on the cap
+	// The write waiting on the cap: since when the peer has been silent,
+	// counted in adjusts, and until when it may stay so.
+	capArmed   bool
+	capAdjusts uint64
+	capUntil   time.Time
+
+	events event // to log once the lock is released
+}
+
+// event is something the channel logs about the peer's window.
+type event uint8
+
+const (
+	chargeChanged event = 1 << iota
+	capLifted
+)
+
+// verdict is what a datagram must do now.
+type verdict int
+
+const (
+	send       verdict = iota
+	waitWindow         // for the peer's window
+	waitCap            // for the cap, until the peer adjusts or capUntil
+	armCap             // the same, first: capUntil is new
+)
+
+func newSendWindow(initial uint32, prior int32, early bool) sendWindow {
+	return sendWindow{peerWindow: newPeerWindow(prior), initial: initial, expect: initial, early: early, patience: capPatience}
+}
+
+// observe takes win, x/crypto's count of the peer's window, and returns it
+// as the peer counts it: what it gained since our last write is the peer's
+// adjusts, which teach the charge; a charge learnt lower gives back what
+// the datagrams sent were charged too much, a higher one takes it back.
+func (s *sendWindow) observe(win uint32) uint32 {
+	if win > s.expect {
+		fix, changed := s.credit(win - s.expect)
+		if changed {
+			s.events |= chargeChanged
+		}
+		switch {
+		case fix > 0:
+			win = uint32(min(int64(win)+fix, math.MaxUint32))
+		case fix < 0:
+			s.owed += uint64(-fix)
+		}
+	}
+	if pay := min(uint64(win), s.owed); pay > 0 {
+		win -= uint32(pay)
+		s.owed -= pay
+	}
+	s.expect = win
+	return win
+}
+
+// admit decides on a datagram of n bytes when the peer's window is win and
+// the cap limit (0 for none), on a path of round trip rtt.
+func (s *sendWindow) admit(n, win uint32, limit int64, rtt time.Duration) verdict {
+	need := s.need(n)
+	if s.owed > 0 || win < need {
+		s.capArmed = false
+		return waitWindow
+	}
+	// In flight after the datagram: initial - (win - need).
+	if !s.capped(limit) || int64(s.initial)-int64(win)+int64(need) <= limit {
+		s.capArmed = false
+		return send
+	}
+	now := time.Now()
+	if !s.capArmed || s.capAdjusts != s.adjusts {
+		s.capArmed, s.capAdjusts, s.capUntil = true, s.adjusts, now.Add(max(s.patience, 4*rtt))
+		s.capWaits++
+		return armCap
+	}
+	if now.Before(s.capUntil) {
+		return waitCap
+	}
+	s.lifted, s.capArmed = true, false
+	s.events |= capLifted
+	return send
+}
+
+// capped reports whether the cap holds writes back: it is set and smaller
+// than the window, and the peer returns window early, known by its version
+// or shown by its adjusts (the largest one at most half the cap: a peer
+// that adjusts at half a 2 MiB window is never waited for).
+func (s *sendWindow) capped(limit int64) bool {
+	if limit <= 0 || limit >= int64(s.initial) || s.lifted {
+		return false
+	}
+	return s.early || (s.adjusts > 0 && 2*int64(s.largest) <= limit)
+}
+
+// sent charges a datagram of n bytes, admitted, to win, the peer's window,
+// and returns the count x/crypto must hold for its Write: n more than the
+// peer's after that Write.
+func (s *sendWindow) sent(n, win uint32) uint32 {
+	win = uint32(int64(win) - int64(s.record(n)))
+	s.expect = win - n
+	return win
+}
