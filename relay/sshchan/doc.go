@@ -13,5 +13,7 @@
 //     counts it, and the in-flight cap with its patience.
 //   - peerwindow.go: learning what a datagram costs the peer's window from
 //     the adjusts it sends.
+//   - receiver.go: Receiver, a channel's messages without x/crypto's window
+//     policy, for test peers (sshchantest) that keep one of their own.
 //   - stream.go: re-framing the byte stream, toward an sshvpn peer only.
 package sshchan

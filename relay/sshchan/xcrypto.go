@@ -17,7 +17,8 @@ package sshchan
 //     x/crypto's count as the peer's own (sendWindow, peerwindow.go).
 //   - Read one message at a time. Channel.Read concatenates queued messages,
 //     so packet boundaries are lost; with exact reads a malformed packet costs
-//     that packet alone.
+//     that packet alone. (take does the same without returning window, for
+//     Receiver.)
 //
 // The shim mirrors two unexported types (window, buffer) whose layout is
 // checked field by field with reflect before any pointer is converted. If
@@ -281,6 +282,45 @@ func (s *chanShim) readMessage(p []byte) (int, error) {
 	return io.ReadFull(s.ch, p)
 }
 
+// take moves the next message into p whole, blocking until one arrives,
+// without returning its window to the peer: Receiver's callers do that
+// themselves. It fails, taking nothing, when p cannot hold the message.
+func (s *chanShim) take(p []byte) (int, error) {
+	b := s.pending
+	b.L.Lock()
+	defer b.L.Unlock()
+	for {
+		for len(b.head.buf) == 0 && b.head != b.tail {
+			b.head = b.head.next
+		}
+		if m := b.head.buf; len(m) > 0 {
+			if len(m) > len(p) {
+				return 0, fmt.Errorf("a message of %d bytes does not fit %d", len(m), len(p))
+			}
+			b.head.buf = nil
+			return copy(p, m), nil
+		}
+		if b.closed {
+			return 0, io.EOF
+		}
+		b.Wait()
+	}
+}
+
+// queued counts the messages that arrived and were not taken yet.
+func (s *chanShim) queued() int {
+	b := s.pending
+	b.L.Lock()
+	defer b.L.Unlock()
+	n := 0
+	for e := b.head; e != nil; e = e.next {
+		if len(e.buf) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // close unblocks a reader waiting in nextLen and a writer waiting for window,
 // for when the peer never answers our SSH_MSG_CHANNEL_CLOSE.
 func (s *chanShim) close() {
@@ -384,6 +424,34 @@ func WidenWindow(conn ssh.Conn, ch ssh.Channel, extra uint32) error {
 		return fmt.Errorf("widen channel window: %w", err)
 	}
 	return nil
+}
+
+// allowWindow raises x/crypto's count of what the peer of ch may still
+// send by n, telling the peer nothing: for a receiver whose own count lets
+// the peer send more than x/crypto's would (see Receiver.Allow).
+func allowWindow(ch ssh.Channel, n uint32) error {
+	w, err := channelWindowOf(ch)
+	if err != nil {
+		return fmt.Errorf("allow channel window: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if *w.myWindow+n < *w.myWindow {
+		return errors.New("allow channel window: it would overflow")
+	}
+	*w.myWindow += n
+	return nil
+}
+
+// myWindowOf is x/crypto's count of what the peer of ch may still send.
+func myWindowOf(ch ssh.Channel) (uint32, error) {
+	w, err := channelWindowOf(ch)
+	if err != nil {
+		return 0, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return *w.myWindow, nil
 }
 
 // DisconnectByApplication is SSH_DISCONNECT_BY_APPLICATION, the reason ssh
