@@ -137,6 +137,17 @@ func (p *peerWindow) settled() bool {
 	return !p.learning || n == 1
 }
 
+// fits reports whether some candidate fits every adjust so far: the charge
+// is the peer's, not its version's.
+func (p *peerWindow) fits() bool {
+	for _, a := range p.alive {
+		if a {
+			return true
+		}
+	}
+	return false
+}
+
 // lengths is a queue of datagram lengths in a ring that grows by doubling.
 type lengths struct {
 	buf        []uint32

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,7 +51,8 @@ func TestStockReceivers(t *testing.T) {
 		for _, role := range []string{"gateway", "client"} {
 			t.Run(pol.Name+"/"+role, func(t *testing.T) {
 				t.Parallel()
-				tx, peer := pair(t, pol, role == "gateway")
+				var log relaytest.Buffer
+				tx, peer := pair(t, pol, role == "gateway", &log)
 				tx.SetPathRTT(300 * time.Microsecond) // a LAN: the cap is 512 KiB
 				carry(t, tx, peer, n)
 				st := sshchan.WindowStateOf(tx)
@@ -56,6 +60,10 @@ func TestStockReceivers(t *testing.T) {
 					n, peer.Stats().Adjusts, st.Adjusts, st.Charge, st.Settled, st.CapWaits, st.Lifted)
 				if int(st.Charge) != pol.Charge {
 					t.Errorf("the sender charges len%+d per datagram, the receiver len%+d", st.Charge, pol.Charge)
+				}
+				if want := fmt.Sprintf(`charge=len%+d adjusts=`, pol.Charge); !strings.Contains(log.String(), want) ||
+					!strings.Contains(log.String(), `from="its adjusts"`) {
+					t.Errorf("the log does not say the charge was learnt from the adjusts (%s):\n%s", want, log.String())
 				}
 				switch {
 				case pol.Version == sshchantest.LateOpenSSH.Version && !st.Lifted:
@@ -71,7 +79,7 @@ func TestStockReceivers(t *testing.T) {
 // pair opens a tun@openssh.com channel over SSH on loopback between
 // Channel and a receiver of pol: Channel on the SSH server's side when
 // gateway is set, else on the client's.
-func pair(t *testing.T, pol sshchantest.Policy, gateway bool) (*sshchan.Channel, *sshchantest.Peer) {
+func pair(t *testing.T, pol sshchantest.Policy, gateway bool, log io.Writer) (*sshchan.Channel, *sshchantest.Peer) {
 	t.Helper()
 	key := newSigner(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,7 +112,7 @@ func pair(t *testing.T, pol sshchantest.Policy, gateway bool) (*sshchan.Channel,
 		if e.err != nil {
 			t.Fatal(e.err)
 		}
-		return wrap(t, e.ch, e.version), client.Peer
+		return wrap(t, e.ch, e.version, log), client.Peer
 	}
 	go func() {
 		p, err := sshchantest.Server{Authorized: key.PublicKey()}.Accept(ln, pol)
@@ -131,13 +139,15 @@ func pair(t *testing.T, pol sshchantest.Policy, gateway bool) (*sshchan.Channel,
 		t.Fatal(e.err)
 	}
 	t.Cleanup(func() { e.peer.Close() })
-	return wrap(t, ch, client.ServerVersion()), e.peer
+	return wrap(t, ch, client.ServerVersion(), log), e.peer
 }
 
-// wrap makes ch sshvpn's Channel toward a peer announcing version.
-func wrap(t *testing.T, ch ssh.Channel, version []byte) *sshchan.Channel {
+// wrap makes ch sshvpn's Channel toward a peer announcing version,
+// logging to log.
+func wrap(t *testing.T, ch ssh.Channel, version []byte, log io.Writer) *sshchan.Channel {
 	t.Helper()
-	tx, err := sshchan.New(ch, sshchan.Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: version})
+	tx, err := sshchan.New(ch, sshchan.Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: version,
+		Log: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

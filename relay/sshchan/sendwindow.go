@@ -44,7 +44,7 @@ type sendWindow struct {
 type event uint8
 
 const (
-	chargeChanged event = 1 << iota
+	chargeLearnt event = 1 << iota // settled, or changed since
 	capLifted
 )
 
@@ -68,9 +68,10 @@ func newSendWindow(initial uint32, prior int32, early bool) sendWindow {
 // the datagrams sent were charged too much, a higher one takes it back.
 func (s *sendWindow) observe(win uint32) uint32 {
 	if win > s.expect {
+		was := s.settled()
 		fix, changed := s.credit(win - s.expect)
-		if changed {
-			s.events |= chargeChanged
+		if changed || !was && s.settled() {
+			s.events |= chargeLearnt
 		}
 		switch {
 		case fix > 0:

@@ -201,15 +201,14 @@ func (s *chanShim) writeDatagram(p []byte) error {
 		w.Wait()
 	}
 	closed, ev := w.closed, s.send.events
-	s.send.events = 0
-	var charge int32
-	var adjusts uint64
+	var what learnt
 	if ev != 0 {
-		charge, adjusts = s.send.charge, s.send.adjusts
+		s.send.events = 0
+		what = learnt{s.send.charge, s.send.adjusts, s.send.fits()}
 	}
 	w.L.Unlock()
 	if ev != 0 {
-		s.logEvents(ev, charge, adjusts)
+		s.logEvents(ev, what)
 	}
 	if closed {
 		return io.EOF
@@ -235,13 +234,25 @@ func (s *chanShim) armCapTimer() {
 	s.capTimer.Reset(d)
 }
 
+// learnt is what the peer's adjusts taught of its window.
+type learnt struct {
+	charge  int32
+	adjusts uint64
+	fits    bool // the charge fits the adjusts; else the version's
+}
+
 // logEvents says what changed in the peer's window.
-func (s *chanShim) logEvents(ev event, charge int32, adjusts uint64) {
+func (s *chanShim) logEvents(ev event, l learnt) {
 	if s.log == nil {
 		return
 	}
-	if ev&chargeChanged != 0 {
-		s.log.Info("the peer's window: what each datagram costs it", "charge", fmt.Sprintf("len%+d", charge), "adjusts", adjusts)
+	if ev&chargeLearnt != 0 {
+		from := "its adjusts"
+		if !l.fits {
+			from = "its version: its adjusts fit no count per datagram"
+		}
+		s.log.Info("the peer's window: what each datagram costs it", "charge", fmt.Sprintf("len%+d", l.charge),
+			"adjusts", l.adjusts, "from", from)
 	}
 	if ev&capLifted != 0 {
 		s.log.Info("the peer holds more than the in-flight cap and returns no window: no cap on this tunnel from now on",
