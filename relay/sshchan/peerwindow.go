@@ -25,6 +25,12 @@ import "math"
 // largest first: OpenSSH, x/crypto, asyncssh.
 var charges = [...]int32{4, 0, -4}
 
+// confirmAfter is how many adjusts in a row the one charge left must fit
+// before learning stops and its lengths are let go: a receiver that
+// credits byte ranges fits one by chance once in hundreds of adjusts, not
+// this many times running.
+const confirmAfter = 16
+
 // maxLearn bounds the lengths kept while learning: datagrams sent and not
 // yet matched to an adjust. A 2 MiB window holds at most 87,000 of the
 // smallest datagrams; a peer that holds more without returning any grants
@@ -47,6 +53,8 @@ type peerWindow struct {
 	sent     uint64 // datagrams sent
 	returned uint64 // bytes the peer returned
 	charged  int64  // what the datagrams sent were charged beyond their lengths
+
+	confirmed int // adjusts fitted since one candidate was left
 
 	adjusts uint64 // window increases seen (adjusts that came together count once)
 	largest uint32 // the largest of them
@@ -116,6 +124,12 @@ func (p *peerWindow) credit(c uint32) (fix int64, changed bool) {
 	} else {
 		p.learning = false
 		p.lens = lengths{}
+	}
+	if p.settled() {
+		if p.confirmed++; p.confirmed >= confirmAfter {
+			p.learning = false
+			p.lens = lengths{}
+		}
 	}
 	if charge == p.charge {
 		return 0, false

@@ -38,7 +38,8 @@ func (r *simReceiver) consume(n int, rng *rand.Rand) uint32 {
 
 // The charge the sender learns is the receiver's, from its adjusts alone,
 // and the window the sender keeps for it is never more than the receiver's
-// own, and the same once learnt.
+// own, and the same once learnt. Once it is sure, learning stops and lets
+// go of the lengths it kept.
 func TestPeerWindowLearnsTheCharge(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -94,6 +95,9 @@ func TestPeerWindowLearnsTheCharge(t *testing.T) {
 			}
 			if !p.settled() {
 				t.Errorf("charge %d still not settled after %d adjusts", p.charge, p.adjusts)
+			}
+			if p.learning || p.lens.buf != nil {
+				t.Errorf("still learning after %d adjusts, holding %d lengths", p.adjusts, len(p.lens.buf))
 			}
 			if real := rx.window - rx.debited - queued; view != real && int64(p.charge) == c.rx.charge {
 				t.Errorf("the sender counts %d bytes of window, the receiver %d", view, real)
