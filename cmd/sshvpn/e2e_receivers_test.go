@@ -85,26 +85,26 @@ func connectToReceiver(t *testing.T, pol sshchantest.Policy) {
 	tp := newTopo(t)
 	key, file := keyFile(t)
 	ln := tp.gw.Listen(t, "tcp", "198.18.1.1:22")
-	accepted := make(chan *sshchantest.Peer, 1)
+	type accepted struct {
+		peer *sshchantest.Peer
+		err  error
+	}
+	got := make(chan accepted, 1)
 	go func() {
-		defer close(accepted)
 		p, err := sshchantest.Server{Authorized: key.PublicKey()}.Accept(ln, pol)
-		if err != nil {
-			t.Errorf("the receiver's server: %v", err)
-			return
-		}
-		accepted <- p
+		got <- accepted{p, err}
 	}()
 	c := tp.client.Start(t, connectArgs(file, "", "-w", "any:0",
 		"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
 	var peer *sshchantest.Peer
 	select {
-	case peer = <-accepted:
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("the receiver's server: %v\nsshvpn connect: %s", a.err, c.Log())
+		}
+		peer = a.peer
 	case <-time.After(20 * time.Second):
 		t.Fatalf("sshvpn connect opened no tunnel: %s", c.Log())
-	}
-	if peer == nil {
-		t.FailNow()
 	}
 	t.Cleanup(func() { peer.Close() })
 	tun := pumpToTun(t, tp.gw, peer)
@@ -124,13 +124,13 @@ func carryEachWay(t *testing.T, tp *topo, peer *sshchantest.Peer, proc *nstest.P
 	up := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), receiverTransfer, false)
 	down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), receiverTransfer, true)
 	st := peer.Stats()
-	charges := regexp.MustCompile(`charge=len([+-]\d+)`).FindAllStringSubmatch(proc.Log(), -1)
-	learnt := "nothing"
+	charges := regexp.MustCompile(`charge=len([+-]\d+) adjusts=(\d+) from="its adjusts"`).FindAllStringSubmatch(proc.Log(), -1)
+	learnt, after := "nothing from its adjusts", "-"
 	if len(charges) > 0 {
-		learnt = "len" + charges[len(charges)-1][1]
+		learnt, after = "len"+charges[len(charges)-1][1], charges[len(charges)-1][2]
 	}
-	t.Logf("receiver %s: upload %v, download %v; it took %d datagrams (%d bytes) and sent %d adjusts; sshvpn learnt %s",
-		pol.Name, up, down, st.Datagrams, st.Bytes, st.Adjusts, learnt)
+	t.Logf("receiver %s: upload %v, download %v; it took %d datagrams (%d bytes) and sent %d adjusts; sshvpn learnt %s after %s",
+		pol.Name, up, down, st.Datagrams, st.Bytes, st.Adjusts, learnt, after)
 	if err := peer.Err(); err != nil {
 		t.Fatal(err)
 	}
