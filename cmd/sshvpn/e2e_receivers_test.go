@@ -21,7 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
-	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/sshchan/sshchantest"
 )
@@ -208,19 +208,19 @@ func statusAddress(t *testing.T, client *ssh.Client) netip.Prefix {
 // it and peer until the test ends. It returns the tun's name.
 func pumpToTun(t *testing.T, ns *nstest.NS, peer relay.Device) string {
 	t.Helper()
-	var tun *kernel.Tun
+	var dev *tun.Tun
 	var err error
-	ns.Do(t, func() { tun, err = kernel.Open(kernel.Config{Mode: relay.PointToPoint, Unit: relay.AnyUnit}) })
+	ns.Do(t, func() { dev, err = tun.Open(tun.Config{Mode: relay.PointToPoint, Unit: relay.AnyUnit}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := relay.NewPump(tun, peer, nil, nil, nil).Run(ctx); err != nil && ctx.Err() == nil {
+		if err := relay.NewPump(dev, peer, nil, nil, nil).Run(ctx); err != nil && ctx.Err() == nil {
 			t.Errorf("the receiver's pump: %v", err)
 		}
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return tun.Name()
+	return dev.Name()
 }
