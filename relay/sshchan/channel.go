@@ -109,9 +109,11 @@ const minInFlight = 512 << 10
 // The cap is a queue-length policy, and RFC 4254 leaves when to return
 // window to the receiver: it holds back a peer known to return window
 // early (OpenSSH, sshvpn), and any other once its adjusts show it returns
-// window in steps of at most half the cap; and it is lifted for good when
-// a write has waited on it for a few round trips without an adjust
-// (capPatience).
+// window in steps of at most half the cap. It is lifted when a write has
+// waited on it for a few round trips without an adjust (capPatience), and
+// back once the peer's adjusts are small again (restoreAfter): a peer
+// slow for a moment keeps its short queue, one that returns window only
+// at half its window is never waited for.
 func (c *Channel) SetPathRTT(rtt time.Duration) {
 	if c.shim != nil {
 		c.shim.rtt.Store(int64(rtt))

@@ -6,7 +6,7 @@ type WindowState struct {
 	Charge            int32  // per datagram beyond its length
 	Settled           bool   // the charge is final
 	Adjusts, CapWaits uint64 // window increases seen; writes that waited on the cap
-	Lifted            bool   // the cap is off for good
+	Lifted            bool   // the cap is off until small adjusts restore it
 }
 
 func WindowStateOf(c *Channel) WindowState {

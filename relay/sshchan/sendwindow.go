@@ -27,10 +27,17 @@ type sendWindow struct {
 	// early: the peer is known to return window long before its window
 	// is half gone (OpenSSH: every 3 max packets; x/crypto, so sshvpn:
 	// the same), so the cap stands without proof from its adjusts.
-	early    bool
-	lifted   bool          // the cap is off for good: the peer let a write wait on it
-	patience time.Duration // capPatience, or what a test sets
-	capWaits uint64        // writes that waited on the cap
+	early bool
+	// lifted: the peer let a write wait on the cap, which is off until
+	// restoreAfter adjusts in a row, each at most half the cap, show the
+	// peer returning window early again (smallRun counts them): a
+	// receiver that was only slow for a moment gets its cap back, one
+	// that waits for half its window does not.
+	lifted    bool
+	liftLimit int64 // the cap when it was lifted
+	smallRun  int
+	patience  time.Duration // capPatience, or what a test sets
+	capWaits  uint64        // writes that waited on the cap
 	// The write waiting on the cap: since when the peer has been silent,
 	// counted in adjusts, and until when it may stay so.
 	capArmed   bool
@@ -46,7 +53,14 @@ type event uint8
 const (
 	chargeLearnt event = 1 << iota // settled, or changed since
 	capLifted
+	capRestored
 )
+
+// restoreAfter is how many small adjusts in a row put a lifted cap back:
+// OpenSSH returns window every 96 KiB, so four are under half a megabyte
+// of traffic, and a receiver that returns it only at half its window sends
+// none that small.
+const restoreAfter = 4
 
 // verdict is what a datagram must do now.
 type verdict int
@@ -68,6 +82,9 @@ func newSendWindow(initial uint32, prior int32, early bool) sendWindow {
 // the datagrams sent were charged too much, a higher one takes it back.
 func (s *sendWindow) observe(win uint32) uint32 {
 	if win > s.expect {
+		if s.lifted {
+			s.judgeLifted(win - s.expect)
+		}
 		was := s.settled()
 		fix, changed := s.credit(win - s.expect)
 		if changed || !was && s.settled() {
@@ -110,9 +127,23 @@ func (s *sendWindow) admit(n, win uint32, limit int64, rtt time.Duration) verdic
 	if now.Before(s.capUntil) {
 		return waitCap
 	}
-	s.lifted, s.capArmed = true, false
+	s.lifted, s.liftLimit, s.capArmed, s.smallRun = true, limit, false, 0
 	s.events |= capLifted
 	return send
+}
+
+// judgeLifted takes one adjust of a peer whose cap is lifted, and puts the
+// cap back once restoreAfter adjusts in a row were small.
+func (s *sendWindow) judgeLifted(adjust uint32) {
+	if 2*int64(adjust) <= s.liftLimit {
+		s.smallRun++
+	} else {
+		s.smallRun = 0
+	}
+	if s.smallRun >= restoreAfter {
+		s.lifted, s.smallRun = false, 0
+		s.events |= capRestored
+	}
 }
 
 // capped reports whether the cap holds writes back: it is set and smaller

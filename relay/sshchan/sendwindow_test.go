@@ -90,4 +90,28 @@ func TestSendWindowCapPatience(t *testing.T) {
 	if v := s.admit(1400, win, limit, 0); v != send || !s.lifted {
 		t.Fatalf("verdict %d, lifted %v after a patience without adjusts; want send and lifted", v, s.lifted)
 	}
+	win = s.sent(1400, win) - 1400
+	// A receiver that returns window only at half its window stays uncapped;
+	// one whose adjusts are small again, restoreAfter in a row, is capped.
+	win = s.observe(win + limit)
+	for i := range restoreAfter - 1 {
+		win = s.observe(win + 96<<10)
+		if !s.lifted {
+			t.Fatalf("the cap came back after %d small adjusts, want %d", i+1, restoreAfter)
+		}
+	}
+	win = s.observe(win + limit) // a large one: the run starts again
+	for range restoreAfter - 1 {
+		win = s.observe(win + 96<<10)
+	}
+	if !s.lifted {
+		t.Fatal("the cap came back after a run broken by a large adjust")
+	}
+	s.observe(win + 96<<10)
+	if s.lifted || s.events&capRestored == 0 {
+		t.Fatalf("lifted %v, events %b after %d small adjusts in a row: want the cap back, and said", s.lifted, s.events, restoreAfter)
+	}
+	if !s.capped(limit) {
+		t.Fatal("the cap does not hold writes back once it is back")
+	}
 }

@@ -255,8 +255,11 @@ func (s *chanShim) logEvents(ev event, l learnt) {
 			"adjusts", l.adjusts, "from", from)
 	}
 	if ev&capLifted != 0 {
-		s.log.Info("the peer holds more than the in-flight cap and returns no window: no cap on this tunnel from now on",
+		s.log.Info("the peer holds more than the in-flight cap and returns no window: the cap is off until its adjusts are small again",
 			"cap_kib", s.maxInFlight.Load()>>10)
+	}
+	if ev&capRestored != 0 {
+		s.log.Info("the peer returns window early again: the in-flight cap is back", "cap_kib", s.maxInFlight.Load()>>10)
 	}
 }
 
