@@ -390,14 +390,16 @@ func checkPermitOpen(src, v string) error {
 }
 
 // PermitsOpen reports whether the key's permitopen options let a
-// direct-tcpip channel name host:port, compared as written, as sshd does.
+// direct-tcpip channel name host:port. Hosts are compared byte for byte, as
+// sshd compares them (channels.c open_match): "LOCALHOST" is not
+// "localhost", and a name is not its address.
 func (o *KeyOptions) PermitsOpen(host string, port uint16) bool {
 	if len(o.PermitOpen) == 0 {
 		return true
 	}
 	for _, v := range o.PermitOpen {
 		h, p, _ := net.SplitHostPort(v)
-		if (h == "*" || strings.EqualFold(h, host)) && (p == "*" || p == strconv.Itoa(int(port))) {
+		if (h == "*" || h == host) && (p == "*" || p == strconv.Itoa(int(port))) {
 			return true
 		}
 	}

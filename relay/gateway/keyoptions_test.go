@@ -12,7 +12,7 @@ import (
 func TestKeyForwardingOptions(t *testing.T) {
 	o, err := parseKeyOptions("k:1", []string{
 		`environment="SSHVPN_ALLOW=198.18.2.0/24:80/tcp, 198.18.4.1"`, `environment="SSHVPN_DENY=any"`,
-		`permitopen="198.18.2.2:80"`, `permitopen="*:443"`,
+		`permitopen="198.18.2.2:80"`, `permitopen="*:443"`, `permitopen="gw.example:22"`,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +25,9 @@ func TestKeyForwardingOptions(t *testing.T) {
 		host string
 		port uint16
 		ok   bool
-	}{{"198.18.2.2", 80, true}, {"198.18.2.2", 81, false}, {"anything", 443, true}, {"198.18.2.3", 80, false}} {
+	}{{"198.18.2.2", 80, true}, {"198.18.2.2", 81, false}, {"anything", 443, true}, {"198.18.2.3", 80, false},
+		// Byte for byte, as sshd compares them.
+		{"gw.example", 22, true}, {"GW.example", 22, false}} {
 		if got := o.PermitsOpen(tt.host, tt.port); got != tt.ok {
 			t.Errorf("permitopen %s:%d = %v, want %v", tt.host, tt.port, got, tt.ok)
 		}
