@@ -44,11 +44,28 @@ type KeyOptions struct {
 	// direct-tcpip channel may name (sshd's permitopen="host:port", with
 	// * for any host or port).
 	PermitOpen []string
+	// ForceCommand is the command sshd would run instead of the client's:
+	// command= on the line, or a certificate's force-command. sshvpn runs
+	// no commands, and sshd's forced command does not stop tunnels or
+	// forwarding either, so it is only logged.
+	ForceCommand string
+	// Certificate names the certificate a client logged in with (its ID,
+	// serial and CA), for the log; empty for a plain key.
+	Certificate string
 }
 
 type authorizedKey struct {
 	key  ssh.PublicKey
 	opts KeyOptions
+	// certAuthority marks a cert-authority line: key is a CA whose user
+	// certificates log in, never a key that logs in itself.
+	certAuthority bool
+	// principals is the line's principals="…", nil without one: the
+	// certificate names that may log in instead of the user's own.
+	principals *string
+	// command is the line's command="…", nil without one: a certificate's
+	// force-command must then be the same.
+	command *string
 }
 
 // maxKeyLine is the longest line read as a key; a longer one, even a
@@ -237,15 +254,24 @@ func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.certAuthority {
-		return nil, fmt.Errorf("%s: cert-authority keys are not supported: certificates are not accepted", src)
+	if opts.principals != nil && !opts.certAuthority {
+		// sshd takes the line and refuses every login through it.
+		return nil, fmt.Errorf("%s: %w: principals= on a key without cert-authority", src, errSkipped)
 	}
-	return &authorizedKey{key: key, opts: opts.KeyOptions}, nil
+	if _, ok := key.(*ssh.Certificate); ok {
+		// sshd compares a certificate written here with neither the key
+		// it certifies nor a certificate offered: nothing logs in by it.
+		return nil, fmt.Errorf("%s: %w: a certificate, not a key (list its CA with cert-authority instead)", src, errSkipped)
+	}
+	return &authorizedKey{key: key, opts: opts.KeyOptions, certAuthority: opts.certAuthority,
+		principals: opts.principals, command: opts.command}, nil
 }
 
 type keyLineOptions struct {
 	KeyOptions
 	certAuthority bool
+	principals    *string
+	command       *string // command="…", which may be empty
 }
 
 // sshdFlags are the authorized_keys options sshd takes without a value
@@ -257,10 +283,9 @@ var sshdFlags = map[string]bool{
 	"no-pty": true, "no-user-rc": true, "no-x11-forwarding": true, "no-touch-required": true,
 }
 
-// sshdValued are the options sshd takes with a quoted value.
-var sshdValued = map[string]bool{
-	"command": true, "principals": true, "permitopen": true, "permitlisten": true, "environment": true,
-}
+// sshdValued are the options sshd takes with a quoted value that concern
+// no tunnel.
+var sshdValued = map[string]bool{"permitlisten": true}
 
 // parseKeyOptions reads the options sshvpn acts on and checks the others
 // are ones sshd knows: sshd skips a line with an option it does not know,
@@ -309,14 +334,34 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 			}
 		case lname == "from" && valued:
 			var v string
-			if v, err = value(); err == nil {
+			if v, err = value(); err == nil && o.From != nil {
+				err = fmt.Errorf("%s: more than one from= option", src)
+			} else if err == nil {
 				o.From = strings.Split(v, ",")
+			}
+		case lname == "principals" && valued:
+			var v string
+			if v, err = value(); err == nil && o.principals != nil {
+				err = fmt.Errorf("%s: more than one principals= option", src)
+			} else if err == nil {
+				o.principals = &v
+			}
+		case lname == "command" && valued:
+			var v string
+			if v, err = value(); err == nil && o.command != nil {
+				err = fmt.Errorf("%s: more than one command= option", src)
+			} else if err == nil {
+				o.command, o.ForceCommand = &v, v
 			}
 		case lname == "expiry-time" && valued:
 			var v string
 			if v, err = value(); err == nil {
-				if o.Expiry, err = parseExpiry(v); err != nil {
+				var t time.Time
+				if t, err = parseExpiry(v); err != nil {
 					err = fmt.Errorf("%s: option expiry-time=%q: %w", src, v, err)
+				} else if o.Expiry.IsZero() || t.Before(o.Expiry) {
+					// sshd keeps the earliest.
+					o.Expiry = t
 				}
 			}
 		case lname == "environment" && valued:
@@ -442,15 +487,22 @@ func parseUnit(s string) (uint32, error) {
 	return uint32(n), nil
 }
 
-// Lookup finds key and checks its options against the client: its
-// address (from=) and the time (expiry-time=). Like sshd it goes on to the
-// next line holding the same key when one does not fit. The error says why
-// a key was refused; it goes to the log, the client only learns
+// Lookup finds the line that lets key log in as user from remote, as sshd
+// does: for a plain key, a line holding it; for a user certificate, a
+// cert-authority line holding its CA (see lookupCert). Each candidate line
+// is checked against the client's address (from=) and the time
+// (expiry-time=), and like sshd Lookup goes on to the next candidate when
+// one does not fit. user matters only to certificates, whose principals
+// must name it unless the line says principals=. The error says why the
+// key was refused; it goes to the log, the client only learns
 // "Permission denied".
-func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, remote net.Addr) (*KeyOptions, error) {
+func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, user string, remote net.Addr) (*KeyOptions, error) {
 	keys, err := a.current()
 	if err != nil {
 		return nil, err
+	}
+	if cert, ok := key.(*ssh.Certificate); ok {
+		return a.lookupCert(keys, cert, user, remote, time.Now())
 	}
 	want := key.Marshal()
 	why := fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path)
@@ -458,21 +510,53 @@ func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, remote net.Addr) (*KeyOptions
 		why = fmt.Errorf("key %s refused: %s is missing or empty", ssh.FingerprintSHA256(key), a.path)
 	}
 	for i := range keys {
-		if !bytes.Equal(keys[i].key.Marshal(), want) {
+		if keys[i].certAuthority || !bytes.Equal(keys[i].key.Marshal(), want) {
 			continue
 		}
 		o := keys[i].opts
-		switch {
-		case o.From != nil && !matchFrom(o.From, remote):
-			why = fmt.Errorf("key %s at %s is not allowed from %s (from=%q)",
-				ssh.FingerprintSHA256(key), o.Source, remote, strings.Join(o.From, ","))
-		case !o.Expiry.IsZero() && time.Now().After(o.Expiry):
-			why = fmt.Errorf("key %s at %s expired at %s", ssh.FingerprintSHA256(key), o.Source, o.Expiry)
-		default:
-			return &o, nil
+		if err := o.check(remote, time.Now()); err != nil {
+			why = fmt.Errorf("key %s %w", ssh.FingerprintSHA256(key), err)
+			continue
 		}
+		return &o, nil
 	}
 	return nil, why
+}
+
+// check applies the line's own conditions on a login: from= and
+// expiry-time=. The error reads after the key's name.
+func (o *KeyOptions) check(remote net.Addr, now time.Time) error {
+	switch {
+	case o.From != nil && !matchFrom(o.From, remote):
+		return fmt.Errorf("at %s is not allowed from %s (from=%q)", o.Source, remote, strings.Join(o.From, ","))
+	case !o.Expiry.IsZero() && now.After(o.Expiry):
+		return fmt.Errorf("at %s expired at %s", o.Source, o.Expiry)
+	}
+	return nil
+}
+
+// identity is the key that stands for a client: the key a certificate
+// certifies, so that a renewed certificate is the same client (its
+// tunnel count, its address); a plain key itself.
+func identity(key ssh.PublicKey) ssh.PublicKey {
+	if cert, ok := key.(*ssh.Certificate); ok {
+		return cert.Key
+	}
+	return key
+}
+
+// logLogin says what the gateway takes from a login's options beyond what
+// it enforces: the certificate it came with, and a forced command, which
+// sshvpn does not run (sshd would run it instead of the client's command,
+// and would still open tunnels and forwards, as sshvpn does).
+func (o *KeyOptions) logLogin(log *slog.Logger) {
+	if o.Certificate != "" {
+		log.Info("certificate accepted", "certificate", o.Certificate, "line", o.Source)
+	}
+	if o.ForceCommand != "" {
+		log.Warn("forced command ignored: sshvpn runs no commands; tunnels and forwarding stay as the options allow",
+			"command", truncate(o.ForceCommand, 64), "line", o.Source)
+	}
 }
 
 // matchFrom applies an OpenSSH pattern list to the client's IP address:

@@ -95,10 +95,10 @@ func TestAuthorizedKeysSkipsWhatSSHDSkips(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lines sshd skips made the file fatal: %v", err)
 	}
-	if _, err := keys.Lookup(bad.PublicKey(), localhost); err == nil {
+	if _, err := keys.Lookup(bad.PublicKey(), "root", localhost); err == nil {
 		t.Error("a key whose every line sshd skips logged in")
 	}
-	o, err := keys.Lookup(good.PublicKey(), localhost)
+	o, err := keys.Lookup(good.PublicKey(), "root", localhost)
 	if err != nil {
 		t.Fatalf("the good key after a 2 MiB line: %v", err)
 	}
@@ -122,14 +122,14 @@ func TestAuthorizedKeysParsedOncePerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 1000 {
-		keys.Lookup(other.PublicKey(), localhost)
+		keys.Lookup(other.PublicKey(), "root", localhost)
 	}
 	if n := keys.Reads(); n != 1 {
 		t.Errorf("1000 lookups parsed the file %d times, want once", n)
 	}
 	os.WriteFile(path+".new", []byte(keyLine(s)+"\n"+keyLine(other)+"\n"), 0o600)
 	os.Rename(path+".new", path)
-	if _, err := keys.Lookup(other.PublicKey(), localhost); err != nil {
+	if _, err := keys.Lookup(other.PublicKey(), "root", localhost); err != nil {
 		t.Errorf("a key added to the file is refused: %v", err)
 	}
 	if n := keys.Reads(); n != 2 {

@@ -9,5 +9,7 @@
 //     tunnel's status, so `ssh -w` works without -N.
 //   - policy.go: PermitTunnel and the key's tunnel= and restrict options.
 //   - authkeys.go: authorized_keys, read as sshd reads it.
+//   - certs.go: user certificates signed by a cert-authority line's CA,
+//     judged and their options merged with the line's as sshd does.
 //   - hostkey.go: the gateway's host key, made on first start.
 package gateway

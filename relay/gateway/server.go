@@ -126,12 +126,12 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	opts, err := s.cfg.Keys.Lookup(key, meta.RemoteAddr())
+	opts, err := s.cfg.Keys.Lookup(key, meta.User(), meta.RemoteAddr())
 	if err != nil {
 		s.log.Info("key refused", "user", truncate(meta.User(), 64), "remote", meta.RemoteAddr(), "why", err)
 		return nil, err
 	}
-	return &ssh.Permissions{ExtraData: map[any]any{keyOptionsKey{}: login{opts, ssh.FingerprintSHA256(key)}}}, nil
+	return &ssh.Permissions{ExtraData: map[any]any{keyOptionsKey{}: login{opts, ssh.FingerprintSHA256(identity(key))}}}, nil
 }
 
 // Serve accepts connections on ln until ctx ends or ln is closed, then
@@ -264,6 +264,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	}
 	defer s.giveKey(l.key, keyConns)
 	log.Info("client connected", "version", truncate(string(conn.ClientVersion()), 64))
+	l.opts.logLogin(log)
 	go ssh.DiscardRequests(reqs)
 	alive := s.watch(ctx, conn, log)
 	cs := &connState{srv: s, conn: conn, login: l, log: log}

@@ -268,11 +268,11 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 		t.Fatalf("missing file: %v, %d keys", err, keys.Len())
 	}
 	signer := newSigner(t)
-	if _, err := keys.Lookup(signer.PublicKey(), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil || !strings.Contains(err.Error(), "missing or empty") {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil || !strings.Contains(err.Error(), "missing or empty") {
 		t.Fatalf("lookup in a missing file: %v", err)
 	}
 	os.WriteFile(missing, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600)
-	if _, err := keys.Lookup(signer.PublicKey(), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatalf("the key added after start was not found: %v", err)
 	}
 }
@@ -318,16 +318,16 @@ func TestAuthorizedKeysExample(t *testing.T) {
 		t.Fatalf("%d keys parsed, %d loaded; want 3", len(pubs), keys.Len())
 	}
 	from := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1} }
-	if o, err := keys.Lookup(pubs[0], from("127.0.0.1")); err != nil || o.ForceUnit != nil || o.Restrict {
+	if o, err := keys.Lookup(pubs[0], "root", from("127.0.0.1")); err != nil || o.ForceUnit != nil || o.Restrict {
 		t.Errorf("plain key: %+v %v", o, err)
 	}
-	if o, err := keys.Lookup(pubs[1], from("198.18.0.5")); err != nil || o.ForceUnit == nil || *o.ForceUnit != 5 {
+	if o, err := keys.Lookup(pubs[1], "root", from("198.18.0.5")); err != nil || o.ForceUnit == nil || *o.ForceUnit != 5 {
 		t.Errorf("tunnel=5 key: %+v %v", o, err)
 	}
-	if _, err := keys.Lookup(pubs[1], from("198.18.9.9")); err == nil || !strings.Contains(err.Error(), "not allowed from") {
+	if _, err := keys.Lookup(pubs[1], "root", from("198.18.9.9")); err == nil || !strings.Contains(err.Error(), "not allowed from") {
 		t.Errorf("negated from= address let in: %v", err)
 	}
-	if o, err := keys.Lookup(pubs[2], from("127.0.0.1")); err != nil || !o.Restrict || !strings.HasSuffix(o.Source, ":11") {
+	if o, err := keys.Lookup(pubs[2], "root", from("127.0.0.1")); err != nil || !o.Restrict || !strings.HasSuffix(o.Source, ":11") {
 		t.Errorf("restrict key: %+v %v", o, err)
 	}
 }
@@ -395,14 +395,19 @@ func TestAuthorizedKeysLikeSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a file sshd takes was refused: %v", err)
 	}
-	if _, err := keys.Lookup(signer.PublicKey(), from); err != nil {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", from); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := load(`tunnel='3' ` + line + "\n"); err == nil || !strings.Contains(err.Error(), "double quotes") {
 		t.Errorf("single-quoted tunnel= accepted: %v", err)
 	}
-	if _, err := load(`cert-authority ` + line + "\n"); err == nil || !strings.Contains(err.Error(), "cert-authority") {
-		t.Errorf("cert-authority line accepted: %v", err)
+	// A CA's line lets its certificates in, never the CA key itself.
+	keys, err = load(`cert-authority ` + line + "\n")
+	if err != nil {
+		t.Fatalf("a cert-authority line made the file fatal: %v", err)
+	}
+	if _, err := keys.Lookup(signer.PublicKey(), "root", from); err == nil {
+		t.Error("a CA key logged in as a plain key")
 	}
 
 	// An expired key is refused; the same key on a later line still counts.
@@ -410,23 +415,23 @@ func TestAuthorizedKeysLikeSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.Lookup(signer.PublicKey(), from); err == nil {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", from); err == nil {
 		t.Error("expired key accepted")
 	}
 	os.WriteFile(path, []byte(`expiry-time="20200101Z" `+line+"\n"+`tunnel="2" `+line+"\n"), 0o600)
-	o, err := keys.Lookup(signer.PublicKey(), from)
+	o, err := keys.Lookup(signer.PublicKey(), "root", from)
 	if err != nil || o.ForceUnit == nil || *o.ForceUnit != 2 {
 		t.Errorf("the second line for the same key was not used: %+v %v", o, err)
 	}
 
 	// Once running, a bad line is skipped and the good ones still work.
 	os.WriteFile(path, []byte("garbage here\n"+line+"\n"), 0o600)
-	if _, err := keys.Lookup(signer.PublicKey(), from); err != nil {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", from); err != nil {
 		t.Errorf("a bad line locked the good key out: %v", err)
 	}
 	// A key removed from the file is refused at the next login.
 	os.WriteFile(path, []byte("# nobody\n"), 0o600)
-	if _, err := keys.Lookup(signer.PublicKey(), from); err == nil {
+	if _, err := keys.Lookup(signer.PublicKey(), "root", from); err == nil {
 		t.Error("a removed key still logs in")
 	}
 }
