@@ -1,0 +1,445 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
+)
+
+// The differential test of authorized_keys: stock sshd is the oracle. One
+// file of plain keys with options and cert-authority lines, keys and
+// certificates made by that OpenSSH's ssh-keygen, and for each login (a
+// key or certificate, from a source address) the same client logs in to
+// sshd and to sshvpn's gateway, then asks each for the same forwards and
+// tunnels. Both must accept or refuse the login and each request alike.
+//
+// sshd and the gateway run in a namespace of the test's own, for a
+// loopback where the client can bind 127.0.0.2 (for from= and
+// source-address) and nothing else listens. The client is x/crypto's: it
+// offers exactly one key per login, so a refusal is that key's, and it
+// tells a refusal ("unable to authenticate", an open failure) from a
+// broken run, which fails the test.
+
+const (
+	oracleSSHD    = "127.0.0.1:22"
+	oracleGateway = "127.0.0.1:2222"
+	oracleTarget  = 7000 // the port of a listener on 127.0.0.1 that direct-tcpip reaches
+)
+
+// oracleLines is the authorized_keys file. {P1}... are plain keys, {CA1}...
+// CAs (all ed25519 but CARSA), {CERT7} a certificate written as a key.
+var oracleLines = []string{
+	`no-pty,command="/bin/true" {P1}`,
+	`principals="root" {P2}`,
+	`restrict {P3}`,
+	`permitopen="localhost:7000" {P4}`,
+	`from="127.0.0.2" {P5}`,
+	`tunnel="5" {P6}`,
+	`{CERT7}`,
+	`cert-authority,from="127.0.0.9",restrict {CA1}`,
+	`cert-authority {CA1}`,
+	`cert-authority,principals="ops,alice" {CA2}`,
+	`cert-authority,from="127.0.0.2" {CA3}`,
+	`cert-authority,no-port-forwarding {CA4}`,
+	`cert-authority,permitopen="localhost:7000",tunnel="7" {CA5}`,
+	`cert-authority,command="/bin/true" {CA6}`,
+	`cert-authority,expiry-time="20200101" {CA7}`,
+	`{CA8}`,
+	`cert-authority,restrict {CA9}`,
+	`cert-authority {CARSA}`,
+}
+
+// oracleCAs are the CA keys; CAX is on no line.
+var oracleCAs = []string{"CA1", "CA2", "CA3", "CA4", "CA5", "CA6", "CA7", "CA8", "CA9", "CAX"}
+
+// oracleCert is a certificate of the key "user" (of P7 for CERT7):
+// ssh-keygen -s CA -I name args.
+type oracleCert struct {
+	name, ca string
+	args     []string
+}
+
+var oracleCerts = []oracleCert{
+	{"valid", "CA1", []string{"-n", "root", "-V", "-5m:+1h"}},
+	{"other-user", "CA1", []string{"-n", "alice,bob"}},
+	{"no-principals", "CA1", nil},
+	{"expired", "CA1", []string{"-n", "root", "-V", "20200101:20200201"}},
+	{"not-yet-valid", "CA1", []string{"-n", "root", "-V", "+1d:+2d"}},
+	{"force-command", "CA1", []string{"-n", "root", "-O", "force-command=/bin/false"}},
+	{"source-address", "CA1", []string{"-n", "root", "-O", "source-address=127.0.0.2/32,198.18.0.0/15"}},
+	{"no-extensions", "CA1", []string{"-n", "root", "-O", "clear"}},
+	{"no-port-forwarding", "CA1", []string{"-n", "root", "-O", "no-port-forwarding"}},
+	{"unknown-critical", "CA1", []string{"-n", "root", "-O", "critical:no-such@example.com=x"}},
+	{"unknown-extension", "CA1", []string{"-n", "root", "-O", "extension:no-such@example.com"}},
+	{"verify-required", "CA1", []string{"-n", "root", "-O", "verify-required"}},
+	{"host", "CA1", []string{"-h", "-n", "root"}},
+	{"ops", "CA2", []string{"-n", "ops"}},
+	{"root-for-ops", "CA2", []string{"-n", "root"}},
+	{"wildcard-for-ops", "CA2", []string{"-n", "op*"}},
+	{"from-ca", "CA3", []string{"-n", "root"}},
+	{"ca-no-port-forwarding", "CA4", []string{"-n", "root"}},
+	{"ca-permitopen-tunnel", "CA5", []string{"-n", "root"}},
+	{"same-command", "CA6", []string{"-n", "root", "-O", "force-command=/bin/true"}},
+	{"other-command", "CA6", []string{"-n", "root", "-O", "force-command=/bin/false"}},
+	{"ca-expired", "CA7", []string{"-n", "root"}},
+	{"ca-not-cert-authority", "CA8", []string{"-n", "root"}},
+	{"ca-restrict", "CA9", []string{"-n", "root"}},
+	{"wrong-ca", "CAX", []string{"-n", "root"}},
+	{"rsa-sha2-512", "CARSA", []string{"-n", "root", "-t", "rsa-sha2-512"}},
+	{"rsa-sha1", "CARSA", []string{"-n", "root", "-t", "ssh-rsa"}},
+}
+
+// authCase is one login. want is what sshd does: "refused", or one letter
+// per probe after a login (y accepted, n refused). sshvpn, when set, is
+// what the gateway does where it deliberately differs from sshd 9.2 and
+// 10.0.
+type authCase struct {
+	key    string // a plain key (P1, CA1...) or "cert:NAME"
+	from   string // source address; empty for 127.0.0.1
+	probes []string
+	want   string
+	sshvpn string
+}
+
+// Probes: direct-tcpip to a host on oracleTarget, or a tun@openssh.com
+// channel (point-to-point) for a unit.
+var (
+	fwd        = "fwd:localhost"
+	fwdUpper   = "fwd:LOCALHOST"
+	fwdIP      = "fwd:127.0.0.1"
+	tunAny     = "tun:any"
+	tun3       = "tun:3"
+	bothProbes = []string{fwd, tunAny}
+)
+
+var authCases = []authCase{
+	{key: "P1", probes: bothProbes, want: "yy"},
+	{key: "P2", want: "refused"},
+	// restrict refuses tunnels from OpenSSH 10.5; sshvpn has its rule.
+	{key: "P3", probes: bothProbes, want: "ny", sshvpn: "nn"},
+	{key: "P4", probes: []string{fwd, fwdUpper, fwdIP}, want: "ynn"},
+	{key: "P5", want: "refused"},
+	{key: "P5", from: "127.0.0.2", probes: bothProbes, want: "yy"},
+	{key: "P6", probes: []string{tunAny, tun3}, want: "yn"},
+	{key: "P7", want: "refused"},
+	{key: "cert:CERT7", want: "refused"},
+	{key: "CA1", want: "refused"},
+	{key: "cert:valid", probes: bothProbes, want: "yy"},
+	{key: "cert:valid", from: "127.0.0.9", probes: bothProbes, want: "ny", sshvpn: "nn"},
+	{key: "cert:other-user", want: "refused"},
+	{key: "cert:no-principals", probes: bothProbes, want: "yy"},
+	{key: "cert:expired", want: "refused"},
+	{key: "cert:not-yet-valid", want: "refused"},
+	{key: "cert:force-command", probes: bothProbes, want: "yy"},
+	{key: "cert:source-address", want: "refused"},
+	{key: "cert:source-address", from: "127.0.0.2", probes: bothProbes, want: "yy"},
+	{key: "cert:no-extensions", probes: bothProbes, want: "ny"},
+	{key: "cert:no-port-forwarding", probes: bothProbes, want: "ny"},
+	{key: "cert:unknown-critical", want: "refused"},
+	{key: "cert:unknown-extension", probes: bothProbes, want: "yy"},
+	// FIDO user verification is not checked here: sshvpn refuses.
+	{key: "cert:verify-required", probes: bothProbes, want: "yy", sshvpn: "refused"},
+	{key: "cert:host", want: "refused"},
+	{key: "cert:ops", probes: bothProbes, want: "yy"},
+	{key: "cert:root-for-ops", want: "refused"},
+	{key: "cert:wildcard-for-ops", want: "refused"},
+	{key: "cert:from-ca", want: "refused"},
+	{key: "cert:from-ca", from: "127.0.0.2", probes: bothProbes, want: "yy"},
+	{key: "cert:ca-no-port-forwarding", probes: bothProbes, want: "ny"},
+	{key: "cert:ca-permitopen-tunnel", probes: []string{fwd, fwdUpper, fwdIP, tunAny, tun3}, want: "ynnyn"},
+	{key: "cert:same-command", probes: bothProbes, want: "yy"},
+	{key: "cert:other-command", want: "refused"},
+	{key: "cert:ca-expired", want: "refused"},
+	{key: "cert:ca-not-cert-authority", want: "refused"},
+	{key: "cert:ca-restrict", probes: bothProbes, want: "ny", sshvpn: "nn"},
+	{key: "cert:wrong-ca", want: "refused"},
+	{key: "cert:rsa-sha2-512", probes: bothProbes, want: "yy"},
+	{key: "cert:rsa-sha1", want: "refused"},
+}
+
+func TestAuthorizedKeysMatchSSHD(t *testing.T) {
+	nstest.RequireRoot(t)
+	for _, o := range nstest.OpenSSHs(t) {
+		t.Run(o.Version, func(t *testing.T) {
+			t.Parallel()
+			e := newAuthOracle(t, o)
+			for _, c := range authCases {
+				name := c.key
+				if c.from != "" {
+					name += "/from=" + c.from
+				}
+				t.Run(name, func(t *testing.T) { e.run(t, c) })
+			}
+		})
+	}
+}
+
+// authOracle is one OpenSSH generation's sshd and a gateway beside it.
+type authOracle struct {
+	o       nstest.OpenSSH
+	ns      *nstest.NS
+	signers map[string]ssh.Signer // by key or "cert:NAME"
+}
+
+func newAuthOracle(t *testing.T, o nstest.OpenSSH) *authOracle {
+	e := &authOracle{o: o, ns: nstest.New(t), signers: map[string]ssh.Signer{}}
+	dir := t.TempDir()
+	pubs := map[string]string{} // placeholder to key field
+	keygen := func(name string, args ...string) {
+		runKeygen(t, o, append([]string{"-q", "-N", "", "-C", name, "-f", filepath.Join(dir, name)}, args...)...)
+		pubs["{"+name+"}"] = keyField(t, filepath.Join(dir, name+".pub"))
+		e.signers[name] = loadSigner(t, filepath.Join(dir, name), "")
+	}
+	for i := 1; i <= 7; i++ {
+		keygen(fmt.Sprint("P", i), "-t", "ed25519")
+	}
+	for _, ca := range oracleCAs {
+		keygen(ca, "-t", "ed25519")
+	}
+	keygen("CARSA", "-t", "rsa", "-b", "3072")
+	keygen("user", "-t", "ed25519")
+	for _, c := range append(oracleCerts, oracleCert{"CERT7", "CAX", []string{"-n", "root"}}) {
+		key := "user"
+		if c.name == "CERT7" {
+			key = "P7"
+		}
+		pub := filepath.Join(dir, c.name+".pub")
+		data, err := os.ReadFile(filepath.Join(dir, key+".pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pub, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runKeygen(t, o, append([]string{"-q", "-s", filepath.Join(dir, c.ca), "-I", c.name, "-z", "42"}, append(c.args, pub)...)...)
+		e.signers["cert:"+c.name] = loadSigner(t, filepath.Join(dir, key), filepath.Join(dir, c.name+"-cert.pub"))
+		pubs["{"+c.name+"}"] = keyField(t, filepath.Join(dir, c.name+"-cert.pub"))
+	}
+	var repl []string
+	for k, v := range pubs {
+		repl = append(repl, k, v)
+	}
+	content := strings.NewReplacer(repl...).Replace(strings.Join(oracleLines, "\n") + "\n")
+	if strings.Contains(content, "{") {
+		t.Fatalf("a placeholder is left in authorized_keys:\n%s", content)
+	}
+
+	o.StartSSHD(t, e.ns, nstest.SSHDConfig{ListenAddr: oracleSSHD, PermitTunnel: "yes", AuthorizedKeys: content})
+	e.startGateway(t, filepath.Join(dir, "gateway_authorized_keys"), content)
+	// localhost is 127.0.0.1 alone in /etc/hosts, which the namespace
+	// shares with the host.
+	ln := e.ns.Listen(t, "tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(oracleTarget)))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return e
+}
+
+func (e *authOracle) startGateway(t *testing.T, path, content string) {
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	keys, err := gateway.LoadAuthorizedKeys(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(gateway.Config{HostKeys: []ssh.Signer{gatewaytest.NewSigner(t)}, Keys: keys,
+		PermitTunnel: gateway.PermitYes, MTU: gatewaytest.MTU, Backend: forwardingGateway{&gatewaytest.Gateway{}}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := e.ns.Listen(t, "tcp", oracleGateway)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+func runKeygen(t *testing.T, o nstest.OpenSSH, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, o.SSHKeygen, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", o.SSHKeygen, strings.Join(args, " "), err, out)
+	}
+}
+
+// keyField is the "type base64" of a .pub file.
+func keyField(t *testing.T, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 2 {
+		t.Fatalf("%s: %q is not a key", path, data)
+	}
+	return f[0] + " " + f[1]
+}
+
+// loadSigner reads a private key and, when cert is given, the certificate
+// to present with it.
+func loadSigner(t *testing.T, key, cert string) ssh.Signer {
+	data, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	if cert == "" {
+		return s
+	}
+	data, err = os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		t.Fatalf("%s: %v", cert, err)
+	}
+	cs, err := ssh.NewCertSigner(pub.(*ssh.Certificate), s)
+	if err != nil {
+		t.Fatalf("%s: %v", cert, err)
+	}
+	return cs
+}
+
+func (e *authOracle) run(t *testing.T, c authCase) {
+	from := c.from
+	if from == "" {
+		from = "127.0.0.1"
+	}
+	signer, ok := e.signers[c.key]
+	if !ok {
+		t.Fatalf("no key %s", c.key)
+	}
+	sshd := e.login(t, oracleSSHD, from, signer, c.probes)
+	vpn := e.login(t, oracleGateway, from, signer, c.probes)
+	vpnWant := c.want
+	if c.sshvpn != "" {
+		vpnWant = c.sshvpn
+	}
+	if sshd != c.want {
+		t.Errorf("sshd %s: %s, the case says %s (probes %q)", e.o.Version, sshd, c.want, c.probes)
+	}
+	if vpn != vpnWant {
+		t.Errorf("sshvpn: %s, want %s as sshd %s (probes %q)", vpn, vpnWant, e.o.Version, c.probes)
+	}
+}
+
+// login connects from the source address, offers signer as root, and on
+// success runs the probes; it returns "refused" or a letter per probe.
+func (e *authOracle) login(t *testing.T, server, from string, signer ssh.Signer, probes []string) string {
+	var conn net.Conn
+	var err error
+	e.ns.Do(t, func() {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+		conn, err = d.Dial("tcp", server)
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", server, from, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	cc, chans, reqs, err := ssh.NewClientConn(conn, server, &ssh.ClientConfig{User: "root",
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		if strings.Contains(err.Error(), "unable to authenticate") {
+			return "refused"
+		}
+		t.Fatalf("login to %s from %s: %v", server, from, err)
+	}
+	conn.SetDeadline(time.Time{})
+	c := ssh.NewClient(cc, chans, reqs)
+	defer c.Close()
+	var out strings.Builder
+	for _, p := range probes {
+		ok, err := probe(c, p)
+		if err != nil {
+			t.Fatalf("%s on %s: %v", p, server, err)
+		}
+		out.WriteByte("ny"[btoi(ok)])
+	}
+	return out.String()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// probe opens the channel a probe names and closes it again. A refusal
+// is an open failure whose reason is a refusal's: administratively
+// prohibited for a forward (a connection failure means the target is
+// unreachable, which breaks the test), any for a tunnel (sshd answers a
+// refused tunnel with "open failed", reason connect failed).
+func probe(c *ssh.Client, p string) (bool, error) {
+	kind, arg, _ := strings.Cut(p, ":")
+	var ch ssh.Channel
+	var reqs <-chan *ssh.Request
+	var err error
+	switch kind {
+	case "fwd":
+		ch, reqs, err = c.OpenChannel("direct-tcpip", ssh.Marshal(struct {
+			Host       string
+			Port       uint32
+			OriginHost string
+			OriginPort uint32
+		}{arg, oracleTarget, "127.0.0.1", 40000}))
+	case "tun":
+		unit := relay.AnyUnit
+		if arg != "any" {
+			var u uint32
+			fmt.Sscan(arg, &u)
+			unit = u
+		}
+		ch, reqs, err = openTunnelChannel(c, unit)
+	default:
+		return false, fmt.Errorf("unknown probe %q", p)
+	}
+	var oe *ssh.OpenChannelError
+	switch {
+	case err == nil:
+		go ssh.DiscardRequests(reqs)
+		ch.Close()
+		return true, nil
+	case errors.As(err, &oe) && (kind == "tun" || oe.Reason == ssh.Prohibited):
+		return false, nil
+	}
+	return false, err
+}
+
+func openTunnelChannel(c *ssh.Client, unit uint32) (ssh.Channel, <-chan *ssh.Request, error) {
+	return c.OpenChannel("tun@openssh.com", ssh.Marshal(struct{ Mode, Unit uint32 }{uint32(relay.PointToPoint), unit}))
+}
