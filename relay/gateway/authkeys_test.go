@@ -74,6 +74,55 @@ func TestAuthorizedKeysStrictModes(t *testing.T) {
 	}
 }
 
+// StrictModes checks every directory above the file, not only its own,
+// up to the home directory (itself included) when the file is under it:
+// a directory three levels up that another user could write is refused,
+// one above the home directory is not looked at.
+func TestAuthorizedKeysStrictModesWalk(t *testing.T) {
+	s := gatewaytest.NewSigner(t)
+	for _, tt := range []struct {
+		name  string
+		home  string // under the temporary directory; "" leaves HOME alone
+		setup func(w, x string) error
+		want  string // "" to accept; W and X stand for the directories
+	}{
+		{"world-writable three levels up", "", func(w, x string) error { return os.Chmod(w, 0o777) }, "directory W is writable by everyone"},
+		{"owned by another user three levels up", "", func(w, x string) error { return os.Chown(w, 65534, 65534) }, "directory W is owned by uid 65534"},
+		{"world-writable above the home directory", "w/x", func(w, x string) error { return os.Chmod(w, 0o777) }, ""},
+		{"world-writable home directory", "w/x", func(w, x string) error { return os.Chmod(x, 0o777) }, "directory X is writable by everyone"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if strings.Contains(tt.name, "owned") && os.Geteuid() != 0 {
+				t.Skip("needs root to give a directory away")
+			}
+			base := t.TempDir()
+			w, x := filepath.Join(base, "w"), filepath.Join(base, "w", "x")
+			dir := filepath.Join(x, "y")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "authorized_keys")
+			if err := os.WriteFile(file, []byte(keyLine(s)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tt.home != "" {
+				t.Setenv("HOME", filepath.Join(base, tt.home))
+			}
+			if err := tt.setup(w, x); err != nil {
+				t.Fatal(err)
+			}
+			_, err := gateway.LoadAuthorizedKeys(file, slog.New(slog.DiscardHandler))
+			want := strings.NewReplacer("W", w, "X", x).Replace(tt.want)
+			switch {
+			case want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Fatalf("LoadAuthorizedKeys = %v, want an error saying %q", err, want)
+			}
+		})
+	}
+}
+
 // Lines sshd would skip are skipped, with the file and line, at start as
 // later: an unknown option (a typo must not drop a restriction),
 // verify-required, an unknown sshvpn setting, a line over 1 MiB.
