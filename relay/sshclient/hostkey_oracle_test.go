@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,12 @@ const (
 	oracleServer = "198.18.1.2"
 	oracleAlias  = "alias.example"
 )
+
+// oracleRunTimeout bounds one run of ssh or of Dial. It turns a hung run
+// into a failure and says nothing of speed: a login runs root's shell and
+// its rc files (bash reads ~/.bashrc when sshd starts it), seconds even
+// alone, and several at once on a loaded machine outlasted a 15 s bound.
+const oracleRunTimeout = 2 * time.Minute
 
 // oracleModes are the StrictHostKeyChecking values, in the order of the
 // letters of oracleCase.want. ask runs with BatchMode, so it cannot prompt.
@@ -144,15 +151,18 @@ type oracleEnv struct {
 	idPub    string
 	hostKey  string // the host's private key
 	subst    *strings.Replacer
-	parallel chan struct{} // bounds the cases run at once
+	parallel chan struct{} // bounds the cases run at once, over every generation
 }
 
 func TestHostCertificatesMatchSSH(t *testing.T) {
 	nstest.RequireRoot(t)
+	// One case at a time per core, whichever generation it belongs to:
+	// each runs ssh, sshd and the race-instrumented Dial, all CPU.
+	parallel := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for _, o := range nstest.OpenSSHs(t) {
 		t.Run(o.Version, func(t *testing.T) {
 			t.Parallel()
-			e := newOracleEnv(t, o)
+			e := newOracleEnv(t, o, parallel)
 			for _, v := range certVariants {
 				t.Run(v.name, func(t *testing.T) { e.runVariant(t, v) })
 			}
@@ -160,10 +170,10 @@ func TestHostCertificatesMatchSSH(t *testing.T) {
 	}
 }
 
-func newOracleEnv(t *testing.T, o nstest.OpenSSH) *oracleEnv {
+func newOracleEnv(t *testing.T, o nstest.OpenSSH, parallel chan struct{}) *oracleEnv {
 	client, server := nstest.New(t), nstest.New(t)
 	nstest.Link(t, client, netip.MustParsePrefix("198.18.1.1/24"), server, netip.MustParsePrefix(oracleServer+"/24"))
-	e := &oracleEnv{o: o, client: client, server: server, dir: t.TempDir(), parallel: make(chan struct{}, 4)}
+	e := &oracleEnv{o: o, client: client, server: server, dir: t.TempDir(), parallel: parallel}
 	var caPub, ca2Pub, hostPub string
 	e.id, e.idPub = o.Keygen(t, e.dir, "id")
 	_, caPub = o.Keygen(t, e.dir, "ca")
@@ -322,7 +332,7 @@ func portIndex(port int) int {
 // "Permission denied".
 func (e *oracleEnv) runSSH(t *testing.T, port int, login bool, opts []string) outcome {
 	args := []string{e.o.SSH, "-F", "none", "-p", strconv.Itoa(port),
-		"-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10", "-o", "LogLevel=INFO",
+		"-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=" + strconv.Itoa(int(oracleRunTimeout/time.Second)), "-o", "LogLevel=INFO",
 		"-L", filepath.Join(t.TempDir(), "fwd.sock") + ":127.0.0.1:9", "-o", "ExitOnForwardFailure=yes"}
 	if login {
 		args = append(args, "-i", e.id)
@@ -333,7 +343,7 @@ func (e *oracleEnv) runSSH(t *testing.T, port int, login bool, opts []string) ou
 		args = append(args, "-o", o)
 	}
 	args = append(args, "root@"+oracleServer, "true")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), oracleRunTimeout)
 	defer cancel()
 	cmd := e.client.Cmd(args...)
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
@@ -366,7 +376,7 @@ func (e *oracleEnv) runDial(t *testing.T, port int, login bool, opts []string) o
 	}
 	var stderr bytes.Buffer
 	d := &Dialer{Stderr: &stderr, AgentSocket: "none"}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), oracleRunTimeout)
 	defer cancel()
 	e.client.Do(t, func() {
 		c, derr := d.Dial(ctx, cfg)
