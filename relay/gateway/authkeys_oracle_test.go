@@ -19,6 +19,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
 
 // The differential test of authorized_keys: stock sshd is the oracle. One
@@ -33,7 +34,8 @@ import (
 // source-address) and nothing else listens. The client is x/crypto's: it
 // offers exactly one key per login, so a refusal is that key's, and it
 // tells a refusal ("unable to authenticate", an open failure) from a
-// broken run, which fails the test.
+// broken run, which fails the test. A few logins are made by that
+// generation's ssh too, which offers certificates its own way.
 
 const (
 	oracleSSHD    = "127.0.0.1:22"
@@ -102,6 +104,7 @@ var oracleCerts = []oracleCert{
 	{"wrong-ca", "CAX", []string{"-n", "root"}},
 	{"rsa-sha2-512", "CARSA", []string{"-n", "root", "-t", "rsa-sha2-512"}},
 	{"rsa-sha1", "CARSA", []string{"-n", "root", "-t", "ssh-rsa"}},
+	{"rsa-user", "CA1", []string{"-n", "root"}}, // of the RSA key userrsa
 }
 
 // authCase is one login. want is what sshd does: "refused", or one letter
@@ -170,7 +173,17 @@ var authCases = []authCase{
 	{key: "cert:wrong-ca", want: "refused"},
 	{key: "cert:rsa-sha2-512", probes: bothProbes, want: "yy"},
 	{key: "cert:rsa-sha1", want: "refused"},
+	{key: "cert:rsa-user", probes: bothProbes, want: "yy"},
 }
+
+// stockCases are logins the stock client of the same generation makes
+// with a certificate (ssh -o CertificateFile), to sshd and to the gateway:
+// whatever x/crypto's client does, ssh's own offer of a certificate must
+// be taken and refused alike.
+var stockCases = []struct {
+	cert string
+	want bool
+}{{"valid", true}, {"rsa-user", true}, {"expired", false}, {"source-address", false}}
 
 func TestAuthorizedKeysMatchSSHD(t *testing.T) {
 	nstest.RequireRoot(t)
@@ -185,7 +198,59 @@ func TestAuthorizedKeysMatchSSHD(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) { e.run(t, c) })
 			}
+			for _, c := range stockCases {
+				t.Run("ssh/"+c.cert, func(t *testing.T) {
+					sshd, vpn := e.stockLogin(t, oracleSSHD, c.cert), e.stockLogin(t, oracleGateway, c.cert)
+					if sshd != c.want {
+						t.Errorf("ssh %s to sshd: logged in %v, the case says %v", e.o.Version, sshd, c.want)
+					}
+					if vpn != sshd {
+						t.Errorf("ssh %s to sshvpn: logged in %v, sshd %v", e.o.Version, vpn, sshd)
+					}
+				})
+			}
 		})
+	}
+}
+
+// stockLogin runs ssh -N with the certificate and reports whether it
+// logged in: ssh says "Authenticated to" (and is then stopped) or exits
+// with "Permission denied"; anything else fails the test.
+func (e *authOracle) stockLogin(t *testing.T, server, cert string) bool {
+	host, port, _ := net.SplitHostPort(server)
+	cmd := e.ns.Cmd(e.o.SSH, "-F", "none", "-N", "-p", port, "-i", filepath.Join(e.dir, e.certKey[cert]),
+		"-o", "CertificateFile="+filepath.Join(e.dir, cert+"-cert.pub"), "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=VERBOSE", "root@"+host)
+	var stderr relaytest.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	deadline := time.After(time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			exited <- err // for the deferred wait
+			if strings.Contains(stderr.String(), "Permission denied") {
+				return false
+			}
+			t.Fatalf("ssh to %s exited (%v) neither logged in nor refused:\n%s", server, err, stderr.String())
+		case <-deadline:
+			t.Fatalf("ssh to %s neither logged in nor exited within a minute:\n%s", server, stderr.String())
+		case <-tick.C:
+			if strings.Contains(stderr.String(), "Authenticated to") {
+				return true
+			}
+		}
 	}
 }
 
@@ -193,11 +258,13 @@ func TestAuthorizedKeysMatchSSHD(t *testing.T) {
 type authOracle struct {
 	o       nstest.OpenSSH
 	ns      *nstest.NS
+	dir     string                // keys and certificates, as ssh-keygen wrote them
 	signers map[string]ssh.Signer // by key or "cert:NAME"
+	certKey map[string]string     // the key each certificate certifies
 }
 
 func newAuthOracle(t *testing.T, o nstest.OpenSSH) *authOracle {
-	e := &authOracle{o: o, ns: nstest.New(t), signers: map[string]ssh.Signer{}}
+	e := &authOracle{o: o, ns: nstest.New(t), signers: map[string]ssh.Signer{}, certKey: map[string]string{}}
 	dir := t.TempDir()
 	pubs := map[string]string{} // placeholder to key field
 	keygen := func(name string, args ...string) {
@@ -213,11 +280,17 @@ func newAuthOracle(t *testing.T, o nstest.OpenSSH) *authOracle {
 	}
 	keygen("CARSA", "-t", "rsa", "-b", "3072")
 	keygen("user", "-t", "ed25519")
+	keygen("userrsa", "-t", "rsa", "-b", "3072")
+	e.dir = dir
 	for _, c := range append(oracleCerts, oracleCert{"CERT7", "CAX", []string{"-n", "root"}}) {
 		key := "user"
-		if c.name == "CERT7" {
+		switch c.name {
+		case "CERT7":
 			key = "P7"
+		case "rsa-user":
+			key = "userrsa"
 		}
+		e.certKey[c.name] = key
 		pub := filepath.Join(dir, c.name+".pub")
 		data, err := os.ReadFile(filepath.Join(dir, key+".pub"))
 		if err != nil {
