@@ -54,7 +54,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
-	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, restrict)")
+	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, expiry-time=, restrict, no-port-forwarding, permitopen=, cert-authority)")
 	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
 	fs.Var(&c.backend, "backend", "where packets go: netstack (a userspace network stack; no root) or kernel (tun/tap devices; needs root)")
 	fs.Var(prefixList(&c.tunAddrs), "tun-address", "gateway `address/prefix` put on every tunnel device it creates (repeatable, IPv4 and IPv6)")
