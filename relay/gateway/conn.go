@@ -116,33 +116,17 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 	go ssh.DiscardRequests(reqs)
 	// Packets the channel cannot frame count as drops on the way in.
 	var in relay.Counters
-	var c relay.Device
-	if framed {
-		// Beside the tunnel, not before it: the client waits for the
-		// configuration below, and its first packet need not wait a
-		// round trip more.
-		go func() {
-			rtt := sshchan.SizeWindow(cs.conn, ch, cs.log)
-			if pt, ok := t.(relay.PathTuner); ok && rtt > 0 {
-				pt.SetPathRTT(rtt)
-			}
-		}()
-		c = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: req.Mode, GSO: relay.GSO(t), In: &in})
-	} else {
-		stock, err := sshchan.New(ch, sshchan.Config{Mode: req.Mode, MTU: t.MTU(), PeerVersion: cs.conn.ClientVersion(),
-			In: &in, Log: cs.log, Local: clientNets(t.Config()), Routed: treq.AllowedIPs})
-		if err != nil {
-			cs.log.Error("tunnel closed at once", "err", err)
-			ch.Close()
-			t.Close()
-			return
-		}
-		c = stock
-		tuners := []relay.PathTuner{stock}
-		if pt, ok := t.(relay.PathTuner); ok {
-			tuners = append(tuners, pt)
-		}
-		go sshchan.TunePath(cs.conn, tuners...)
+	var tuners []relay.PathTuner
+	if pt, ok := t.(relay.PathTuner); ok {
+		tuners = append(tuners, pt)
+	}
+	c, err := sshchan.NewDevice(cs.conn, ch, sshchan.DeviceConfig{Framed: framed, Mode: req.Mode, MTU: t.MTU(), GSO: relay.GSO(t),
+		PeerVersion: cs.conn.ClientVersion(), In: &in, Log: cs.log, Local: clientNets(t.Config()), Routed: treq.AllowedIPs, Tuners: tuners})
+	if err != nil {
+		cs.log.Error("tunnel closed at once", "err", err)
+		ch.Close()
+		t.Close()
+		return
 	}
 	if framed || sshchan.PeerOf(cs.conn.ClientVersion()) == sshchan.SSHVPN {
 		cfg := t.Config()

@@ -248,23 +248,15 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	if err := t.setup(ctx, cfg); err != nil {
 		return up, err
 	}
-	var channel relay.Device
-	if framed {
-		go sshchan.SizeWindow(sc, ch, t.log) // beside the tunnel, as the gateway does
-		channel = sshchan.NewFramed(ch, sshchan.FramedConfig{Mode: c.Mode, GSO: relay.GSO(t.local), In: &t.in})
-	} else {
-		if relay.GSO(t.local) {
-			// Only after a gateway that spoke the framed channel was
-			// replaced by one that does not.
-			return up, &sessionError{fmt.Errorf("the server no longer opens %s, and %s passes GSO packets whole: restart sshvpn connect", wire.StreamChannelType, "the local device")}
-		}
-		stock, err := sshchan.New(ch, sshchan.Config{Mode: c.Mode, MTU: t.local.MTU(),
-			PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
-		if err != nil {
-			return up, err
-		}
-		channel = stock
-		go sshchan.TunePath(sc, stock)
+	if !framed && relay.GSO(t.local) {
+		// Only after a gateway that spoke the framed channel was replaced
+		// by one that does not.
+		return up, &sessionError{fmt.Errorf("the server no longer opens %s, and %s passes GSO packets whole: restart sshvpn connect", wire.StreamChannelType, "the local device")}
+	}
+	channel, err := sshchan.NewDevice(sc, ch, sshchan.DeviceConfig{Framed: framed, Mode: c.Mode, MTU: t.local.MTU(), GSO: relay.GSO(t.local),
+		PeerVersion: sc.ServerVersion(), In: &t.in, Log: t.log})
+	if err != nil {
+		return up, err
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
 	if c.Up != nil && !t.announced {

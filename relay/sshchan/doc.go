@@ -7,6 +7,9 @@
 // or read one message at a time. When those internals move, New fails
 // closed for every peer but sshvpn, and TestChanShimMatchesXCrypto fails.
 //
+//   - device.go: NewDevice, one side of a tunnel channel (framed or
+//     tun@openssh.com) as a relay.Device, sized to its path; gateway and
+//     client both make theirs with it.
 //   - channel.go: Channel, its Config and the peer kinds.
 //   - xcrypto.go: the shim, with its layout checks, and Disconnect.
 //   - sendwindow.go: what Channel may send: the peer's window as the peer
