@@ -137,27 +137,18 @@ func (c *claimTable) release(cl *claim) {
 func (c *claimTable) reserve(n netip.Prefix, dev, key string) (cl *claim, takeover, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hostBits := n.Addr().BitLen() - n.Bits()
-	size := uint64(1) << min(hostBits, 63)
-	start := relay.StableOffset(key, n, size)
-	for i := uint64(0); i < min(size, 1<<16); i++ {
-		off := (start + i) % size
-		a := relay.AddOffset(n.Masked().Addr(), off)
-		if off == 0 || a == n.Addr() || (a.Is4() && off == size-1) {
-			continue
-		}
+	a, ok := relay.PickAddress(key, n, n.Addr(), func(a netip.Addr) bool {
 		old := c.owner[a]
-		switch {
-		case old == nil:
-		case old.key == key && key != "" && old.reserved:
-			old.lost.Store(true)
-			takeover = true
-		default:
-			continue
-		}
-		cl = &claim{addr: a, dev: dev, key: key, reserved: true}
-		c.owner[a] = cl
-		return cl, takeover, true
+		return old == nil || (old.key == key && key != "" && old.reserved)
+	})
+	if !ok {
+		return nil, false, false
 	}
-	return nil, false, false
+	if old := c.owner[a]; old != nil {
+		old.lost.Store(true)
+		takeover = true
+	}
+	cl = &claim{addr: a, dev: dev, key: key, reserved: true}
+	c.owner[a] = cl
+	return cl, takeover, true
 }

@@ -19,6 +19,28 @@ func StableOffset(key string, n netip.Prefix, size uint64) uint64 {
 	return size/2 + binary.BigEndian.Uint64(h[:8])%(size/2)
 }
 
+// PickAddress gives key an address of n that usable takes: its stable one
+// (StableOffset) when usable, else the next after it that is, wrapping
+// around; it looks at 65,536 at most. It never gives n's network address,
+// gw (the gateway's own) or, for IPv4, the broadcast address. Both backends
+// hand out client addresses with it, each with its own idea of usable.
+func PickAddress(key string, n netip.Prefix, gw netip.Addr, usable func(netip.Addr) bool) (netip.Addr, bool) {
+	n = n.Masked()
+	size := uint64(1) << min(n.Addr().BitLen()-n.Bits(), 63)
+	start := StableOffset(key, n, size)
+	for i := uint64(0); i < min(size, 1<<16); i++ {
+		off := (start + i) % size
+		a := AddOffset(n.Addr(), off)
+		if off == 0 || a == gw || (a.Is4() && off == size-1) {
+			continue
+		}
+		if usable(a) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
 // ContainsAny reports whether any of ps contains a.
 func ContainsAny(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {
