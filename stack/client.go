@@ -33,24 +33,39 @@ const nicID tcpip.NICID = 1
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Limits bound what one client may hold, so that it cannot hurt the others
-// or the host. A zero field takes its default; a negative count means no
-// limit.
+// or the host. A zero field takes its DefaultLimits value; a negative count
+// means no limit.
 type Limits struct {
-	TCPInFlight    int           // half-open TCP connections being dialled (default 256)
-	TCPEstablished int           // TCP connections relayed at once (default 4096)
-	UDPFlows       int           // UDP flows at once (default 1024)
-	UDPIdle        time.Duration // a UDP flow's idle timeout (default 60 s)
-	DNSIdle        time.Duration // the same for port 53 (default 5 s)
-	DialTimeout    time.Duration // a host dial (default 10 s)
+	TCPInFlight    int           // half-open TCP connections being dialled or handshaking
+	TCPEstablished int           // TCP connections relayed at once, each a host socket
+	UDPFlows       int           // UDP flows at once, each a host socket
+	UDPIdle        time.Duration // a UDP flow's idle timeout
+	DNSIdle        time.Duration // the same for port 53
+	DialTimeout    time.Duration // a host dial
 	// Memory bounds the bytes one client's flows hold: their relay buffers
-	// and what its TCP connections have queued in the stack (default
-	// 256 MiB). A new flow past it is refused; a client over it has its
+	// and what its TCP connections have queued in the stack. A new flow
+	// past it is refused; a client over it has its
 	// largest TCP connections reset until it is under.
 	Memory int64
 }
 
+// DefaultLimits are the limits a zero Limits field takes. Each count is
+// far above what one person's machine opens (a browser holds a few hundred
+// connections) and low enough that a hundred clients at their limits stay
+// within one process's file descriptors and memory.
+var DefaultLimits = Limits{
+	TCPInFlight:    256,
+	TCPEstablished: 4096,
+	UDPFlows:       1024,
+	UDPIdle:        60 * time.Second,
+	DNSIdle:        5 * time.Second,
+	DialTimeout:    10 * time.Second,
+	Memory:         256 << 20,
+}
+
 // withDefaults fills in zero fields.
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
 	def := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
@@ -61,14 +76,14 @@ func (l Limits) withDefaults() Limits {
 			*v = d
 		}
 	}
-	def(&l.TCPInFlight, 256)
-	def(&l.TCPEstablished, 4096)
-	def(&l.UDPFlows, 1024)
-	defDur(&l.UDPIdle, 60*time.Second)
-	defDur(&l.DNSIdle, 5*time.Second)
-	defDur(&l.DialTimeout, 10*time.Second)
+	def(&l.TCPInFlight, d.TCPInFlight)
+	def(&l.TCPEstablished, d.TCPEstablished)
+	def(&l.UDPFlows, d.UDPFlows)
+	defDur(&l.UDPIdle, d.UDPIdle)
+	defDur(&l.DNSIdle, d.DNSIdle)
+	defDur(&l.DialTimeout, d.DialTimeout)
 	if l.Memory == 0 {
-		l.Memory = 256 << 20
+		l.Memory = d.Memory
 	}
 	if l.TCPInFlight < 0 {
 		l.TCPInFlight = 1 << 20 // gVisor's forwarder needs a number

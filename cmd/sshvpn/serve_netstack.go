@@ -48,20 +48,33 @@ func (r *rootlessConfig) flags(fs *flag.FlagSet) {
 	fs.Var(r.rules.Flag(true), "allow", "netstack: let clients reach `target` CIDR[:ports][/tcp|udp|icmp], even one denied by default (repeatable; first match of --allow and --deny wins)")
 	fs.Var(r.rules.Flag(false), "deny", "netstack: keep clients from `target` CIDR[:ports][/tcp|udp|icmp] (repeatable)")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "netstack: resolv.conf `file` naming the resolvers DNS queries are forwarded to")
-	fs.IntVar(&r.limits.TCPInFlight, "max-tcp-in-flight", 256, "netstack: TCP connections one client may have being dialled at once")
-	fs.IntVar(&r.limits.TCPEstablished, "max-tcp-connections", 4096, "netstack: TCP connections one client may have open at once")
-	fs.IntVar(&r.limits.UDPFlows, "max-udp-flows", 1024, "netstack: UDP flows (each a host socket) one client may have at once")
-	fs.Var(sizeFlag{&r.limits.Memory}, "max-client-memory", "netstack: `bytes` one client's flows may hold in buffers (suffix K, M or G; default 256M)")
+	def := stack.DefaultLimits
+	fs.IntVar(&r.limits.TCPInFlight, "max-tcp-in-flight", def.TCPInFlight, "netstack: TCP connections one client may have being dialled or handshaking at once")
+	fs.IntVar(&r.limits.TCPEstablished, "max-tcp-connections", def.TCPEstablished, "netstack: TCP connections one client may have open at once")
+	fs.IntVar(&r.limits.UDPFlows, "max-udp-flows", def.UDPFlows, "netstack: UDP flows (each a host socket) one client may have at once")
+	r.limits.Memory = def.Memory
+	fs.Var(sizeFlag{&r.limits.Memory}, "max-client-memory", "netstack: `bytes` one client's flows may hold in buffers (suffix K, M or G)")
 }
 
 // sizeFlag is a byte count with an optional K, M or G (powers of 1024).
 type sizeFlag struct{ n *int64 }
 
+// String gives the size in the largest unit that holds it whole, as it
+// would be written: 256M.
 func (f sizeFlag) String() string {
 	if f.n == nil || *f.n == 0 {
 		return ""
 	}
-	return strconv.FormatInt(*f.n, 10)
+	n := *f.n
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func (f sizeFlag) Set(s string) error {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/sshvpn/sshvpn/stack"
 )
 
 func TestParseServeDefaults(t *testing.T) {
@@ -22,6 +24,29 @@ func TestParseServeDefaults(t *testing.T) {
 	}
 	if !strings.HasPrefix(c.ciphers, "aes128-gcm@openssh.com,") || strings.Contains(c.ciphers, "chacha20") || strings.Contains(c.ciphers, "ctr") {
 		t.Fatalf("AES-GCM must be offered first, and chacha20 and CTR not at all (clients would pick them): %q", c.ciphers)
+	}
+}
+
+// The netstack limits' flags default to the stack's own defaults, and a
+// size reads back as it is written.
+func TestParseServeLimits(t *testing.T) {
+	c, err := parseServe(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, def := c.rootless.limits, stack.DefaultLimits
+	if got.TCPInFlight != def.TCPInFlight || got.TCPEstablished != def.TCPEstablished || got.UDPFlows != def.UDPFlows || got.Memory != def.Memory {
+		t.Errorf("flag defaults %+v, want the stack's %+v", got, def)
+	}
+	c, err = parseServe([]string{"--max-client-memory", "1536K", "--max-udp-flows", "7"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.rootless.limits; l.Memory != 1536<<10 || l.UDPFlows != 7 {
+		t.Errorf("parsed %+v", l)
+	}
+	if s := (sizeFlag{&c.rootless.limits.Memory}).String(); s != "1536K" {
+		t.Errorf("1536 KiB reads back as %q", s)
 	}
 }
 
