@@ -147,6 +147,10 @@ type client struct {
 	stats  Stats
 	dns    *dnsproxy.Proxy // this client's share, or nil
 	mem    memory
+	// ctx ends when Close begins: every host dial runs under it, so that
+	// no teardown waits for a host that does not answer.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	pingTarget func(netip.Addr) netip.Addr
 
@@ -166,6 +170,7 @@ func newClient(cfg clientConfig) (*client, error) {
 
 		pingTarget: cfg.pingTarget,
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.policy == nil {
 		c.policy = egress.New(egress.Config{})
 	}
@@ -182,6 +187,7 @@ func newClient(cfg clientConfig) (*client, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	if err := c.setup(cfg.Local); err != nil {
+		c.cancel()
 		c.s.Destroy()
 		return nil, err
 	}
@@ -276,20 +282,33 @@ func (c *client) MTU() int { return int(c.ep.MTU()) }
 // Stats returns the client's counters.
 func (c *client) Stats() *Stats { return &c.stats }
 
-// Close implements relay.Device. RemoveNIC closes no transport endpoint,
-// so it aborts every flow (a reset to the client), closes their host
-// sockets, waits for their goroutines, and only then destroys the stack.
+// Close implements relay.Device. It never waits for the network: it
+// cancels every dial in flight first, then, since RemoveNIC closes no
+// transport endpoint, aborts every flow (a reset to the client) and every
+// handshake the client will not finish, closes their host sockets, waits
+// for their goroutines, and only then destroys the stack.
 func (c *client) Close() error {
 	c.closeOnce.Do(func() {
-		c.ep.Close() // unblocks Read and Write at once
+		c.cancel()
+		c.ep.Close() // unblocks Read and Write; removes the NIC, so no handshake starts
 		if c.dns != nil {
 			c.dns.Close()
 		}
-		c.group.close()
+		c.group.close(c.abortEndpoints)
 		c.s.Destroy()
 		c.log.Info("tunnel stack closed", "flows", &c.stats)
 	})
 	return nil
+}
+
+// abortEndpoints aborts every endpoint the stack holds. A handshake the
+// forwarder started blocks its goroutine until the client answers it or
+// about two minutes of SYN-ACK retransmits have passed; aborted, it
+// returns at once.
+func (c *client) abortEndpoints() {
+	for _, e := range c.s.RegisteredEndpoints() {
+		e.Abort()
+	}
 }
 
 // LogValue implements slog.LogValuer: the counters that are not zero.

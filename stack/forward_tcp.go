@@ -49,14 +49,14 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 		c.stats.TCPInFlight.Add(-1)
 		return
 	}
+	// The handshake waits for the client's ACK; the host socket is the
+	// group's meanwhile, and Close aborts the handshake.
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil { // the client gave up meanwhile
+	if terr != nil { // the client gave up, or left
 		r.Complete(true)
 		c.stats.TCPInFlight.Add(-1)
-		out.Close()
-		c.stats.TCPEstablished.Add(-1)
-		c.mem.give(tcpRelayCost)
+		c.releaseTCP(out)
 		c.stats.TCPCreateFailed.Add(1)
 		return
 	}
@@ -67,9 +67,11 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 	c.relayTCP(in, ep, out)
 }
 
-// dialTCP asks the policy and the established limit, then dials. Every
-// refusal is counted; limits are logged too, since they mean a client
-// is pushing.
+// dialTCP asks the policy and the established limit, then dials under the
+// client's context, so that Close ends the dial at once. The connection it
+// returns is tracked by the client's group from the moment it exists, and
+// is charged as established until releaseTCP. Every refusal is counted;
+// limits are logged too, since they mean a client is pushing.
 func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 	dst = c.target(dst)
 	if ok, why := c.policy.Decide(dst, egress.ProtoTCP); !ok {
@@ -87,9 +89,12 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 		c.stats.TCPEstablished.Add(-1)
 		return nil, errLimited
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.limits.DialTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.limits.DialTimeout)
 	defer cancel()
 	out, err := c.dial(ctx, "tcp", dst.String())
+	if err == nil && !c.group.track(out) { // the client left during the dial
+		err = net.ErrClosed
+	}
 	if err != nil {
 		c.stats.TCPEstablished.Add(-1)
 		c.mem.give(tcpRelayCost)
@@ -98,6 +103,15 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// releaseTCP closes a host connection dialTCP returned and gives back what
+// it was charged.
+func (c *client) releaseTCP(out net.Conn) {
+	c.group.untrack(out)
+	out.Close()
+	c.stats.TCPEstablished.Add(-1)
+	c.mem.give(tcpRelayCost)
 }
 
 var (
@@ -110,27 +124,21 @@ var (
 // While it runs the client's group can abort the endpoint (a reset to the
 // client) and close the host socket, which ends both copies.
 func (c *client) relayTCP(in *gonet.TCPConn, ep tcpip.Endpoint, out net.Conn) {
-	defer c.stats.TCPEstablished.Add(-1)
-	defer c.mem.give(tcpRelayCost)
+	defer c.releaseTCP(out)
 	c.mem.addTCP(ep)
 	defer c.mem.removeTCP(ep)
 	abort := aborter{ep}
-	if !c.group.track(abort) {
-		out.Close()
+	if !c.group.track(abort) { // the client left: track aborted it
+		in.Close()
 		return
 	}
 	defer c.group.untrack(abort)
-	if !c.group.track(out) {
-		return
-	}
-	defer c.group.untrack(out)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); copyHalf(out, in) }()
 	go func() { defer wg.Done(); copyHalf(in, out) }()
 	wg.Wait()
 	in.Close()
-	out.Close()
 }
 
 // copyHalf copies one direction. At EOF it passes the half-close on and

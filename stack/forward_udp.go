@@ -82,7 +82,7 @@ func (c *client) relayUDP(in *gonet.UDPConn, dst netip.AddrPort, idle time.Durat
 		return
 	}
 	defer c.group.untrack(in)
-	ctx, cancel := context.WithTimeout(context.Background(), c.limits.DialTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.limits.DialTimeout)
 	out, err := c.dial(ctx, "udp", dst.String())
 	cancel()
 	if err != nil {

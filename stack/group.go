@@ -3,6 +3,7 @@ package stack
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // group owns every goroutine and connection of one client, because gVisor's
@@ -52,8 +53,14 @@ func (g *group) untrack(c io.Closer) {
 	g.mu.Unlock()
 }
 
-// close closes every tracked connection and waits for every goroutine.
-func (g *group) close() {
+// closeNudge is how often close calls its nudge while it waits.
+const closeNudge = 50 * time.Millisecond
+
+// close closes every tracked connection and waits for every goroutine. It
+// calls nudge once at once and then every closeNudge until they are done:
+// what nudge unblocks (a handshake in the stack) may have begun after a
+// call, from a goroutine that was already running.
+func (g *group) close(nudge func()) {
 	g.mu.Lock()
 	g.closed = true
 	cs := make([]io.Closer, 0, len(g.conns))
@@ -65,5 +72,21 @@ func (g *group) close() {
 	for _, c := range cs {
 		c.Close()
 	}
-	g.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTicker(closeNudge)
+	defer t.Stop()
+	for {
+		if nudge != nil {
+			nudge()
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
 }
