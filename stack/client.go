@@ -36,15 +36,18 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // or the host. A zero field takes its DefaultLimits value; a negative count
 // means no limit.
 type Limits struct {
-	TCPInFlight    int           // half-open TCP connections being dialled or handshaking
-	TCPEstablished int           // TCP connections relayed at once, each a host socket
-	UDPFlows       int           // UDP flows at once, each a host socket
-	UDPIdle        time.Duration // a UDP flow's idle timeout
-	DNSIdle        time.Duration // the same for port 53
-	DialTimeout    time.Duration // a host dial
-	// Memory bounds the bytes one client's flows hold: their relay buffers
-	// and what its TCP connections have queued in the stack. A new flow
-	// past it is refused; a client over it has its
+	TCPInFlight    int // half-open TCP connections being dialled or handshaking
+	TCPEstablished int // TCP connections relayed at once, each a host socket
+	UDPFlows       int // UDP flows at once, each a host socket
+	// ICMPInFlight bounds the echo requests waiting for their host's
+	// reply; past it an echo is dropped, as a loaded router drops it.
+	ICMPInFlight int
+	UDPIdle      time.Duration // a UDP flow's idle timeout
+	DNSIdle      time.Duration // the same for port 53
+	DialTimeout  time.Duration // a host dial
+	// Memory bounds the bytes one client's flows hold: their relay buffers,
+	// its echoes in flight and what its TCP connections have queued in the
+	// stack. A new flow or echo past it is refused; a client over it has its
 	// largest TCP connections reset until it is under.
 	Memory int64
 }
@@ -57,6 +60,7 @@ var DefaultLimits = Limits{
 	TCPInFlight:    256,
 	TCPEstablished: 4096,
 	UDPFlows:       1024,
+	ICMPInFlight:   64, // ping's one a second to 21 hosts that never answer (each waits pingTimeout)
 	UDPIdle:        60 * time.Second,
 	DNSIdle:        5 * time.Second,
 	DialTimeout:    10 * time.Second,
@@ -79,6 +83,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.TCPInFlight, d.TCPInFlight)
 	def(&l.TCPEstablished, d.TCPEstablished)
 	def(&l.UDPFlows, d.UDPFlows)
+	def(&l.ICMPInFlight, d.ICMPInFlight)
 	defDur(&l.UDPIdle, d.UDPIdle)
 	defDur(&l.DNSIdle, d.DNSIdle)
 	defDur(&l.DialTimeout, d.DialTimeout)
@@ -87,6 +92,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.TCPInFlight < 0 {
 		l.TCPInFlight = 1 << 20 // gVisor's forwarder needs a number
+	}
+	if l.ICMPInFlight < 0 || l.ICMPInFlight > maxICMPInFlight {
+		l.ICMPInFlight = maxICMPInFlight
 	}
 	return l
 }
@@ -105,6 +113,10 @@ type Stats struct {
 	UDPFlows                                              atomic.Int64
 	UDPDenied, UDPLimited, UDPDialFailed                  atomic.Uint64
 	ICMPRequests, ICMPReplies, ICMPNoReply, ICMPDenied    atomic.Uint64
+	// ICMPInFlight are the echoes waiting for a reply; ICMPInFlightFull
+	// counts those dropped at Limits.ICMPInFlight.
+	ICMPInFlight     atomic.Int64
+	ICMPInFlightFull atomic.Uint64
 	// MemoryLimited counts flows refused, MemoryResets connections reset,
 	// for Limits.Memory.
 	MemoryLimited, MemoryResets atomic.Uint64
@@ -128,6 +140,12 @@ type clientConfig struct {
 	// pingTarget, when set, is where an echo to an address is sent
 	// instead (tests: the client stack cannot send to loopback).
 	pingTarget func(netip.Addr) netip.Addr
+	// listenPing opens a ping socket (listenPing when nil; tests give
+	// one whose host never answers).
+	listenPing func(v6 bool) (pingConn, error)
+	// pingTimeout is how long an echo waits for its reply (pingTimeout
+	// when zero).
+	pingTimeout time.Duration
 }
 
 // client is one tunnel's userspace stack: a gVisor stack with one
@@ -152,7 +170,10 @@ type client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	pingTarget func(netip.Addr) netip.Addr
+	pings       pingers
+	pingTarget  func(netip.Addr) netip.Addr
+	listenPing  func(v6 bool) (pingConn, error)
+	pingTimeout time.Duration
 
 	warned    sync.Map // limit name -> struct{}: one warning per limit and client
 	closeOnce sync.Once
@@ -168,9 +189,17 @@ func newClient(cfg clientConfig) (*client, error) {
 		log:    cfg.Logger,
 		group:  newGroup(),
 
-		pingTarget: cfg.pingTarget,
+		pingTarget:  cfg.pingTarget,
+		listenPing:  cfg.listenPing,
+		pingTimeout: cfg.pingTimeout,
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.listenPing == nil {
+		c.listenPing = listenPing
+	}
+	if c.pingTimeout <= 0 {
+		c.pingTimeout = pingTimeout
+	}
 	if c.policy == nil {
 		c.policy = egress.New(egress.Config{})
 	}
@@ -329,6 +358,7 @@ func (s *Stats) LogValue() slog.Value {
 	add("icmp_requests", s.ICMPRequests.Load())
 	add("icmp_no_reply", s.ICMPNoReply.Load())
 	add("icmp_denied", s.ICMPDenied.Load())
+	add("icmp_in_flight_full", s.ICMPInFlightFull.Load())
 	add("memory_limited", s.MemoryLimited.Load())
 	add("memory_resets", s.MemoryResets.Load())
 	add("drops_queue_full", s.DropsQueueFull.Load())

@@ -96,7 +96,10 @@ type Gateway struct {
 	mu     sync.Mutex
 	owners map[netip.Addr]*owner // client addresses in use
 
-	pingTarget func(netip.Addr) netip.Addr // tests only: clientConfig.pingTarget
+	// Tests only: clientConfig's fields of the same names.
+	pingTarget  func(netip.Addr) netip.Addr
+	listenPing  func(v6 bool) (pingConn, error)
+	pingTimeout time.Duration
 }
 
 type owner struct {
@@ -289,7 +292,8 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	c, err := newClient(clientConfig{
 		MTU: mtu, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
-		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6, pingTarget: g.pingTarget,
+		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6,
+		pingTarget: g.pingTarget, listenPing: g.listenPing, pingTimeout: g.pingTimeout,
 		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),
 	})

@@ -1,11 +1,8 @@
 package stack
 
 import (
-	"net"
 	"net/netip"
-	"time"
 
-	xicmp "golang.org/x/net/icmp"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -16,19 +13,12 @@ import (
 	"github.com/sshvpn/sshvpn/stack/egress"
 )
 
-// pingTimeout is how long an echo waits for the real host's reply.
-const pingTimeout = 3 * time.Second
-
 // PingAvailable reports whether this process may open unprivileged ping
 // sockets (Linux: its group is in net.ipv4.ping_group_range, which covers
 // IPv6 too), for IPv6 when v6 is set. Without them the gateway answers no
 // echo at all: it never fakes a reply for a host that did not answer.
 func PingAvailable(v6 bool) bool {
-	network, addr := "udp4", "0.0.0.0"
-	if v6 {
-		network, addr = "udp6", "::"
-	}
-	c, err := xicmp.ListenPacket(network, addr)
+	c, err := listenPing(v6)
 	if err != nil {
 		return false
 	}
@@ -57,9 +47,8 @@ func (c *client) installICMP(ping4, ping6 bool) {
 	})
 }
 
-// echo decides on one request and, when allowed, pings from a goroutine
-// (this runs on the inbound path). It copies what it needs: pkt is
-// released when the handler returns.
+// echo decides on one request and, when allowed, hands it to the client's
+// pinger of its family. It runs on the inbound path and must not block.
 func (c *client) echo(v6, avail bool, id stack.TransportEndpointID, ident, seq uint16, pkt *stack.PacketBuffer) bool {
 	dst := addrFrom(id.LocalAddress)
 	if c.isLocal(dst) {
@@ -74,73 +63,50 @@ func (c *client) echo(v6, avail bool, id stack.TransportEndpointID, ident, seq u
 		c.stats.ICMPDenied.Add(1)
 		return true
 	}
-	if !c.group.begin() {
+	size := pkt.Data().Size()
+	if echoReplySize(v6, size) > int(c.ep.MTU()) {
+		// Its reply could not reach the client whole (the stack does
+		// not fragment what it sends), nor fit the pinger's buffer.
+		c.stats.DropsTooBig.Add(1)
 		return true
 	}
-	payload := pkt.Data().AsRange().ToSlice()
-	go func() {
-		defer c.group.done()
-		c.ping(v6, ident, seq, payload, id.RemoteAddress, id.LocalAddress, to)
-	}()
+	p := c.pinger(v6)
+	if p == nil {
+		c.stats.ICMPNoReply.Add(1)
+		return true
+	}
+	payload, _ := pkt.Data().PullUp(size)
+	p.send(echo{guest: id.RemoteAddress, dst: id.LocalAddress, to: to, ident: ident, seq: seq}, payload)
 	return true
 }
 
-// ping sends one echo through a ping socket and, when the host got the
-// reply, writes the client its answer from the destination. The kernel
-// picks the socket's ident, so the reply carries the client's back.
-func (c *client) ping(v6 bool, ident, seq uint16, payload []byte, guest, dst tcpip.Address, to netip.Addr) {
-	network, laddr, typ := "udp4", "0.0.0.0", byte(header.ICMPv4Echo)
+// echoReplySize is the size of the IP packet that answers an echo of n
+// payload bytes.
+func echoReplySize(v6 bool, n int) int {
 	if v6 {
-		network, laddr, typ = "udp6", "::", byte(header.ICMPv6EchoRequest)
+		return header.IPv6MinimumSize + header.ICMPv6EchoMinimumSize + n
 	}
-	pc, err := xicmp.ListenPacket(network, laddr)
-	if err != nil {
-		c.stats.ICMPNoReply.Add(1)
-		return
-	}
-	defer pc.Close()
-	if !c.group.track(pc) {
-		return
-	}
-	defer c.group.untrack(pc)
-	msg := make([]byte, 8+len(payload))
-	msg[0] = typ
-	msg[6], msg[7] = byte(seq>>8), byte(seq)
-	copy(msg[8:], payload)
-	if _, err := pc.WriteTo(msg, &net.UDPAddr{IP: to.AsSlice()}); err != nil {
-		c.stats.ICMPNoReply.Add(1)
-		return
-	}
-	pc.SetReadDeadline(time.Now().Add(pingTimeout))
-	buf := make([]byte, 65536)
-	for {
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			c.stats.ICMPNoReply.Add(1) // never a fake reply
-			return
-		}
-		if n < 8 || uint16(buf[6])<<8|uint16(buf[7]) != seq {
-			continue
-		}
-		reply := echoReply4(dst, guest, ident, seq, buf[8:n])
-		if v6 {
-			reply = echoReply6(dst, guest, ident, seq, buf[8:n])
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(reply)})
-		pkt.TransportProtocolNumber = header.ICMPv4ProtocolNumber // its lane (fastLane)
-		if v6 {
-			pkt.TransportProtocolNumber = header.ICMPv6ProtocolNumber
-		}
-		if c.ep.queue(pkt) {
-			c.stats.ICMPReplies.Add(1)
-		}
-		pkt.DecRef()
-		return
-	}
+	return header.IPv4MinimumSize + header.ICMPv4MinimumSize + n
 }
 
-func echoReply4(src, dst tcpip.Address, ident, seq uint16, payload []byte) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(payload))
+// echoReply is the packet that answers e with payload, from the address
+// the client pinged, in a buffer of gVisor's pool.
+func echoReply(v6 bool, e echo, payload []byte) *stack.PacketBuffer {
+	v := buffer.NewViewSize(echoReplySize(v6, len(payload)))
+	proto := header.ICMPv4ProtocolNumber
+	if v6 {
+		proto = header.ICMPv6ProtocolNumber
+		echoReply6(v.AsSlice(), e.dst, e.guest, e.ident, e.seq, payload)
+	} else {
+		echoReply4(v.AsSlice(), e.dst, e.guest, e.ident, e.seq, payload)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	pkt.TransportProtocolNumber = proto // its lane (fastLane)
+	return pkt
+}
+
+// echoReply4 writes into b, which is exactly its size, an IPv4 echo reply.
+func echoReply4(b []byte, src, dst tcpip.Address, ident, seq uint16, payload []byte) {
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{
 		TotalLength: uint16(len(b)),
@@ -156,11 +122,10 @@ func echoReply4(src, dst tcpip.Address, ident, seq uint16, payload []byte) []byt
 	ic.SetSequence(seq)
 	copy(ic.Payload(), payload)
 	ic.SetChecksum(^checksum.Checksum(ic, 0))
-	return b
 }
 
-func echoReply6(src, dst tcpip.Address, ident, seq uint16, payload []byte) []byte {
-	b := make([]byte, header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize+len(payload))
+// echoReply6 writes into b, which is exactly its size, an IPv6 echo reply.
+func echoReply6(b []byte, src, dst tcpip.Address, ident, seq uint16, payload []byte) {
 	ip := header.IPv6(b)
 	ip.Encode(&header.IPv6Fields{
 		PayloadLength:     uint16(header.ICMPv6EchoMinimumSize + len(payload)),
@@ -178,5 +143,4 @@ func echoReply6(src, dst tcpip.Address, ident, seq uint16, payload []byte) []byt
 		Header: ic[:header.ICMPv6EchoMinimumSize], Src: src, Dst: dst,
 		PayloadCsum: checksum.Checksum(payload, 0), PayloadLen: len(payload),
 	}))
-	return b
 }

@@ -52,6 +52,7 @@ func (r *rootlessConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&r.limits.TCPInFlight, "max-tcp-in-flight", def.TCPInFlight, "netstack: TCP connections one client may have being dialled or handshaking at once")
 	fs.IntVar(&r.limits.TCPEstablished, "max-tcp-connections", def.TCPEstablished, "netstack: TCP connections one client may have open at once")
 	fs.IntVar(&r.limits.UDPFlows, "max-udp-flows", def.UDPFlows, "netstack: UDP flows (each a host socket) one client may have at once")
+	fs.IntVar(&r.limits.ICMPInFlight, "max-icmp-in-flight", def.ICMPInFlight, "netstack: echo requests (pings) one client may have waiting for their replies at once; more are dropped")
 	r.limits.Memory = def.Memory
 	fs.Var(sizeFlag{&r.limits.Memory}, "max-client-memory", "netstack: `bytes` one client's flows may hold in buffers (suffix K, M or G)")
 }
@@ -103,7 +104,7 @@ func (f sizeFlag) Set(s string) error {
 // that nobody believes --nat changed a rootless gateway.
 var (
 	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "state-dir"}
-	netstackOnly = []string{"subnet", "dns-address", "allow", "deny", "resolv-conf", "max-tcp-in-flight", "max-tcp-connections", "max-udp-flows", "max-client-memory"}
+	netstackOnly = []string{"subnet", "dns-address", "allow", "deny", "resolv-conf", "max-tcp-in-flight", "max-tcp-connections", "max-udp-flows", "max-icmp-in-flight", "max-client-memory"}
 )
 
 // checkBackendFlags refuses flags of the other backend and fills in the

@@ -35,7 +35,8 @@ func TestParseServeLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, def := c.rootless.limits, stack.DefaultLimits
-	if got.TCPInFlight != def.TCPInFlight || got.TCPEstablished != def.TCPEstablished || got.UDPFlows != def.UDPFlows || got.Memory != def.Memory {
+	if got.TCPInFlight != def.TCPInFlight || got.TCPEstablished != def.TCPEstablished || got.UDPFlows != def.UDPFlows ||
+		got.ICMPInFlight != def.ICMPInFlight || got.Memory != def.Memory {
 		t.Errorf("flag defaults %+v, want the stack's %+v", got, def)
 	}
 	c, err = parseServe([]string{"--max-client-memory", "1536K", "--max-udp-flows", "7"}, io.Discard)
@@ -79,6 +80,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--subnet", "198.18.3.0/31"}, "too small"},
 		{[]string{"--allow", "example.com"}, `flag -allow: rule "example.com": "example.com" is not an IP address`},
 		{[]string{"--max-client-memory", "12Q"}, "like 256M"},
+		{[]string{"--backend", "kernel", "--max-icmp-in-flight", "8"}, "--max-icmp-in-flight is for --backend netstack"},
 		{[]string{"--ciphers", "bogus"}, `--ciphers: unknown cipher "bogus"`},
 		{[]string{"--ciphers", "aes128-gcm@openssh.com,3des-cbc"}, "insecure"},
 		{[]string{"--backend", "kernel", "--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
