@@ -170,6 +170,11 @@ type client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// datagramBufs are the UDP relays' buffers, reused: clearing a new
+	// 128 KiB was the largest cost of a flow that lives for one datagram
+	// and its port unreachable (a scan, or one DNS query).
+	datagramBufs sync.Pool
+
 	pings       pingers
 	pingTarget  func(netip.Addr) netip.Addr
 	listenPing  func(v6 bool) (pingConn, error)
@@ -194,6 +199,7 @@ func newClient(cfg clientConfig) (*client, error) {
 		pingTimeout: cfg.pingTimeout,
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.datagramBufs.New = func() any { return new([65535]byte) }
 	if c.listenPing == nil {
 		c.listenPing = listenPing
 	}

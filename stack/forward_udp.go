@@ -98,8 +98,8 @@ func (c *client) relayUDP(in *gonet.UDPConn, dst netip.AddrPort, idle time.Durat
 	var last atomic.Int64 // either direction's last datagram, UnixNano
 	last.Store(time.Now().UnixNano())
 	done := make(chan struct{}, 2)
-	go func() { copyDatagrams(out, in, idle, &last); done <- struct{}{} }()
-	go func() { copyDatagrams(in, out, idle, &last); done <- struct{}{} }()
+	go func() { c.copyDatagrams(out, in, idle, &last); done <- struct{}{} }()
+	go func() { c.copyDatagrams(in, out, idle, &last); done <- struct{}{} }()
 	<-done
 	in.Close()
 	out.Close()
@@ -109,8 +109,10 @@ func (c *client) relayUDP(in *gonet.UDPConn, dst netip.AddrPort, idle time.Durat
 // copyDatagrams copies until an error or until neither direction has seen
 // a datagram for idle: each side's read deadline expires on its own, and
 // it goes on while the other side was active.
-func copyDatagrams(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
-	buf := make([]byte, 65535)
+func (c *client) copyDatagrams(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+	bp := c.datagramBufs.Get().(*[65535]byte)
+	defer c.datagramBufs.Put(bp)
+	buf := bp[:]
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		n, err := src.Read(buf)
