@@ -44,7 +44,7 @@ type Limits struct {
 	ICMPInFlight int
 	UDPIdle      time.Duration // a UDP flow's idle timeout
 	DNSIdle      time.Duration // the same for port 53
-	DialTimeout  time.Duration // a host dial
+	DialTimeout  time.Duration // a host dial, and then the client's ACK of the SYN-ACK
 	// Memory bounds the bytes one client's flows hold: their relay buffers,
 	// its echoes in flight and what its TCP connections have queued in the
 	// stack. A new flow or echo past it is refused; a client over it has its

@@ -143,6 +143,52 @@ func TestCloseAbortsHandshake(t *testing.T) {
 	}
 }
 
+// TestHandshakeTimeout: a client that sends a SYN and never answers the
+// SYN-ACK loses the handshake and the host connection after the dial
+// timeout (2 s here), not after gVisor's two minutes of retransmits.
+func TestHandshakeTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, ln.Addr().String())
+	}
+	tun := open(t, newGatewayWith(t, Config{Dial: dial}), "SHA256:silent-client")
+	client := netip.AddrPortFrom(tun.Config().Addresses[0].Addr(), 40000)
+	fromStack := readPackets(tun)
+	if _, err := tun.Write([][]byte{tcpSYN4(client, netip.MustParseAddrPort("198.18.0.7:80"))}, 0); err != nil {
+		t.Fatal(err)
+	}
+	var peer net.Conn
+	select {
+	case peer = <-accepted:
+	case <-time.After(closeWait):
+		t.Fatal("no host connection")
+	}
+	defer peer.Close()
+	peer.SetReadDeadline(time.Now().Add(closeWait))
+	if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the host connection of a handshake the client never finished: %v, want closed (EOF) after the dial timeout", err)
+	}
+	st := tun.(*tunnel).Stats()
+	waitFor(t, "the handshake's slot back", func() bool { return st.TCPInFlight.Load() == 0 && st.TCPEstablished.Load() == 0 })
+	if n := st.TCPCreateFailed.Load(); n != 1 {
+		t.Errorf("%d handshakes failed, want 1", n)
+	}
+	waitForPacket(t, fromStack, "a reset for the client", func(b []byte) bool {
+		return header.TCP(header.IPv4(b).Payload()).Flags()&header.TCPFlagRst != 0
+	})
+}
+
 // tracks reports whether c is among the connections Close closes.
 func (g *group) tracks(c io.Closer) bool {
 	g.mu.Lock()

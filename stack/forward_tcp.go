@@ -7,9 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
@@ -50,10 +54,14 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	// The handshake waits for the client's ACK; the host socket is the
-	// group's meanwhile, and Close aborts the handshake.
+	// group's meanwhile, and Close aborts the handshake. A client that
+	// never ACKs would hold that socket for the two minutes gVisor
+	// retransmits its SYN-ACK: it gets a dial's time to answer.
+	giveUp := time.AfterFunc(c.limits.DialTimeout, func() { c.abortHandshake(id) })
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil { // the client gave up, or left
+	giveUp.Stop()
+	if terr != nil { // the client gave up, left, or did not answer
 		r.Complete(true)
 		c.stats.TCPInFlight.Add(-1)
 		c.releaseTCP(out)
@@ -65,6 +73,18 @@ func (c *client) forwardTCP(r *tcp.ForwarderRequest) {
 	ep.SocketOptions().SetKeepAlive(true)
 	in := gonet.NewTCPConn(&wq, ep)
 	c.relayTCP(in, ep, out)
+}
+
+// abortHandshake aborts the handshake of the connection id, if it is
+// still in the stack.
+func (c *client) abortHandshake(id stack.TransportEndpointID) {
+	if !c.group.begin() {
+		return // Close aborts it
+	}
+	defer c.group.done()
+	if ep := c.s.FindTransportEndpoint(netProto(addrFrom(id.LocalAddress)), tcp.ProtocolNumber, id, nicID); ep != nil {
+		ep.Abort()
+	}
 }
 
 // dialTCP asks the policy and the established limit, then dials under the
@@ -167,6 +187,14 @@ func addrFrom(a tcpip.Address) netip.Addr {
 		return netip.AddrFrom4(a.As4())
 	}
 	return netip.AddrFrom16(a.As16())
+}
+
+// netProto is the network protocol of a's family.
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
 }
 
 // addrTo converts to a gVisor address.
