@@ -70,7 +70,9 @@ func TestEcho(t *testing.T) {
 					t.Errorf("reply type %d seq %d payload %q, want type %d seq %d payload %q", typ, rseq, rpayload, tc.wantReplyTyp, seq, payload)
 				}
 			}
+			// Counted once queued: the peer may read a reply first.
 			st := tun.(*tunnel).Stats()
+			waitFor(t, "three replies counted", func() bool { return st.ICMPReplies.Load() >= 3 })
 			if n := st.ICMPReplies.Load(); n != 3 {
 				t.Errorf("%d replies counted, want 3", n)
 			}

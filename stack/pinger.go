@@ -199,8 +199,8 @@ func (p *pinger) reply(msg []byte, from netip.Addr) {
 		return // late (the client counts it lost) or not from the host pinged
 	}
 	c := p.c
-	c.stats.ICMPInFlight.Add(-1)
 	c.mem.give(e.cost)
+	c.stats.ICMPInFlight.Add(-1)
 	pkt := echoReply(p.v6, e, msg[8:])
 	if c.ep.queue(pkt) {
 		c.stats.ICMPReplies.Add(1)
@@ -221,9 +221,9 @@ func (p *pinger) expire(now time.Time) {
 	for seq, e := range p.pending {
 		if !now.Before(e.expires) {
 			delete(p.pending, seq)
+			c.mem.give(e.cost) // before the counters, which tests wait on
 			c.stats.ICMPInFlight.Add(-1)
 			c.stats.ICMPNoReply.Add(1) // never a fake reply
-			c.mem.give(e.cost)
 		} else if next.IsZero() || e.expires.Before(next) {
 			next = e.expires
 		}
