@@ -314,7 +314,10 @@ func (g *Gateway) claim(key string) ([]netip.Prefix, error) {
 	defer g.mu.Unlock()
 	var got []netip.Prefix
 	for i, s := range g.subnets {
-		a, ok := g.pick(key, s, g.gateways[i])
+		a, ok := relay.PickAddress(key, s, g.gateways[i], func(a netip.Addr) bool {
+			o := g.owners[a]
+			return o == nil || (key != "" && o.key == key)
+		})
 		if !ok {
 			g.releaseLocked(got)
 			return nil, fmt.Errorf("stack: subnet %s is full: no address for key %s", s, key)
@@ -328,22 +331,6 @@ func (g *Gateway) claim(key string) ([]netip.Prefix, error) {
 		got = append(got, netip.PrefixFrom(a, s.Bits()))
 	}
 	return got, nil
-}
-
-func (g *Gateway) pick(key string, s netip.Prefix, gw netip.Addr) (netip.Addr, bool) {
-	size := uint64(1) << min(hostBits(s), 63)
-	start := relay.StableOffset(key, s, size)
-	for i := uint64(0); i < min(size, 1<<16); i++ {
-		off := (start + i) % size
-		a := relay.AddOffset(s.Addr(), off)
-		if off == 0 || a == gw || (a.Is4() && off == size-1) {
-			continue
-		}
-		if o := g.owners[a]; o == nil || (key != "" && o.key == key) {
-			return a, true
-		}
-	}
-	return netip.Addr{}, false
 }
 
 func (g *Gateway) release(addrs []netip.Prefix) {
