@@ -133,34 +133,17 @@ func askDNS(t *testing.T, ns *nstest.NS, src netip.Addr, server netip.AddrPort, 
 }
 
 // rootlessClients connects one stock ssh -w per key to a rootless gateway,
-// client i on tun<i> with its address, an MTU of 16380 and a routing table
-// of its own (100+i, chosen by source address) for the LAN and the
-// gateway's DNS address, and returns their addresses.
+// client i on tun<i> (topo.rootlessClient), and returns their addresses.
 func rootlessClients(t *testing.T, tp *topo, o nstest.OpenSSH, privs ...string) []netip.Addr {
 	t.Helper()
-	yours := regexp.MustCompile(`your address (198\.18\.3\.\d+)/24`)
 	addrs := make([]netip.Addr, len(privs))
 	for i, priv := range privs {
-		ssh := tp.sshTunnel(t, o, priv, "point-to-point", fmt.Sprintf("%d:any", i), "-o", "RequestTTY=no")
-		nstest.WaitFor(t, 15*time.Second, "status", func() bool {
-			if ssh.Exited() {
-				t.Fatalf("ssh exited: %s", ssh.Log())
-			}
-			return yours.MatchString(ssh.Log())
-		})
-		addrs[i] = netip.MustParseAddr(yours.FindStringSubmatch(ssh.Log())[1])
-		dev, table := fmt.Sprintf("tun%d", i), fmt.Sprint(100+i)
-		tp.client.Run(t, "ip", "addr", "add", addrs[i].String()+"/32", "dev", dev)
-		tp.client.Run(t, "ip", "link", "set", dev, "mtu", "16380", "up")
-		tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", dev, "table", table)
-		tp.client.Run(t, "ip", "route", "add", gatewayDNS.Addr().String(), "dev", dev, "table", table)
-		tp.client.Run(t, "ip", "rule", "add", "from", addrs[i].String(), "lookup", table)
+		_, addrs[i] = tp.rootlessClient(t, o, priv, i)
 	}
 	return addrs
 }
 
-// dnsFlood is a DNS load for a phased "one client cannot hurt another"
-// test: from src in the client namespace, distinct names under big.test.,
+// dnsFlood is the DNS phase's load: from src in the client namespace, distinct names under big.test.,
 // each answered with about 64 KiB by lanDNS, asked of the gateway's DNS by
 // several workers at once as a stub asks: over UDP with a 1232-byte EDNS0
 // buffer, then over TCP when the answer comes back truncated.
@@ -328,109 +311,61 @@ func rssPeak(t *testing.T, pid int) (stop func() int) {
 	return stop
 }
 
-// The gateway's resident memory around a DNS flood (KiB over its
-// baseline). During it the cache holds at most the flooder's share (4 MiB)
-// and the queries in flight their answers; the Go runtime lets the heap
-// grow to twice what was live before it collects, and keeps freed pages
-// mapped a while for reuse. So the peak stays within dnsFloodPeakMargin,
-// and once the answers have expired what stays is the runtime's, within
-// dnsFloodRSSMargin. Before the cache was bounded in bytes, the same flood
-// kept 600 MiB resident long after the answers' TTL.
+// The DNS phase's figures. Its answers live dnsFloodTTL, so that they
+// expire soon after it. During it the cache holds at most the flooder's
+// share (4 MiB) and the queries in flight their answers, and the Go
+// runtime lets the heap grow to twice what was live before it collects:
+// the gateway's resident memory stays within dnsFloodPeakMargin of its
+// baseline. Before the cache was bounded in bytes, the same flood kept
+// 600 MiB resident long after the answers' TTL.
 const (
-	dnsFloodPeakMargin = 128 << 10
-	dnsFloodRSSMargin  = 48 << 10
+	dnsFloodTTL        = 5 // s
+	dnsFloodNames      = 4000
+	dnsFloodWorkers    = 32
+	dnsFloodPeakMargin = 128 << 10 // KiB
 )
 
-// One client asks 4,000 distinct names whose answers are 64 KiB each,
-// 32 at a time, as a stub asks them (UDP, then TCP on TC), while a
-// second client pings, resolves names and downloads 50 MiB through the
-// same gateway; its DNS and download still work during the flood. The
-// gateway's DNS cache keeps to its byte budget and frees what expired: its
-// resident memory stays within dnsFloodPeakMargin of the baseline, and
-// once the flood's answers have expired it is back within
-// dnsFloodRSSMargin.
-func TestRootlessDNSFlood(t *testing.T) {
-	nstest.RequireRoot(t)
-	o := nstest.OpenSSHs(t)[0]
-	tp := newTopo(t)
-	const ttl = 5 // s: the flood's answers expire soon after it
-	lan := startLANDNS(t, tp, ttl)
-	privA, pubA := tp.key(t, o, "flooder")
-	privB, pubB := tp.key(t, o, "victim")
-	gw := tp.startRootless(t, pubA+"\n"+pubB+"\n")
-	addrs := rootlessClients(t, tp, o, privA, privB)
-	flooder, victim := addrs[0], addrs[1]
-	// The victim's unbound sockets (ping, the download) go its way.
-	tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", "tun1", "src", victim.String())
-
-	// The baseline: both tunnels up, each has resolved a name and the
-	// victim has moved data, so what is made once is in it.
-	checkResolves(t, tp, victim, "warm.lan.test.")
-	checkResolves(t, tp, flooder, "warm-flooder.lan.test.")
-	unloaded := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 50<<20, true)
-	base, _ := procUsage(t, gw.PID())
-	peak := rssPeak(t, gw.PID())
-
-	const names, workers = 4000, 32
+// floodDNS: the flooder asks dnsFloodNames distinct names whose answers
+// are 64 KiB each, dnsFloodWorkers at a time, as a stub asks them (UDP,
+// then TCP on TC). The gateway's DNS cache keeps to its byte budget: its
+// resident memory stays within dnsFloodPeakMargin of the baseline, the
+// victim's cached name from before is still cached after (the flooder
+// pushed out its own answers), and the phase ends once the flood's
+// answers have expired, so that the gateway must have freed them.
+func floodDNS(t *testing.T, n *neighbours) (stop func()) {
+	tp := n.tp
+	checkResolves(t, tp, n.victim, "warm.lan.test.")
+	peak := rssPeak(t, n.gw.PID())
 	start := time.Now()
-	flood := startDNSFlood(t, tp.client, flooder, gatewayDNS, "flood", names, workers)
-	nstest.WaitFor(t, 30*time.Second, "the flood under way", func() bool { return flood.whole.Load() >= 100 || flood.failed.Load() > 0 })
-
-	// The victim, during the flood.
-	run := nstest.StartTransfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 50<<20, true)
-	nstest.Ping(t, tp.client, lanHost.Addr().String(), 3)
-	for i := range 5 {
-		checkResolves(t, tp, victim, fmt.Sprintf("during-%d.lan.test.", i))
-	}
-	loaded, err := run.Wait()
-	if err != nil {
-		t.Fatalf("the victim's download during the flood: %v", err)
-	}
-	select {
-	case <-flood.done:
-		t.Logf("the flood ended before the victim's checks did: they overlapped it only in part")
-	default:
-	}
-	whole, err := flood.Wait()
-	ended := time.Now()
-	if err != nil {
-		t.Errorf("the flood: %v", err)
-	}
-	if asked := lan.countSuffix(".big.test."); whole != names || asked < names {
-		t.Errorf("%d of %d names answered in full; the LAN's server was asked %d times", whole, names, asked)
-	}
-	high := peak()
-	if high > base+dnsFloodPeakMargin {
-		t.Errorf("the gateway's RSS peaked at %d KiB during the flood, %d KiB over its baseline of %d (margin %d)", high, high-base, base, dnsFloodPeakMargin)
-	}
-	t.Logf("flood: %d names of %d KiB in %v; victim's 50 MiB download %v unloaded, %v during it (%.2f)",
-		whole, bigRecords*268>>10, ended.Sub(start).Round(time.Millisecond), unloaded, loaded, loaded.BitsPerSecond()/unloaded.BitsPerSecond())
-
-	// The flood pushed out the flooder's own answers, not the victim's.
-	checkResolves(t, tp, victim, "warm.lan.test.")
-	if n := lan.count("warm.lan.test."); n != 1 {
-		t.Errorf("the victim's name from before the flood was asked upstream %d times, want once: the flood pushed it out of the cache", n)
-	}
-
-	// Afterwards: the answers expire and the cache's timer frees them (a
-	// second after, at most); the victim's traffic goes on as a
-	// gateway's would.
-	expired := ended.Add((ttl + 1) * time.Second)
-	var after int
-	deadline := time.Now().Add(60 * time.Second)
-	for i := 0; ; i++ {
-		checkResolves(t, tp, victim, fmt.Sprintf("after-%d.lan.test.", i))
-		after, _ = procUsage(t, gw.PID())
-		if time.Now().After(expired) && after <= base+dnsFloodRSSMargin {
-			break
+	flood := startDNSFlood(t, tp.client, n.flooder, gatewayDNS, "flood", dnsFloodNames, dnsFloodWorkers)
+	nstest.WaitFor(t, 30*time.Second, "the DNS flood under way", func() bool { return flood.whole.Load() >= 100 || flood.failed.Load() > 0 })
+	return func() {
+		select {
+		case <-flood.done:
+			t.Logf("the DNS flood ended before the victim's checks did: they overlapped it only in part")
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("the gateway's RSS stays at %d KiB, %d KiB over its baseline of %d (margin %d)", after, after-base, base, dnsFloodRSSMargin)
-			break
+		whole, err := flood.Wait()
+		ended := time.Now()
+		if err != nil {
+			t.Errorf("the DNS flood: %v", err)
 		}
-		time.Sleep(time.Second)
+		if asked := n.lanDNS.countSuffix(".big.test."); whole != dnsFloodNames || asked < dnsFloodNames {
+			t.Errorf("%d of %d names answered in full; the LAN's server was asked %d times", whole, dnsFloodNames, asked)
+		}
+		high := peak()
+		t.Logf("DNS flood: %d names of %d KiB in %v; gateway RSS peaked at %d KiB, %d over its baseline",
+			whole, bigRecords*268>>10, ended.Sub(start).Round(time.Millisecond), high, high-n.baseline.rssKiB)
+		if high > n.baseline.rssKiB+dnsFloodPeakMargin {
+			t.Errorf("the gateway's RSS peaked at %d KiB during the DNS flood, %d KiB over its baseline of %d (margin %d)",
+				high, high-n.baseline.rssKiB, n.baseline.rssKiB, dnsFloodPeakMargin)
+		}
+		checkResolves(t, tp, n.victim, "warm.lan.test.")
+		if c := n.lanDNS.count("warm.lan.test."); c != 1 {
+			t.Errorf("the victim's name from before the flood was asked upstream %d times, want once: the flood pushed it out of the cache", c)
+		}
+		time.Sleep(time.Until(ended.Add((dnsFloodTTL + 1) * time.Second)))
 	}
-	t.Logf("gateway RSS: baseline %d KiB, peak %d KiB during the flood (+%d), %d KiB after (+%d)", base, high, high-base, after, after-base)
 }
 
 // checkResolves wants name resolved to the LAN host's address through the

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -43,21 +44,21 @@ func silentServer(t *testing.T, ns *nstest.NS, addr string) {
 // other; each opens perConn direct-tcpip channels to target (ssh -W's
 // channel), all at once, and is then dropped at once, without closing a
 // channel first. While forwards outlived their connection, 80 such
-// connections of 256 forwards held a gateway at its fd limit.
-func forwardFlood(t *testing.T, tp *topo, signer ssh.Signer, target string, conns, perConn int) (opened, refused int64) {
-	t.Helper()
+// connections of 256 forwards held a gateway at its fd limit. It runs on
+// any goroutine.
+func forwardFlood(tp *topo, signer ssh.Signer, target string, conns, perConn int) (opened, refused int64, err error) {
 	cfg := &ssh.ClientConfig{User: "flood", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}
 	var ok, no atomic.Int64
-	for range conns {
-		conn, err := tp.client.Dial(t, "tcp", gwListen)
+	for i := range conns {
+		conn, err := tp.client.Connect("tcp", gwListen)
 		if err != nil {
-			t.Fatalf("forward flood: dial the gateway: %v", err)
+			return ok.Load(), no.Load(), fmt.Errorf("connection %d: %w", i, err)
 		}
 		c, chans, reqs, err := ssh.NewClientConn(conn, gwListen, cfg)
 		if err != nil {
 			conn.Close()
-			t.Fatalf("forward flood: log in: %v", err)
+			return ok.Load(), no.Load(), fmt.Errorf("connection %d: log in: %w", i, err)
 		}
 		client := ssh.NewClient(c, chans, reqs)
 		var wg sync.WaitGroup
@@ -73,28 +74,35 @@ func forwardFlood(t *testing.T, tp *topo, signer ssh.Signer, target string, conn
 		wg.Wait()
 		conn.Close()
 	}
-	return ok.Load(), no.Load()
+	return ok.Load(), no.Load(), nil
 }
 
-// One key's 80 connections of 256 forwards each, to a LAN server that never
-// closes, each connection dropped at once: the gateway's sockets go with
-// each connection, so its fds come back to where they were.
-func TestRootlessForwardFlood(t *testing.T) {
-	nstest.RequireRoot(t)
-	t.Parallel()
-	tp := newTopo(t)
-	silentServer(t, tp.lan, lanHost.Addr().String()+":9")
-	signer, line := goKey(t)
-	gw := tp.startRootless(t, line+"\n")
-	_, fds0 := procUsage(t, gw.PID())
-	start := time.Now()
-	opened, refused := forwardFlood(t, tp, signer, lanHost.Addr().String()+":9", 80, 256)
-	t.Logf("forward flood: %d forwards opened, %d refused, in %v", opened, refused, time.Since(start).Round(time.Millisecond))
-	if opened < 80*256/2 {
-		t.Errorf("only %d of %d forwards opened: the flood did not load the gateway", opened, 80*256)
+// floodForwards is forwardFlood as a neighbourPhase, by the neighbours'
+// forwarding key, 80 connections of 256 forwards to forwardTarget. With
+// forwards outliving their connection (their channel's end and their
+// connection's context both taken out), the key's forward slots stay held
+// and the gateway's fds never come back.
+func floodForwards(t *testing.T, n *neighbours) (stop func()) {
+	const conns, perConn = 80, 256
+	type result struct {
+		opened, refused int64
+		err             error
+		took            time.Duration
 	}
-	nstest.WaitFor(t, 15*time.Second, "the gateway's fds back to where they were", func() bool {
-		_, fds := procUsage(t, gw.PID())
-		return fds <= fds0+8
-	})
+	done := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		o, r, err := forwardFlood(n.tp, n.forwarder, forwardTarget, conns, perConn)
+		done <- result{o, r, err, time.Since(start)}
+	}()
+	return func() {
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("forward flood: %v", r.err)
+		}
+		t.Logf("forward flood: %d forwards opened, %d refused, in %v", r.opened, r.refused, r.took.Round(time.Millisecond))
+		if r.opened < conns*perConn/2 {
+			t.Errorf("only %d of %d forwards opened: the flood did not load the gateway", r.opened, conns*perConn)
+		}
+	}
 }

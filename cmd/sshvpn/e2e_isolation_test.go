@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
@@ -29,22 +30,31 @@ const silentHost = "198.18.2.99"
 
 // neighbours is a rootless gateway with two stock clients in one
 // namespace, each on its own tun and address: a flooder (tun0) and a
-// victim (tun1), whose unbound sockets take tun1.
+// victim (tun1), whose unbound sockets take tun1. A third key, forwarder,
+// is the flooder's for ssh -W channels, which x/crypto's client opens by
+// the thousand. The LAN's DNS server is lanDNS, its answers under
+// big.test. living dnsFloodTTL; forwardTarget never closes.
 type neighbours struct {
 	tp                *topo
 	o                 nstest.OpenSSH
 	gw                *gatewayProc
+	lanDNS            *lanDNS
 	flooder, victim   netip.Addr
 	victimKey         string
+	forwarder         ssh.Signer
 	baseline, current footprint
 }
+
+// forwardTarget is a LAN server that never closes (silentServer).
+var forwardTarget = lanHost.Addr().String() + ":9"
 
 func newNeighbours(t *testing.T) *neighbours {
 	t.Helper()
 	nstest.RequireRoot(t)
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
-	tp.lanServices(t)
+	lan := startLANDNS(t, tp, dnsFloodTTL)
+	silentServer(t, tp.lan, forwardTarget)
 	echo := tp.lan.Listen(t, "tcp", lanHost.Addr().String()+":7")
 	go func() {
 		for {
@@ -57,12 +67,10 @@ func newNeighbours(t *testing.T) *neighbours {
 	}()
 	privA, pubA := tp.key(t, o, "flooder")
 	privB, pubB := tp.key(t, o, "victim")
-	n := &neighbours{tp: tp, o: o, victimKey: privB}
-	n.gw = tp.startRootless(t, pubA+"\n"+pubB+"\n")
-	addrs := make([]netip.Addr, 2)
-	for i, priv := range []string{privA, privB} {
-		_, addrs[i] = tp.rootlessClient(t, o, priv, i)
-	}
+	forwarder, pubF := goKey(t)
+	n := &neighbours{tp: tp, o: o, lanDNS: lan, victimKey: privB, forwarder: forwarder}
+	n.gw = tp.startRootless(t, pubA+"\n"+pubB+"\n"+pubF+"\n")
+	addrs := rootlessClients(t, tp, o, privA, privB)
 	n.flooder, n.victim = addrs[0], addrs[1]
 	// The victim's unbound sockets go its way, its DNS to the gateway's.
 	tp.client.Run(t, "ip", "route", "add", lanHost.Masked().String(), "dev", "tun1", "src", n.victim.String())
@@ -179,8 +187,10 @@ const (
 )
 
 // One tunnel holds 2,000 TCP connections at once; then, phase by phase,
-// while it floods the gateway, a second client pings, resolves, logs in
-// and downloads unharmed (its throughput reported as a ratio to a run just
+// while one client floods the gateway (SYNs and datagrams; pings to a
+// silent host; 80 connections of 256 forwards to a server that never
+// closes, each dropped at once; 4,000 names with 64 KiB answers), a second
+// client pings, resolves, logs in and downloads unharmed (its throughput reported as a ratio to a run just
 // before, without the flood), the flooder's limits are what stopped the
 // flood, and afterwards the gateway holds what it held before. A phase is
 // one more entry in the list.
@@ -195,6 +205,8 @@ func TestRootlessOneClientCannotHurtAnother(t *testing.T) {
 	for _, ph := range []neighbourPhase{
 		{name: "tcp and udp", start: floodTCPAndUDP, settle: 20 * time.Second},
 		{name: "icmp", start: floodICMP, hold: 3 * time.Second, settle: 10 * time.Second}, // hold: an echo waits 3 s for its reply
+		{name: "forwards", start: floodForwards, settle: 10 * time.Second},
+		{name: "dns", start: floodDNS, settle: 10 * time.Second},
 	} {
 		t.Run(ph.name, func(t *testing.T) { n.phase(t, ph) })
 	}

@@ -175,8 +175,9 @@ func (n *NS) Dial(t testing.TB, network, addr string) (net.Conn, error) {
 	return c, err
 }
 
-// dial is Dial without a test, safe on any goroutine.
-func (n *NS) dial(network, addr string) (net.Conn, error) {
+// Connect is Dial without a test, safe on any goroutine: for a load a
+// test runs in the background.
+func (n *NS) Connect(network, addr string) (net.Conn, error) {
 	var c net.Conn
 	var dialErr, leaveErr error
 	err := n.do(func() { c, dialErr = net.DialTimeout(network, addr, dialTimeout) }, func(e error) { leaveErr = e })

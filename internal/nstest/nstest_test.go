@@ -148,7 +148,7 @@ func faultyProxy(t *testing.T, n *NS, listen, upstream string, f fault, at int64
 				return
 			}
 			track(c)
-			up, err := n.dial("tcp", upstream)
+			up, err := n.Connect("tcp", upstream)
 			if err != nil {
 				c.Close() // the transfer fails, which is what the test expects anyway
 				continue
