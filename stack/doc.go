@@ -1,5 +1,26 @@
-// Package stack will hold the rootless backend: a gVisor userspace TCP/IP
-// stack as a relay.Device, with NAT forwarders for TCP, UDP and ICMP echo,
-// DNS, and DHCP and router advertisements on layer-2 tunnels
-// (DESIGN.md §4). Until it lands, sshvpn serve has only --backend kernel.
+// Package stack is the rootless backend: each tunnel gets a gVisor
+// userspace TCP/IP stack of its own, a relay.Device, whose forwarders
+// re-originate the client's TCP, UDP and ping from the gateway process's
+// ordinary sockets, under an egress policy and per-client limits. No
+// privilege, and nothing changed on the host.
+//
+//   - gateway.go: Gateway, the relay.Opener: subnets, the gateway's and
+//     clients' addresses, one client stack per tunnel.
+//   - client.go: one client's stack, its Limits and Stats; Close ends
+//     everything the client holds at once.
+//   - group.go: the per-client owner of goroutines and host sockets.
+//   - endpoint.go, codel.go: the link between the SSH channel and the
+//     stack, its outbound queue with a fast lane and CoDel.
+//   - forward_tcp.go, forward_udp.go: TCP (dialled before the handshake
+//     completes) and UDP flows.
+//   - icmp.go, pinger.go: echo requests through one unprivileged ping
+//     socket per client and family, never a fake reply.
+//   - dns.go: the gateway's DNS on its virtual addresses (dnsproxy), judged
+//     by the client's policy.
+//   - stream.go: direct-tcpip (ssh -L, -D, -W) under the same policy.
+//   - memory.go: what a client's flows hold, against Limits.Memory.
+//   - tune.go: the stack's TCP settings, and why.
+//
+// Sub-packages: dnsproxy (the caching DNS forwarder), egress (the policy),
+// hostaddr (the host's own addresses, followed as they change).
 package stack
