@@ -12,7 +12,7 @@ import (
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
 
-// 7: each failure a user can act on says what failed and what to do.
+// Each failure a user can act on says what failed and what to do.
 func TestActionableErrors(t *testing.T) {
 	tp := newTopo(t)
 	o := nstest.OpenSSHs(t)[0]

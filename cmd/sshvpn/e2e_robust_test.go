@@ -196,7 +196,7 @@ func goKey(t *testing.T) (ssh.Signer, string) {
 	return s, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey())))
 }
 
-// 5: everything the gateway created is gone when a client leaves and when
+// Everything the gateway created is gone when a client leaves and when
 // the gateway stops, by SIGINT or SIGTERM.
 func TestTeardown(t *testing.T) {
 	nstest.RequireRoot(t)
