@@ -27,7 +27,7 @@ var (
 )
 
 // genCase makes a deterministic random configuration from seed. Every
-// construct the issue lists appears with some probability: Host patterns
+// construct of ssh_config appears with some probability: Host patterns
 // with negation and wildcards, every Match criterion, negation, comma
 // lists, quoting, "all" where OpenSSH allows it, Include with globs,
 // tokens and environment variables, keywords given twice, "=" and white

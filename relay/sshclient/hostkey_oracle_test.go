@@ -32,7 +32,7 @@ import (
 //
 // Accepting the host is what is compared, so the clients offer no key and
 // stop at "Permission denied": a session per case would cost ten times
-// more. One case (the issue's: a valid certificate, "@cert-authority *",
+// more. One case (a valid certificate, "@cert-authority *" and
 // port 2022) logs in for real on both sides and runs a command.
 //
 // ssh runs with a forwarding (-L of a unix socket, which opens no channel
