@@ -22,7 +22,7 @@ func CheckAccess() error {
 		return err
 	}
 	if !hasNetAdmin() {
-		return fmt.Errorf("configure tunnel devices: %w: needs CAP_NET_ADMIN: run as root or use --backend netstack", unix.EPERM)
+		return &tun.AccessError{Op: "configure tunnel devices", Err: unix.EPERM, Cure: "needs CAP_NET_ADMIN: run as root"}
 	}
 	return nil
 }

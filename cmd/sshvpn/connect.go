@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/keepalive"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
@@ -80,10 +80,10 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	if err := kernel.CheckAccess(); err != nil {
-		// The kernel's hint names the gateway's rootless backend, which a
-		// client has no use for: its tunnel is a device of this host's.
-		return fmt.Errorf("%s", strings.Replace(err.Error(), "run as root or use --backend netstack",
-			"sshvpn connect makes a tun/tap device, addresses and routes: run it as root", 1))
+		if ae, ok := errors.AsType[*tun.AccessError](err); ok {
+			return fmt.Errorf("%s: %w: sshvpn connect makes a tun/tap device, its addresses and routes: %s", ae.Op, ae.Err, ae.Cure)
+		}
+		return err
 	}
 	// First, undo what a killed client left (a persistent device keeps its
 	// addresses and routes), then journal this run's changes.

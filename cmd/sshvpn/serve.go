@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/wire"
@@ -233,6 +234,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 // what a killed predecessor left is undone. stop tears it down.
 func kernelBackend(c *serveConfig, log *slog.Logger) (relay.Opener, func() error, error) {
 	if err := kernel.CheckAccess(); err != nil {
+		if _, ok := errors.AsType[*tun.AccessError](err); ok {
+			err = fmt.Errorf("%w or use --backend netstack", err)
+		}
 		return nil, nil, err
 	}
 	journal, err := kernel.OpenJournal(c.stateDir, log)

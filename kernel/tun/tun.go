@@ -2,6 +2,19 @@ package tun
 
 import "github.com/sshvpn/sshvpn/relay"
 
+// AccessError is a tunnel device this process may not open or configure,
+// and what would cure it on this host (run as root, load the tun module).
+// The command that asked adds what else it offers ("or use --backend
+// netstack"), so the advice fits it.
+type AccessError struct {
+	Op   string // what failed: "open /dev/net/tun", "open tun3"
+	Err  error
+	Cure string
+}
+
+func (e *AccessError) Error() string { return e.Op + ": " + e.Err.Error() + ": " + e.Cure }
+func (e *AccessError) Unwrap() error { return e.Err }
+
 // Config says which tun or tap device Open attaches to.
 type Config struct {
 	// Mode picks the device kind: relay.PointToPoint opens a tun (IP

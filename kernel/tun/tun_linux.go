@@ -213,9 +213,9 @@ func openClone() (int, error) {
 	case err == nil:
 		return fd, nil
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-		return -1, fmt.Errorf("open %s: %w: load the tun module (modprobe tun) or use --backend netstack", cloneDevice, err)
+		return -1, &AccessError{Op: "open " + cloneDevice, Err: err, Cure: "load the tun module (modprobe tun)"}
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return -1, fmt.Errorf("open %s: %w: run as root or use --backend netstack", cloneDevice, err)
+		return -1, &AccessError{Op: "open " + cloneDevice, Err: err, Cure: "run as root"}
 	}
 	return -1, fmt.Errorf("open %s: %w", cloneDevice, err)
 }
@@ -258,7 +258,7 @@ func setIff(fd int, k tunKind, flags uint16, name string) error {
 func explainSetIff(name string, k tunKind, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return fmt.Errorf("open %s: %w: run as root or use --backend netstack", name, err)
+		return &AccessError{Op: "open " + name, Err: err, Cure: "run as root"}
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("open %s: %w: another process holds %s", name, err, name)
 	case errors.Is(err, unix.EINVAL):
