@@ -13,13 +13,17 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 )
 
+// DefaultMTU is a kernel gateway's tunnel MTU unless told otherwise: what
+// the stock ssh -w client's tun has, so that both ends agree untouched.
+const DefaultMTU = 1500
+
 // GatewayConfig is what a kernel-mode gateway puts on the host.
 type GatewayConfig struct {
 	Addrs  []netip.Prefix // the gateway's own address on every tunnel device, with the tunnel network
 	Routes []netip.Prefix // networks sshvpn clients are told to route through the tunnel
 	DNS    []netip.Addr   // name servers sshvpn clients are told
 	NAT    bool           // forward and masquerade the tunnel networks
-	MTU    int
+	MTU    int            // every tunnel device's; DefaultMTU when 0
 	// Domains are the DNS domains the DNS servers answer for: clients send lookups under them there.
 	Domains []string
 	// ClaimsPerKey bounds the addresses one key may claim by sending
@@ -48,6 +52,9 @@ var _ relay.Opener = (*Gateway)(nil)
 func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
 	}
 	if err := CheckAccess(); err != nil {
 		return nil, err

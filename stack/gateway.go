@@ -27,10 +27,15 @@ var (
 	DefaultSubnet6 = netip.MustParsePrefix("fd73:7368:7670::/64")
 )
 
-// DefaultMTU is the tunnel MTU when Config.MTU is zero: what a stock
-// ssh -w client's tun has. The stack's TCP honours each client's MSS, so
-// a client with a smaller MTU still works.
-const DefaultMTU = 1500
+// The tunnel MTU when Config.MTU is zero. The stack's cost is per packet,
+// so its tunnels take the largest packets their peers carry: 16380 from a
+// stock OpenSSH peer (it reads a tunnel packet into 16 KiB), 64 KiB from an
+// sshvpn client on the framed channel. A stock client that keeps its tun's
+// 1500 still works: the stack's TCP honours each client's MSS.
+const (
+	DefaultMTU       = 16380
+	DefaultFramedMTU = 65535
+)
 
 // Config is the rootless gateway's configuration. Every field may be zero.
 type Config struct {
@@ -55,12 +60,11 @@ type Config struct {
 	// Domains are the DNS domains sshvpn clients send to DNS (all names
 	// when they route everything through the tunnel).
 	Domains []string
-	MTU     int
-	// FramedMTU is the MTU of tunnels whose client is sshvpn on the
-	// framed channel, which carries packets up to 64 KiB; 0 for MTU. The
-	// stack's cost is per packet, and such a client's TCP takes the MSS
-	// the stack offers.
-	FramedMTU int
+	// MTU is a tunnel's MTU (DefaultMTU when 0); FramedMTU that of tunnels
+	// whose client is sshvpn on the framed channel, which carries packets
+	// up to 64 KiB: when 0, DefaultFramedMTU if MTU is 0 too, else MTU.
+	// Such a client's TCP takes the MSS the stack offers.
+	MTU, FramedMTU int
 	// QueueLen is each client's outbound queue (DefaultQueueLen).
 	QueueLen int
 	// Rules are --allow and --deny; HostAddrs the host's own addresses as
@@ -117,6 +121,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
+		if cfg.FramedMTU == 0 {
+			cfg.FramedMTU = DefaultFramedMTU
+		}
 	}
 	if cfg.FramedMTU == 0 {
 		cfg.FramedMTU = cfg.MTU

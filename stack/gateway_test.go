@@ -37,7 +37,7 @@ func TestAddresses(t *testing.T) {
 			t.Errorf("address %s below the subnet's upper half (%s)", p, upper)
 		}
 	}
-	want := relay.TunnelConfig{Device: "netstack", MTU: DefaultMTU, Gateways: []netip.Addr{gw4, gw6}}
+	want := relay.TunnelConfig{Device: "netstack", MTU: 1500, Gateways: []netip.Addr{gw4, gw6}}
 	if a.Device != want.Device || a.MTU != want.MTU || len(a.Gateways) != 2 || a.Gateways[0] != gw4 || a.Gateways[1] != gw6 {
 		t.Errorf("config %+v, want %+v", a, want)
 	}
@@ -74,7 +74,7 @@ func TestStatus(t *testing.T) {
 	s := tun.Status()
 	cfg := tun.Config()
 	for _, want := range []string{
-		"ip link set tun0 mtu 1500 up",
+		"ip link set tun0 mtu 16380 up",
 		"ip addr add " + cfg.Addresses[0].String() + " dev tun0",
 		"ip -6 addr add " + cfg.Addresses[1].String() + " dev tun0",
 		"ip route add 10.1.0.0/16 dev tun0",
@@ -139,5 +139,24 @@ func TestLimits(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	if n := st.UDPFlows.Load(); n != 1 {
 		t.Errorf("%d UDP flows, want 1", n)
+	}
+}
+
+// A gateway told no MTU takes the largest packets its peers carry: 16380
+// from a stock client, 64 KiB on the framed channel; one told an MTU uses
+// it for both.
+func TestMTUDefaults(t *testing.T) {
+	for _, tt := range []struct{ mtu, framed, wantMTU, wantFramed int }{
+		{0, 0, DefaultMTU, DefaultFramedMTU},
+		{9000, 0, 9000, 9000},
+		{0, 20000, DefaultMTU, 20000},
+	} {
+		g, err := New(Config{MTU: tt.mtu, FramedMTU: tt.framed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.cfg.MTU != tt.wantMTU || g.cfg.FramedMTU != tt.wantFramed {
+			t.Errorf("MTU %d, FramedMTU %d: got %d and %d, want %d and %d", tt.mtu, tt.framed, g.cfg.MTU, g.cfg.FramedMTU, tt.wantMTU, tt.wantFramed)
+		}
 	}
 }

@@ -168,6 +168,9 @@ func newGatewayWith(t *testing.T, cfg Config, rules ...string) *Gateway {
 		rs = append(rs, r)
 	}
 	cfg.Rules = rs
+	if cfg.MTU == 0 {
+		cfg.MTU = 1500 // a stock client's tun, as the tests' peers have
+	}
 	cfg.Limits = Limits{UDPIdle: 300 * time.Millisecond, DNSIdle: 100 * time.Millisecond, DialTimeout: 2 * time.Second}
 	g, err := New(cfg)
 	if err != nil {

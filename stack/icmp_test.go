@@ -237,7 +237,7 @@ func TestEchoMemoryCharged(t *testing.T) {
 	g, pings := silentGateway(t, 300*time.Millisecond)
 	payload := bytes.Repeat([]byte("m"), 1000)
 	perEcho := int64(echoCost + len(payload))
-	g.cfg.Limits.Memory = int64(pingerCost+DefaultMTU) + 3*perEcho + perEcho/2
+	g.cfg.Limits.Memory = int64(pingerCost+g.cfg.MTU) + 3*perEcho + perEcho/2
 	tun := open(t, g, "SHA256:memory")
 	p := newPeer(t, tun)
 	ep := p.pingEndpoint(t, false, 1)

@@ -25,6 +25,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/wire"
+	"github.com/sshvpn/sshvpn/stack"
 )
 
 // serveConfig is what `sshvpn serve` was asked to do.
@@ -40,7 +41,6 @@ type serveConfig struct {
 	dnsDomains     []string
 	nat            bool
 	mtu            int
-	framedMTU      int // netstack: the MTU of tunnels to sshvpn clients, 0 for mtu
 	ciphers        string
 	aliveInterval  time.Duration
 	aliveCount     int
@@ -64,7 +64,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable; netstack: default its --dns-address)")
 	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers (netstack: its DNS addresses) answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
-	fs.IntVar(&c.mtu, "mtu", 0, "tunnel MTU; at most 16380 so that stock OpenSSH peers can carry every packet (default: kernel 1500, netstack 16380)")
+	fs.IntVar(&c.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU; at most %d so that stock OpenSSH peers can carry every packet (default: kernel %d, netstack %d)", wire.MaxFrame-4, kernel.DefaultMTU, stack.DefaultMTU))
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
@@ -90,7 +90,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if err := checkBackendFlags(c, set); err != nil {
 		return nil, err
 	}
-	if c.mtu < 576 || c.mtu > wire.MaxFrame-4 {
+	if c.mtu != 0 && (c.mtu < 576 || c.mtu > wire.MaxFrame-4) {
 		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
 	}
 	// An ethernet frame is the MTU plus its 14-byte header and a VLAN tag,
@@ -208,7 +208,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		Keys:         keys,
 		PermitTunnel: c.permit,
 		Ciphers:      strings.Split(c.ciphers, ","),
-		MTU:          c.mtu,
 		Backend:      backend,
 		Limits:       c.limits,
 		Log:          log,

@@ -119,19 +119,6 @@ func checkBackendFlags(c *serveConfig, set map[string]bool) error {
 			return fmt.Errorf("--%s is for --backend %s; this gateway runs --backend %s", name, other, c.backend)
 		}
 	}
-	if c.mtu == 0 {
-		c.mtu = 1500
-		if c.backend == "netstack" {
-			// sshvpn clients on the framed channel take any packet up
-			// to 64 KiB, and with one 64 KiB packet where 4 would be the
-			// stack does a quarter of the work.
-			c.framedMTU = 65535
-			// The largest packet a stock OpenSSH peer carries: the stack's
-			// cost is per packet. Stock clients keep their tun's 1500
-			// unless they paste the status text's command.
-			c.mtu = 16380
-		}
-	}
 	if c.backend != "netstack" {
 		return nil
 	}
@@ -178,7 +165,7 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 	hosts, unfollow := followHostAddrs(log)
 	g, err := stack.New(stack.Config{
 		Subnets: c.rootless.subnets, DNSProxy: proxy, DNSAddrs: c.rootless.dnsAddrs, DNS: c.dns,
-		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, FramedMTU: c.framedMTU, Rules: c.rootless.rules, HostAddrs: hosts,
+		Routes: c.routes, Domains: c.dnsDomains, MTU: c.mtu, Rules: c.rootless.rules, HostAddrs: hosts,
 		Limits: c.rootless.limits, Resolver: resolver, Logger: log,
 	})
 	stop := func() {

@@ -339,7 +339,7 @@ func (e *authOracle) startGateway(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 	srv, err := gateway.New(gateway.Config{HostKeys: []ssh.Signer{gatewaytest.NewSigner(t)}, Keys: keys,
-		PermitTunnel: gateway.PermitYes, MTU: gatewaytest.MTU, Backend: forwardingGateway{&gatewaytest.Gateway{}}, Log: log})
+		PermitTunnel: gateway.PermitYes, Backend: forwardingGateway{&gatewaytest.Gateway{}}, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -285,7 +285,7 @@ func startCertGateway(t *testing.T, cas []ssh.Signer, log *relaytest.Buffer, lin
 	keys := certFile(t, cas, lines...)
 	g := &gatewaytest.Gateway{}
 	srv, err := gateway.New(gateway.Config{HostKeys: []ssh.Signer{gatewaytest.NewSigner(t)}, Keys: keys,
-		PermitTunnel: gateway.PermitYes, MTU: gatewaytest.MTU, Backend: forwardingGateway{g},
+		PermitTunnel: gateway.PermitYes, Backend: forwardingGateway{g},
 		Log: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -56,7 +56,6 @@ type Config struct {
 	Keys         *AuthorizedKeys
 	PermitTunnel PermitTunnel
 	Ciphers      []string     // nil means DefaultCiphers
-	MTU          int          // tunnel MTU
 	Backend      relay.Opener // where each tunnel's packets go
 	Limits       Limits
 	Log          *slog.Logger
@@ -108,9 +107,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := CheckCiphers(cfg.Ciphers); err != nil {
 		return nil, err
-	}
-	if cfg.MTU == 0 {
-		cfg.MTU = 1500
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
 		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keys: make(map[string]*keyUse)}

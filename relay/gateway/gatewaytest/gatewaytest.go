@@ -95,7 +95,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		backend = streams{g, o.Dial}
 	}
 	srv, err := gateway.New(gateway.Config{
-		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit, MTU: MTU,
+		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit,
 		Backend: backend, Log: log, Limits: o.Limits,
 	})
 	if err != nil {
