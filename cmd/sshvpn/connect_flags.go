@@ -118,83 +118,6 @@ func checkMTU(mtu int, mode relay.Mode) error {
 	return nil
 }
 
-// ssh's one-letter options that sshvpn connect takes, ignores or refuses.
-// Those it takes are flags of the set; ignored ones change nothing a
-// tunnel needs (agent or X11 forwarding, a tty, the escape character);
-// refused ones would do something sshvpn does not, and say what to use.
-var (
-	sshWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
-	sshIgnored = map[byte]string{
-		'A': "agent forwarding", 'a': "no agent forwarding", 'X': "X11 forwarding", 'x': "no X11 forwarding",
-		'Y': "trusted X11 forwarding", 'K': "GSSAPI", 'k': "no GSSAPI delegation", 'g': "remote hosts on forwards",
-		'n': "stdin from /dev/null", 't': "a tty", 'y': "syslog", 'e': "the escape character",
-	}
-	sshRefused = map[byte]string{
-		'C': "sshvpn does not compress (x/crypto/ssh has no zlib, and a VPN's traffic is mostly compressed or encrypted already): drop -C",
-		'D': "sshvpn carries a tunnel, not forwards: run ssh -D beside it",
-		'L': "sshvpn carries a tunnel, not forwards: run ssh -L beside it",
-		'R': "sshvpn carries a tunnel, not forwards: run ssh -R beside it",
-		'W': "sshvpn carries a tunnel, not stdio forwards: use ssh -W",
-		's': "sshvpn runs no subsystem",
-		'G': "to see the configuration, run ssh -G",
-		'M': "sshvpn is not a ControlMaster",
-		'O': "sshvpn is not a ControlMaster",
-		'S': "sshvpn is not a ControlMaster",
-		'Q': "to list algorithms, run ssh -Q",
-		'I': "PKCS#11 keys are not supported: load them into ssh-agent (ssh-add -s)",
-	}
-)
-
-// sshArgs rewrites ssh's getopt forms into the flag package's: glued
-// values (-p2222, -wany:0, -oKey=Value) and clusters (-NT, -vvv, -fN) become
-// one flag per argument. Long flags, with one dash or two, pass unchanged.
-func sshArgs(args []string, long func(name string) bool) ([]string, error) {
-	var out []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return append(out, args[i:]...), nil
-		}
-		if len(a) < 2 || a[0] != '-' || a[1] == '-' {
-			out = append(out, a)
-			continue
-		}
-		if name, _, _ := strings.Cut(a[1:], "="); long(name) && len(name) > 1 {
-			out = append(out, a)
-			continue
-		}
-		for j := 1; j < len(a); j++ {
-			o := a[j]
-			switch {
-			case o == 'h':
-				out = append(out, "-h")
-			case sshRefused[o] != "":
-				return nil, fmt.Errorf("-%c: %s", o, sshRefused[o])
-			case sshIgnored[o] != "" && !strings.ContainsRune(sshWithArg, rune(o)):
-				// A tunnel needs none of it: accepted, as ssh accepts it.
-			case strings.ContainsRune(sshWithArg, rune(o)):
-				val := a[j+1:]
-				if val == "" {
-					if i+1 >= len(args) {
-						return nil, fmt.Errorf("option -%c needs an argument", o)
-					}
-					i++
-					val = args[i]
-				}
-				if o != 'e' {
-					out = append(out, "-"+string(o), val)
-				}
-				j = len(a)
-			case strings.ContainsRune("46fNTqvV", rune(o)):
-				out = append(out, "-"+string(o))
-			default:
-				return nil, fmt.Errorf("unknown option -%c (sshvpn connect -h lists the flags)", o)
-			}
-		}
-	}
-	return out, nil
-}
-
 func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	c := &connectConfig{backend: "kernel"}
 	fs := flag.NewFlagSet("sshvpn connect", flag.ContinueOnError)
@@ -209,12 +132,9 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.Var((*strs)(&c.ssh.Opts), "o", "ssh_config `option` as Key=Value (as ssh -o; repeatable), e.g. -o Tunnel=ethernet")
 	fs.StringVar(&c.tunnel, "w", "", "tunnel devices `local[:remote]`, each a unit number or any (as ssh -w; default any:any)")
 	fs.StringVar(&c.ssh.Jump, "J", "", "jump `hosts` [user@]host[:port],… (as ssh -J)")
-	fs.Var(optFlag{&c.ssh.Opts, "User"}, "l", "`user` to log in as (as ssh -l)")
-	fs.Var(optFlag{&c.ssh.Opts, "Ciphers"}, "c", "`ciphers` (as ssh -c)")
-	fs.Var(optFlag{&c.ssh.Opts, "MACs"}, "m", "`MACs` (as ssh -m)")
-	fs.Var(optFlag{&c.ssh.Opts, "BindAddress"}, "b", "`address` to connect from (as ssh -b)")
-	fs.Var(optFlag{&c.ssh.Opts, "BindInterface"}, "B", "`interface` to connect from (as ssh -B)")
-	fs.Var(optFlag{&c.ssh.Opts, "Tag"}, "P", "`tag` for Match tagged (as ssh -P)")
+	for _, f := range sshclient.KeywordFlags {
+		fs.Var(optFlag{&c.ssh.Opts, f.Keyword}, string(f.Letter), f.Usage)
+	}
 	fs.StringVar(&c.logFile, "E", "", "append the log to `file` instead of stderr (as ssh -E)")
 	fs.BoolVar(&family4, "4", false, "IPv4 addresses only (as ssh -4)")
 	fs.BoolVar(&family6, "6", false, "IPv6 addresses only (as ssh -6)")
@@ -235,7 +155,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	long := func(name string) bool { return fs.Lookup(name) != nil }
 	parse := func(args []string) error {
-		args, err := sshArgs(args, long)
+		args, err := sshclient.Getopt(args, long)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@
 //
 //   - options.go: Options (the ssh-like flags) and Config (the resolved result),
 //     Resolve and the defaults.
+//   - argv.go: ssh's command line: Getopt's forms, the letters taken,
+//     ignored and refused, and KeywordFlags (-l for User, …).
 //   - configfile.go: the ssh_config(5) line tokenizer and Include.
 //   - match.go: Host and Match evaluation and OpenSSH's pattern matching.
 //   - keywords.go: the keywords sshvpn understands, their validation and the
