@@ -120,6 +120,9 @@ type Stats struct {
 	// MemoryLimited counts flows refused, MemoryResets connections reset,
 	// for Limits.Memory.
 	MemoryLimited, MemoryResets atomic.Uint64
+	// SocketsLimited counts flows refused because the gateway's host
+	// sockets, or the key's share of them, were spent (Config.HostSockets).
+	SocketsLimited atomic.Uint64
 }
 
 // clientConfig is what one client's stack is built from.
@@ -137,6 +140,11 @@ type clientConfig struct {
 	// DNS, when set, answers on port 53 of DNSAddrs (which are in Local).
 	DNS      *dnsproxy.Proxy
 	DNSAddrs []netip.Addr
+	// Key is the client's key; Sockets the gateway's budget of host
+	// sockets, which its flows are charged to under Key (no bound when
+	// nil).
+	Key     string
+	Sockets *hostSockets
 	// pingTarget, when set, is where an echo to an address is sent
 	// instead (tests: the client stack cannot send to loopback).
 	pingTarget func(netip.Addr) netip.Addr
@@ -165,6 +173,10 @@ type client struct {
 	stats  Stats
 	dns    *dnsproxy.Proxy // this client's share, or nil
 	mem    memory
+	// key is the client's key, which its flows' host sockets are charged
+	// to in sockets, the gateway's budget.
+	key     string
+	sockets *hostSockets
 	// ctx ends when Close begins: every host dial runs under it, so that
 	// no teardown waits for a host that does not answer.
 	ctx    context.Context
@@ -193,10 +205,16 @@ func newClient(cfg clientConfig) (*client, error) {
 		limits: cfg.Limits.withDefaults(),
 		log:    cfg.Logger,
 		group:  newGroup(),
+		key:    cfg.Key,
+
+		sockets: cfg.Sockets,
 
 		pingTarget:  cfg.pingTarget,
 		listenPing:  cfg.listenPing,
 		pingTimeout: cfg.pingTimeout,
+	}
+	if c.sockets == nil {
+		c.sockets = newHostSockets(-1)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.datagramBufs.New = func() any { return new([65535]byte) }
@@ -367,6 +385,7 @@ func (s *Stats) LogValue() slog.Value {
 	add("icmp_in_flight_full", s.ICMPInFlightFull.Load())
 	add("memory_limited", s.MemoryLimited.Load())
 	add("memory_resets", s.MemoryResets.Load())
+	add("sockets_limited", s.SocketsLimited.Load())
 	add("drops_queue_full", s.DropsQueueFull.Load())
 	add("drops_queue_delay", s.DropsQueueDelay.Load())
 	add("drops_not_ip", s.DropsNotIP.Load())

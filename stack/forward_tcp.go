@@ -109,6 +109,11 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 		c.stats.TCPEstablished.Add(-1)
 		return nil, errLimited
 	}
+	if !c.takeSocket() {
+		c.stats.TCPEstablished.Add(-1)
+		c.mem.give(tcpRelayCost)
+		return nil, errLimited
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.limits.DialTimeout)
 	defer cancel()
 	out, err := c.dial(ctx, "tcp", dst.String())
@@ -118,6 +123,7 @@ func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 	if err != nil {
 		c.stats.TCPEstablished.Add(-1)
 		c.mem.give(tcpRelayCost)
+		c.sockets.give(c.key)
 		c.stats.TCPDialFailed.Add(1)
 		c.log.Debug("tcp dial failed", "dst", dst, "err", err)
 		return nil, err
@@ -132,6 +138,7 @@ func (c *client) releaseTCP(out net.Conn) {
 	out.Close()
 	c.stats.TCPEstablished.Add(-1)
 	c.mem.give(tcpRelayCost)
+	c.sockets.give(c.key)
 }
 
 var (

@@ -47,9 +47,15 @@ func (c *client) forwardUDP(r *udp.ForwarderRequest) bool {
 		c.stats.UDPFlows.Add(-1)
 		return true
 	}
+	if !c.takeSocket() {
+		c.stats.UDPFlows.Add(-1)
+		c.mem.give(udpRelayCost)
+		return true
+	}
 	if !c.group.begin() {
 		c.stats.UDPFlows.Add(-1)
 		c.mem.give(udpRelayCost)
+		c.sockets.give(c.key)
 		return true
 	}
 	var wq waiter.Queue
@@ -57,6 +63,7 @@ func (c *client) forwardUDP(r *udp.ForwarderRequest) bool {
 	if err != nil {
 		c.stats.UDPFlows.Add(-1)
 		c.mem.give(udpRelayCost)
+		c.sockets.give(c.key)
 		c.group.done()
 		c.log.Debug("udp endpoint", "dst", dst, "err", err)
 		return true
@@ -77,6 +84,7 @@ func (c *client) relayUDP(in *gonet.UDPConn, dst netip.AddrPort, idle time.Durat
 	defer c.group.done()
 	defer c.stats.UDPFlows.Add(-1)
 	defer c.mem.give(udpRelayCost)
+	defer c.sockets.give(c.key)
 	defer in.Close()
 	if !c.group.track(in) {
 		return

@@ -76,7 +76,11 @@ type Config struct {
 	// Without it, a key's KeyRules are parsed as egress rules (ForKey).
 	PolicyFor func(req relay.TunnelRequest, base *egress.Policy) (*egress.Policy, error)
 	Limits    Limits
-	Dial      DialFunc // net.Dialer.DialContext when nil
+	// HostSockets bounds the host sockets the flows of all clients hold
+	// together, one key at most a quarter of them: 0 takes the process's
+	// fd limit less a reserve for logins and DNS; negative, no bound.
+	HostSockets int64
+	Dial        DialFunc // net.Dialer.DialContext when nil
 	// Resolver looks up the names of direct-tcpip targets (ssh -L, -D):
 	// the resolvers the gateway's DNS forwards to. net.DefaultResolver
 	// when nil.
@@ -96,6 +100,7 @@ type Gateway struct {
 	local        []netip.Prefix // gateway and DNS addresses, as each stack owns them
 	policy       *egress.Policy
 	ping4, ping6 bool
+	sockets      *hostSockets
 
 	mu     sync.Mutex
 	owners map[netip.Addr]*owner // client addresses in use
@@ -133,7 +138,10 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("stack: MTU %d: want 1280 to 65535 (IPv6 needs 1280)", m)
 		}
 	}
-	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}}
+	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}, sockets: newHostSockets(cfg.HostSockets)}
+	if g.sockets.max > 0 {
+		cfg.Logger.Info("host sockets for the clients' flows", "all", g.sockets.max, "per_key", g.sockets.perKey)
+	}
 	if err := g.addressing(); err != nil {
 		return nil, err
 	}
@@ -301,7 +309,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 		MTU: mtu, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
 		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6,
 		pingTarget: g.pingTarget, listenPing: g.listenPing, pingTimeout: g.pingTimeout,
-		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs,
+		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs, Key: req.Key, Sockets: g.sockets,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),
 	})
 	if err != nil {
