@@ -49,15 +49,6 @@ func TestActionableErrors(t *testing.T) {
 		out := runServe(t, []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"})
 		expect(t, out, "run as root or use --backend netstack")
 	})
-	t.Run("connect-not-root", func(t *testing.T) {
-		nstest.RequireTool(t, "setpriv")
-		p := tp.client.Start(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-			sshvpnBin, "connect", "-p", "2222", "root@"+underGW.Addr().String())
-		if err := p.Wait(10 * time.Second); err == nil {
-			t.Fatalf("sshvpn connect succeeded without root:\n%s", p.Log())
-		}
-		expect(t, p.Log(), "open /dev/net/tun: permission denied: sshvpn connect makes a tun/tap device, its addresses and routes: run as root")
-	})
 	t.Run("address-in-use", func(t *testing.T) {
 		out := runServe(t, nil, "--tun-address", underGW.String())
 		expect(t, out, "address in use", underGW.Addr().String()+" is already on veth")
