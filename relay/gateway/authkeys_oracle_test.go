@@ -343,16 +343,7 @@ func (e *authOracle) startGateway(t *testing.T, path, content string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := e.ns.Listen(t, "tcp", oracleGateway)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	gatewaytest.Serve(t, srv, e.ns.Listen(t, "tcp", oracleGateway))
 }
 
 func runKeygen(t *testing.T, o nstest.OpenSSH, args ...string) {

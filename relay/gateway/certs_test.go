@@ -294,15 +294,7 @@ func startCertGateway(t *testing.T, cas []ssh.Signer, log *relaytest.Buffer, lin
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	gatewaytest.Serve(t, srv, ln)
 	return ln.Addr().String(), g
 }
 

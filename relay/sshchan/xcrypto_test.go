@@ -72,7 +72,7 @@ func TestChanShimReadsOneMessageAtATime(t *testing.T) {
 	}
 	// Wait until all three are queued together, as they are under load.
 	deadline := time.Now().Add(5 * time.Second)
-	for queued(s) < len(msgs) {
+	for s.queued() < len(msgs) {
 		if time.Now().After(deadline) {
 			t.Fatal("messages never queued")
 		}
@@ -94,20 +94,6 @@ func TestChanShimReadsOneMessageAtATime(t *testing.T) {
 	if n, err := s.nextLen(false); n != 0 || err != nil {
 		t.Fatalf("after the last message: nextLen = %d, %v", n, err)
 	}
-}
-
-// queued counts the messages waiting in the shim's buffer.
-func queued(s *chanShim) int {
-	b := s.pending
-	b.L.Lock()
-	defer b.L.Unlock()
-	n := 0
-	for e := b.head; e != nil; e = e.next {
-		if len(e.buf) > 0 {
-			n++
-		}
-	}
-	return n
 }
 
 func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
@@ -154,7 +140,7 @@ func TestChanShimChargesDriftAndNeverSplits(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectMessage(t, rx, len(p))
-	if n := queued(rx); n != 0 {
+	if n := rx.queued(); n != 0 {
 		t.Fatalf("%d more messages after the datagram: it was split", n)
 	}
 

@@ -107,6 +107,13 @@ func Start(t testing.TB, o Options) *Gateway {
 		t.Fatal(err)
 	}
 	g.Addr = ln.Addr().String()
+	Serve(t, srv, ln)
+	return g
+}
+
+// Serve runs srv on ln until the test ends, and fails the test if Serve
+// does not return cleanly then.
+func Serve(t testing.TB, srv *gateway.Server, ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -116,7 +123,6 @@ func Start(t testing.TB, o Options) *Gateway {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return g
 }
 
 // streams is the backend when Options.Dial is set.
