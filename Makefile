@@ -26,8 +26,8 @@ vet: vet-cross ## go vet, here and for a non-Linux target; staticcheck, pinned i
 vet-cross: ## go vet for GOOS=darwin, so the non-Linux stubs keep compiling
 	GOOS=darwin $(GO) vet ./relay/... ./kernel/... ./stack/...
 
-unit: ## unit tests (and root-only kernel tests) under the race detector; replays the fuzz seed corpus and checks the import graph
-	$(GO) test -race -count=1 ./...
+unit: ## unit tests (and root-only kernel tests) under the race detector, three times over to catch flaky ones; replays the fuzz seed corpus and checks the import graph
+	$(GO) test -race -count=3 ./...
 
 integration: ## end-to-end tests against stock OpenSSH 9.2 and 10.0 in network namespaces (root)
 	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ ./bench/delaylink/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
