@@ -246,28 +246,41 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	}
 	c.SetDeadline(time.Time{})
 	defer conn.Close()
+	go ssh.DiscardRequests(reqs)
 	l, ok := conn.Permissions.ExtraData[keyOptionsKey{}].(login)
 	if !ok || l.opts == nil {
 		// Every login goes through authenticate; one that did not must
 		// not get past restrict and tunnel=.
 		s.log.Error("login without authorized_keys options; closing it", "remote", c.RemoteAddr())
+		go refuseAll(chans, "login refused")
 		return
 	}
 	log := s.log.With("user", truncate(conn.User(), 64), "remote", conn.RemoteAddr(), "key", l.key)
 	if !s.takeKey(l.key, keyConns) {
-		sshchan.Disconnect(conn, disconnectTooManyConnections, s.keyRefusal(log, l.key, keyConns))
+		why := s.keyRefusal(log, l.key, keyConns)
+		go refuseAll(chans, why)
+		sshchan.Disconnect(conn, disconnectTooManyConnections, why)
 		return
 	}
 	defer s.giveKey(l.key, keyConns)
 	log.Info("client connected", "version", truncate(string(conn.ClientVersion()), 64))
 	l.opts.logLogin(log)
-	go ssh.DiscardRequests(reqs)
 	alive := s.watch(ctx, conn, log)
 	cs := &connState{srv: s, conn: conn, login: l, log: log}
 	s.authenticated(c, cs)
 	cs.serve(ctx, chans)
 	alive()
 	log.Info("client disconnected")
+}
+
+// refuseAll refuses every channel a connection that is being refused
+// opens until it is gone: x/crypto's reader blocks once 16 opens wait
+// unread, and would keep its goroutines and the packets behind them
+// after the connection closed.
+func refuseAll(chans <-chan ssh.NewChannel, why string) {
+	for nc := range chans {
+		nc.Reject(ssh.ResourceShortage, why)
+	}
 }
 
 // disconnectTooManyConnections is SSH_DISCONNECT_TOO_MANY_CONNECTIONS
