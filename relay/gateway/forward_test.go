@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -317,26 +316,4 @@ func TestForwardingOptionsDecideAtOpen(t *testing.T) {
 			}
 		})
 	}
-}
-
-// A connection refused for its key's limit, whose client opens channels
-// by the dozen before it reads the refusal, leaves nothing behind: x/crypto
-// stops reading once 16 opens wait unread, and its goroutines would stay.
-func TestRefusedConnectionLeavesNothing(t *testing.T) {
-	g := gatewaytest.Start(t, gatewaytest.Options{Limits: gateway.Limits{MaxConnsPerKey: 1}})
-	g.Dial(t)
-	before := runtime.NumGoroutine()
-	for range 3 {
-		c, err := ssh.Dial("tcp", g.Addr, g.ClientConfig(""))
-		if err != nil {
-			continue // refused before the handshake was done: nothing to open
-		}
-		var wg sync.WaitGroup
-		for range 40 {
-			wg.Go(func() { c.OpenChannel("session", nil) })
-		}
-		wg.Wait()
-		c.Close()
-	}
-	waitUntil(t, "the refused connections' goroutines gone", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
