@@ -141,8 +141,10 @@ func (k *authorizedKey) authorizeCert(cert *ssh.Certificate, user string, remote
 // sshkey_cert_check_authority): now inside the validity, compared in
 // unsigned seconds (valid from ValidAfter, expired at ValidBefore), then
 // the user, when given, among the principals. A certificate without
-// principals is anyone's here, as in sshd's authorized_keys (not in its
-// TrustedUserCAKeys, which sshvpn does not have).
+// principals matches no user, as from OpenSSH 10.3: sshd 9.2 and 10.0 took
+// it as anyone's through authorized_keys, so that a CA's slip (a
+// certificate signed without -n) let its holder in as every user who
+// trusts the CA.
 func checkAuthority(cert *ssh.Certificate, now time.Time, user *string) error {
 	t := uint64(max(now.Unix(), 0))
 	switch {
@@ -150,7 +152,9 @@ func checkAuthority(cert *ssh.Certificate, now time.Time, user *string) error {
 		return fmt.Errorf("not yet valid: valid from %s", certTime(cert.ValidAfter))
 	case t >= cert.ValidBefore:
 		return fmt.Errorf("expired at %s", certTime(cert.ValidBefore))
-	case user != nil && len(cert.ValidPrincipals) > 0 && !slices.Contains(cert.ValidPrincipals, *user):
+	case user != nil && len(cert.ValidPrincipals) == 0:
+		return errors.New("it names no principals, so it is no user's (OpenSSH 10.3's rule)")
+	case user != nil && !slices.Contains(cert.ValidPrincipals, *user):
 		return fmt.Errorf("user %q is not among its principals %q", truncate(*user, 64), cert.ValidPrincipals)
 	}
 	return nil
