@@ -1,9 +1,13 @@
 package stack
 
 import (
+	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // The flows of all clients share the gateway's host sockets, one key at
@@ -80,4 +84,37 @@ func TestHostSocketsBudget(t *testing.T) {
 			t.Fatalf("no bound refused socket %d", i+1)
 		}
 	}
+}
+
+// Forwards (ssh -L, -D, -W) are host sockets of the key too: past its
+// share DialStream refuses, and a forward closed gives its socket back. A
+// half-close still reaches the target.
+func TestHostSocketsForwards(t *testing.T) {
+	srv := tcpListener(t, "tcp4", "127.0.0.1:0")
+	g := newGatewayWith(t, Config{HostSockets: 8}, "127.0.0.1") // 2 a key
+	req := relay.StreamRequest{Host: "127.0.0.1", Port: srv.Port(), Client: relay.TunnelRequest{Key: "SHA256:fwd"}}
+	var open []net.Conn
+	for i := range 2 {
+		c, err := g.DialStream(context.Background(), req)
+		if err != nil {
+			t.Fatalf("forward %d: %v", i+1, err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	if c, err := g.DialStream(context.Background(), req); !errors.Is(err, errLimited) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a third forward past the key's share of 2: %v", err)
+	}
+	if err := open[0].(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Errorf("half-close of a forward: %v", err)
+	}
+	open[0].Close()
+	c, err := g.DialStream(context.Background(), req)
+	if err != nil {
+		t.Fatalf("a forward once one was closed: %v", err)
+	}
+	c.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack/egress"
@@ -53,12 +54,16 @@ func (g *Gateway) DialStream(ctx context.Context, req relay.StreamRequest) (net.
 			}
 			continue
 		}
+		if !g.sockets.take(req.Client.Key) {
+			return nil, fmt.Errorf("connect to %s: %w: the gateway's host sockets, or this key's share of them, are spent", target, errLimited)
+		}
 		dctx, cancel := context.WithTimeout(ctx, limits.DialTimeout)
 		c, err := dial(dctx, "tcp", dst.String())
 		cancel()
 		if err == nil {
-			return c, nil
+			return &chargedConn{Conn: c, give: func() { g.sockets.give(req.Client.Key) }}, nil
 		}
+		g.sockets.give(req.Client.Key)
 		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("connect to %s: %w", target, errors.Join(errs...))
@@ -81,4 +86,27 @@ func (g *Gateway) resolve(ctx context.Context, host string) ([]netip.Addr, error
 		as[i] = as[i].Unmap()
 	}
 	return as, nil
+}
+
+// chargedConn is a forward's host connection, charged to the gateway's
+// host sockets until it is closed.
+type chargedConn struct {
+	net.Conn
+	once sync.Once
+	give func()
+}
+
+func (c *chargedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.give)
+	return err
+}
+
+// CloseWrite passes a half-close on, as the forward's copy does for the
+// client's EOF.
+func (c *chargedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
