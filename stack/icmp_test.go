@@ -386,3 +386,23 @@ func TestPingSocketAllocs(t *testing.T) {
 		t.Errorf("a ping socket's send: %v allocations, want none", got)
 	}
 }
+
+// TestEchoPolicyAndSize: where ping sockets are available, an echo the
+// egress policy denies still reaches no socket, and one whose reply could
+// not reach the client whole (larger than the MTU) is dropped unsent.
+func TestEchoPolicyAndSize(t *testing.T) {
+	g, pings := silentGateway(t, time.Hour)
+	tun := open(t, g, "SHA256:policy")
+	p := newPeer(t, tun)
+	ep := p.pingEndpoint(t, false, 1)
+	st := tun.(*tunnel).Stats()
+	ep.send(t, netip.MustParseAddr("100.77.0.9"), 1, []byte("x")) // another client's address
+	waitFor(t, "the denied echo judged", func() bool { return st.ICMPDenied.Load() == 1 })
+	ep.send(t, silentHost, 2, bytes.Repeat([]byte("b"), int(g.cfg.MTU)-20)) // the reply's IP header takes it past the MTU
+	waitFor(t, "the oversized echo judged", func() bool { return st.DropsTooBig.Load() == 1 })
+	ep.send(t, silentHost, 3, []byte("x"))
+	waitFor(t, "the allowed echo sent", func() bool { return pings.sent.Load() == 1 })
+	if n := pings.sent.Load(); n != 1 {
+		t.Errorf("%d echoes reached a socket, want 1: the allowed one", n)
+	}
+}

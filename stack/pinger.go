@@ -109,9 +109,13 @@ func (c *client) openPinger(v6 bool) *pinger {
 	}
 	p := &pinger{c: c, v6: v6, conn: conn, buf: make([]byte, mtu), pending: map[uint16]echo{}}
 	if !c.group.track(conn) { // the client is leaving: track closed it
+		c.mem.give(cost)
 		return nil
 	}
 	if !c.group.begin() {
+		c.group.untrack(conn)
+		conn.Close()
+		c.mem.give(cost)
 		return nil
 	}
 	go p.read()
