@@ -32,9 +32,13 @@ var charges = [...]int32{4, 0, -4}
 const confirmAfter = 16
 
 // maxLearn bounds the lengths kept while learning: datagrams sent and not
-// yet matched to an adjust. A 2 MiB window holds at most 87,000 of the
-// smallest datagrams; a peer that holds more without returning any grants
-// a window too large for the drift to matter, and learning stops there.
+// yet matched to an adjust. A 2 MiB window (OpenSSH's, x/crypto's,
+// asyncssh's) holds at most 87,000 of the smallest datagrams. A peer that
+// holds more without returning any grants a far larger window; learning
+// stops there (said once in the log), with the largest charge still
+// possible, which never overruns the peer. If the peer charges less, the
+// drift costs it 4 bytes of window a datagram, a stall after a quarter of
+// its window's worth of datagrams.
 const maxLearn = 1 << 17
 
 // peerWindow is the peer's window as the peer counts it: what it charges
@@ -54,7 +58,8 @@ type peerWindow struct {
 	returned uint64 // bytes the peer returned
 	charged  int64  // what the datagrams sent were charged beyond their lengths
 
-	confirmed int // adjusts fitted since one candidate was left
+	confirmed int  // adjusts fitted since one candidate was left
+	gaveUp    bool // learning stopped at maxLearn with more than one candidate left
 
 	adjusts uint64 // window increases seen (adjusts that came together count once)
 	largest uint32 // the largest of them
@@ -78,7 +83,7 @@ func (p *peerWindow) need(n uint32) uint32 { return n + uint32(max(p.charge, 0))
 func (p *peerWindow) record(n uint32) int32 {
 	if p.learning {
 		if p.lens.len() == maxLearn {
-			p.learning = false // keep the charge: the largest still possible
+			p.learning, p.gaveUp = false, true // keep the charge: the largest still possible
 			p.lens = lengths{}
 		} else {
 			p.lens.push(n)

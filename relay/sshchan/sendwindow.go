@@ -54,6 +54,7 @@ const (
 	chargeLearnt event = 1 << iota // settled, or changed since
 	capLifted
 	capRestored
+	learnGaveUp
 )
 
 // restoreAfter is how many small adjusts in a row put a lifted cap back:
@@ -161,7 +162,11 @@ func (s *sendWindow) capped(limit int64) bool {
 // and returns the count x/crypto must hold for its Write: n more than the
 // peer's after that Write.
 func (s *sendWindow) sent(n, win uint32) uint32 {
+	learning := s.learning
 	win = uint32(int64(win) - int64(s.record(n)))
+	if learning && s.gaveUp {
+		s.events |= learnGaveUp
+	}
 	s.expect = win - n
 	return win
 }

@@ -115,3 +115,26 @@ func TestSendWindowCapPatience(t *testing.T) {
 		t.Fatal("the cap does not hold writes back once it is back")
 	}
 }
+
+// A peer that returns no window for more datagrams than learning keeps
+// (maxLearn) leaves the charge at the most any peer takes, so that it is
+// never overrun, and that is said once.
+func TestSendWindowLearningGivesUp(t *testing.T) {
+	s := newSendWindow(1<<31, 0, false)
+	win := uint32(1 << 31)
+	for range maxLearn {
+		win = xcryptoSend(t, &s, win, 20)
+	}
+	if !s.learning || s.events&learnGaveUp != 0 {
+		t.Fatalf("learning %v, events %b after %d datagrams: want learning on, nothing said", s.learning, s.events, maxLearn)
+	}
+	win = xcryptoSend(t, &s, win, 20)
+	if s.learning || s.charge != 4 || s.events&learnGaveUp == 0 {
+		t.Fatalf("learning %v, charge %d, events %b past maxLearn: want learning off at len+4, and said", s.learning, s.charge, s.events)
+	}
+	s.events = 0
+	xcryptoSend(t, &s, win, 20)
+	if s.events&learnGaveUp != 0 {
+		t.Fatal("giving up was said twice")
+	}
+}

@@ -258,6 +258,10 @@ func (s *chanShim) logEvents(ev event, l learnt) {
 		s.log.Info("the peer holds more than the in-flight cap and returns no window: the cap is off until its adjusts are small again",
 			"cap_kib", s.maxInFlight.Load()>>10)
 	}
+	if ev&learnGaveUp != 0 {
+		s.log.Warn("the peer returned no window for more datagrams than sshvpn keeps to learn its count: it charges the most any peer does from now on, and if this peer counts less its window runs out in the end",
+			"charge", fmt.Sprintf("len%+d", l.charge))
+	}
 	if ev&capRestored != 0 {
 		s.log.Info("the peer returns window early again: the in-flight cap is back", "cap_kib", s.maxInFlight.Load()>>10)
 	}
