@@ -66,6 +66,13 @@ func DefaultStateDir() string {
 // network namespace, then starts this process's journal there. What it
 // could not undo is logged, not fatal: it stays for sshvpn cleanup.
 func OpenJournal(dir string, log *slog.Logger) (*Journal, error) {
+	return openJournal(dir, log, os.Rename)
+}
+
+// openJournal is OpenJournal with the rename that puts the journal in
+// place given, so that a test can make it fail as a full or read-only file
+// system would.
+func openJournal(dir string, log *slog.Logger, rename func(oldpath, newpath string) error) (*Journal, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -102,10 +109,6 @@ func OpenJournal(dir string, log *slog.Logger) (*Journal, error) {
 	j.path = path
 	return j, nil
 }
-
-// rename is os.Rename, a variable only so that a test can make it fail as
-// a full or read-only file system would.
-var rename = os.Rename
 
 // discard removes a journal OpenJournal could not finish and returns err,
 // with the reason if the file stays: under its hidden name, no Recover

@@ -31,11 +31,10 @@ func assertOnlyFiles(t *testing.T, dir string, want ...string) {
 // Recover would never read it there. The next try works.
 func TestOpenJournalRenameFails(t *testing.T) {
 	dir := t.TempDir()
-	rename = func(old, new string) error {
+	full := func(old, new string) error {
 		return &os.LinkError{Op: "rename", Old: old, New: new, Err: syscall.ENOSPC}
 	}
-	t.Cleanup(func() { rename = os.Rename })
-	j, err := OpenJournal(dir, nil)
+	j, err := openJournal(dir, nil, full)
 	if err == nil {
 		j.Close()
 		t.Fatal("OpenJournal succeeded with the rename failing")
@@ -45,7 +44,6 @@ func TestOpenJournalRenameFails(t *testing.T) {
 	}
 	assertOnlyFiles(t, dir)
 
-	rename = os.Rename
 	j, err = OpenJournal(dir, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -40,31 +40,34 @@ func newHostSockets(n int64) *hostSockets {
 	return &hostSockets{max: n, perKey: max(n/4, 1), byKey: map[string]int64{}}
 }
 
-// take counts one more socket for key, or refuses it: the gateway's budget
-// or the key's share is spent.
-func (h *hostSockets) take(key string) bool {
+// take counts one more socket for key, or refuses it and says whose limit
+// is spent: the gateway's budget or the key's share.
+func (h *hostSockets) take(key string) (ok bool, spent string, limit int64) {
 	if h.max < 0 {
-		return true
+		return true, "", 0
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.total >= h.max || h.byKey[key] >= h.perKey {
-		return false
+	switch {
+	case h.byKey[key] >= h.perKey:
+		return false, "host sockets of one key", h.perKey
+	case h.total >= h.max:
+		return false, "host sockets of all clients", h.max
 	}
 	h.total++
 	h.byKey[key]++
-	return true
+	return true, "", 0
 }
 
 // takeSocket charges one host socket for a new flow of c to the gateway's
 // budget, or refuses the flow (counted, warned once).
 func (c *client) takeSocket() bool {
-	if c.sockets.take(c.key) {
-		return true
+	ok, spent, limit := c.sockets.take(c.key)
+	if !ok {
+		c.stats.SocketsLimited.Add(1)
+		c.warnLimit(spent, int(limit))
 	}
-	c.stats.SocketsLimited.Add(1)
-	c.warnLimit("host sockets", int(c.sockets.perKey))
-	return false
+	return ok
 }
 
 // give returns a socket take counted.

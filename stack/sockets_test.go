@@ -67,20 +67,20 @@ func TestHostSockets(t *testing.T) {
 func TestHostSocketsBudget(t *testing.T) {
 	h := newHostSockets(4) // 1 a key
 	for _, k := range []string{"a", "b", "c", "d"} {
-		if !h.take(k) {
+		if ok, _, _ := h.take(k); !ok {
 			t.Fatalf("key %s refused its first socket", k)
 		}
 	}
-	if h.take("e") {
-		t.Fatal("a fifth socket past a budget of 4")
+	if ok, spent, _ := h.take("e"); ok || spent != "host sockets of all clients" {
+		t.Fatalf("a fifth socket past a budget of 4: %v, %q", ok, spent)
 	}
 	h.give("a")
-	if !h.take("e") {
+	if ok, _, _ := h.take("e"); !ok {
 		t.Fatal("a socket given back was not there to take")
 	}
 	unbounded := newHostSockets(-1)
 	for i := range 3 {
-		if !unbounded.take("a") {
+		if ok, _, _ := unbounded.take("a"); !ok {
 			t.Fatalf("no bound refused socket %d", i+1)
 		}
 	}

@@ -54,8 +54,8 @@ func (g *Gateway) DialStream(ctx context.Context, req relay.StreamRequest) (net.
 			}
 			continue
 		}
-		if !g.sockets.take(req.Client.Key) {
-			return nil, fmt.Errorf("connect to %s: %w: the gateway's host sockets, or this key's share of them, are spent", target, errLimited)
+		if ok, spent, limit := g.sockets.take(req.Client.Key); !ok {
+			return nil, fmt.Errorf("connect to %s: %w: the %d %s are all in use", target, errLimited, limit, spent)
 		}
 		dctx, cancel := context.WithTimeout(ctx, limits.DialTimeout)
 		c, err := dial(dctx, "tcp", dst.String())

@@ -34,7 +34,7 @@ func (t *Tun) Write(bufs [][]byte, offset int) (int, error) { return 0, errors.E
 
 // CheckAccess fails: there are no tun/tap devices here.
 func CheckAccess() error {
-	return &AccessError{Op: "open tun", Err: errors.ErrUnsupported, Cure: "there are no tun/tap devices on this system"}
+	return &AccessError{Op: "open tun", Err: errors.ErrUnsupported, Cure: "tun/tap devices need Linux"}
 }
 
 // RefreshMTU fails: there are no tun/tap devices here.

@@ -194,7 +194,7 @@ func (r keyResource) String() string {
 	return [...]string{"connections", "tunnels", "forwarded connections"}[r]
 }
 
-// limit is how many of r one key may hold.
+// perKey is how many of r one key may hold.
 func (l Limits) perKey(r keyResource) int {
 	return [...]int{l.MaxConnsPerKey, l.MaxTunnelsPerKey, l.MaxForwardsPerKey}[r]
 }

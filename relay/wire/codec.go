@@ -16,7 +16,7 @@ import (
 
 // Address families on the wire of a point-to-point channel. We send 2 and 24
 // like OpenSSH and also accept Linux's own AF_INET6 (10), which some peers
-// put on the wire untranslated (DESIGN §3).
+// put on the wire untranslated (veepin, for one).
 const (
 	afInet       = 2  // AF_INET, the same on every system
 	afInet6      = 24 // OpenBSD's AF_INET6, what OpenSSH sends

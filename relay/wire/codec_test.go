@@ -10,7 +10,8 @@ import (
 )
 
 // Packet builders for the codec, framer and fuzz tests. Addresses come from
-// the benchmarking ranges (DESIGN §6).
+// the benchmarking ranges (198.18.0.0/15, 2001:2::/48), which no real
+// network uses.
 
 var (
 	macA = []byte{0x02, 0, 0, 0, 0, 0x01}

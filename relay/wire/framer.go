@@ -10,7 +10,7 @@ import (
 // The framer recovers datagrams from a byte stream. OpenSSH sends exactly one
 // datagram per SSH_MSG_CHANNEL_DATA (PROTOCOL §2.3), but x/crypto/ssh's
 // Channel.Read returns the bytes of several queued messages at once, and its
-// Channel.Write splits a write the peer's window cannot hold (DESIGN §3). So
+// Channel.Write splits a write the peer's window cannot hold (golang/go#70029). So
 // each datagram is re-framed from its own headers. These are pure functions
 // that never allocate, fuzzed in fuzz_test.go; they become unnecessary once
 // x/crypto/ssh can read one message at a time (golang/go#70029).

@@ -12,7 +12,7 @@ import (
 // StreamChannelType is the tunnel channel two sshvpn endpoints use instead
 // of tun@openssh.com. tun@openssh.com sends one SSH message per packet,
 // and x/crypto/ssh can neither read nor write a message at a time without
-// reaching into its internals (DESIGN §3). This channel is a plain byte
+// reaching into its internals (relay/sshchan/xcrypto.go). This channel is a plain byte
 // stream of length-framed packets instead: a Write carries a whole batch
 // of packets in as few SSH messages as the peer's packet size allows,
 // frames may exceed any SSH message (GSO super-packets up to 64 KiB), and
