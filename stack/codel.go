@@ -7,9 +7,8 @@ import (
 
 // The outbound queue is where a download through the stack waits when the
 // SSH channel is the bottleneck, and a queue sized for throughput (5,000
-// packets, 16 MiB) is seconds of delay at tunnel rates: a ping under a
-// saturating download took 264 ms at the 99th percentile through a stock
-// client (bench, ssh→sshvpn-netstack). CoDel (RFC 8289) keeps the bound
+// packets, 16 MiB) is seconds of delay at tunnel rates. CoDel (RFC 8289)
+// keeps the bound
 // for bursts but drops at the head once packets have waited longer than
 // target for a whole interval, spacing drops by interval/√count, so the
 // stack's TCP backs off before the queue grows into a standing delay.
@@ -20,13 +19,10 @@ import (
 // and the client's own delays. RFC 8289's 100 ms, made for the Internet,
 // is too slow for a LAN: there the queue of a download between two sshvpn
 // endpoints dips below 5 ms more often than every 100 ms, so CoDel never
-// dropped (3 drops in 5 s) while the queue held 10 ms at the median. With
-// the interval at five times the path's round trip, within minInterval and
-// maxInterval, and target at 5% of it but at least minTarget, a LAN path
-// gets 10 ms and 1 ms, and a ping under load through the rootless gateway
-// (bench, lan) fell from 4.0 to 1.9 ms at the median and from 31 to 7.5 at
-// the 99th percentile behind a stock client, from 14 to 8.5 ms at the
-// median between two sshvpn endpoints, at the same throughput. A path of
+// drops while the queue holds 10 ms. The interval is five times the path's
+// round trip, within minInterval and maxInterval, and target 5% of it but
+// at least minTarget: a LAN path gets 10 ms and 1 ms (what it did to the
+// loaded ping: bench/README.md). A path of
 // 20 ms or more keeps RFC 8289's values: the stack's TCP (reno) needs a
 // time that grows with the square of the round trip to win back a drop,
 // so a long path is where an early drop costs most.

@@ -26,14 +26,10 @@ const maxQueueBytes = 16 << 20
 
 // Small packets that cannot overtake their own flow's data wait in a fast
 // lane of their own, which the reader serves first: pure TCP ACKs, ICMP
-// (pings) and DNS, of fastMax bytes at most. Behind the bulk of a
+// (pings) and DNS, of fastMax bytes at most: behind the bulk of a
 // download, which CoDel holds to a few milliseconds at best (a TCP segment
-// in the stack can be 64 KiB), a ping through the rootless gateway took
-// 8.6 ms at the median and 17.9 at the 99th percentile on the LAN between
-// two sshvpn endpoints, 6.1 and 13.8 in the lane (most of the rest waited
-// behind the batch already taken: maxBatchBytes), and 2.1 and 6.5 behind
-// a stock client, 1.4 and 4.9 in the lane (bench, lan, 3 rounds, same
-// throughput).
+// in the stack can be 64 KiB), they would wait those milliseconds too
+// (what the lane saves: bench/README.md).
 //
 // Small packets of a flow that also sends large ones stay in line: a TCP
 // bulk flow ends every chunk it reads from its host socket with a short
@@ -73,10 +69,7 @@ func fastLane(p *stack.PacketBuffer) bool {
 // maxBatchBytes ends one Read of the queue once it holds this much: a
 // ping that reaches the fast lane still waits for the batch the pump took
 // before it, and 128 of the stack's 64 KiB segments are 8 MiB, 14 ms at
-// 4.5 Gbit/s. At 256 KiB, a framed channel's one flush, the loaded ping
-// between two sshvpn endpoints through the rootless gateway fell from
-// 7.2 / 17.9 to 4.0 / 11.3 ms (p50 / p99; bench, lan, 3 rounds each,
-// interleaved), the download by 3.6 %, within the rounds' spread.
+// 4.5 Gbit/s. 256 KiB is a framed channel's one flush (bench/README.md).
 const maxBatchBytes = 256 << 10
 
 // batchSize is the most packets one Read or Write of a client's Device

@@ -9,14 +9,11 @@ import (
 )
 
 // TCP buffer limits of each client's stack. gVisor's default ceiling of
-// 4 MiB, without receive-buffer moderation, held an upload at 40 ms RTT to
-// 320 Mbit/s. Once the SSH window and the hosts' send buffers no longer
-// bound that path, buffers of up to 16 MiB gave 1.5-1.7 Gbit/s between two
-// sshvpn endpoints and 32 MiB, Linux's own tcp_rmem ceiling, 2.3 (bench,
-// wan40). 16 MiB it is: with 32 the gateway's peak RSS on the LAN rows
-// rose from 118 to 214 MiB, as a download from a fast LAN fills what the
-// stack lets a connection hold. Only connections that need them grow
-// them (moderation), and what they hold counts toward
+// 4 MiB, without receive-buffer moderation, holds a long path's upload to
+// a fraction of what the tunnel carries; 32 MiB, Linux's own tcp_rmem
+// ceiling, gains a little more and nearly doubles the gateway's peak RSS
+// (bench/README.md, "Choices these figures made"). Only connections that
+// need them grow them (moderation), and what they hold counts toward
 // --max-client-memory, which resets the largest connections of a client
 // over its share.
 const (
@@ -26,21 +23,18 @@ const (
 
 // tuneTCP sets the choices the measurements in bench/README.md made.
 // Congestion control stays gVisor's default, reno: cubic's HyStart leaves
-// slow start on the first queueing delay, and between two sshvpn endpoints
-// a download at 40 ms then ran at 560 Mbit/s instead of reno's 1,670
-// (bench, wan40, 3 rounds each); reno has no cubic growth to overflow
-// after a long idle time either.
+// slow start on the first queueing delay, a third of reno's throughput at
+// 40 ms between two sshvpn endpoints (bench/README.md); reno has no cubic
+// growth to overflow after a long idle time either.
 //
 // RACK loss detection is off. With it, a burst of drops at the outbound
 // queue (a slow start overshooting it) left gVisor's SACK recovery sending
 // nothing until the retransmission timer ran out; once timed out in
 // recovery it re-entered recovery at every further timeout with ssthresh
-// at 2, retransmitting one segment per RTO: downloads at 40 ms stalled at
-// 0.1-25 Mbit/s in 2 to 4 rounds of 6 (TestSlowPathDownload). Off,
-// SACK recovery (RFC 6675) retransmits what three SACKed segments above
-// mark lost at once. Same run, 4 rounds each, download at 40 ms with 1 %
-// loss: 18 → 51 Mbit/s through a stock client, 550 → 813 between two
-// sshvpn endpoints; at 40 ms, 237 → 309; on the LAN no change. The price:
+// at 2, retransmitting one segment per RTO, and downloads at 40 ms stalled
+// (TestSlowPathDownload). Off, SACK recovery (RFC 6675) retransmits what
+// three SACKed segments above mark lost at once (the runs:
+// bench/README.md). The price:
 // RACK's tail loss probe goes with it, so a flow whose last segments are
 // lost waits for the retransmission timer (200 ms at least) to resend
 // them.

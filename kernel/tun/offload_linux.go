@@ -31,10 +31,10 @@ const (
 //
 // Only a Tun that passes super-packets whole gets them. Splitting them
 // here for a stock peer saved reads but cost latency: the tun's queue of
-// 500 packets then holds 500 super-packets, 32 MiB in front of a 200 Mbit/s
-// SSH channel, and a ping under load took 181 ms at the 99th percentile
-// (bench, ssh→sshvpn-kernel). Without TSO the kernel segments before it
-// queues, as for any device without offloads. Writing super-packets needs
+// 500 packets then holds 500 super-packets, tens of MiB in front of the SSH
+// channel (bench/README.md, "Why the constants are what they are").
+// Without TSO the kernel segments before it queues, as for any device
+// without offloads. Writing super-packets needs
 // only IFF_VNET_HDR, so the coalescer works either way.
 func enableOffload(fd int, whole bool) bool {
 	if !whole {

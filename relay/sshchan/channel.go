@@ -84,22 +84,17 @@ type Config struct {
 // address: with its address family word, the largest datagram the framer
 // takes (wire.MaxFrame), and what OpenBSD's and FreeBSD's tun take in one
 // write (TUNMRU, 16 KiB); Linux takes up to 64 KiB. Eleven 1448-byte
-// segments fit: a batch of 64 then takes 6 SSH messages, 2.7 times as
-// fast (BenchmarkChannel), and stock ssh -w downloads 5-12 times as fast
-// (bench).
+// segments fit, so a batch of 64 takes 6 SSH messages (BenchmarkChannel;
+// figures in bench/README.md).
 const MergeSize = wire.MaxFrame - 4
 
 // What a stock peer may hold unconsumed. OpenSSH grants a tunnel channel a
 // 2 MiB window and writes what it receives to its tun one datagram per pass
 // of its event loop, so a full window can be 1,400 datagrams queued in the
-// peer: in the first seconds of a download through the kernel gateway,
-// before merging takes hold, a ping behind them came back after 40-130 ms
-// (23-57 ms at the 99th percentile), and kernel timestamps at each hop put
-// the wait between the gateway's tun and the client's, while both SSH
-// sockets stood nearly empty. Keeping at most minInFlight unconsumed, or a
-// round trip at framedRate when the path is longer, took that ping to 3-4
-// ms at the 99th percentile at the same 3 Gbit/s (ssh -w, LAN); 256 KiB
-// measured the same as 512.
+// peer, and a ping waits behind them. At most minInFlight unconsumed, or a
+// round trip at framedRate when the path is longer, keeps that queue short
+// at the same throughput (bench/README.md, "Why the constants are what they
+// are").
 const minInFlight = 512 << 10
 
 // SetPathRTT implements relay.PathTuner: it bounds what the peer may hold

@@ -79,9 +79,8 @@ const (
 // queue, and every byte of it in flight delays a ping behind a download.
 // x/crypto's 2 MiB covers a round trip of 5 ms at framedRate; a longer path
 // gets a round trip's worth at that rate, up to framedMaxWindow (16 MiB,
-// 45 ms). Measured on the LAN, a fixed 16 MiB window took a ping under load
-// from 10 to 127 ms at the 99th percentile; at 40 ms RTT it lifted one
-// stream from 370 to 710-800 Mbit/s.
+// 45 ms): a fixed 16 MiB window would cost a LAN's pings under load what
+// it gains a long path (bench/README.md).
 const (
 	xcryptoWindow   = 2 << 20
 	framedMaxWindow = 16 << 20
