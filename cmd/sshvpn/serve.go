@@ -66,8 +66,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU; at most %d so that stock OpenSSH peers can carry every packet (default: kernel %d, netstack %d)", wire.MaxFrame-4, kernel.DefaultMTU, stack.DefaultMTU))
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
-	fs.DurationVar(&c.aliveInterval, "client-alive-interval", 15*time.Second, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
-	fs.IntVar(&c.aliveCount, "client-alive-count-max", 3, "unanswered keepalives before a client is disconnected and its tunnels torn down")
+	fs.DurationVar(&c.aliveInterval, "client-alive-interval", gateway.DefaultClientAliveInterval, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
+	fs.IntVar(&c.aliveCount, "client-alive-count-max", gateway.DefaultClientAliveCountMax, "unanswered keepalives before a client is disconnected and its tunnels torn down")
 	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a gateway killed outright is undone by the next start or sshvpn cleanup")
 	d := gateway.DefaultLimits
 	fs.IntVar(&c.limits.PerSourceMaxStartups, "per-source-max-startups", d.PerSourceMaxStartups, "unauthenticated connections allowed from one address (an IPv6 /64) at once (sshd's PerSourceMaxStartups)")

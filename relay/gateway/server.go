@@ -66,6 +66,14 @@ type Config struct {
 	ClientAliveCountMax int
 }
 
+// The keepalives sshvpn serve sends by default, where sshd sends none: a
+// VPN gateway must free a vanished client's address and tunnel slot in
+// under a minute, not when TCP gives up hours later.
+const (
+	DefaultClientAliveInterval = 15 * time.Second
+	DefaultClientAliveCountMax = 3
+)
+
 // Server is an SSH server that carries tun@openssh.com tunnels.
 type Server struct {
 	cfg    Config
