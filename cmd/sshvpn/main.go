@@ -15,7 +15,7 @@ import (
 
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
-	go onSignals(cancel)
+	onSignals(cancel)
 	// As ssh does: a log reader that went away (connect -f | logger) must
 	// not kill sshvpn before it has undone what it set up.
 	signal.Ignore(syscall.SIGPIPE)
@@ -37,10 +37,16 @@ func main() {
 // everything down, and exits at once on the second, as ssh does: what is
 // left is in the undo journal for the next run or sshvpn cleanup. SIGHUP
 // is each command's: serve re-reads authorized_keys, connect stops as ssh
-// does when its terminal goes.
+// does when its terminal goes. The signals are caught before it returns:
+// one that came before would kill the process with whatever it had set up.
 func onSignals(stop context.CancelFunc) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go exitOnSecond(sigs, stop)
+}
+
+// exitOnSecond stops on the first signal and exits on a second.
+func exitOnSecond(sigs <-chan os.Signal, stop context.CancelFunc) {
 	first := <-sigs
 	at := time.Now()
 	stop()

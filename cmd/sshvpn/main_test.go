@@ -18,7 +18,7 @@ import (
 // only the second signal can end it.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if os.Getenv("SSHVPN_TEST_SIGNALS") == "1" {
-		go onSignals(func() { fmt.Println("tearing down") })
+		onSignals(func() { fmt.Println("tearing down") })
 		fmt.Println("ready")
 		time.Sleep(time.Minute)
 		os.Exit(0)
