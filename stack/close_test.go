@@ -90,17 +90,7 @@ func TestCloseCancelsDial(t *testing.T) {
 // client's group's from the moment the dial returns it, and Close closes it
 // and ends the handshake, which would otherwise wait two minutes.
 func TestCloseAbortsHandshake(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
+	ln, accepted := acceptOne(t)
 	dialed := make(chan net.Conn, 1)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -147,17 +137,7 @@ func TestCloseAbortsHandshake(t *testing.T) {
 // SYN-ACK loses the handshake and the host connection after the dial
 // timeout (2 s here), not after gVisor's two minutes of retransmits.
 func TestHandshakeTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
+	ln, accepted := acceptOne(t)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, ln.Addr().String())
@@ -248,4 +228,22 @@ func tcpSYN4(src, dst netip.AddrPort) []byte {
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, s, d, header.TCPMinimumSize)
 	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
 	return b
+}
+
+// acceptOne listens on loopback until the test ends and hands over the
+// first connection it accepts: the host side of the flow a test dials.
+func acceptOne(t *testing.T) (net.Listener, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	return ln, accepted
 }
