@@ -28,6 +28,7 @@ type env struct {
 	tb *softTB
 	o  nstest.OpenSSH
 	pr profileSpec
+	l2 bool // Tunnel=ethernet: taps, and routes via the gateway's address
 }
 
 // path is a started configuration: where iperf3 and ping aim from the
@@ -68,6 +69,37 @@ var configs = []configSpec{
 	{"sshvpn→sshd", startConnectToSSHD},
 	{"sshvpn⇄sshvpn-kernel", func(e *env) *path { return startConnectToServe(e, false) }},
 	{"sshvpn⇄sshvpn-netstack", func(e *env) *path { return startConnectToServe(e, true) }},
+	// Layer 2: the same pairings with Tunnel=ethernet, each against
+	// openssh-ethernet and against its own point-to-point row
+	// (ethernetSuffix, L3Of).
+	{"openssh-ethernet", func(e *env) *path { return startOpenSSH(withEthernet(e)) }},
+	{"ssh→sshvpn-kernel-ethernet", func(e *env) *path { return startSSHToKernel(withEthernet(e)) }},
+	{"ssh→sshvpn-netstack-ethernet", func(e *env) *path { return startSSHToNetstack(withEthernet(e)) }},
+	{"sshvpn⇄sshvpn-kernel-ethernet", func(e *env) *path { return startConnectToServe(withEthernet(e), false) }},
+	{"sshvpn⇄sshvpn-netstack-ethernet", func(e *env) *path { return startConnectToServe(withEthernet(e), true) }},
+}
+
+// withEthernet is e with its tunnels in ethernet mode.
+func withEthernet(e *env) *env {
+	c := *e
+	c.l2 = true
+	return &c
+}
+
+// tunnelMode is ssh's -o Tunnel= value for e.
+func (e *env) tunnelMode() string {
+	if e.l2 {
+		return "ethernet"
+	}
+	return "point-to-point"
+}
+
+// localDev is the name of the device a stock ssh -w 0:… attaches to.
+func (e *env) localDev() string {
+	if e.l2 {
+		return "tap0"
+	}
+	return "tun0"
 }
 
 // lanPath is a path whose iperf3 and ping aim at the LAN host itself.
@@ -111,7 +143,7 @@ func startSSHChannel(e *env) *path {
 func startOpenSSH(e *env, extra ...string) *path {
 	tb, o := e.tb, e.o
 	t, key, s := startTunSSHD(e)
-	persistentTun(tb, t.client, tunClient, lanNet)
+	persistentTun(tb, t.client, e.l2, tunClient, lanNet)
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(s.Log()) }
 	var ssh *nstest.Proc
@@ -122,7 +154,7 @@ func startOpenSSH(e *env, extra ...string) *path {
 			ssh.Wait(10 * time.Second)
 			sshdReleased(t.gw, s)
 		}
-		args := append([]string{"-o", "Tunnel=point-to-point", "-o", "ExitOnForwardFailure=yes", "-w", "0:0", "-N"}, extra...)
+		args := append([]string{"-o", "Tunnel=" + e.tunnelMode(), "-o", "ExitOnForwardFailure=yes", "-w", "0:0", "-N"}, extra...)
 		return timeToFirstPacket(tb, t.client, p.pingTarget, 30*time.Second, func() {
 			ssh = t.client.Start(tb, o.ClientArgs(tb, key, s.KnownHosts, append(args, "root@"+underGW.Addr().String())...)...)
 		}, p.alive)
@@ -213,7 +245,7 @@ func startSSHToKernel(e *env) *path {
 	t := newTopo(tb, e.pr)
 	key, pub := o.Keygen(tb, tb.TempDir(), "id_ed25519")
 	gw := startKernelServe(tb, t, pub)
-	persistentTun(tb, t.client, tunClient, lanNet)
+	persistentTun(tb, t.client, e.l2, tunClient, lanNet)
 	p := lanPath(t)
 	var ssh *nstest.Proc
 	p.cipher = func() string {
@@ -235,11 +267,25 @@ func startSSHToKernel(e *env) *path {
 			serveReleased(gw)
 		}
 		return timeToFirstPacket(tb, t.client, p.pingTarget, 30*time.Second, func() {
-			ssh = t.client.Start(tb, o.ClientArgs(tb, key, "", "-v", "-o", "Tunnel=point-to-point",
+			ssh = t.client.Start(tb, o.ClientArgs(tb, key, "", "-v", "-o", "Tunnel="+e.tunnelMode(),
 				"-o", "ExitOnForwardFailure=yes", "-w", "0:any", "-p", sshvpnPort, "-N", "root@"+underGW.Addr().String())...)
 		}, p.alive)
 	}
 	return p
+}
+
+// dhcpLease runs busybox udhcpc on dev until it has a lease, with a
+// script of its own that puts the address on dev and nothing else (the
+// default script rewrites /etc/resolv.conf, which a namespace shares
+// with the host).
+func dhcpLease(tb testing.TB, ns *nstest.NS, dev string) {
+	tb.Helper()
+	nstest.RequireTool(tb, "udhcpc")
+	script := filepath.Join(tb.TempDir(), "udhcpc.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nexec ip addr add \"$ip/$mask\" dev \"$interface\"\n"), 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	ns.Run(tb, "udhcpc", "-i", dev, "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script)
 }
 
 var yourAddr = regexp.MustCompile(`your address (198\.18\.3\.\d+/24)`)
@@ -253,18 +299,26 @@ func startSSHToNetstack(e *env) *path {
 	t := newTopo(tb, e.pr)
 	key, pub := o.Keygen(tb, tb.TempDir(), "id_ed25519")
 	gw := startNetstackServe(tb, t, pub)
-	ssh := t.client.Start(tb, o.ClientArgs(tb, key, "", "-v", "-o", "Tunnel=point-to-point",
+	ssh := t.client.Start(tb, o.ClientArgs(tb, key, "", "-v", "-o", "Tunnel="+e.tunnelMode(),
 		"-o", "ExitOnForwardFailure=yes", "-w", "0:any", "-p", sshvpnPort, "root@"+underGW.Addr().String())...)
+	dev := e.localDev()
 	nstest.WaitFor(tb, 20*time.Second, "the rootless gateway's status text", func() bool {
 		if ssh.Exited() {
 			tb.Fatalf("ssh exited: %v\n%s\ngateway:\n%s", ssh.Wait(0), ssh.Tail(20), gw.Tail(20))
 		}
-		return yourAddr.MatchString(ssh.Log()) && t.client.Cmd("ip", "link", "show", "tun0").Run() == nil
+		return yourAddr.MatchString(ssh.Log()) && t.client.Cmd("ip", "link", "show", dev).Run() == nil
 	})
-	mine := netip.MustParsePrefix(yourAddr.FindStringSubmatch(ssh.Log())[1])
-	t.client.Run(tb, "ip", "addr", "add", mine.String(), "dev", "tun0")
-	t.client.Run(tb, "ip", "link", "set", "tun0", "up")
-	t.client.Run(tb, "ip", "route", "add", lanNet.String(), "dev", "tun0")
+	t.client.Run(tb, "ip", "link", "set", dev, "up")
+	if e.l2 {
+		// What the status text tells a stock ethernet client: its lease
+		// from the gateway's DHCP, and the LAN through the router.
+		dhcpLease(tb, t.client, dev)
+		t.client.Run(tb, "ip", "route", "add", lanNet.String(), "via", tunGW.Addr().String(), "dev", dev)
+	} else {
+		mine := netip.MustParsePrefix(yourAddr.FindStringSubmatch(ssh.Log())[1])
+		t.client.Run(tb, "ip", "addr", "add", mine.String(), "dev", dev)
+		t.client.Run(tb, "ip", "route", "add", lanNet.String(), "dev", dev)
+	}
 	nstest.Ping(tb, t.client, lanHost.Addr().String(), 2)
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(ssh.Log()) }
@@ -294,7 +348,7 @@ func startTunSSHD(e *env) (*topo, string, *nstest.SSHD) {
 	tb, o := e.tb, e.o
 	t := newTopo(tb, e.pr)
 	key, pub := o.Keygen(tb, tb.TempDir(), "id_ed25519")
-	persistentTun(tb, t.gw, tunGW)
+	persistentTun(tb, t.gw, e.l2, tunGW)
 	t.forward(tunGW.Masked())
 	s := o.StartSSHD(tb, t.gw, nstest.SSHDConfig{ListenAddr: underGW.Addr().String() + ":" + sshdPort,
 		PermitTunnel: "yes", AuthorizedKeys: pub + "\n"})
@@ -333,7 +387,7 @@ func startConnectToServe(e *env, netstack bool) *path {
 	p := lanPath(t)
 	p.cipher = func() string { return serveCipher() + inferred }
 	c := connectLoop(tb, p, func() []string {
-		return connectArgs(tb, key, "", "-p", sshvpnPort, "root@"+underGW.Addr().String())
+		return connectArgs(tb, key, "", "-p", sshvpnPort, "-o", "Tunnel="+e.tunnelMode(), "root@"+underGW.Addr().String())
 	}, func() { serveReleased(gw) })
 	p.alive = func() error {
 		if err := exitedIf("sshvpn serve", gw); err != nil {

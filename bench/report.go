@@ -118,8 +118,39 @@ func TestLabel(id string) string {
 // harness worked out from both ends' preferences.
 const inferred = "†"
 
-// Reference is the configuration every ratio is taken against.
-const Reference = "openssh"
+// Reference is the configuration every point-to-point row's ratio is
+// taken against; an ethernet row's is ReferenceL2 (ReferenceOf).
+const (
+	Reference   = "openssh"
+	ReferenceL2 = "openssh-ethernet"
+)
+
+// ethernetSuffix ends the name of each layer-2 row: the same pairing as
+// the row without it, with Tunnel=ethernet.
+const ethernetSuffix = "-ethernet"
+
+// ReferenceOf is the row name's ratio reference: stock ssh -w in the same
+// tunnel mode.
+func ReferenceOf(name string) string {
+	if strings.HasSuffix(name, ethernetSuffix) {
+		return ReferenceL2
+	}
+	return Reference
+}
+
+// L3Of is the point-to-point row of an ethernet row's pairing, or "" for
+// a point-to-point row.
+func L3Of(name string) string {
+	if l3, ok := strings.CutSuffix(name, ethernetSuffix); ok {
+		return l3
+	}
+	return ""
+}
+
+// L2Floor is the least an ethernet row may carry against the
+// point-to-point row of its pairing: framing adds 14 bytes a packet and
+// the gateway's segment some work, not a fifth.
+const L2Floor = 0.8
 
 // Stat is a median with its range.
 type Stat struct {
@@ -294,7 +325,7 @@ func Markdown(r Run) string {
 	fmt.Fprintf(&b, "Run of %s (BENCH=%s), %s, %d CPUs (%s), Linux %s, %s; harness wall time %s.\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Mode, r.Host.Revision, r.Host.CPUs, r.Host.CPUModel,
 		r.Host.Kernel, r.Host.Go, (time.Duration(r.WallSecs) * time.Second).String())
-	b.WriteString("\nEvery cell: median over the rounds (min–max), then the ratio to `openssh` in the same profile. " +
+	b.WriteString("\nEvery cell: median over the rounds (min–max), then the ratio to `openssh` (an ethernet row's: to `openssh-ethernet`) in the same profile. " +
 		"Throughput in Mbit/s (higher is better); RTT in ms, CPU in seconds per GiB moved, RSS in MiB and connect in ms (lower is better).\n")
 	for _, p := range r.Profiles {
 		writeProfile(&b, p)
@@ -316,12 +347,17 @@ func writeProfile(b *strings.Builder, p Profile) {
 	}
 	fmt.Fprintf(b, "\n### %s — %s (OpenSSH %s; %d rounds; iperf3 -t %d%s)\n\n", p.Name, p.Desc, p.OpenSSH, p.Rounds, p.Secs, omit)
 	sums := make([]Summary, len(p.Configs))
-	ref := Summarize(Config{})
+	byName := map[string]Summary{}
 	for i, c := range p.Configs {
 		sums[i] = Summarize(c)
-		if c.Name == Reference {
-			ref = sums[i]
+		byName[c.Name] = sums[i]
+	}
+	none := Summarize(Config{})
+	refOf := func(name string) Summary {
+		if s, ok := byName[ReferenceOf(name)]; ok {
+			return s
 		}
+		return none
 	}
 	b.WriteString("| configuration | cipher |")
 	for _, t := range p.Tests {
@@ -329,6 +365,7 @@ func writeProfile(b *strings.Builder, p Profile) {
 	}
 	b.WriteString("\n|---|---|" + strings.Repeat("--:|", len(p.Tests)) + "\n")
 	for i, c := range p.Configs {
+		ref := refOf(c.Name)
 		fmt.Fprintf(b, "| %s | %s |", c.Name, orDash(c.Cipher))
 		for _, t := range p.Tests {
 			fmt.Fprintf(b, " %s |", statCell(sums[i].Tput[t], ref.Tput[t]))
@@ -338,13 +375,14 @@ func writeProfile(b *strings.Builder, p Profile) {
 	b.WriteString("\n| configuration | RTT idle p50 | p99 | RTT loaded p50 | p99 | client CPU s/GiB | gateway CPU s/GiB | gateway RSS MiB | connect ms |\n")
 	b.WriteString("|---|" + strings.Repeat("--:|", 8) + "\n")
 	for i, c := range p.Configs {
-		s := sums[i]
+		s, ref := sums[i], refOf(c.Name)
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.Name,
 			figCell(s.IdleP50, ref.IdleP50), figCell(s.IdleP99, ref.IdleP99),
 			figCell(s.LoadP50, ref.LoadP50), figCell(s.LoadP99, ref.LoadP99),
 			statCell(s.ClientCPU, ref.ClientCPU), statCell(s.GatewayCPU, ref.GatewayCPU),
 			figCell(s.RSSMiB, ref.RSSMiB), statCell(s.Connect, ref.Connect))
 	}
+	writeL2(b, p, byName)
 	var notes []string
 	if slices.ContainsFunc(p.Configs, func(c Config) bool { return strings.HasSuffix(c.Cipher, inferred) }) {
 		notes = append(notes, inferred+" sshvpn logs no cipher: this is x/crypto/ssh's first preference that sshvpn serve offers (its --ciphers default)")
@@ -375,6 +413,42 @@ func writeProfile(b *strings.Builder, p Profile) {
 			fmt.Fprintf(b, "- %s\n", n)
 		}
 	}
+}
+
+// writeL2 writes, when the profile has ethernet rows, each one's
+// throughput against the point-to-point row of the same pairing, marking
+// those under L2Floor.
+func writeL2(b *strings.Builder, p Profile, byName map[string]Summary) {
+	var rows []string
+	for _, c := range p.Configs {
+		l3, ok := byName[L3Of(c.Name)]
+		if !ok {
+			continue
+		}
+		row := fmt.Sprintf("| %s | %s |", c.Name, L3Of(c.Name))
+		for _, t := range p.Tests {
+			l2, l3 := byName[c.Name].Tput[t], l3.Tput[t]
+			cell := "–"
+			if l2.Valid() && l3.Valid() && l3.Med > 0 {
+				r := l2.Med / l3.Med
+				cell = fmt.Sprintf("%.2f", r)
+				if r < L2Floor {
+					cell = "**" + cell + "** < " + fmt.Sprint(L2Floor)
+				}
+			}
+			row += " " + cell + " |"
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nLayer 2 against layer 3: each ethernet row's median throughput over its point-to-point row's (floor %v).\n\n| ethernet row | point-to-point row |", L2Floor)
+	for _, t := range p.Tests {
+		fmt.Fprintf(b, " %s |", TestLabel(t))
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("--:|", len(p.Tests)) + "\n")
+	b.WriteString(strings.Join(rows, "\n") + "\n")
 }
 
 func orDash(s string) string {

@@ -119,6 +119,35 @@ func TestMarkdown(t *testing.T) {
 	}
 }
 
+// TestMarkdownL2 checks that an ethernet row's ratio is to
+// openssh-ethernet, and that the layer-2 table compares it with its
+// point-to-point row and marks a figure under the floor.
+func TestMarkdownL2(t *testing.T) {
+	tp := func(test string, mbps float64) TputSample {
+		return TputSample{Test: test, Mbps: mbps, Bytes: 1 << 30}
+	}
+	run := sampleRun()
+	p := &run.Profiles[0]
+	p.Configs = append(p.Configs,
+		Config{Name: "openssh-ethernet", Throughput: []TputSample{tp(Up1, 50), tp(Down1, 100)}},
+		Config{Name: "sshvpn⇄sshvpn-kernel-ethernet", Throughput: []TputSample{tp(Up1, 900), tp(Down1, 100)}})
+	p.Configs[2].Throughput = append(p.Configs[2].Throughput, tp(Down1, 500))
+	md := Markdown(run)
+	for _, want := range []string{
+		"| openssh-ethernet | – | 50.0 1.00× | 100 1.00× |",
+		"| sshvpn⇄sshvpn-kernel-ethernet | – | 900 18.0× | 100 1.00× |",
+		"| ethernet row | point-to-point row | upload ×1 | download ×1 |",
+		"| sshvpn⇄sshvpn-kernel-ethernet | sshvpn⇄sshvpn-kernel | 0.90 | **0.20** < 0.8 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if !strings.Contains(md, "| openssh-ethernet | openssh |") {
+		t.Errorf("the L2 table lacks openssh-ethernet against openssh:\n%s", md)
+	}
+}
+
 func TestRatio(t *testing.T) {
 	for _, tc := range []struct {
 		a, b float64

@@ -131,17 +131,28 @@ func (t *topo) forward(back netip.Prefix) {
 	t.lan.AddRoute(t.tb, back, lanGW.Addr())
 }
 
-// persistentTun makes tun0 in ns before any SSH client or server opens it,
-// addressed and up, with routes; ssh and sshd attach to an existing
+// persistentTun makes tun0 (tap0 when l2) in ns before any SSH client or
+// server opens it, addressed and up, with routes; ssh and sshd attach to an existing
 // device of the name they open, so the device and its configuration
 // survive a reconnect.
-func persistentTun(tb testing.TB, ns *nstest.NS, addr netip.Prefix, routes ...netip.Prefix) {
+func persistentTun(tb testing.TB, ns *nstest.NS, l2 bool, addr netip.Prefix, routes ...netip.Prefix) {
 	tb.Helper()
-	ns.Run(tb, "ip", "tuntap", "add", "dev", "tun0", "mode", "tun")
-	ns.Run(tb, "ip", "addr", "add", addr.String(), "dev", "tun0")
-	ns.Run(tb, "ip", "link", "set", "tun0", "mtu", "1500", "up")
+	dev, mode := "tun0", "tun"
+	if l2 {
+		dev, mode = "tap0", "tap"
+	}
+	ns.Run(tb, "ip", "tuntap", "add", "dev", dev, "mode", mode)
+	ns.Run(tb, "ip", "addr", "add", addr.String(), "dev", dev)
+	ns.Run(tb, "ip", "link", "set", dev, "mtu", "1500", "up")
 	for _, r := range routes {
-		ns.Run(tb, "ip", "route", "add", r.String(), "dev", "tun0")
+		route := []string{"ip", "route", "add", r.String(), "dev", dev}
+		if l2 {
+			// On a segment a network behind the gateway is reached
+			// through it: without a next hop the client would ask ARP
+			// for every LAN host.
+			route = append(route, "via", tunGW.Addr().String())
+		}
+		ns.Run(tb, route...)
 	}
 }
 
