@@ -1,0 +1,455 @@
+//go:build linux
+
+package dhcpd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+)
+
+// The tests in this file let real DHCP clients judge the server: the client
+// runs on one end of a veth pair in a namespace of its own, a responder on
+// the other end passes what arrives at port 67 to Handle and sends the
+// Reply as the segment will (an Ethernet frame to DstMAC, an IPv4 packet to
+// Dst, from ServerID), and the client's own script writes down what it was
+// given and applies it.
+
+// oracleTimeout bounds each wait for the client: a lease takes a second or
+// two on an idle machine.
+const oracleTimeout = 20 * time.Second
+
+// segment is a veth pair between a client namespace and the namespace of a
+// responder serving a Server.
+type segment struct {
+	client, gateway *nstest.NS
+	clientDev       string
+	server          *Server
+	logs            *logRecords
+	resp            *responder
+}
+
+func newSegment(t *testing.T, cfg Config) *segment {
+	t.Helper()
+	nstest.RequireRoot(t)
+	sg := &segment{client: nstest.New(t), gateway: nstest.New(t), logs: &logRecords{}}
+	var gwDev string
+	gwDev, sg.clientDev = nstest.Link(t, sg.gateway, netip.PrefixFrom(cfg.ServerID, cfg.Lease.Bits()), sg.client, netip.Prefix{})
+	cfg.Log = slog.New(sg.logs)
+	sg.server = newServer(t, cfg)
+	// The kernel there holds ServerID, so it answers the client's ARP for
+	// it when the client unicasts a renewal or a release; a UDP socket on
+	// port 67 keeps it from answering those with port unreachable.
+	sg.gateway.ListenPacket(t, "udp4", ":67")
+	sg.resp = startResponder(t, sg.gateway, gwDev, sg.server, cfg.ServerID)
+	return sg
+}
+
+// responder reads the frames a veth end receives through an AF_PACKET
+// socket and answers the DHCP ones with Handle.
+type responder struct {
+	s    *Server
+	f    *os.File
+	mac  net.HardwareAddr
+	src  netip.Addr
+	done chan struct{}
+
+	mu      sync.Mutex
+	replies []Reply
+	err     error
+}
+
+func startResponder(t *testing.T, ns *nstest.NS, dev string, s *Server, src netip.Addr) *responder {
+	t.Helper()
+	r := &responder{s: s, src: src, done: make(chan struct{})}
+	ns.Do(t, func() {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.mac = ifi.HardwareAddr
+		// Protocol 0 until bound, so that nothing from another interface
+		// queues up in between.
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("packet socket: %v", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
+			unix.Close(fd)
+			t.Fatalf("bind packet socket to %s: %v", dev, err)
+		}
+		// Non-blocking, so the runtime's poller owns it and Close ends a Read.
+		r.f = os.NewFile(uintptr(fd), "packet:"+dev)
+	})
+	go r.serve()
+	t.Cleanup(func() {
+		r.f.Close()
+		<-r.done
+		if err := r.failure(); err != nil {
+			t.Errorf("responder: %v", err)
+		}
+	})
+	return r
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (r *responder) serve() {
+	defer close(r.done)
+	buf := make([]byte, 65536)
+	for {
+		n, err := r.f.Read(buf)
+		if errors.Is(err, os.ErrClosed) {
+			return
+		} else if err != nil {
+			r.fail(err)
+			return
+		}
+		msg, ok := dhcpPayload(buf[:n])
+		if !ok {
+			continue
+		}
+		reply, ok, err := r.s.Handle(msg, time.Now())
+		if err != nil {
+			r.fail(err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		r.mu.Lock()
+		r.replies = append(r.replies, reply)
+		r.mu.Unlock()
+		if _, err := r.f.Write(frame(r.mac, r.src, reply)); err != nil {
+			r.fail(err)
+		}
+	}
+}
+
+func (r *responder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = errors.Join(r.err, err)
+}
+
+func (r *responder) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// sent returns the replies sent so far.
+func (r *responder) sent() []Reply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.replies)
+}
+
+// dhcpPayload returns the UDP payload of an Ethernet frame carrying IPv4
+// UDP to port 67.
+func dhcpPayload(f []byte) ([]byte, bool) {
+	if len(f) < 14+20+8 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_IP {
+		return nil, false
+	}
+	ip := f[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:]))
+	if ip[0]>>4 != 4 || ihl < 20 || total > len(ip) || total < ihl+8 || ip[9] != unix.IPPROTO_UDP {
+		return nil, false
+	}
+	udp := ip[ihl:total]
+	ulen := int(binary.BigEndian.Uint16(udp[4:]))
+	if binary.BigEndian.Uint16(udp[2:]) != 67 || ulen < 8 || ulen > len(udp) {
+		return nil, false
+	}
+	return udp[8:ulen], true
+}
+
+// frame wraps a Reply in UDP from port 67 to 68, IPv4 from src to r.Dst
+// and Ethernet from srcMAC to r.DstMAC, checksums included: the clients
+// check them.
+func frame(srcMAC net.HardwareAddr, src netip.Addr, r Reply) []byte {
+	b := make([]byte, 14+20+8+len(r.Payload))
+	copy(b[0:6], r.DstMAC)
+	copy(b[6:12], srcMAC)
+	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IP)
+	ip, udp := b[14:34], b[34:]
+	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)-14))
+	s4, d4 := src.As4(), r.Dst.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip, 0))
+	binary.BigEndian.PutUint16(udp[0:], 67)
+	binary.BigEndian.PutUint16(udp[2:], 68)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], r.Payload)
+	pseudo := checksumAdd(checksumAdd(0, s4[:]), d4[:]) + unix.IPPROTO_UDP + uint32(len(udp))
+	cs := checksum(udp, pseudo)
+	if cs == 0 {
+		cs = 0xffff // RFC 768: a computed 0 is sent as all ones
+	}
+	binary.BigEndian.PutUint16(udp[6:], cs)
+	return b
+}
+
+func checksumAdd(sum uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	return sum
+}
+
+func checksum(b []byte, sum uint32) uint16 {
+	sum = checksumAdd(sum, b)
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// events reads the file a client's script appends to: one record per call,
+// "key=value" lines ended by "end".
+func events(path string) []map[string]string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []map[string]string
+	ev := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if sc.Text() == "end" {
+			out = append(out, ev)
+			ev = map[string]string{}
+			continue
+		}
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		ev[k] = v
+	}
+	return out
+}
+
+// waitEvent waits until the script has recorded an event whose key is value
+// after the first skip events, and returns it.
+func waitEvent(t *testing.T, path string, skip int, key, value string, client *nstest.Proc) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(oracleTimeout)
+	for time.Now().Before(deadline) {
+		evs := events(path)
+		for _, ev := range evs[min(skip, len(evs)):] {
+			if ev[key] == value {
+				return ev
+			}
+		}
+		if client.Exited() {
+			t.Fatalf("client exited (%d) before %s=%s; its events: %v", client.ExitCode(), key, value, evs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no %s=%s after %v; the script recorded %v", key, value, oracleTimeout, events(path))
+	return nil
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(oracleTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v", what, oracleTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkEnv compares what a client's script was given with want.
+func checkEnv(t *testing.T, got, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("script got %s=%q, want %q", k, got[k], v)
+		}
+	}
+}
+
+// checkApplied checks that the client's interface holds the lease and the
+// MTU, and that the gateway answers a ping from it: the options arrived and
+// the script could use them.
+func (sg *segment) checkApplied(t *testing.T, cfg Config) {
+	t.Helper()
+	addr := sg.client.Run(t, "ip", "-4", "-o", "addr", "show", "dev", sg.clientDev)
+	if !strings.Contains(addr, " "+cfg.Lease.String()+" ") {
+		t.Errorf("client's %s holds %q, want %v", sg.clientDev, addr, cfg.Lease)
+	}
+	link := sg.client.Run(t, "ip", "-o", "link", "show", "dev", sg.clientDev)
+	if want := " mtu " + strconv.Itoa(cfg.MTU) + " "; !strings.Contains(link, want) {
+		t.Errorf("client's %s: %q, want%s", sg.clientDev, link, want)
+	}
+	sg.client.Run(t, "ping", "-c", "1", "-W", "5", cfg.ServerID.String())
+}
+
+// writeScript writes an executable shell script to dir.
+func writeScript(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// oracleConfig is the segment the real clients are given.
+func oracleConfig() Config {
+	return Config{
+		Lease:    netip.MustParsePrefix("198.18.3.9/16"),
+		ServerID: netip.MustParseAddr("198.18.0.1"),
+		DNS:      []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("2001:2::53"), netip.MustParseAddr("198.18.0.2")},
+		Domains:  []string{"tunnel.test", "corp.test"},
+		MTU:      1400,
+	}
+}
+
+// udhcpcScript records what busybox udhcpc hands its script (udhcpc(8):
+// $1 is the event, options come as variables) and applies the lease; it
+// never touches /etc/resolv.conf, which the namespace shares with the host.
+const udhcpcScript = `#!/bin/sh
+{
+	echo "event=$1"
+	for v in interface ip mask subnet router dns domain search mtu lease serverid; do
+		eval "echo $v=\$$v"
+	done
+	echo end
+} >> OUT
+case "$1" in
+deconfig)
+	ip -4 addr flush dev "$interface" ;;
+bound|renew)
+	ip addr replace "$ip/$mask" dev "$interface"
+	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+	for r in $router; do ip route replace default via "$r" dev "$interface"; done ;;
+esac
+exit 0
+`
+
+// TestUdhcpc lets busybox udhcpc take a lease, renew it (SIGUSR1, a unicast
+// REQUEST with ciaddr) and release it (SIGUSR2), once asking for unicast
+// replies, which go to the lease at the client's MAC without ARP, and once
+// for broadcast ones (-B).
+func TestUdhcpc(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		dst   netip.Addr // of the OFFER and the first ACK
+	}{
+		{"unicast", nil, netip.MustParseAddr("198.18.3.9")},
+		{"broadcast", []string{"-B"}, broadcastAddr},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nstest.RequireRoot(t)
+			nstest.RequireTool(t, "udhcpc")
+			cfg := oracleConfig()
+			sg := newSegment(t, cfg)
+			dir := t.TempDir()
+			out := filepath.Join(dir, "events")
+			script := writeScript(t, dir, "udhcpc.script", strings.ReplaceAll(udhcpcScript, "OUT", out))
+			args := append([]string{"udhcpc", "-f", "-i", sg.clientDev, "-s", script, "-t", "10", "-T", "1", "-A", "1",
+				"-x", "hostname:tunnel-client"}, tt.flags...)
+			client := sg.client.Start(t, args...)
+
+			bound := waitEvent(t, out, 0, "event", "bound", client)
+			checkEnv(t, bound, map[string]string{
+				"ip": "198.18.3.9", "mask": "16", "subnet": "255.255.0.0", "router": "198.18.0.1",
+				"dns": "198.18.0.1 198.18.0.2", "domain": "tunnel.test", "search": "tunnel.test corp.test",
+				"mtu": "1400", "lease": "3600", "serverid": "198.18.0.1",
+			})
+			sg.checkApplied(t, cfg)
+			sent := sg.resp.sent()
+			if len(sent) != 2 || sent[0].Dst != tt.dst || sent[1].Dst != tt.dst {
+				t.Errorf("OFFER and ACK went to %v, want 2 to %v", dsts(sent), tt.dst)
+			}
+			st := sg.server.Stats()
+			if st.Offers.Load() != 1 || st.Acks.Load() != 1 {
+				t.Errorf("offers %d, acks %d; want 1, 1", st.Offers.Load(), st.Acks.Load())
+			}
+
+			n := len(events(out))
+			if err := client.Signal(syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			renew := waitEvent(t, out, n, "event", "renew", client)
+			checkEnv(t, renew, map[string]string{"ip": "198.18.3.9", "lease": "3600"})
+			// udhcpc sends its unicast renewal from a socket of its own,
+			// bound to ciaddr:68 and connected to us, which it closes at
+			// once; a reply faster than the close lands there and is lost,
+			// and udhcpc rebinds by broadcast a second (-T 1) later. Either
+			// way every ACK of the renewal goes to ciaddr (RFC 2131 4.1).
+			renewals := sg.resp.sent()[2:]
+			if len(renewals) == 0 || slices.ContainsFunc(renewals, func(r Reply) bool { return r.Dst != cfg.Lease.Addr() }) {
+				t.Errorf("the renewal's ACKs went to %v, want ciaddr %v", dsts(renewals), cfg.Lease.Addr())
+			}
+			if len(renewals) > 1 {
+				t.Logf("udhcpc renewed twice (unicast, then broadcast): our first ACK beat its close")
+			}
+
+			if err := client.Signal(syscall.SIGUSR2); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "release", func() bool { return st.Releases.Load() == 1 })
+			if st.Naks.Load()+st.Declines.Load()+st.Malformed.Load() != 0 {
+				t.Errorf("stats: naks %d, declines %d, malformed %d", st.Naks.Load(), st.Declines.Load(), st.Malformed.Load())
+			}
+			got := sg.logs.take()
+			want := []string{
+				"dhcp lease addr=198.18.3.9 mac=" + mac(t, sg) + " hostname=tunnel-client client_id=01" + strings.ReplaceAll(mac(t, sg), ":", "") + " lease=1h0m0s",
+				"dhcp release addr=198.18.3.9 mac=" + mac(t, sg),
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("logged %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// mac returns the client's MAC address.
+func mac(t *testing.T, sg *segment) string {
+	t.Helper()
+	var s string
+	sg.client.Do(t, func() {
+		ifi, err := net.InterfaceByName(sg.clientDev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = ifi.HardwareAddr.String()
+	})
+	return s
+}
+
+func dsts(rs []Reply) []netip.Addr {
+	var out []netip.Addr
+	for _, r := range rs {
+		out = append(out, r.Dst)
+	}
+	return out
+}
