@@ -453,3 +453,118 @@ func dsts(rs []Reply) []netip.Addr {
 	}
 	return out
 }
+
+// dhclientScript records what ISC dhclient hands its script
+// (dhclient-script(8): $reason, options as new_* variables) and applies
+// the lease; it never touches /etc/resolv.conf.
+const dhclientScript = `#!/bin/sh
+{
+	echo "reason=$reason"
+	for v in ip_address subnet_mask routers domain_name_servers domain_name domain_search interface_mtu \
+		dhcp_lease_time dhcp_renewal_time dhcp_rebinding_time dhcp_server_identifier; do
+		eval "echo $v=\$new_$v"
+	done
+	echo end
+} >> OUT
+case "$reason" in
+PREINIT)
+	ip link set dev "$interface" up ;;
+BOUND|RENEW|REBIND|REBOOT)
+	ip -4 addr flush dev "$interface"
+	ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
+	[ -n "$new_interface_mtu" ] && ip link set dev "$interface" mtu "$new_interface_mtu"
+	for r in $new_routers; do ip route replace default via "$r" dev "$interface"; done ;;
+EXPIRE|FAIL|RELEASE|STOP)
+	ip -4 addr flush dev "$interface" ;;
+esac
+exit 0
+`
+
+// dhclientConf asks for every option the server sends, so that dhclient
+// hands them all to its script.
+const dhclientConf = `send host-name "tunnel-client";
+request subnet-mask, routers, domain-name-servers, domain-name, domain-search,
+	interface-mtu, dhcp-lease-time, dhcp-renewal-time, dhcp-rebinding-time;
+`
+
+// staleLease is a lease dhclient remembers from another network: it asks
+// for it first (INIT-REBOOT) and must be told no.
+const staleLease = `lease {
+  interface "IFACE";
+  fixed-address 198.18.5.5;
+  option subnet-mask 255.255.0.0;
+  option dhcp-server-identifier 198.18.0.1;
+  renew 4 2037/01/01 00:00:00;
+  rebind 4 2037/01/01 00:00:00;
+  expire 4 2037/01/01 00:00:00;
+}
+`
+
+// TestDhclient lets ISC dhclient come with an address remembered from
+// elsewhere (INIT-REBOOT, NAKed), take the lease, come back for it after a
+// restart (INIT-REBOOT, ACKed) and release it (dhclient -r).
+func TestDhclient(t *testing.T) {
+	t.Parallel()
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "dhclient")
+	cfg := oracleConfig()
+	sg := newSegment(t, cfg)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "events")
+	script := writeScript(t, dir, "dhclient.script", strings.ReplaceAll(dhclientScript, "OUT", out))
+	conf, leases, pid := filepath.Join(dir, "dhclient.conf"), filepath.Join(dir, "dhclient.leases"), filepath.Join(dir, "dhclient.pid")
+	for p, body := range map[string]string{conf: dhclientConf, leases: strings.ReplaceAll(staleLease, "IFACE", sg.clientDev)} {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dhclient := func(flags ...string) []string {
+		return append(append([]string{"dhclient"}, flags...), "-sf", script, "-cf", conf, "-lf", leases, "-pf", pid, sg.clientDev)
+	}
+	st := sg.server.Stats()
+	want := map[string]string{
+		"ip_address": "198.18.3.9", "subnet_mask": "255.255.0.0", "routers": "198.18.0.1",
+		"domain_name_servers": "198.18.0.1 198.18.0.2", "domain_name": "tunnel.test",
+		"domain_search": "tunnel.test. corp.test.", "interface_mtu": "1400",
+		"dhcp_lease_time": "3600", "dhcp_renewal_time": "1800", "dhcp_rebinding_time": "3150",
+		"dhcp_server_identifier": "198.18.0.1",
+	}
+
+	client := sg.client.Start(t, dhclient("-d", "-1", "-v")...)
+	bound := waitEvent(t, out, 0, "reason", "BOUND", client)
+	checkEnv(t, bound, want)
+	sg.checkApplied(t, cfg)
+	if st.Naks.Load() == 0 {
+		t.Errorf("the remembered 198.18.5.5 was not NAKed: stats %+v", st)
+	}
+
+	// A restart asks for the lease it holds, INIT-REBOOT.
+	if err := client.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	client.Wait(oracleTimeout)
+	n, offers := len(events(out)), st.Offers.Load()
+	client = sg.client.Start(t, dhclient("-d", "-1", "-v")...)
+	reboot := waitEvent(t, out, n, "reason", "REBOOT", client)
+	checkEnv(t, reboot, want)
+	if st.Offers.Load() != offers {
+		t.Errorf("the restart went through DISCOVER, not INIT-REBOOT")
+	}
+
+	// dhclient -r stops the running one (by the pid file) and releases.
+	sg.client.Run(t, dhclient("-r", "-v")...)
+	waitFor(t, "release", func() bool { return st.Releases.Load() == 1 })
+	if st.Declines.Load()+st.Malformed.Load() != 0 {
+		t.Errorf("stats: declines %d, malformed %d", st.Declines.Load(), st.Malformed.Load())
+	}
+	got := sg.logs.take()
+	m := mac(t, sg)
+	wantLog := []string{
+		"dhcp nak requested=198.18.5.5 addr=198.18.3.9 mac=" + m,
+		"dhcp lease addr=198.18.3.9 mac=" + m + " hostname=tunnel-client lease=1h0m0s",
+		"dhcp release addr=198.18.3.9 mac=" + m,
+	}
+	if !slices.Equal(got, wantLog) {
+		t.Errorf("logged %q, want %q", got, wantLog)
+	}
+}
