@@ -25,12 +25,16 @@ type Server struct {
 	lease lease
 }
 
-// Stats counts what a Server did with the messages it was handed. Acks
-// counts leases given (answers to REQUEST); Informs the answers to INFORM.
+// Stats counts what a Server did with the messages it was handed.
 type Stats struct {
-	Offers, Acks, Naks, Releases, Declines, Informs atomic.Uint64
-	Malformed                                       atomic.Uint64 // did not parse: Handle returned an error
-	Ignored                                         atomic.Uint64 // parsed, but not ours to answer (see Handle)
+	Offers    atomic.Uint64 // OFFERs, one per DISCOVER
+	Acks      atomic.Uint64 // leases given: ACKs to REQUEST
+	Naks      atomic.Uint64 // REQUESTs for an address that is not the lease
+	Releases  atomic.Uint64 // RELEASEs of the lease
+	Declines  atomic.Uint64 // DECLINEs of the lease: its address in use on the client's side
+	Informs   atomic.Uint64 // ACKs to INFORM
+	Malformed atomic.Uint64 // did not parse: Handle returned an error
+	Ignored   atomic.Uint64 // parsed, but not ours to answer (see Handle)
 }
 
 // New checks cfg and returns a Server for it.
