@@ -26,6 +26,8 @@ type change struct {
 	Table int `json:"table,omitempty"`
 	// Link is the target of a symlink that a file replaced, for opDNS.
 	Link string `json:"link,omitempty"`
+	// Swap is an interface swapped for a bridge, for opBridgeSwap.
+	Swap *bridgeSwap `json:"swap,omitempty"`
 }
 
 // rule is a policy routing rule, as ip-rule(8) writes it:
@@ -77,6 +79,9 @@ const (
 	opTableRoute  op = "table-route" // add a route through a link in Table; revert deletes it
 	opNFTable     op = "nft-table"   // add a whole nftables table, Family Tag; revert deletes it
 	opDNS         op = "dns"         // set a link's name servers, or rewrite resolv.conf; revert takes them back
+	opMaster      op = "master"      // enslave link Dev to bridge Value; revert releases it
+	opBridgePort  op = "bridge-port" // add port security chain Value for Dev to bridge table Tag; revert deletes it
+	opBridgeSwap  op = "bridge-swap" // swap an interface for a bridge with its addresses and routes; revert swaps back
 )
 
 func (c change) String() string {
@@ -106,6 +111,15 @@ func (c change) String() string {
 		return fmt.Sprintf("nftables table %s %s", c.Family, c.Tag)
 	case opDNS:
 		return c.dnsString()
+	case opMaster:
+		return fmt.Sprintf("link %s master %s", c.Dev, c.Value)
+	case opBridgePort:
+		return fmt.Sprintf("nftables %s %s chain %s (port %s)", c.Family, c.Tag, c.Value, c.Dev)
+	case opBridgeSwap:
+		if c.Swap == nil {
+			return "bridge swap (empty)"
+		}
+		return fmt.Sprintf("bridge %s in place of %s (%d addresses, %d routes)", c.Swap.Bridge, c.Swap.Dev, len(c.Swap.Addrs), len(c.Swap.Routes))
 	}
 	return string(c.Op)
 }

@@ -68,6 +68,20 @@ func (c change) revert(log *slog.Logger) error {
 		return nil
 	case opDNS:
 		return c.revertDNS(log)
+	case opMaster:
+		return c.onOwnLink("release "+c.Dev+" from "+c.Value, func(l netlink.Link) error {
+			return releaseFrom(l, c.Value)
+		})
+	case opBridgePort:
+		if !strings.HasPrefix(c.Tag, "sshvpn-") {
+			return fmt.Errorf("undo %s: not an sshvpn table", c)
+		}
+		return removePortChain(c.Tag, c.Value)
+	case opBridgeSwap:
+		if c.Swap == nil {
+			return fmt.Errorf("undo %s: the journal lost the swap", c)
+		}
+		return c.Swap.revert(log)
 	}
 	return fmt.Errorf("undo %q: unknown kind of change (written by another sshvpn version?)", c.Op)
 }

@@ -234,7 +234,7 @@ func (u *undoLog) addMarkTable(b Bypass) error {
 // deleteNFTable deletes an nftables table sshvpn made whole; one that is
 // gone is fine.
 func deleteNFTable(family, name string) error {
-	fam, ok := natFamilies[family]
+	fam, ok := tableFamily(family)
 	if !ok {
 		return fmt.Errorf("delete nftables table %s %s: unknown family", family, name)
 	}
@@ -242,10 +242,10 @@ func deleteNFTable(family, name string) error {
 	if err != nil {
 		return nftError("delete nftables table "+family+" "+name, err)
 	}
-	if _, err := conn.ListTableOfFamily(name, fam.family); errors.Is(err, unix.ENOENT) {
+	if _, err := conn.ListTableOfFamily(name, fam); errors.Is(err, unix.ENOENT) {
 		return nil
 	}
-	conn.DelTable(&nftables.Table{Name: name, Family: fam.family})
+	conn.DelTable(&nftables.Table{Name: name, Family: fam})
 	return nftError("delete nftables table "+family+" "+name, conn.Flush())
 }
 

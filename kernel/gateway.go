@@ -29,6 +29,13 @@ type GatewayConfig struct {
 	// ClaimsPerKey bounds the addresses one key may claim by sending
 	// from them (DefaultClaimsPerKey when 0).
 	ClaimsPerKey int
+	// Bridge, when set, is an existing bridge on the gateway's LAN: every
+	// ethernet tunnel's tap becomes its port, guarded by port security
+	// (bridge.go), instead of carrying Addrs.
+	Bridge string
+	// CreateBridge, when set, is an interface swapped for a bridge made for
+	// it (DefaultBridgeName) for as long as the gateway runs; then as Bridge.
+	CreateBridge string
 	// Journal, when set, keeps every host change on disk before it is
 	// made, so that a gateway killed outright is undone by the next start.
 	Journal *Journal
@@ -43,6 +50,7 @@ type Gateway struct {
 	global *undoLog
 	claims *claimTable
 	warn   *relay.Throttle
+	ports  *portSecurity // nil unless ethernet tunnels are bridged
 }
 
 var _ relay.Opener = (*Gateway)(nil)
@@ -86,6 +94,11 @@ func (c *GatewayConfig) undo() *undoLog {
 func (g *Gateway) setup() error {
 	for _, a := range g.cfg.Addrs {
 		if err := g.global.AddUnreachable(a.Masked()); err != nil {
+			return err
+		}
+	}
+	if g.cfg.Bridge != "" || g.cfg.CreateBridge != "" {
+		if err := g.setupBridge(); err != nil {
 			return err
 		}
 	}
@@ -197,6 +210,9 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	dev, err := tun.Open(tun.Config{Mode: req.Mode, Unit: req.Unit, GSO: req.GSO})
 	if err != nil {
 		return nil, err
+	}
+	if g.ports != nil && req.Mode == relay.Ethernet {
+		return g.openBridged(dev, req)
 	}
 	undo := g.cfg.undo()
 	t := &gatewayTunnel{Tun: dev, undo: undo, cfg: &g.cfg,

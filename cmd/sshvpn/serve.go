@@ -26,6 +26,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/wire"
 	"github.com/sshvpn/sshvpn/stack"
+	"github.com/sshvpn/sshvpn/stack/hostaddr"
 )
 
 // serveConfig is what `sshvpn serve` was asked to do.
@@ -40,6 +41,8 @@ type serveConfig struct {
 	dns            []netip.Addr
 	dnsDomains     []string
 	nat            bool
+	bridge         string // an existing bridge ethernet tunnels' taps join
+	createBridge   string // an interface swapped for a bridge they join
 	mtu            int
 	ciphers        string
 	aliveInterval  time.Duration
@@ -63,6 +66,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Var(prefixList(&c.routes), "route", "`network` that sshvpn clients are told to route through the tunnel (repeatable)")
 	fs.Var(addrList(&c.dns), "dns", "name server `address` sshvpn clients are told to use (repeatable; netstack: default its --dns-address)")
 	fs.Var((*strs)(&c.dnsDomains), "dns-domain", "DNS `domain` the --dns servers (netstack: its DNS addresses) answer for: sshvpn clients look up its names through the tunnel (repeatable; comma-separated)")
+	fs.StringVar(&c.bridge, "bridge", "", "existing `bridge` every ethernet tunnel's tap joins, with port security: the client is on that LAN and takes DHCP and SLAAC from it (kernel backend)")
+	fs.StringVar(&c.createBridge, "create-bridge", "", "`interface` to put on a bridge made for it (its MAC, addresses and routes move to the bridge, and back on exit), then as --bridge")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
 	fs.IntVar(&c.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU; at most %d so that stock OpenSSH peers can carry every packet (default: kernel %d, netstack %d)", wire.MaxFrame-4, kernel.DefaultMTU, stack.DefaultMTU))
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
@@ -104,6 +109,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if err := checkDNSDomains(c); err != nil {
 		return nil, err
+	}
+	if c.bridge != "" && c.createBridge != "" {
+		return nil, errors.New("--bridge and --create-bridge: give one; --create-bridge makes the bridge that --bridge names")
+	}
+	if (c.bridge != "" || c.createBridge != "") && !c.permit.Allows(relay.Ethernet) {
+		return nil, fmt.Errorf("--bridge bridges ethernet tunnels, which --permit-tunnel %s refuses", c.permit)
 	}
 	if c.nat && len(c.tunAddrs) == 0 {
 		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
@@ -183,6 +194,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		}
 		defer func() { err = errors.Join(err, stop()) }()
 		backend, details = kb, []any{"tun_address", prefixList(&c.tunAddrs).String(), "nat", c.nat}
+		if br := kb.BridgeName(); br != "" {
+			details = append(details, "bridge", br)
+		}
 	} else {
 		nb, stop, err := netstackBackend(c, log)
 		if err != nil {
@@ -231,7 +245,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 
 // kernelBackend is the kernel gateway, its journal opened first so that
 // what a killed predecessor left is undone. stop tears it down.
-func kernelBackend(c *serveConfig, log *slog.Logger) (relay.Opener, func() error, error) {
+func kernelBackend(c *serveConfig, log *slog.Logger) (*kernel.Gateway, func() error, error) {
 	if err := kernel.CheckAccess(); err != nil {
 		if _, ok := errors.AsType[*tun.AccessError](err); ok {
 			err = fmt.Errorf("%w or use --backend netstack", err)
@@ -244,12 +258,22 @@ func kernelBackend(c *serveConfig, log *slog.Logger) (relay.Opener, func() error
 	}
 	backend, err := kernel.NewGateway(kernel.GatewayConfig{
 		Addrs: c.tunAddrs, Routes: c.routes, DNS: c.dns, Domains: c.dnsDomains, NAT: c.nat, MTU: c.mtu, ClaimsPerKey: c.claimsPerKey,
-		Journal: journal, Log: log,
+		Bridge: c.bridge, CreateBridge: c.createBridge, Journal: journal, Log: log,
 	})
 	if err != nil {
 		return nil, nil, errors.Join(err, journal.Close())
 	}
+	// Bridged taps may claim no address of the host's, as it changes.
+	var hosts *hostaddr.Watcher
+	if backend.BridgeName() != "" {
+		if hosts, err = hostaddr.Watch(hostaddr.Config{Update: backend.SetHostAddresses, Logger: log}); err != nil {
+			return nil, nil, errors.Join(err, backend.Close(), journal.Close())
+		}
+	}
 	return backend, func() error {
+		if hosts != nil {
+			hosts.Close()
+		}
 		var err error
 		if cerr := backend.Close(); cerr != nil {
 			err = fmt.Errorf("teardown: %w", cerr)

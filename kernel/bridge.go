@@ -1,0 +1,418 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/sshvpn/sshvpn/kernel/tun"
+	"github.com/sshvpn/sshvpn/relay"
+)
+
+// A bridged tunnel is an ethernet tunnel whose tap is a port of a bridge on
+// the gateway's LAN (GatewayConfig.Bridge or CreateBridge): the client is a
+// host of that LAN, takes its address from the LAN's DHCP server and router
+// advertisements, and the gateway routes nothing for it. Point-to-point
+// tunnels of the same gateway keep the --tun-address behaviour.
+//
+// Such a tap needs no SSHVPN_ALLOWED_IPS: the L3 source guard does not
+// apply, since the tunnel's frames may carry any address of the LAN. Port
+// security (portsec_linux.go) takes its place, in sshvpn's nftables bridge
+// table: the tap passes frames from the first source MAC its client used,
+// and no router advertisements, redirects or DHCP server messages; no ARP
+// or neighbour advertisement claiming an address of the gateway host or
+// one another bridged tunnel holds. A tunnel holds the addresses its own
+// frames used first (as IP source, ARP sender, or NA target), at most
+// maxHeldPerFamily of each family; the first tunnel to use an address
+// keeps it until it goes.
+
+// maxHeldPerFamily bounds the addresses one bridged tunnel holds per
+// family: a client's DHCP lease or SLAAC addresses, link-local and privacy
+// ones included, fit; one cycling through the LAN's addresses cannot lock
+// every other tunnel out of them.
+const maxHeldPerFamily = 8
+
+// DefaultBridgeName is the bridge --create-bridge makes for iface:
+// "br-" and its name, cut to the 15 bytes an interface name may have.
+func DefaultBridgeName(iface string) string {
+	name := "br-" + iface
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	return name
+}
+
+// Drop reasons: each drop rule's comment, which is also how the counters
+// are told apart when they are read back.
+const (
+	dropOtherMAC     = "another MAC than the tunnel's first"
+	dropRouterAdvert = "router advertisement"
+	dropRedirect     = "ICMPv6 redirect"
+	dropDHCPv4Server = "DHCPv4 server message"
+	dropDHCPv6Server = "DHCPv6 server message"
+	dropARPHost      = "ARP claiming the gateway host's address"
+	dropARPHeld      = "ARP claiming another tunnel's address"
+	dropNAHost       = "neighbour advertisement claiming the gateway host's address"
+	dropNAHeld       = "neighbour advertisement claiming another tunnel's address"
+)
+
+// icmpv6NeighAdv is the neighbour advertisement's ICMPv6 type (RFC 4861).
+const icmpv6NeighAdv = 136
+
+// portSecurity is what the bridged tunnels of one gateway share: the
+// bridge, the host's addresses, and which tunnel holds which address.
+type portSecurity struct {
+	bridge string
+	mtu    int
+	log    *slog.Logger
+	warn   *relay.Throttle
+
+	mu   sync.Mutex
+	host map[netip.Addr]bool
+	held map[netip.Addr]*bridgedTunnel
+}
+
+// setupBridge swaps CreateBridge's interface for a bridge when asked, and
+// makes the port security table, filled with the host's addresses.
+func (g *Gateway) setupBridge() error {
+	name := g.cfg.Bridge
+	if iface := g.cfg.CreateBridge; iface != "" {
+		name = DefaultBridgeName(iface)
+		if err := g.global.SwapForBridge(iface, name); err != nil {
+			return err
+		}
+		g.cfg.Log.Info("interface swapped for a bridge: its addresses and routes are on the bridge, and it is the bridge's port until sshvpn stops",
+			"interface", iface, "bridge", name)
+	}
+	mtu, err := bridgeMTU(name)
+	if err != nil {
+		return err
+	}
+	host, err := hostAddresses()
+	if err != nil {
+		return fmt.Errorf("port security on %s: %w", name, err)
+	}
+	if err := g.global.AddPortTable(host); err != nil {
+		return fmt.Errorf("port security on %s: %w", name, err)
+	}
+	g.ports = &portSecurity{bridge: name, mtu: mtu, log: g.cfg.Log, warn: g.warn,
+		host: make(map[netip.Addr]bool), held: make(map[netip.Addr]*bridgedTunnel)}
+	g.ports.setHost(host)
+	return nil
+}
+
+// BridgeName is the bridge ethernet tunnels join, or "" when they are not
+// bridged.
+func (g *Gateway) BridgeName() string {
+	if g.ports == nil {
+		return ""
+	}
+	return g.ports.bridge
+}
+
+// SetHostAddresses tells the gateway the host's addresses as they change
+// (hostaddr's Watcher hands them over): no bridged tunnel may claim one in
+// an ARP or neighbour advertisement. It does nothing without bridging.
+func (g *Gateway) SetHostAddresses(addrs []netip.Prefix) {
+	if g.ports == nil {
+		return
+	}
+	host := make([]netip.Addr, 0, len(addrs))
+	for _, p := range addrs {
+		host = append(host, p.Addr())
+	}
+	g.ports.setHost(host)
+	if err := setHostAddrs(portTableName(), host); err != nil {
+		g.cfg.Log.Warn("port security: cannot update the host's addresses; the last ones stay protected", "err", err)
+	}
+}
+
+func (p *portSecurity) setHost(addrs []netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.host)
+	for _, a := range addrs {
+		p.host[a.Unmap().WithZone("")] = true
+	}
+}
+
+// take gives a to t unless the host or another tunnel has it.
+func (p *portSecurity) take(a netip.Addr, t *bridgedTunnel) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.host[a] {
+		return false
+	}
+	if o := p.held[a]; o != nil && o != t {
+		return false
+	}
+	p.held[a] = t
+	return true
+}
+
+// release frees what t holds.
+func (p *portSecurity) release(t *bridgedTunnel, addrs []netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range addrs {
+		if p.held[a] == t {
+			delete(p.held, a)
+		}
+	}
+}
+
+// openBridged makes dev a port of the bridge, guarded before it joins.
+func (g *Gateway) openBridged(dev *tun.Tun, req relay.TunnelRequest) (relay.Tunnel, error) {
+	t := &bridgedTunnel{Tun: dev, undo: g.cfg.undo(), ports: g.ports, key: req.Key}
+	if err := t.attach(); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tunnel %s: %w", dev.Name(), err)
+	}
+	return t, nil
+}
+
+// bridgedTunnel is an ethernet tunnel's tap on the bridge.
+type bridgedTunnel struct {
+	*tun.Tun
+	undo  *undoLog
+	ports *portSecurity
+	key   string
+	index int // the tap's interface index: its chain in the bridge table
+
+	mu     sync.Mutex
+	closed bool
+	learnt bool
+	mac    [6]byte
+	mine   []netip.Addr // held, in the order taken
+	n4, n6 int
+	once   sync.Once
+}
+
+// attach guards the tap, then joins it to the bridge and brings it up:
+// same MTU as the bridge, so that it does not shrink the LAN's; no
+// address, IPv6 off on the tap itself (the host talks to the LAN through
+// the bridge, not through a port).
+func (t *bridgedTunnel) attach() error {
+	if err := setMTU(t.Tun, t.undo, t.ports.mtu); err != nil {
+		return err
+	}
+	if err := t.undo.SetSysctl("net/ipv6/conf/"+t.Name()+"/disable_ipv6", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	index, err := linkIndex(t.Name())
+	if err != nil {
+		return err
+	}
+	t.index = index
+	if err := t.undo.AddPort(t.Name(), index); err != nil {
+		return err
+	}
+	if err := t.undo.SetMaster(t.Name(), t.ports.bridge); err != nil {
+		return err
+	}
+	return t.undo.LinkUp(t.Name())
+}
+
+// Write implements relay.Device: the first frame teaches the tap its
+// client's MAC, and the addresses frames claim are recorded as this
+// tunnel's, each before its frame goes in.
+func (t *bridgedTunnel) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if !t.admit(b[offset:]) {
+			n, err := t.Tun.Write(bufs[:i], offset)
+			if err != nil {
+				return n, err
+			}
+			return i, errSpoofed
+		}
+	}
+	return t.Tun.Write(bufs, offset)
+}
+
+// admit reports whether frame f may go into the tap, learning from it. A
+// frame from another MAC than the first goes in: the bridge table drops
+// and counts it. Tagged frames never do: a VLAN-aware bridge would put
+// them on another LAN, past every rule here.
+func (t *bridgedTunnel) admit(f []byte) bool {
+	if len(f) < 14 {
+		return false
+	}
+	if et := binary.BigEndian.Uint16(f[12:]); et == etherVLAN || et == etherQinQ {
+		t.warnDrop("a VLAN-tagged frame: a bridged tunnel carries untagged frames only", netip.Addr{})
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if !t.learnt {
+		if !t.learn(f[6:12]) {
+			return false
+		}
+	} else if [6]byte(f[6:12]) != t.mac {
+		return true
+	}
+	if a, ok := claimedAddr(f); ok && !t.holds(a) {
+		t.hold(a)
+	}
+	return true
+}
+
+// learn locks the tap to src, the client's MAC; the caller holds t.mu.
+func (t *bridgedTunnel) learn(src []byte) bool {
+	if src[0]&1 != 0 || [6]byte(src) == [6]byte{} {
+		t.warnDrop("a first frame from a multicast or zero MAC: nothing to lock the tap to", netip.Addr{})
+		return false
+	}
+	mac := net.HardwareAddr(append([]byte(nil), src...))
+	if err := lockMAC(t.index, mac); err != nil {
+		t.ports.log.Warn("port security: cannot lock the tap to its client's MAC; dropping its frames", "device", t.Name(), "mac", mac, "err", err)
+		return false
+	}
+	t.mac, t.learnt = [6]byte(src), true
+	t.ports.log.Info("bridged tunnel: client MAC learnt; frames from any other MAC are dropped",
+		"device", t.Name(), "bridge", t.ports.bridge, "mac", mac.String(), "key", t.key)
+	return true
+}
+
+func (t *bridgedTunnel) holds(a netip.Addr) bool {
+	for _, m := range t.mine {
+		if m == a {
+			return true
+		}
+	}
+	return false
+}
+
+// hold records a as this tunnel's, unless the host or another tunnel has
+// it (the bridge table then drops the frame's claim) or the tunnel holds
+// all it may; the caller holds t.mu.
+func (t *bridgedTunnel) hold(a netip.Addr) {
+	n := &t.n4
+	if a.Is6() {
+		n = &t.n6
+	}
+	if *n >= maxHeldPerFamily {
+		t.warnDrop(fmt.Sprintf("the tunnel holds the %d addresses per family it may: more are not protected from other tunnels", maxHeldPerFamily), a)
+		return
+	}
+	if !t.ports.take(a, t) {
+		return
+	}
+	if err := holdAddr(t.index, a); err != nil {
+		t.ports.release(t, []netip.Addr{a})
+		t.ports.log.Warn("port security: cannot record the client's address", "device", t.Name(), "address", a, "err", err)
+		return
+	}
+	*n++
+	t.mine = append(t.mine, a)
+	t.ports.log.Debug("bridged tunnel holds an address", "device", t.Name(), "address", a, "key", t.key)
+}
+
+func (t *bridgedTunnel) warnDrop(why string, a netip.Addr) {
+	if n, ok := t.ports.warn.Allow(why); ok {
+		t.ports.log.Warn("bridged tunnel: not passing the client's frame, or not all of its claim", "device", t.Name(), "why", why, "address", a, "dropped_since_last", n)
+	}
+}
+
+// claimedAddr is the address a frame claims: an IPv4 or IPv6 source, an
+// ARP sender, a neighbour advertisement's target. Unspecified and
+// multicast addresses claim nothing.
+func claimedAddr(f []byte) (netip.Addr, bool) {
+	p := f[14:]
+	var a netip.Addr
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case etherIPv4:
+		if len(p) < 20 || p[0]>>4 != 4 {
+			return a, false
+		}
+		a = netip.AddrFrom4([4]byte(p[12:16]))
+	case etherARP:
+		if len(p) < 18 || binary.BigEndian.Uint16(p[2:]) != etherIPv4 || p[4] != 6 || p[5] != 4 {
+			return a, false
+		}
+		a = netip.AddrFrom4([4]byte(p[14:18]))
+	case etherIPv6:
+		if len(p) < 40 || p[0]>>4 != 6 {
+			return a, false
+		}
+		if p[6] == icmpv6 && len(p) >= 40+24 && p[40] == icmpv6NeighAdv {
+			a = netip.AddrFrom16([16]byte(p[48:64]))
+		} else {
+			a = netip.AddrFrom16([16]byte(p[8:24]))
+		}
+	default:
+		return a, false
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return a, false
+	}
+	return a, true
+}
+
+// Close logs what port security dropped, reverts the tap's changes (its
+// chain, its place on the bridge), frees its addresses, and closes it.
+func (t *bridgedTunnel) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	mine := t.mine
+	t.mu.Unlock()
+	t.once.Do(t.logDrops)
+	err := t.undo.Revert()
+	t.ports.release(t, mine)
+	if cerr := t.Tun.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// logDrops logs the tap's drop counters, before its chain goes.
+func (t *bridgedTunnel) logDrops() {
+	if t.index == 0 {
+		return
+	}
+	counts, err := portCounters(t.index)
+	if err != nil {
+		t.ports.log.Debug("port security: cannot read the tap's counters", "device", t.Name(), "err", err)
+		return
+	}
+	attrs := []any{"device", t.Name(), "key", t.key}
+	var total uint64
+	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropDHCPv4Server, dropDHCPv6Server,
+		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld} {
+		if n := counts[why]; n > 0 {
+			attrs = append(attrs, strings.ReplaceAll(why, " ", "_"), n)
+			total += n
+		}
+	}
+	if total > 0 {
+		t.ports.log.Info("bridged tunnel down: port security dropped frames from its client", append(attrs, "dropped", total)...)
+	}
+}
+
+// Config implements relay.Tunnel: a bridged tap has no addresses of the
+// gateway's to hand out; the LAN's DHCP server and routers give them.
+func (t *bridgedTunnel) Config() relay.TunnelConfig {
+	return relay.TunnelConfig{Device: t.Name(), MTU: t.LinkMTU()}
+}
+
+// Status implements relay.Tunnel.
+func (t *bridgedTunnel) Status() string { return bridgedStatus(t.Name(), t.ports.bridge, t.LinkMTU()) }
+
+// bridgedStatus is what a stock client's session shows for a bridged tap.
+func bridgedStatus(dev, bridge string, mtu int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d), a port of its bridge %s: your tap is on the gateway's LAN.\n", dev, mtu, bridge)
+	b.WriteString("  on your side: ip link set <your tap> up\n")
+	b.WriteString("  IPv4 from the LAN's DHCP server: udhcpc -i <your tap>   (or: dhclient <your tap>)\n")
+	b.WriteString("  IPv6 from the LAN's routers (SLAAC): sysctl -w net.ipv6.conf.<your tap>.accept_ra=2\n")
+	b.WriteString("  The gateway passes frames from your tap's first MAC only, and no router advertisements or DHCP server replies from you.\n")
+	return b.String()
+}
