@@ -53,6 +53,14 @@
 //     does not hold, as WireGuard's AllowedIPs do.
 //   - claims.go: claimTable, which tunnel holds each client address, and
 //     each key's stable address.
+//   - bridge.go: bridged tunnels (--bridge, --create-bridge): an ethernet
+//     tunnel's tap as a port of the gateway's LAN bridge, the MAC and
+//     addresses it learns from its client's frames, its status text.
+//   - bridge_linux.go: joining a bridge, and swapping an interface for a
+//     bridge with its addresses and routes (one change, undone whole).
+//   - portsec_linux.go: port security in sshvpn's nftables bridge table, a
+//     chain and counted drop rules per tap, sets of the host's and the
+//     tunnels' addresses.
 //   - check_linux.go: what the host must allow or must not already have
 //     (CheckAccess, a tunnel network no interface overlaps, firewalls that
 //     drop forwarded packets).
