@@ -225,3 +225,19 @@ func TestClaimedAddr(t *testing.T) {
 		}
 	}
 }
+
+// --bridge names an existing bridge; anything else is refused with what to do.
+func TestBridgeMTURefuses(t *testing.T) {
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+		run(t, "ip", "link", "add", "br0", "mtu", "1400", "type", "bridge")
+		for dev, want := range map[string]string{"nope0": "no such interface", "v0": "a veth, not a bridge"} {
+			if _, err := bridgeMTU(dev); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("bridgeMTU(%s) = %v, want %q", dev, err, want)
+			}
+		}
+		if mtu, err := bridgeMTU("br0"); err != nil || mtu != 1400 {
+			t.Errorf("bridgeMTU(br0) = %d, %v", mtu, err)
+		}
+	})
+}

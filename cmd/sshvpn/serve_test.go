@@ -124,3 +124,25 @@ func TestRunCommands(t *testing.T) {
 		t.Fatalf("cleanup with nothing to do: %v %q", err, out.String())
 	}
 }
+
+// --bridge and --create-bridge belong to the kernel backend, exclude each
+// other and bridge ethernet tunnels only.
+func TestParseServeBridge(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bridge", "br0"}, "--bridge is for --backend kernel; this gateway runs --backend netstack"},
+		{[]string{"--create-bridge", "eth0"}, "--create-bridge is for --backend kernel"},
+		{[]string{"--backend", "kernel", "--bridge", "br0", "--create-bridge", "eth0"}, "give one"},
+		{[]string{"--backend", "kernel", "--bridge", "br0", "--permit-tunnel", "point-to-point"}, "which --permit-tunnel point-to-point refuses"},
+	} {
+		if _, err := parseServe(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.args, err, c.want)
+		}
+	}
+	c, err := parseServe([]string{"--backend", "kernel", "--bridge", "br0", "--tun-address", "198.18.3.1/24"}, io.Discard)
+	if err != nil || c.bridge != "br0" {
+		t.Fatalf("--bridge with --tun-address for point-to-point tunnels: %+v, %v", c, err)
+	}
+}
