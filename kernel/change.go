@@ -15,6 +15,7 @@ type change struct {
 	Index  int          `json:"index,omitempty"`  // the link, by index: a name can be reused, an index not while the namespace lives
 	Prefix netip.Prefix `json:"prefix,omitempty"` // an address or a route's destination
 	Scope  int          `json:"scope,omitempty"`  // a route's scope
+	Via    netip.Addr   `json:"via,omitzero"`     // a route's next hop, on an ethernet tunnel
 	Path   string       `json:"path,omitempty"`   // a sysctl's /proc/sys path
 	Value  string       `json:"value,omitempty"`  // what a sysctl was set to
 	Old    string       `json:"old,omitempty"`    // what it was before; the old MTU
@@ -93,7 +94,7 @@ func (c change) String() string {
 	case opAddress:
 		return fmt.Sprintf("address %s on %s", c.Prefix, c.Dev)
 	case opRoute:
-		return fmt.Sprintf("route %s dev %s", c.Prefix, c.Dev)
+		return fmt.Sprintf("route %s%s dev %s", c.Prefix, c.via(), c.Dev)
 	case opUnreachable:
 		return fmt.Sprintf("route unreachable %s", c.Prefix)
 	case opSysctl:
@@ -106,7 +107,7 @@ func (c change) String() string {
 		}
 		return c.Rule.String()
 	case opTableRoute:
-		return fmt.Sprintf("route %s dev %s table %d", c.Prefix, c.Dev, c.Table)
+		return fmt.Sprintf("route %s%s dev %s table %d", c.Prefix, c.via(), c.Dev, c.Table)
 	case opNFTable:
 		return fmt.Sprintf("nftables table %s %s", c.Family, c.Tag)
 	case opDNS:
@@ -122,4 +123,12 @@ func (c change) String() string {
 		return fmt.Sprintf("bridge %s in place of %s (%d addresses, %d routes)", c.Swap.Bridge, c.Swap.Dev, len(c.Swap.Addrs), len(c.Swap.Routes))
 	}
 	return string(c.Op)
+}
+
+// via is " via ADDR" for a route with a next hop, as ip route prints it.
+func (c change) via() string {
+	if !c.Via.IsValid() {
+		return ""
+	}
+	return " via " + c.Via.String()
 }

@@ -24,6 +24,11 @@ type LocalConfig struct {
 	Addrs  []netip.Prefix
 	Peer   netip.Addr
 	Routes []netip.Prefix // routed through the tunnel, with the gateway's
+	// Via are the next hops, one per family, of the routes through an
+	// ethernet tunnel: the gateway's address on the link, or the LAN's
+	// router. Without them, the gateway's (an sshvpn gateway tells them),
+	// then Peer's.
+	Via []netip.Addr
 	// Bypass keeps the SSH transport out of a full tunnel: the default-like
 	// routes (see defaultLike) go into its table. Zero refuses them.
 	Bypass Bypass
@@ -62,6 +67,8 @@ type Local struct {
 	cfg         LocalConfig
 	fromGateway []netip.Prefix     // addresses the gateway assigned, in place now
 	peerRouted  bool               // the route to --peer is in place
+	onDev       []netip.Prefix     // the device's addresses as configured, for what is on its link
+	hops        nextHops           // an ethernet tunnel's next hops
 	routes      []netip.Prefix     // routed through the tunnel
 	dnsFrom     relay.TunnelConfig // the gateway configuration the DNS settings came from
 }
@@ -108,12 +115,14 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 		return err
 	}
 	addrs, routes := l.cfg.Addrs, slices.Clone(l.cfg.Routes)
+	var gwRoutes []netip.Prefix
+	l.hops = l.nextHops(gw)
 	if gw != nil {
 		if len(addrs) == 0 {
 			addrs = gw.Addresses
 			l.fromGateway = gw.Addresses
 		}
-		routes = append(routes, gw.Routes...)
+		gwRoutes = gw.Routes
 	}
 	switch {
 	case len(addrs) > 0:
@@ -126,10 +135,12 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 		if err := l.addAddress(a); err != nil {
 			return err
 		}
+		l.onDev = append(l.onDev, l.onDevice(a))
 	}
-	if err := l.addRoutes(routes); err != nil {
+	if err := l.addRoutes(routes, gwRoutes); err != nil {
 		return err
 	}
+	routes = append(routes, gwRoutes...)
 	// DNS last, so it is undone first: name servers on the tunnel are no
 	// use before its routes exist or after they are gone.
 	l.routes = routes
@@ -143,26 +154,64 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	return nil
 }
 
-// addRoutes routes the default-like networks through the full tunnel's
-// table and the others through the main table, as ip route add does.
-func (l *Local) addRoutes(routes []netip.Prefix) error {
-	var full []netip.Prefix
-	for _, r := range routes {
+// nextHops gathers an ethernet tunnel's next hops: --via, then the
+// gateway's addresses on the link, then --peer.
+func (l *Local) nextHops(gw *relay.TunnelConfig) nextHops {
+	var h nextHops
+	if l.cfg.Mode != relay.Ethernet {
+		return h
+	}
+	for _, a := range l.cfg.Via {
+		h.add(a, "--via")
+	}
+	if gw != nil {
+		for _, a := range gw.Gateways {
+			h.add(a, "the gateway's tunnel configuration")
+		}
+	}
+	h.add(l.cfg.Peer, "--peer")
+	return h
+}
+
+// addRoutes routes the networks the user asked for and those the gateway
+// told, the default-like ones through the full tunnel's table and the
+// others through the main table, as ip route add does: via the next hop
+// on an ethernet tunnel. A network of the user's that needs a next hop no
+// one gave is an error; one of the gateway's is left out with a warning.
+func (l *Local) addRoutes(user, fromGateway []netip.Prefix) error {
+	var full []routePlan
+	all := slices.Concat(user, fromGateway)
+	for i, r := range all {
 		r = r.Masked()
+		if slices.ContainsFunc(all[:i], func(o netip.Prefix) bool { return o.Masked() == r }) {
+			continue // the gateway's and the user's, or given twice
+		}
 		if r.Addr().Is6() && !ipv6On(l.Name()) {
 			// --route default names both families; a host or device
 			// without IPv6 takes the IPv4 half.
 			l.cfg.Log.Warn("IPv6 is off on the device: route left out", "device", l.Name(), "route", r)
 			continue
 		}
+		p, ok := planRoute(l.cfg.Mode, r, l.onDev, l.hops)
+		switch {
+		case !ok && i < len(user):
+			return noNextHopError(r, false)
+		case !ok:
+			l.cfg.Log.Warn("the gateway's route needs a next hop on the ethernet tunnel, and it names none: route left out; pass --via",
+				"device", l.Name(), "route", r)
+			continue
+		case p.OnLink:
+			l.cfg.Log.Debug("the network is on the link: the kernel's prefix route carries it", "device", l.Name(), "route", r)
+			continue
+		}
 		if defaultLike(r) {
-			if !slices.Contains(full, r) {
-				full = append(full, r)
+			if !slices.Contains(full, p) {
+				full = append(full, p)
 			}
 			continue
 		}
 		l.warnTransport(r)
-		if err := l.undo.AddRoute(r, l.Name()); err != nil {
+		if err := l.addRoute(p); err != nil {
 			return err
 		}
 	}
@@ -170,6 +219,14 @@ func (l *Local) addRoutes(routes []netip.Prefix) error {
 		return nil
 	}
 	return l.fullTunnel(full)
+}
+
+// addRoute puts one planned route in the main table.
+func (l *Local) addRoute(p routePlan) error {
+	if p.Via.IsValid() {
+		return l.undo.AddRouteVia(p.Dst, p.Via, l.Name())
+	}
+	return l.undo.AddRoute(p.Dst, l.Name())
 }
 
 // warnTransport warns when r would carry the SSH transport into the tunnel

@@ -99,25 +99,23 @@ func (b Bypass) Control(network, address string, c syscall.RawConn) error {
 // fullTunnel routes the default-like routes through the device in the
 // bypass table and adds the rules, per family, routes first: a rule never
 // points at a table without them.
-func (l *Local) fullTunnel(routes []netip.Prefix) error {
+func (l *Local) fullTunnel(routes []routePlan) error {
 	b := l.cfg.Bypass
 	if b.Table == 0 {
-		return fmt.Errorf("route %s through the tunnel: a full tunnel needs a routing table and mark of its own, and none was found at start", routes[0])
+		return fmt.Errorf("route %s through the tunnel: a full tunnel needs a routing table and mark of its own, and none was found at start", routes[0].Dst)
 	}
 	for _, v6 := range []bool{false, true} {
 		var fam []netip.Prefix
 		for _, r := range routes {
-			if r.Addr().Is6() == v6 {
-				fam = append(fam, r)
+			if r.Dst.Addr().Is6() == v6 {
+				fam = append(fam, r.Dst)
+				if err := l.undo.AddTableRoute(r.Dst, r.Via, l.Name(), b.Table); err != nil {
+					return err
+				}
 			}
 		}
 		if len(fam) == 0 {
 			continue
-		}
-		for _, r := range fam {
-			if err := l.undo.AddTableRoute(r, l.Name(), b.Table); err != nil {
-				return err
-			}
 		}
 		prio, err := freePriorities(v6)
 		if err != nil {
@@ -132,7 +130,7 @@ func (l *Local) fullTunnel(routes []netip.Prefix) error {
 		l.cfg.Log.Info("full tunnel: all traffic but the SSH connection's goes through the tunnel",
 			"device", l.Name(), "routes", fam, "table", b.Table, "mark", fmt.Sprintf("%#x", b.Mark), "priorities", fmt.Sprintf("%d,%d", prio, prio+1))
 	}
-	if slices.ContainsFunc(routes, func(r netip.Prefix) bool { return r.Addr().Is4() }) && strictReversePath() {
+	if slices.ContainsFunc(routes, func(r routePlan) bool { return r.Dst.Addr().Is4() }) && strictReversePath() {
 		return l.markReplies()
 	}
 	return nil
@@ -249,16 +247,17 @@ func deleteNFTable(family, name string) error {
 	return nftError("delete nftables table "+family+" "+name, conn.Flush())
 }
 
-// AddTableRoute routes dst through dev in routing table table. Revert
-// deletes the route.
-func (u *undoLog) AddTableRoute(dst netip.Prefix, dev string, table int) error {
+// AddTableRoute routes dst through dev, via the next hop via if valid, in
+// routing table table. Revert deletes the route.
+func (u *undoLog) AddTableRoute(dst netip.Prefix, via netip.Addr, dev string, table int) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	c := change{Op: opTableRoute, Dev: dev, Prefix: dst.Masked(), Via: via, Table: table}
 	link, err := netlink.LinkByName(dev)
 	if err != nil {
-		return fmt.Errorf("add route %s dev %s table %d: %w", dst, dev, table, err)
+		return fmt.Errorf("add %s: %w", c, err)
 	}
-	c := change{Op: opTableRoute, Dev: dev, Index: link.Attrs().Index, Prefix: dst.Masked(), Table: table}
+	c.Index = link.Attrs().Index
 	return u.apply(c, func() error {
 		if err := netlink.RouteAdd(c.tableRoute()); err != nil {
 			return fmt.Errorf("add %s: %w", c, err)
@@ -270,9 +269,10 @@ func (u *undoLog) AddTableRoute(dst netip.Prefix, dev string, table int) error {
 // tableRoute is the kernel route an opTableRoute change adds.
 func (c change) tableRoute() *netlink.Route {
 	r := &netlink.Route{Dst: ipNet(c.Prefix), LinkIndex: c.Index, Table: c.Table, Protocol: unix.RTPROT_STATIC}
-	if c.Prefix.Addr().Is4() {
+	if c.Prefix.Addr().Is4() && !c.Via.IsValid() {
 		r.Scope = netlink.SCOPE_LINK // what "ip route add ... dev X" does for a route without a gateway
 	}
+	c.setVia(r)
 	return r
 }
 

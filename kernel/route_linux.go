@@ -174,22 +174,35 @@ func linkName(index int) string {
 }
 
 // AddRoute routes dst through dev in the main table. Revert deletes the route.
-func (u *undoLog) AddRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, false) }
+func (u *undoLog) AddRoute(dst netip.Prefix, dev string) error {
+	return u.addRoute(dst, netip.Addr{}, dev, false)
+}
+
+// AddRouteVia routes dst via the next hop via on dev in the main table, as
+// ip route add DST via VIA dev DEV onlink: the next hop is on the link by
+// the link's nature (an ethernet tunnel's far end), whatever addresses
+// the device holds. Revert deletes the route.
+func (u *undoLog) AddRouteVia(dst netip.Prefix, via netip.Addr, dev string) error {
+	return u.addRoute(dst, via, dev, false)
+}
 
 // ReplaceRoute routes dst through dev in the main table, in place of a
 // route another device had for it. Revert deletes the route, if it is
 // still through dev.
-func (u *undoLog) ReplaceRoute(dst netip.Prefix, dev string) error { return u.addRoute(dst, dev, true) }
+func (u *undoLog) ReplaceRoute(dst netip.Prefix, dev string) error {
+	return u.addRoute(dst, netip.Addr{}, dev, true)
+}
 
-func (u *undoLog) addRoute(dst netip.Prefix, dev string, replace bool) error {
+func (u *undoLog) addRoute(dst netip.Prefix, via netip.Addr, dev string, replace bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	c := change{Op: opRoute, Dev: dev, Prefix: dst.Masked(), Via: via}
 	link, err := netlink.LinkByName(dev)
 	if err != nil {
-		return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
+		return fmt.Errorf("add %s: %w", c, err)
 	}
-	c := change{Op: opRoute, Dev: dev, Index: link.Attrs().Index, Prefix: dst.Masked()}
-	if dst.Addr().Is4() {
+	c.Index = link.Attrs().Index
+	if dst.Addr().Is4() && !via.IsValid() {
 		// What "ip route add ... dev X" does for a route without a gateway.
 		c.Scope = int(netlink.SCOPE_LINK)
 	}
@@ -199,7 +212,7 @@ func (u *undoLog) addRoute(dst netip.Prefix, dev string, replace bool) error {
 	}
 	return u.apply(c, func() error {
 		if err := add(c.route()); err != nil {
-			return fmt.Errorf("add route %s dev %s: %w", dst, dev, err)
+			return fmt.Errorf("add %s: %w", c, err)
 		}
 		return nil
 	})
@@ -228,7 +241,16 @@ func (c change) route() *netlink.Route {
 		return r
 	}
 	r.LinkIndex, r.Scope = c.Index, netlink.Scope(c.Scope)
+	c.setVia(r)
 	return r
+}
+
+// setVia gives r the change's next hop, if it has one, flagged on-link.
+func (c change) setVia(r *netlink.Route) {
+	if c.Via.IsValid() {
+		r.Gw = c.Via.AsSlice()
+		r.Flags |= int(netlink.FLAG_ONLINK)
+	}
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

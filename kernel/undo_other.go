@@ -27,6 +27,10 @@ func (u *undoLog) AddRoute(dst netip.Prefix, dev string) error {
 	return unsupported("add route " + dst.String() + " dev " + dev)
 }
 
+func (u *undoLog) AddRouteVia(dst netip.Prefix, via netip.Addr, dev string) error {
+	return unsupported("add route " + dst.String() + " via " + via.String() + " dev " + dev)
+}
+
 func (u *undoLog) ReplaceRoute(dst netip.Prefix, dev string) error {
 	return unsupported("replace route " + dst.String() + " dev " + dev)
 }

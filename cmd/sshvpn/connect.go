@@ -113,7 +113,10 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if interval == 0 {
 		interval = defaultKeepAlive
 	}
-	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes,
+	if len(c.via) > 0 && mode != relay.Ethernet {
+		return errors.New("--via names a next hop on an ethernet tunnel (-o Tunnel=ethernet); a point-to-point tunnel routes through the device itself")
+	}
+	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Via: c.via,
 		Bypass: bypass, Journal: journal, DNSGlobal: c.dnsGlobal, Log: log}
 	if len(c.peer) > 0 {
 		lc.Peer = c.peer[0]

@@ -27,6 +27,7 @@ type connectConfig struct {
 	addrs   []netip.Prefix
 	peer    []netip.Addr
 	routes  []netip.Prefix
+	via     []netip.Addr // next hops of an ethernet tunnel's routes, one per family
 	backend Backend
 	mtu     int
 	level   logLevel
@@ -146,6 +147,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.BoolVar(&version, "V", false, "print the version")
 	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
 	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
+	fs.Var(addrList(&c.via), "via", "next hop `address` on an ethernet tunnel for the --route networks: the gateway's (or the LAN router's) address on the tap (one per family; an sshvpn gateway tells its own)")
 	fs.Var(routeList{&c.routes}, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6); default (or 0.0.0.0/0, ::/0) for a full tunnel")
 	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
@@ -225,6 +227,11 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	}
 	if len(c.peer) > 1 {
 		return nil, errors.New("--peer takes one address")
+	}
+	for i, a := range c.via {
+		if slices.ContainsFunc(c.via[:i], func(b netip.Addr) bool { return b.Is4() == a.Is4() }) {
+			return nil, fmt.Errorf("--via %s: one next hop per family", a)
+		}
 	}
 	return c, nil
 }
