@@ -111,6 +111,12 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 // gateway said.
 func (l *Local) configure(gw *relay.TunnelConfig) error {
 	name := l.Name()
+	// Before the link comes up, so that the kernel's router solicitation
+	// on carrier already counts.
+	slaac, err := l.allowSLAAC()
+	if err != nil {
+		return err
+	}
 	if err := l.undo.LinkUp(name); err != nil {
 		return err
 	}
@@ -126,6 +132,9 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	}
 	switch {
 	case len(addrs) > 0:
+	case slaac:
+		l.cfg.Log.Info("the tap takes its IPv6 addresses from router advertisements on the link (SLAAC), if a router sends them; "+
+			"nothing gives it an IPv4 address: pass --address for one", "device", name)
 	case gw != nil:
 		l.cfg.Log.Warn("the sshvpn gateway assigned the tunnel no address (it runs without --tun-address): pass --address", "device", name)
 	default:
@@ -152,6 +161,36 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	}
 	l.cfg.Log.Info("local device configured", "device", name, "addresses", addrs, "routes", routes)
 	return nil
+}
+
+// slaacSysctls let the kernel form IPv6 addresses on a tap from the
+// prefixes routers advertise (SLAAC), the way a host on a LAN does: accept
+// router advertisements even when the host forwards (accept_ra=2), and
+// configure addresses from them (autoconf). The advertisement's default
+// route is not taken (accept_ra_defrtr=0): it would pull the host's IPv6
+// traffic, the SSH connection's with it, into the tunnel unasked; a full
+// tunnel is --route default. accept_ra goes last, so that no
+// advertisement counts before the others are in place.
+var slaacSysctls = [...]struct{ name, value string }{
+	{"accept_ra_defrtr", "0"},
+	{"autoconf", "1"},
+	{"accept_ra", "2"},
+}
+
+// allowSLAAC turns SLAAC on for an ethernet tunnel's tap, unless IPv6 is
+// off there or --address gives it an IPv6 address. It reports whether it
+// did.
+func (l *Local) allowSLAAC() (bool, error) {
+	if l.cfg.Mode != relay.Ethernet || !ipv6On(l.Name()) ||
+		slices.ContainsFunc(l.cfg.Addrs, func(a netip.Prefix) bool { return a.Addr().Is6() }) {
+		return false, nil
+	}
+	for _, s := range slaacSysctls {
+		if err := l.undo.SetSysctl("net/ipv6/conf/"+l.Name()+"/"+s.name, s.value); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // nextHops gathers an ethernet tunnel's next hops: --via, then the
