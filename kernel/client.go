@@ -8,6 +8,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
@@ -29,6 +31,10 @@ type LocalConfig struct {
 	// router. Without them, the gateway's (an sshvpn gateway tells them),
 	// then Peer's.
 	Via []netip.Addr
+	// DHCP runs a DHCPv4 client on an ethernet tunnel's tap for the
+	// tunnel's life: the lease's address goes on the tap, its router is
+	// the IPv4 next hop, its name servers go where the gateway's would.
+	DHCP bool
 	// Bypass keeps the SSH transport out of a full tunnel: the default-like
 	// routes (see defaultLike) go into its table. Zero refuses them.
 	Bypass Bypass
@@ -63,14 +69,25 @@ func defaultLike(p netip.Prefix) bool { return p.Bits() <= 1 }
 // Local is the client's device and what was set up on it.
 type Local struct {
 	*tun.Tun
-	undo        *undoLog
-	cfg         LocalConfig
+	undo *undoLog
+	cfg  LocalConfig
+	// mu orders what changes the configuration after OpenLocal: a new
+	// lease (the DHCP client's goroutine) and the gateway's Update.
+	mu          sync.Mutex
 	fromGateway []netip.Prefix     // addresses the gateway assigned, in place now
 	peerRouted  bool               // the route to --peer is in place
 	onDev       []netip.Prefix     // the device's addresses as configured, for what is on its link
 	hops        nextHops           // an ethernet tunnel's next hops
 	routes      []netip.Prefix     // routed through the tunnel
 	dnsFrom     relay.TunnelConfig // the gateway configuration the DNS settings came from
+	dhcp        *leaseKeeper       // the DHCP client, with --dhcp
+	// awaitingLease: --dhcp and no lease yet. The --route networks that
+	// wait for the lease's router are deferred.
+	awaitingLease bool
+	deferred      []netip.Prefix
+	// release, while a DHCP release is on its way out, watches for it in
+	// what the Pump reads from the device (see Leave).
+	release atomic.Pointer[releaseWatch]
 }
 
 var _ relay.Device = (*Local)(nil)
@@ -95,7 +112,7 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if cfg.Journal != nil {
 		undo = cfg.Journal.newUndo(cfg.Log)
 	}
-	l := &Local{Tun: dev, undo: undo, cfg: cfg}
+	l := &Local{Tun: dev, undo: undo, cfg: cfg, awaitingLease: cfg.DHCP}
 	if err := setMTU(dev, l.undo, mtu); err != nil {
 		l.Close()
 		return nil, err
@@ -103,6 +120,15 @@ func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if err := l.configure(gw); err != nil {
 		l.Close()
 		return nil, err
+	}
+	if cfg.DHCP {
+		// Once the tap is up: the client's packet socket needs it. Its
+		// first messages may well be lost, as the Pump does not carry
+		// frames until OpenLocal returns; it asks again.
+		if err := l.startDHCP(); err != nil {
+			l.Close()
+			return nil, err
+		}
 	}
 	return l, nil
 }
@@ -132,6 +158,8 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 	}
 	switch {
 	case len(addrs) > 0:
+	case l.cfg.DHCP:
+		l.cfg.Log.Info("the tap takes its IPv4 address from a DHCP lease", "device", name)
 	case slaac:
 		l.cfg.Log.Info("the tap takes its IPv6 addresses from router advertisements on the link (SLAAC), if a router sends them; "+
 			"nothing gives it an IPv4 address: pass --address for one", "device", name)
@@ -233,8 +261,11 @@ func (l *Local) addRoutes(user, fromGateway []netip.Prefix) error {
 		}
 		p, ok := planRoute(l.cfg.Mode, r, l.onDev, l.hops)
 		switch {
+		case !ok && i < len(user) && l.awaitingLease && r.Addr().Is4():
+			l.deferred = append(l.deferred, r) // via the lease's router
+			continue
 		case !ok && i < len(user):
-			return noNextHopError(r, false)
+			return noNextHopError(r, l.cfg.DHCP && r.Addr().Is4())
 		case !ok:
 			l.cfg.Log.Warn("the gateway's route needs a next hop on the ethernet tunnel, and it names none: route left out; pass --via",
 				"device", l.Name(), "route", r)
@@ -317,6 +348,8 @@ func (l *Local) onDevice(a netip.Prefix) netip.Prefix {
 // die, and drops packets from it as another tunnel's) or other name
 // servers.
 func (l *Local) Update(gw *relay.TunnelConfig) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err := l.readdress(gw); err != nil {
 		return err
 	}
@@ -372,8 +405,13 @@ func (l *Local) promoteSecondaries() error {
 	return err
 }
 
-// Close undoes the configuration and releases the device.
+// Close undoes the configuration and releases the device. A DHCP lease
+// is not released (Leave does that, while the tunnel still carries it);
+// its address goes with the rest.
 func (l *Local) Close() error {
+	if l.dhcp != nil {
+		l.dhcp.close() // first: no lease may be applied once the revert runs
+	}
 	err := l.undo.Revert()
 	if cerr := l.Tun.Close(); err == nil {
 		err = cerr

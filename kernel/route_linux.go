@@ -84,6 +84,17 @@ func onLink(index int, what string, fn func(netlink.Link) error) error {
 // Linux flushes IPv6 addresses when a link goes down, so add them after
 // LinkUp.
 func (u *undoLog) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) error {
+	return u.addAddress(dev, p, noPrefixRoute, netip.Addr{})
+}
+
+// AddLeasedAddress adds p, an IPv4 address a DHCP server leased with its
+// subnet, to dev with the broadcast address brd, as the lease says. Revert
+// deletes it.
+func (u *undoLog) AddLeasedAddress(dev string, p netip.Prefix, brd netip.Addr) error {
+	return u.addAddress(dev, p, false, brd)
+}
+
+func (u *undoLog) addAddress(dev string, p netip.Prefix, noPrefixRoute bool, brd netip.Addr) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	link, err := netlink.LinkByName(dev)
@@ -91,6 +102,9 @@ func (u *undoLog) AddAddress(dev string, p netip.Prefix, noPrefixRoute bool) err
 		return fmt.Errorf("add %s to %s: %w", p, dev, err)
 	}
 	addr := &netlink.Addr{IPNet: ipNet(p), Flags: addrFlags(p, noPrefixRoute)}
+	if brd.IsValid() {
+		addr.Broadcast = brd.AsSlice()
+	}
 	c := change{Op: opAddress, Dev: dev, Index: link.Attrs().Index, Prefix: p}
 	err = u.apply(c, func() error {
 		err := netlink.AddrAdd(link, addr)

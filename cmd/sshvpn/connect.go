@@ -116,12 +116,18 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if len(c.via) > 0 && mode != relay.Ethernet {
 		return errors.New("--via names a next hop on an ethernet tunnel (-o Tunnel=ethernet); a point-to-point tunnel routes through the device itself")
 	}
-	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Via: c.via,
+	if c.dhcp && mode != relay.Ethernet {
+		return errors.New("--dhcp asks for an address on an ethernet tunnel's link: add -o Tunnel=ethernet")
+	}
+	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Via: c.via, DHCP: c.dhcp,
 		Bypass: bypass, Journal: journal, DNSGlobal: c.dnsGlobal, Log: log}
 	if len(c.peer) > 0 {
 		lc.Peer = c.peer[0]
 	}
-	var dev *kernel.Local
+	var (
+		devMu sync.Mutex // Setup's goroutine sets dev, the leaving one reads it
+		dev   *kernel.Local
+	)
 	client := &reconnect.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: sshclient.Retryable,
@@ -138,7 +144,9 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			if err != nil {
 				return nil, err // not a typed nil in the interface
 			}
+			devMu.Lock()
 			dev = l
+			devMu.Unlock()
 			return l, nil
 		},
 		Update:  func(gw *relay.TunnelConfig) error { return dev.Update(gw) },
@@ -146,7 +154,21 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		Up:      ready,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
 	}
-	err = client.Run(ctx)
+	// The tunnel runs until told to stop, and then a moment more: a DHCP
+	// lease goes back through it before it closes.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	stopLeaving := context.AfterFunc(ctx, func() {
+		devMu.Lock()
+		d := dev
+		devMu.Unlock()
+		if d != nil {
+			d.Leave(leaveWait)
+		}
+		stopRun()
+	})
+	defer stopLeaving()
+	err = client.Run(runCtx)
 	if errors.Is(err, sshclient.ErrHostKeyVerification) {
 		// ssh's words are on stderr already, ending "Host key
 		// verification failed."; like ssh, say no more.
@@ -184,6 +206,10 @@ func (t *transportAddrs) list() []netip.Addr {
 // set: a VPN must notice a dead peer to reconnect, where an interactive ssh
 // session can wait for the user.
 const defaultKeepAlive = 15 * time.Second
+
+// leaveWait bounds how long a client that was told to stop waits for its
+// DHCP release to go through the tunnel.
+const leaveWait = 2 * time.Second
 
 // defaultConnectTimeout bounds a connection's setup when ConnectTimeout is
 // not set.

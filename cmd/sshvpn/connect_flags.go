@@ -28,6 +28,7 @@ type connectConfig struct {
 	peer    []netip.Addr
 	routes  []netip.Prefix
 	via     []netip.Addr // next hops of an ethernet tunnel's routes, one per family
+	dhcp    bool         // a DHCPv4 client on an ethernet tunnel's tap
 	backend Backend
 	mtu     int
 	level   logLevel
@@ -148,6 +149,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted)")
 	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
 	fs.Var(addrList(&c.via), "via", "next hop `address` on an ethernet tunnel for the --route networks: the gateway's (or the LAN router's) address on the tap (one per family; an sshvpn gateway tells its own)")
+	fs.BoolVar(&c.dhcp, "dhcp", false, "ethernet tunnel: take the tap's IPv4 address, the next hop for --route and the name servers from a DHCP server on the link (released on exit)")
 	fs.Var(routeList{&c.routes}, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6); default (or 0.0.0.0/0, ::/0) for a full tunnel")
 	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
@@ -227,6 +229,9 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	}
 	if len(c.peer) > 1 {
 		return nil, errors.New("--peer takes one address")
+	}
+	if c.dhcp && slices.ContainsFunc(c.addrs, func(a netip.Prefix) bool { return a.Addr().Is4() }) {
+		return nil, errors.New("--dhcp and an IPv4 --address: give one (DHCP brings the IPv4 address)")
 	}
 	for i, a := range c.via {
 		if slices.ContainsFunc(c.via[:i], func(b netip.Addr) bool { return b.Is4() == a.Is4() }) {

@@ -31,7 +31,8 @@ func TestParseConnect(t *testing.T) {
 	k := keyFiles(t, "k1", "k2")
 	// Flags may come before and after the destination, as with ssh.
 	c, err := parseConnect([]string{"-p", "2222", "-i", k[0], "-o", "Tunnel=ethernet", "gw.example",
-		"-i", k[1], "-w", "0:any", "--route", "198.18.2.0/24", "--route", "2001:2:0:9::/64", "--address", "198.18.3.2/24"}, io.Discard)
+		"-i", k[1], "-w", "0:any", "--route", "198.18.2.0/24", "--route", "2001:2:0:9::/64", "--address", "198.18.3.2/24",
+		"--via", "198.18.3.1", "--via", "2001:2:0:3::1"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestParseConnect(t *testing.T) {
 	if c.ssh.Opts[0] != "TunnelDevice=0:any" || c.ssh.Opts[1] != "Tunnel=ethernet" {
 		t.Fatalf("-w must come first among -o so it beats the files: %q", c.ssh.Opts)
 	}
-	if len(c.routes) != 2 || len(c.addrs) != 1 || c.backend != "kernel" {
+	if len(c.routes) != 2 || len(c.addrs) != 1 || len(c.via) != 2 || c.backend != "kernel" {
 		t.Fatalf("tunnel flags: %+v", c)
 	}
 }
@@ -113,6 +114,8 @@ func TestParseConnectErrors(t *testing.T) {
 		{[]string{"-4", "-6", "gw"}, "-4 and -6 together"},
 		{[]string{"--address", "198.18.3.2/24", "--address", "198.18.3.2/24", "gw"}, "--address 198.18.3.2/24 given twice"},
 		{[]string{"gw", "uptime", "now"}, "runs no command, got: uptime now"},
+		{[]string{"--via", "198.18.3.1", "--via", "198.18.3.9", "gw"}, "--via 198.18.3.9: one next hop per family"},
+		{[]string{"--dhcp", "--address", "198.18.3.2/24", "gw"}, "--dhcp and an IPv4 --address: give one"},
 	} {
 		var stderr bytes.Buffer
 		_, err := parseConnect(tt.args, &stderr)
