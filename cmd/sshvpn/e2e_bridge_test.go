@@ -158,9 +158,62 @@ func TestBridgeHome(t *testing.T) {
 	})
 }
 
-// The sshvpn client's side of (b), once sshvpn connect takes a lease.
+// (b) with sshvpn at both ends: sshvpn connect -o Tunnel=ethernet --dhcp
+// into the bridged gateway takes dnsmasq's lease and radvd's prefix on its
+// tap, with no other flag, and reaches the LAN host on both families; at
+// exit it gives the lease back and leaves nothing on the client.
 func TestBridgeHomeSshvpnClient(t *testing.T) {
-	t.Skip("needs sshvpn connect --dhcp: the sshvpn client's DHCP and SLAAC on a bridged tap")
+	t.Parallel()
+	h := newHome(t)
+	o := nstest.OpenSSHs(t)[0]
+	priv, pub := h.key(t, o, "client")
+	h.startGateway(t, pub+"\n", "--bridge", "br0")
+	before := h.client.Run(t, "ip", "-o", "link", "show")
+	c := h.client.Start(t, connectArgs(priv, "", "-p", "2222", "-o", "Tunnel=ethernet", "--dhcp", "root@"+underGW.Addr().String())...)
+	waitUp(t, c, 1)
+	nstest.WaitFor(t, 15*time.Second, "the DHCP lease applied", func() bool {
+		if c.Exited() {
+			t.Fatalf("sshvpn connect exited: %s", c.Log())
+		}
+		return strings.Contains(c.Log(), `msg="DHCP lease"`)
+	})
+	dev := regexp.MustCompile(`device=(tap\d+)`).FindStringSubmatch(c.Log())
+	if dev == nil {
+		t.Fatalf("sshvpn connect names no tap:\n%s", c.Log())
+	}
+	tap := dev[1]
+	mac := ifaceMAC(t, h.client, tap)
+	leases, _ := os.ReadFile(filepath.Join(h.dir, "leases"))
+	m := regexp.MustCompile(mac.String() + ` (198\.18\.2\.\d+) `).FindStringSubmatch(string(leases))
+	if m == nil {
+		t.Fatalf("dnsmasq's leases have nothing for %s:\n%s", mac, leases)
+	}
+	if addrs := h.client.Run(t, "ip", "-4", "-o", "addr", "show", "dev", tap); !strings.Contains(addrs, "inet "+m[1]+"/24") {
+		t.Fatalf("%s lacks the lease %s: %s", tap, m[1], addrs)
+	}
+	if strings.Contains(c.Log(), "pass --address") {
+		t.Errorf("sshvpn connect asked for --address though DHCP and SLAAC address the tap:\n%s", c.Log())
+	}
+	nstest.WaitFor(t, 20*time.Second, "an address from radvd's prefix on "+tap, func() bool {
+		out := h.client.Run(t, "ip", "-6", "-o", "addr", "show", "dev", tap, "scope", "global")
+		return strings.Contains(out, "inet6 2001:2:2:0:") && !strings.Contains(out, "tentative")
+	})
+	nstest.Ping(t, h.client, lanHost.Addr().String(), 3)
+	nstest.Ping(t, h.client, homeHost6.Addr().String(), 3)
+	r := nstest.Transfer(t, h.lan, lanHost.Addr().String()+":0", h.client, lanHost.Addr().String(), 20<<20, true)
+	t.Logf("sshvpn connect --dhcp bridged as %s: %v", m[1], r)
+
+	c.Signal(syscall.SIGTERM)
+	if err := c.Wait(15 * time.Second); err != nil {
+		t.Fatalf("sshvpn connect did not end cleanly: %v\n%s", err, c.Log())
+	}
+	nstest.WaitFor(t, 5*time.Second, "dnsmasq drops the released lease", func() bool {
+		leases, _ := os.ReadFile(filepath.Join(h.dir, "leases"))
+		return !strings.Contains(string(leases), mac.String())
+	})
+	if after := h.client.Run(t, "ip", "-o", "link", "show"); after != before {
+		t.Errorf("the client's links changed:\nbefore %s\nafter %s", before, after)
+	}
 }
 
 // (c) Port security: frames a client writes into its tap from a second
