@@ -1,0 +1,207 @@
+package segment
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/ndp"
+)
+
+// RAConfig is a router advertisement schedule (RFC 4861 6.2.1).
+type RAConfig struct {
+	// MinInterval and MaxInterval bound the time between unsolicited
+	// advertisements (MinRtrAdvInterval, MaxRtrAdvInterval).
+	MinInterval, MaxInterval time.Duration
+	// RouterLifetime is how long a client keeps the gateway as its
+	// default router (AdvDefaultLifetime), and its DNS options.
+	RouterLifetime time.Duration
+}
+
+// DefaultRA is RFC 4861's defaults: MaxRtrAdvInterval 600 s,
+// MinRtrAdvInterval a third of it, AdvDefaultLifetime three times it. A
+// client that joins between two advertisements solicits one and has it at
+// once, so nothing is gained by advertising more often.
+var DefaultRA = RAConfig{MinInterval: 200 * time.Second, MaxInterval: 600 * time.Second, RouterLifetime: 1800 * time.Second}
+
+// RFC 4861 10, router constants.
+const (
+	maxInitialInterval = 16 * time.Second // MAX_INITIAL_RTR_ADVERT_INTERVAL
+	maxInitialAdverts  = 3                // MAX_INITIAL_RTR_ADVERTISEMENTS
+	minDelayBetweenRAs = 3 * time.Second  // MIN_DELAY_BETWEEN_RAS
+)
+
+// Prefix lifetimes: RFC 4861's AdvValidLifetime and AdvPreferredLifetime
+// defaults. The prefix is the gateway's configured subnet, which does not
+// change while it runs.
+const (
+	validLifetime     = 30 * 24 * time.Hour
+	preferredLifetime = 7 * 24 * time.Hour
+)
+
+// advertiser sends one segment's router advertisements: unsolicited ones
+// on RFC 4861's schedule, the first few MAX_INITIAL_RTR_ADVERT_INTERVAL
+// apart, and an answer to each router solicitation. The answer to the
+// first comes at once; later ones at most one per MIN_DELAY_BETWEEN_RAS
+// (RFC 4861 6.2.6), a burst of solicitations within it answered by one
+// advertisement at its end. The answer goes to the soliciting address
+// (6.2.6 allows it), to all nodes from the unspecified one. One timer
+// serves both.
+type advertiser struct {
+	s   *Segment
+	msg *ndp.RouterAdvertisement
+	cfg RAConfig
+
+	mu            sync.Mutex
+	timer         Timer
+	sent          int       // unsolicited advertisements so far
+	nextPeriodic  time.Time // when the next unsolicited one is due
+	lastSolicited time.Time // the last answer to a solicitation; zero: none yet
+	pending       bool      // a solicitation waits for pendingAt
+	pendingAt     time.Time
+	stopped       bool
+}
+
+func newAdvertiser(s *Segment, cfg Config) (*advertiser, error) {
+	a := &advertiser{s: s, cfg: cfg.RA}
+	if a.cfg == (RAConfig{}) {
+		a.cfg = DefaultRA
+	}
+	if a.cfg.MinInterval <= 0 || a.cfg.MaxInterval < a.cfg.MinInterval || a.cfg.RouterLifetime > 9000*time.Second {
+		return nil, fmt.Errorf("segment: router advertisement intervals %v to %v, lifetime %v: want 0 < min <= max, lifetime at most 9000 s",
+			a.cfg.MinInterval, a.cfg.MaxInterval, a.cfg.RouterLifetime)
+	}
+	a.msg = &ndp.RouterAdvertisement{
+		CurrentHopLimit: 64,
+		RouterLifetime:  a.cfg.RouterLifetime,
+		Options: []ndp.Option{
+			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: s.gwMAC[:]},
+			ndp.NewMTU(uint32(s.inner.MTU())),
+		},
+	}
+	if s.prefix6.IsValid() {
+		a.msg.Options = append(a.msg.Options, &ndp.PrefixInformation{
+			PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: true,
+			ValidLifetime: validLifetime, PreferredLifetime: preferredLifetime, Prefix: s.prefix6.Addr(),
+		})
+	}
+	var dns6 []netip.Addr
+	for _, d := range cfg.DNS {
+		if d.Is6() {
+			dns6 = append(dns6, d)
+		}
+	}
+	// RFC 8106 5.1: a lifetime of at least 3 x MaxRtrAdvInterval.
+	life := max(a.cfg.RouterLifetime, 3*a.cfg.MaxInterval)
+	if len(dns6) > 0 {
+		a.msg.Options = append(a.msg.Options, &ndp.RecursiveDNSServer{Lifetime: life, Servers: dns6})
+	}
+	if len(cfg.Domains) > 0 {
+		a.msg.Options = append(a.msg.Options, &ndp.DNSSearchList{Lifetime: life, DomainNames: cfg.Domains})
+	}
+	if _, err := ndp.MarshalMessageChecksum(a.msg, s.linkLoc, allNodes); err != nil {
+		return nil, fmt.Errorf("segment: router advertisement: %w", err)
+	}
+	return a, nil
+}
+
+// start sends the first advertisement and arms the timer.
+func (a *advertiser) start() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.s.clock.Now()
+	a.send(allNodes)
+	a.sent = 1
+	a.nextPeriodic = now.Add(a.interval())
+	a.timer = a.s.clock.AfterFunc(a.nextPeriodic.Sub(now), a.fire)
+}
+
+// interval is the time to the next unsolicited advertisement: random in
+// [MinInterval, MaxInterval], at most MAX_INITIAL_RTR_ADVERT_INTERVAL for
+// the first few (RFC 4861 6.2.4).
+func (a *advertiser) interval() time.Duration {
+	d := a.cfg.MinInterval + rand.N(a.cfg.MaxInterval-a.cfg.MinInterval+1)
+	if a.sent < maxInitialAdverts {
+		d = min(d, maxInitialInterval)
+	}
+	return d
+}
+
+// fire sends what is due, an unsolicited advertisement or a deferred
+// answer (one advertisement when both are), and re-arms the timer.
+func (a *advertiser) fire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	now := a.s.clock.Now()
+	due := false
+	if !now.Before(a.nextPeriodic) {
+		due = true
+		a.sent++
+		a.nextPeriodic = now.Add(a.interval())
+	}
+	if a.pending && !now.Before(a.pendingAt) {
+		due = true
+		a.pending = false
+		a.lastSolicited = now
+	}
+	if due {
+		a.send(allNodes)
+	}
+	a.arm(now)
+}
+
+// arm sets the timer for the earlier of the next unsolicited
+// advertisement and a deferred answer.
+func (a *advertiser) arm(now time.Time) {
+	next := a.nextPeriodic
+	if a.pending && a.pendingAt.Before(next) {
+		next = a.pendingAt
+	}
+	a.timer.Reset(max(next.Sub(now), 0))
+}
+
+// solicited answers a router solicitation from src.
+func (a *advertiser) solicited(now time.Time, src netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	if a.lastSolicited.IsZero() || now.Sub(a.lastSolicited) >= minDelayBetweenRAs {
+		a.lastSolicited = now
+		dst := src
+		if src.IsUnspecified() {
+			dst = allNodes
+		}
+		a.send(dst)
+		return
+	}
+	a.s.stats.RSDeferred.Add(1)
+	if !a.pending {
+		a.pending = true
+		a.pendingAt = a.lastSolicited.Add(minDelayBetweenRAs)
+		a.arm(now)
+	}
+}
+
+// send builds one advertisement to dst and queues it.
+func (a *advertiser) send(dst netip.Addr) {
+	if a.s.sendND(a.msg, a.s.linkLoc, dst) {
+		a.s.stats.RouterAdverts.Add(1)
+	}
+}
+
+// stop ends the schedule: the timer may not fire again.
+func (a *advertiser) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+}
