@@ -28,7 +28,9 @@ type fakeInner struct {
 	keep    bool // record what Write is given (off in benchmarks)
 }
 
-func newFakeInner() *fakeInner { return &fakeInner{mtu: 1500, q: make(chan []byte, 64), done: make(chan struct{}), keep: true} }
+func newFakeInner() *fakeInner {
+	return &fakeInner{mtu: 1500, q: make(chan []byte, 64), done: make(chan struct{}), keep: true}
+}
 
 func (f *fakeInner) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var p []byte
