@@ -22,6 +22,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
+	"github.com/sshvpn/sshvpn/stack/segment"
 )
 
 // nicID is the one NIC of a client's stack.
@@ -123,6 +124,8 @@ type Stats struct {
 	// SocketsLimited counts flows refused because the gateway's host
 	// sockets, or the key's share of them, were spent (Config.HostSockets).
 	SocketsLimited atomic.Uint64
+	// L2 are an ethernet tunnel's segment's counters.
+	L2 segment.Stats
 }
 
 // clientConfig is what one client's stack is built from.
@@ -390,5 +393,8 @@ func (s *Stats) LogValue() slog.Value {
 	add("drops_queue_delay", s.DropsQueueDelay.Load())
 	add("drops_not_ip", s.DropsNotIP.Load())
 	add("drops_too_big", s.DropsTooBig.Load())
+	if l2 := s.L2.LogValue(); len(l2.Group()) > 0 {
+		attrs = append(attrs, slog.Attr{Key: "l2", Value: l2})
+	}
 	return slog.GroupValue(attrs...)
 }

@@ -1,8 +1,9 @@
-// Package stack is the rootless backend: each tunnel gets a gVisor
-// userspace TCP/IP stack of its own, a relay.Device, whose forwarders
-// re-originate the client's TCP, UDP and ping from the gateway process's
-// ordinary sockets, under an egress policy and per-client limits. No
-// privilege, and nothing changed on the host.
+// Package stack is the rootless backend: each tunnel, point-to-point or
+// ethernet, gets a gVisor userspace TCP/IP stack of its own, a
+// relay.Device, whose forwarders re-originate the client's TCP, UDP and
+// ping from the gateway process's ordinary sockets, under an egress
+// policy and per-client limits. No privilege, and nothing changed on the
+// host.
 //
 //   - gateway.go: Gateway, the relay.Opener: subnets, the gateway's and
 //     clients' addresses, one client stack per tunnel.
@@ -20,7 +21,12 @@
 //   - stream.go: direct-tcpip (ssh -L, -D, -W) under the same policy.
 //   - memory.go: what a client's flows hold, against Limits.Memory.
 //   - tune.go: the stack's TCP settings, and why.
+//   - ethernet.go: an ethernet tunnel: the same stack behind a segment
+//     (package segment) with a DHCP server (package dhcpd), its MTU, its
+//     status text, and the SLAAC addresses each key holds.
 //
 // Sub-packages: dnsproxy (the caching DNS forwarder), egress (the policy),
-// hostaddr (the host's own addresses, followed as they change).
+// hostaddr (the host's own addresses, followed as they change), segment
+// (an Ethernet segment in front of a client's stack), dhcpd (its DHCPv4
+// server).
 package stack

@@ -279,7 +279,19 @@ var closeWindow atomic.Pointer[func(*endpoint)]
 // queue without blocking; false means it was dropped (queue full or
 // endpoint closed). A small packet takes the fast lane (fastLane) while it
 // has room.
-func (e *endpoint) queue(p *stack.PacketBuffer) bool {
+func (e *endpoint) queue(p *stack.PacketBuffer) bool { return e.enqueue(p, fastLane(p)) }
+
+// Inject implements segment.Injector: a packet of the link layer's own
+// (an ARP payload, a router advertisement, a DHCP reply), copied, on the
+// fast lane: it answers the client's own request and is small.
+func (e *endpoint) Inject(b []byte) bool {
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	defer p.DecRef()
+	return e.enqueue(p, true)
+}
+
+// enqueue is queue, with the lane chosen by the caller.
+func (e *endpoint) enqueue(p *stack.PacketBuffer, fast bool) bool {
 	select {
 	case <-e.done:
 		return false
@@ -297,7 +309,7 @@ func (e *endpoint) queue(p *stack.PacketBuffer) bool {
 	p.IncRef()
 	q := queued{p, now()}
 	ok := false
-	if fastLane(p) {
+	if fast {
 		select {
 		case e.fast <- q:
 			ok = true

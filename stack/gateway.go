@@ -15,6 +15,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
+	"github.com/sshvpn/sshvpn/stack/segment"
 )
 
 // The default virtual subnets. 100.77.0.0/16 lies in the shared address
@@ -89,7 +90,7 @@ type Config struct {
 }
 
 // Gateway is the rootless backend: a relay.Opener that gives each
-// point-to-point tunnel a gVisor stack of its own (65 KiB and two
+// tunnel, point-to-point or ethernet, a gVisor stack of its own (65 KiB and two
 // goroutines when idle), whose forwarders re-originate the client's flows
 // from the gateway process's ordinary sockets.
 type Gateway struct {
@@ -104,6 +105,10 @@ type Gateway struct {
 
 	mu     sync.Mutex
 	owners map[netip.Addr]*owner // client addresses in use
+	// slaac are the addresses ethernet clients took by SLAAC, and how
+	// many each key holds (MaxSLAACPerKey).
+	slaac       map[netip.Addr]*owner
+	slaacPerKey map[string]int
 
 	// Tests only: clientConfig's fields of the same names.
 	pingTarget  func(netip.Addr) netip.Addr
@@ -138,7 +143,8 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("stack: MTU %d: want 1280 to 65535 (IPv6 needs 1280)", m)
 		}
 	}
-	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}, sockets: newHostSockets(cfg.HostSockets)}
+	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}, slaac: map[netip.Addr]*owner{}, slaacPerKey: map[string]int{},
+		sockets: newHostSockets(cfg.HostSockets)}
 	if g.sockets.max > 0 {
 		cfg.Logger.Info("host sockets for the clients' flows", "all", g.sockets.max, "per_key", g.sockets.perKey)
 	}
@@ -187,6 +193,10 @@ func (g *Gateway) addressing() error {
 		}
 		g.subnets = append(g.subnets, s)
 		g.gateways = append(g.gateways, gw)
+		if s.Addr().Is6() && s.Bits() != 64 {
+			g.cfg.Logger.Warn("the IPv6 subnet is not a /64: ethernet tunnels' router advertisements carry no prefix, so their clients form no SLAAC address",
+				"subnet", s)
+		}
 	}
 	for _, a := range g.cfg.Gateways {
 		if !relay.ContainsAny(g.subnets, a) {
@@ -285,10 +295,11 @@ func joinStrings[T fmt.Stringer](xs []T) string {
 // Policy is the gateway's egress policy, before per-key rules.
 func (g *Gateway) Policy() *egress.Policy { return g.policy }
 
-// Open implements relay.Opener for point-to-point tunnels.
+// Open implements relay.Opener. An ethernet tunnel gets the same stack
+// as a point-to-point one, behind an Ethernet segment (openSegment).
 func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunnel, error) {
-	if req.Mode != relay.PointToPoint {
-		return nil, fmt.Errorf("stack: %s tunnel: %w: the rootless gateway carries point-to-point (ssh -w, Tunnel=point-to-point) tunnels only", req.Mode, errors.ErrUnsupported)
+	if req.Mode != relay.PointToPoint && req.Mode != relay.Ethernet {
+		return nil, fmt.Errorf("stack: %s tunnel: %w", req.Mode, errors.ErrUnsupported)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stack: open tunnel: %w", err)
@@ -301,13 +312,19 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	if err != nil {
 		return nil, err
 	}
-	mtu := g.cfg.MTU
+	mtu, local := g.cfg.MTU, g.local
 	if req.Framed {
 		mtu = g.cfg.FramedMTU
 	}
+	if req.Mode == relay.Ethernet {
+		// The stack answers the client's traffic to the gateway's
+		// link-local address too: its router, as the RAs name it.
+		mtu = g.ethernetMTU(req)
+		local = append(slices.Clip(local), netip.PrefixFrom(segment.DefaultLinkLocal, 64))
+	}
 	c, err := newClient(clientConfig{
 		MTU: mtu, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
-		Limits: g.cfg.Limits, Local: g.local, Ping4: g.ping4, Ping6: g.ping6,
+		Limits: g.cfg.Limits, Local: local, Ping4: g.ping4, Ping6: g.ping6,
 		pingTarget: g.pingTarget, listenPing: g.listenPing, pingTimeout: g.pingTimeout,
 		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs, Key: req.Key, Sockets: g.sockets,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),
@@ -316,7 +333,11 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 		g.release(addrs)
 		return nil, err
 	}
-	return &tunnel{client: c, gw: g, addrs: addrs}, nil
+	t := &tunnel{client: c, gw: g, addrs: addrs}
+	if req.Mode == relay.Ethernet {
+		return g.openSegment(t, req)
+	}
+	return t, nil
 }
 
 // claim gives key its stable address in each subnet: a hash of the key and
@@ -330,8 +351,8 @@ func (g *Gateway) claim(key string) ([]netip.Prefix, error) {
 	var got []netip.Prefix
 	for i, s := range g.subnets {
 		a, ok := relay.PickAddress(key, s, g.gateways[i], func(a netip.Addr) bool {
-			o := g.owners[a]
-			return o == nil || (key != "" && o.key == key)
+			o, sl := g.owners[a], g.slaac[a]
+			return (o == nil || (key != "" && o.key == key)) && (sl == nil || sl.key == key)
 		})
 		if !ok {
 			g.releaseLocked(got)

@@ -88,9 +88,9 @@ func TestStatus(t *testing.T) {
 
 func TestOpenRefuses(t *testing.T) {
 	g := newGateway(t)
-	_, err := g.Open(context.Background(), relay.TunnelRequest{Mode: relay.Ethernet, Key: "SHA256:l2"})
+	_, err := g.Open(context.Background(), relay.TunnelRequest{Mode: 3, Key: "SHA256:mode3"})
 	if !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("ethernet tunnel: %v, want ErrUnsupported", err)
+		t.Errorf("mode 3 tunnel: %v, want ErrUnsupported", err)
 	}
 	for _, cfg := range []Config{
 		{Subnets: []netip.Prefix{DefaultSubnet4, netip.MustParsePrefix("10.0.0.0/8")}},

@@ -69,7 +69,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.bridge, "bridge", "", "existing `bridge` every ethernet tunnel's tap joins, with port security: the client is on that LAN and takes DHCP and SLAAC from it (kernel backend)")
 	fs.StringVar(&c.createBridge, "create-bridge", "", "`interface` to put on a bridge made for it (its MAC, addresses and routes move to the bridge, and back on exit), then as --bridge")
 	fs.BoolVar(&c.nat, "nat", false, "enable forwarding and masquerade the tunnels' traffic out of the gateway's other interfaces")
-	fs.IntVar(&c.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU; at most %d so that stock OpenSSH peers can carry every packet (default: kernel %d, netstack %d)", wire.MaxFrame-4, kernel.DefaultMTU, stack.DefaultMTU))
+	fs.IntVar(&c.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU; at most %d so that stock OpenSSH peers can carry every packet (default: kernel %d, netstack %d, %d on ethernet tunnels)", wire.MaxFrame-4, kernel.DefaultMTU, stack.DefaultMTU, stack.DefaultEthernetMTU))
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", gateway.DefaultClientAliveInterval, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", gateway.DefaultClientAliveCountMax, "unanswered keepalives before a client is disconnected and its tunnels torn down")

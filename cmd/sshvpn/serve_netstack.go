@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/stack"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
@@ -121,12 +120,6 @@ func checkBackendFlags(c *serveConfig, set map[string]bool) error {
 	}
 	if c.backend != "netstack" {
 		return nil
-	}
-	switch c.permit {
-	case gateway.PermitYes:
-		c.permit = gateway.PermitPointToPoint
-	case gateway.PermitEthernet:
-		return fmt.Errorf("--permit-tunnel ethernet: the netstack backend carries point-to-point tunnels only; use --backend kernel for ethernet")
 	}
 	for _, s := range c.rootless.subnets {
 		if s.Addr().Is4() && s.Bits() > 30 || s.Addr().Is6() && s.Bits() > 126 {

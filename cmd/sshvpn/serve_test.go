@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/stack"
 )
 
@@ -16,7 +17,7 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.listen != ":2222" || c.permit != "point-to-point" || c.backend != "netstack" || c.mtu != 0 || c.nat { // mtu 0: the backend's own default
+	if c.listen != ":2222" || c.permit != "yes" || c.backend != "netstack" || c.mtu != 0 || c.nat { // mtu 0: the backend's own default
 		t.Fatalf("defaults: %+v", c)
 	}
 	if !strings.HasSuffix(c.hostKey, "sshvpn/ssh_host_ed25519_key") || !strings.HasSuffix(c.authorizedKeys, ".ssh/authorized_keys") {
@@ -76,7 +77,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--backend", "kernel", "--nat"}, "--nat needs --tun-address"},
 		{[]string{"--nat"}, "--nat is for --backend kernel; this gateway runs --backend netstack"},
 		{[]string{"--backend", "kernel", "--subnet", "198.18.3.0/24"}, "--subnet is for --backend netstack"},
-		{[]string{"--permit-tunnel", "ethernet"}, "the netstack backend carries point-to-point tunnels only"},
+		{[]string{"--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
 		{[]string{"--subnet", "198.18.3.0/31"}, "too small"},
 		{[]string{"--allow", "example.com"}, `flag -allow: rule "example.com": "example.com" is not an IP address`},
 		{[]string{"--max-client-memory", "12Q"}, "like 256M"},
@@ -99,9 +100,24 @@ func TestParseServeErrors(t *testing.T) {
 	}
 }
 
+// The rootless gateway carries both modes: yes means both, ethernet
+// means ethernet (it used to turn yes into point-to-point and refuse
+// ethernet).
+func TestParseServeNetstackModes(t *testing.T) {
+	for _, p := range []gateway.PermitTunnel{gateway.PermitYes, gateway.PermitEthernet, gateway.PermitPointToPoint} {
+		c, err := parseServe([]string{"--permit-tunnel", string(p)}, io.Discard)
+		if err != nil || c.permit != p {
+			t.Errorf("--permit-tunnel %s: %v, permit %v", p, err, c)
+		}
+	}
+}
+
 // An MTU too large for ethernet frames is fine when only point-to-point
 // tunnels are allowed.
 func TestParseServeMTU(t *testing.T) {
+	if _, err := parseServe([]string{"--mtu", "16380", "--permit-tunnel", "point-to-point"}, io.Discard); err != nil {
+		t.Errorf("netstack, point-to-point only: %v", err)
+	}
 	if _, err := parseServe([]string{"--backend", "kernel", "--mtu", "16380", "--permit-tunnel", "point-to-point"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}

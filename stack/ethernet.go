@@ -1,0 +1,208 @@
+package stack
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/wire"
+	"github.com/sshvpn/sshvpn/stack/dhcpd"
+	"github.com/sshvpn/sshvpn/stack/segment"
+)
+
+// DefaultEthernetMTU is an ethernet tunnel's IP MTU when Config.MTU is 0:
+// the largest a stock client's frames carry. OpenSSH reads a frame into
+// wire.MaxFrame bytes; less the 14-byte header and room for one VLAN tag
+// (which serve's --mtu check keeps for the kernel's bridges too). The
+// stack's cost is per packet, as on point-to-point tunnels; a client that
+// keeps its tap's 1500 still works (TCP's MSS), and one that applies
+// DHCP's option 26 gets the speed.
+const DefaultEthernetMTU = wire.MaxFrame - 14 - 4
+
+// maxFramedEthernetMTU leaves a framed channel's largest packet room for
+// the same header and tag.
+const maxFramedEthernetMTU = wire.MaxStreamPacket - 14 - 4
+
+// ethernetMTU is the IP MTU of req's ethernet tunnel.
+func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {
+	if req.Framed {
+		return min(g.cfg.FramedMTU, maxFramedEthernetMTU)
+	}
+	return min(g.cfg.MTU, DefaultEthernetMTU)
+}
+
+// openSegment puts an Ethernet segment in front of t, the client's stack:
+// DHCP hands out its IPv4 address, router advertisements its IPv6 prefix.
+func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel, error) {
+	l := &l2Tunnel{tunnel: t, claims: &keyClaims{gw: g, key: req.Key}}
+	cfg := segment.Config{
+		Inner: t, Injector: t.ep, Local: g.localAddrs(), Routed: req.AllowedIPs,
+		DNS: g.cfg.DNS, Domains: g.cfg.Domains, Claims: l.claims, Stats: &t.stats.L2, Log: t.log,
+	}
+	for i, a := range t.addrs {
+		if a.Addr().Is4() {
+			cfg.Lease = a
+			srv, err := dhcpd.New(dhcpd.Config{Lease: a, ServerID: g.gateways[i], DNS: g.cfg.DNS,
+				Domains: g.cfg.Domains, MTU: t.MTU(), Log: t.log})
+			if err != nil {
+				t.Close()
+				return nil, fmt.Errorf("stack: ethernet tunnel: %w", err)
+			}
+			l.dhcp = srv
+			cfg.DHCP = l.handleDHCP
+		} else {
+			cfg.Addr6 = a
+		}
+	}
+	seg, err := segment.New(cfg)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("stack: ethernet tunnel: %w", err)
+	}
+	l.Segment = seg
+	return l, nil
+}
+
+// l2Tunnel is an ethernet tunnel: the client's stack behind a segment.
+type l2Tunnel struct {
+	*segment.Segment
+	tunnel *tunnel
+	claims *keyClaims
+	dhcp   *dhcpd.Server
+}
+
+var (
+	_ relay.Tunnel    = (*l2Tunnel)(nil)
+	_ relay.PathTuner = (*l2Tunnel)(nil)
+)
+
+// handleDHCP is the segment's DHCPFunc.
+func (l *l2Tunnel) handleDHCP(msg []byte, now time.Time) (segment.DHCPReply, bool, error) {
+	r, ok, err := l.dhcp.Handle(msg, now)
+	return segment.DHCPReply{Payload: r.Payload, Dst: r.Dst, DstMAC: r.DstMAC}, ok, err
+}
+
+// Close implements relay.Device: the segment closes the stack, which
+// gives its addresses back; then the key's SLAAC addresses go.
+func (l *l2Tunnel) Close() error {
+	err := l.Segment.Close()
+	l.claims.release()
+	return err
+}
+
+// SetPathRTT implements relay.PathTuner.
+func (l *l2Tunnel) SetPathRTT(rtt time.Duration) { l.tunnel.SetPathRTT(rtt) }
+
+// Config implements relay.Tunnel: what a point-to-point tunnel's says, so
+// that an sshvpn client on a tap needs no flags either.
+func (l *l2Tunnel) Config() relay.TunnelConfig { return l.tunnel.Config() }
+
+// Status implements relay.Tunnel: what a stock ethernet client gets and
+// the commands that get it, tap0 standing for the device ssh opened.
+func (l *l2Tunnel) Status() string {
+	t, g := l.tunnel, l.tunnel.gw
+	var b strings.Builder
+	fmt.Fprintf(&b, "sshvpn: rootless gateway (userspace stack), ethernet, MTU %d; the gateway is your router.\n", t.MTU())
+	var gw4, gw6 netip.Addr
+	for i, a := range t.addrs {
+		if a.Addr().Is4() {
+			gw4 = g.gateways[i]
+			fmt.Fprintf(&b, "  DHCP gives you %s, router %s\n", a, gw4)
+		} else if a.Bits() == 64 {
+			gw6 = segment.DefaultLinkLocal
+			fmt.Fprintf(&b, "  router advertisements give you a SLAAC address in %s, router %s\n", a.Masked(), gw6)
+		} else {
+			fmt.Fprintf(&b, "  your IPv6 address %s, the gateway's %s (no SLAAC: the subnet is not a /64)\n", a, g.gateways[i])
+		}
+	}
+	for _, d := range g.cfg.DNS {
+		fmt.Fprintf(&b, "  name server %s\n", d)
+	}
+	b.WriteString("  on your side, as root (tap0: the device ssh -w opened there):\n")
+	b.WriteString("    ip link set tap0 up\n")
+	b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra=2\n")
+	b.WriteString("    udhcpc -i tap0    # or: dhclient tap0\n")
+	for _, r := range g.cfg.Routes {
+		via := gw4
+		if r.Addr().Is6() {
+			via = gw6
+		}
+		if via.IsValid() {
+			fmt.Fprintf(&b, "    ip %sroute add %s via %s dev tap0\n", family(r.Addr()), r, via)
+		}
+	}
+	if len(g.cfg.Routes) == 0 && gw4.IsValid() {
+		fmt.Fprintf(&b, "    ip route add <network> via %s dev tap0   # each network to reach through the gateway\n", gw4)
+	}
+	return b.String()
+}
+
+// MaxSLAACPerKey bounds the SLAAC and privacy addresses one key holds over
+// all its ethernet tunnels: a segment's own bound (segment.MaxSLAAC, what
+// Linux keeps on one interface), so that a key cannot take more of the
+// prefix by opening more tunnels.
+const MaxSLAACPerKey = segment.MaxSLAAC
+
+// keyClaims is a segment's Claimer: the key's SLAAC addresses, held in the
+// gateway so that no two keys share one and no key holds more than
+// MaxSLAACPerKey, and given back when the tunnel closes.
+type keyClaims struct {
+	gw   *Gateway
+	key  string
+	held []netip.Addr
+}
+
+func (k *keyClaims) Claim(a netip.Addr) bool {
+	if !k.gw.claimSLAAC(k.key, a) {
+		return false
+	}
+	k.held = append(k.held, a)
+	return true
+}
+
+func (k *keyClaims) release() {
+	k.gw.releaseSLAAC(k.held)
+	k.held = nil
+}
+
+// claimSLAAC gives key the address a, unless another key holds it (as its
+// stable address or a SLAAC one) or key holds MaxSLAACPerKey already.
+func (g *Gateway) claimSLAAC(key string, a netip.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if o := g.owners[a]; o != nil && o.key != key {
+		return false
+	}
+	if o := g.slaac[a]; o != nil {
+		if o.key != key {
+			return false
+		}
+		o.refs++
+		return true
+	}
+	if g.slaacPerKey[key] >= MaxSLAACPerKey {
+		return false
+	}
+	g.slaac[a] = &owner{key: key, refs: 1}
+	g.slaacPerKey[key]++
+	return true
+}
+
+func (g *Gateway) releaseSLAAC(as []netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range as {
+		o := g.slaac[a]
+		if o == nil {
+			continue
+		}
+		if o.refs--; o.refs <= 0 {
+			delete(g.slaac, a)
+			if g.slaacPerKey[o.key]--; g.slaacPerKey[o.key] <= 0 {
+				delete(g.slaacPerKey, o.key)
+			}
+		}
+	}
+}
