@@ -26,6 +26,11 @@ type RAConfig struct {
 // once, so nothing is gained by advertising more often.
 var DefaultRA = RAConfig{MinInterval: 200 * time.Second, MaxInterval: 600 * time.Second, RouterLifetime: 1800 * time.Second}
 
+// solicitBurst is how many solicitations in a row are answered at once,
+// one more each second: Linux sends 3 at most (router_solicitations)
+// and a tool asks once more.
+const solicitBurst = 3
+
 // RFC 4861 10, router constants.
 const (
 	maxInitialInterval = 16 * time.Second // MAX_INITIAL_RTR_ADVERT_INTERVAL
@@ -43,12 +48,20 @@ const (
 
 // advertiser sends one segment's router advertisements: unsolicited ones
 // on RFC 4861's schedule, the first few MAX_INITIAL_RTR_ADVERT_INTERVAL
-// apart, and an answer to each router solicitation. The answer to the
-// first comes at once; later ones at most one per MIN_DELAY_BETWEEN_RAS
-// (RFC 4861 6.2.6), a burst of solicitations within it answered by one
-// advertisement at its end. The answer goes to the soliciting address
-// (6.2.6 allows it), to all nodes from the unspecified one. One timer
-// serves both.
+// apart, and an answer to each router solicitation. An answer goes to the
+// soliciting address (6.2.6 allows it) at once: 6.2.6's limit of one per
+// MIN_DELAY_BETWEEN_RAS binds multicast advertisements, which every node
+// on a link hears, not one to the only client. A client that floods
+// solicitations spends a small bucket (solicitBurst, one more a second)
+// and is then answered as one from the unspecified address is: to all
+// nodes, at most once per MIN_DELAY_BETWEEN_RAS after the last multicast
+// one, a burst of solicitations within it answered by one advertisement
+// at its end. The very first solicitation is answered at once in any
+// case. One timer serves the schedule and the deferred answer.
+//
+// (A per-client rate limit on unicast answers too would delay a host
+// that asks twice: Linux's own solicitation at link-up is followed, a
+// moment later, by rdisc6's or NetworkManager's, which then waited 3 s.)
 type advertiser struct {
 	s   *Segment
 	msg *ndp.RouterAdvertisement
@@ -58,7 +71,10 @@ type advertiser struct {
 	timer         Timer
 	sent          int       // unsolicited advertisements so far
 	nextPeriodic  time.Time // when the next unsolicited one is due
-	lastSolicited time.Time // the last answer to a solicitation; zero: none yet
+	lastMulticast time.Time // the last advertisement to all nodes
+	answered      bool      // a solicitation was answered already
+	tokens        float64   // unicast answers left in the bucket
+	refilled      time.Time // when tokens was last topped up
 	pending       bool      // a solicitation waits for pendingAt
 	pendingAt     time.Time
 	stopped       bool
@@ -113,7 +129,8 @@ func (a *advertiser) start() {
 	defer a.mu.Unlock()
 	now := a.s.clock.Now()
 	a.send(allNodes)
-	a.sent = 1
+	a.sent, a.lastMulticast = 1, now
+	a.tokens, a.refilled = solicitBurst, now
 	a.nextPeriodic = now.Add(a.interval())
 	a.timer = a.s.clock.AfterFunc(a.nextPeriodic.Sub(now), a.fire)
 }
@@ -147,10 +164,10 @@ func (a *advertiser) fire() {
 	if a.pending && !now.Before(a.pendingAt) {
 		due = true
 		a.pending = false
-		a.lastSolicited = now
 	}
 	if due {
 		a.send(allNodes)
+		a.lastMulticast = now
 	}
 	a.arm(now)
 }
@@ -172,19 +189,24 @@ func (a *advertiser) solicited(now time.Time, src netip.Addr) {
 	if a.stopped {
 		return
 	}
-	if a.lastSolicited.IsZero() || now.Sub(a.lastSolicited) >= minDelayBetweenRAs {
-		a.lastSolicited = now
-		dst := src
-		if src.IsUnspecified() {
-			dst = allNodes
-		}
-		a.send(dst)
+	a.tokens = min(solicitBurst, a.tokens+now.Sub(a.refilled).Seconds())
+	a.refilled = now
+	first := !a.answered
+	a.answered = true
+	switch {
+	case !src.IsUnspecified() && (a.tokens >= 1 || first):
+		a.tokens = max(a.tokens-1, 0)
+		a.send(src)
+		return
+	case first || now.Sub(a.lastMulticast) >= minDelayBetweenRAs:
+		a.send(allNodes)
+		a.lastMulticast = now
 		return
 	}
 	a.s.stats.RSDeferred.Add(1)
 	if !a.pending {
 		a.pending = true
-		a.pendingAt = a.lastSolicited.Add(minDelayBetweenRAs)
+		a.pendingAt = a.lastMulticast.Add(minDelayBetweenRAs)
 		a.arm(now)
 	}
 }

@@ -297,16 +297,29 @@ func TestUnsolicitedSchedule(t *testing.T) {
 }
 
 func TestSolicitationRateLimit(t *testing.T) {
-	r := newRig(t, nil)
+	r := newRig(t, nil) // an unsolicited advertisement to all nodes at 0
 	r.clock.advance(time.Second)
-	r.write(rsFrame(t, llClient))
+	// From the unspecified address: the first is answered at once all the
+	// same, to all nodes.
+	r.write(rsFrame(t, netip.IPv6Unspecified()))
 	if n := len(r.read()); n != 1 {
 		t.Fatalf("first RS: %d answers, want 1 at once", n)
 	}
+	// Unicast answers, at once, for a burst.
 	r.clock.advance(500 * time.Millisecond)
-	r.write(rsFrame(t, llClient), rsFrame(t, llClient))
+	for i := range solicitBurst {
+		r.write(rsFrame(t, llClient))
+		fs := r.read()
+		if len(fs) != 1 {
+			t.Fatalf("RS %d of a burst: %d answers at once, want 1", i+1, len(fs))
+		}
+		parseND(t, fs[0], clientMAC)
+	}
+	// Past the burst: one multicast answer, MIN_DELAY_BETWEEN_RAS after
+	// the last multicast one (at 1 s), for all that came meanwhile.
+	r.write(rsFrame(t, llClient), rsFrame(t, netip.IPv6Unspecified()))
 	if n := len(r.read()); n != 0 {
-		t.Fatalf("RS 0.5 s after an answer: %d answers at once, want them deferred", n)
+		t.Fatalf("RS past the burst: %d answers at once, want them deferred", n)
 	}
 	r.clock.advance(minDelayBetweenRAs - 500*time.Millisecond - time.Millisecond)
 	if n := len(r.read()); n != 0 {
@@ -320,6 +333,12 @@ func TestSolicitationRateLimit(t *testing.T) {
 	parseND(t, fs[0], mac{0x33, 0x33, 0, 0, 0, 1})
 	if got := r.seg.Stats().RSDeferred.Load(); got != 2 {
 		t.Errorf("RSDeferred = %d, want 2", got)
+	}
+	// The bucket refills: a second later, one more at once.
+	r.clock.advance(time.Second)
+	r.write(rsFrame(t, llClient))
+	if n := len(r.read()); n != 1 {
+		t.Errorf("RS after a second: %d answers, want 1 at once", n)
 	}
 }
 

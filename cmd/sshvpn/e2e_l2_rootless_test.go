@@ -1,0 +1,188 @@
+//go:build integration
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+)
+
+// udhcpcScript is busybox udhcpc's -s script for the tests: it configures
+// the tap as the default script would (address, MTU, default route) and
+// writes what the lease carried to a file, never to /etc/resolv.conf,
+// which a namespace shares with the host.
+const udhcpcScript = `#!/bin/sh
+case "$1" in
+bound|renew)
+	ip addr add "$ip/$mask" dev "$interface"
+	[ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+	for r in $router; do ip route add default via "$r" dev "$interface"; done
+	echo "ip=$ip mask=$mask router=$router dns=$dns domain=$domain search=$search mtu=$mtu" > %s
+	;;
+esac
+exit 0
+`
+
+// tcpdumpTimes starts tcpdump on dev in ns, printing each packet with its
+// epoch time, and waits until it listens.
+func tcpdumpTimes(t *testing.T, ns *nstest.NS, dev, filter string) *nstest.Proc {
+	t.Helper()
+	nstest.RequireTool(t, "tcpdump")
+	p := ns.Start(t, "tcpdump", "-i", dev, "-n", "-l", "-tt", filter)
+	nstest.WaitFor(t, 5*time.Second, "tcpdump listening", func() bool { return strings.Contains(p.Log(), "listening on") })
+	return p
+}
+
+// firstGap is the time from the first line of a capture matching from to
+// the first after it matching to.
+func firstGap(capture string, from, to *regexp.Regexp) (time.Duration, bool) {
+	var start float64
+	for _, line := range strings.Split(capture, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		ts, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case start == 0 && from.MatchString(line):
+			start = ts
+		case start != 0 && to.MatchString(line):
+			return time.Duration((ts - start) * float64(time.Second)), true
+		}
+	}
+	return 0, false
+}
+
+// a: stock ssh -o Tunnel=ethernet into the rootless gateway. The tap gets
+// the key's address from busybox udhcpc and a SLAAC address from the
+// gateway's router advertisements, and reaches the LAN (no route back)
+// over both families through the gateway's NAT: HTTP, ping, DNS, 100 MiB
+// each way byte for byte. It logs how long DHCP and a router
+// solicitation take to be answered.
+func TestRootlessEthernet(t *testing.T) {
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
+		for _, tool := range []string{"udhcpc", "rdisc6", "curl"} {
+			nstest.RequireTool(t, tool)
+		}
+		tp := newTopo(t)
+		tp.lanServices(t)
+		tp.addLAN6(t)
+		priv, pub := tp.key(t, o, "client")
+		gw := tp.startRootless(t, pub+"\n", "--subnet", subnet6.String(), "--dns-domain", "lan.test")
+
+		ssh := tp.sshTunnel(t, o, priv, "ethernet", "0:any")
+		gives := regexp.MustCompile(`DHCP gives you (198\.18\.3\.\d+)/24, router 198\.18\.3\.1`)
+		nstest.WaitFor(t, 15*time.Second, "status text", func() bool {
+			if ssh.Exited() {
+				t.Fatalf("ssh exited: %s", ssh.Log())
+			}
+			return gives.MatchString(ssh.Log())
+		})
+		stable := gives.FindStringSubmatch(ssh.Log())[1]
+		waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
+		tp.client.Run(t, "sysctl", "-qw", "net.ipv6.conf.tap0.accept_ra=2", "net.ipv6.conf.tap0.autoconf=1")
+		tp.client.Run(t, "ip", "link", "set", "tap0", "up")
+		capture := tcpdumpTimes(t, tp.client, "tap0", "udp port 67 or udp port 68 or icmp6")
+
+		// DHCP: the key's stable address, the gateway as router and DNS,
+		// the --dns-domain as search list, the tunnel's MTU.
+		dir := t.TempDir()
+		leaseFile, script := filepath.Join(dir, "lease"), filepath.Join(dir, "udhcpc.sh")
+		if err := os.WriteFile(script, []byte(fmt.Sprintf(udhcpcScript, leaseFile)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if out, err := tp.client.Cmd("udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script).CombinedOutput(); err != nil {
+			t.Fatalf("udhcpc: %v\n%s\ngateway:\n%s", err, out, gw.Log())
+		}
+		udhcpcTook := time.Since(start)
+		got, err := os.ReadFile(leaseFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ip=" + stable + " ", "mask=24", "router=198.18.3.1", "dns=198.18.3.1", "lan.test", "mtu=16366"} {
+			if !strings.Contains(string(got), want) {
+				t.Errorf("lease %q lacks %q", got, want)
+			}
+		}
+
+		// SLAAC from the gateway's advertisements, and a default route via
+		// its link-local address.
+		slaac := regexp.MustCompile(`inet6 (2001:2:0:3:[0-9a-f:]+)/64 scope global (dynamic|mngtmpaddr)`)
+		nstest.WaitFor(t, 15*time.Second, "a SLAAC address on tap0", func() bool {
+			out, _ := tp.client.Cmd("ip", "-6", "addr", "show", "dev", "tap0").CombinedOutput()
+			return slaac.Match(out) && !strings.Contains(string(out), "tentative")
+		})
+		if r := tp.client.Run(t, "ip", "-6", "route", "show", "default"); !strings.Contains(r, "via fe80::1 dev tap0") {
+			t.Fatalf("IPv6 default route %q, want via fe80::1 dev tap0", r)
+		}
+
+		// A router solicitation of its own, timed.
+		start = time.Now()
+		ra := tp.client.Run(t, "rdisc6", "-1", "-w", "1000", "tap0")
+		rdiscTook := time.Since(start)
+		for _, want := range []string{"Prefix                   : 2001:2:0:3::/64", "Recursive DNS server     : 2001:2:0:3::1", "DNS search list          : lan.test", "02:73:73:68:76:70", "16366"} {
+			if !strings.Contains(ra, want) {
+				t.Errorf("rdisc6 output lacks %q:\n%s", want, ra)
+			}
+		}
+
+		// The LAN over IPv4 and IPv6, through the gateway's NAT.
+		if body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/"); err != nil || !strings.Contains(body, "hello from the lan, 198.18.2.1:") {
+			t.Fatalf("HTTP to the LAN: %q %v", body, err)
+		}
+		if body, err := httpGet(t, tp.client, "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan, ["+lanGW6.Addr().String()+"]:") {
+			t.Fatalf("HTTP over IPv6 to the LAN: %q %v", body, err)
+		}
+		nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+		nstest.Ping(t, tp.client, lanHost6.Addr().String(), 2)
+		nstest.Ping(t, tp.client, "fe80::1%tap0", 2)
+		tp.client.Do(t, func() {
+			q := new(dns.Msg)
+			q.SetQuestion("lan.test.", dns.TypeA)
+			for _, server := range []string{"198.18.3.1:53", "[2001:2:0:3::1]:53"} {
+				c := &dns.Client{Timeout: 5 * time.Second}
+				a, _, err := c.Exchange(q, server)
+				if err != nil || len(a.Answer) != 1 || !strings.Contains(a.Answer[0].String(), lanHost.Addr().String()) {
+					t.Errorf("DNS through the gateway's %s: %v %v", server, a, err)
+				}
+			}
+		})
+		up := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, false)
+		down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
+		up6 := nstest.Transfer(t, tp.lan, "["+lanHost6.Addr().String()+"]:0", tp.client, lanHost6.Addr().String(), 100<<20, false)
+		down6 := nstest.Transfer(t, tp.lan, "["+lanHost6.Addr().String()+"]:0", tp.client, lanHost6.Addr().String(), 100<<20, true)
+		t.Logf("OpenSSH %s ethernet → rootless gateway: IPv4 upload %v, download %v; IPv6 upload %v, download %v", o.Version, up, down, up6, down6)
+
+		capture.Signal(os.Interrupt)
+		capture.Wait(5 * time.Second)
+		dhcp, ok1 := firstGap(capture.Log(), regexp.MustCompile(`0\.0\.0\.0\.68 > 255\.255\.255\.255\.67`), regexp.MustCompile(`198\.18\.3\.1\.67 > `))
+		rsra, ok2 := firstGap(capture.Log(), regexp.MustCompile(`router solicitation`), regexp.MustCompile(`fe80::1 > .*router advertisement`))
+		if !ok1 || !ok2 {
+			t.Fatalf("capture lacks DHCP (%v) or RS→RA (%v):\n%s", ok1, ok2, capture.Log())
+		}
+		t.Logf("timings (OpenSSH %s): DHCP discover→offer %v (udhcpc to a lease %v); RS→RA %v (rdisc6 -1 in all %v)",
+			o.Version, dhcp, udhcpcTook, rsra, rdiscTook)
+		if rsra > 100*time.Millisecond {
+			t.Errorf("RS→RA took %v, want under 100 ms", rsra)
+		}
+		ssh.Signal(os.Interrupt)
+		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel stack closed") })
+		if !strings.Contains(gw.Log(), "ethernet client's MAC learnt") || !strings.Contains(gw.Log(), "ethernet client's SLAAC address accepted") {
+			t.Errorf("the gateway did not log the client's MAC and SLAAC address:\n%s", gw.Log())
+		}
+	})
+}
