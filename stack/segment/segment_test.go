@@ -106,7 +106,7 @@ func parseND(t *testing.T, f []byte, wantMAC mac) (ndp.Message, netip.Addr, neti
 		t.Fatalf("frame %s -> %s type %#x; want from %s to %s, IPv6", e.SourceAddress(), e.DestinationAddress(), e.Type(), gwMAC, wantMAC)
 	}
 	ip := header.IPv6(f[header.EthernetMinimumSize:])
-	if !ip.IsValid(len(ip)) || ip.HopLimit() != 255 || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+	if !ip.IsValid(len(ip)) || ip.HopLimit() != 255 || ip.NextHeader() != uint8(header.ICMPv6ProtocolNumber) {
 		t.Fatalf("not an ND packet: % x", []byte(ip))
 	}
 	src, dst := netip.AddrFrom16(ip.SourceAddress().As16()), netip.AddrFrom16(ip.DestinationAddress().As16())
