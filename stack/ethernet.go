@@ -21,9 +21,11 @@ import (
 // DHCP's option 26 gets the speed.
 const DefaultEthernetMTU = wire.MaxFrame - 14 - 4
 
-// maxFramedEthernetMTU leaves a framed channel's largest packet room for
-// the same header and tag.
-const maxFramedEthernetMTU = wire.MaxStreamPacket - 14 - 4
+// maxFramedEthernetMTU is the largest IP MTU of a framed channel's
+// ethernet tunnel: a Linux tap takes at most 65535 less its 14-byte header
+// (sshvpn connect failed to set 65535 on its tap), less room for a VLAN tag
+// as above. The framed channel itself carries more.
+const maxFramedEthernetMTU = min(wire.MaxStreamPacket, 65535) - 14 - 4
 
 // ethernetMTU is the IP MTU of req's ethernet tunnel.
 func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -185,4 +186,105 @@ func TestRootlessEthernet(t *testing.T) {
 			t.Errorf("the gateway did not log the client's MAC and SLAAC address:\n%s", gw.Log())
 		}
 	})
+}
+
+// d: two keys on the rootless gateway's ethernet tunnels, a stock ssh
+// client taking its address from DHCP and sshvpn connect with no flags at
+// all. Each gets its own key's address; the stock one gets the same lease
+// again after a reconnect whose new tap has a new MAC; neither reaches
+// the other, on the segment (nobody answers ARP for the other's address)
+// or through the gateway (its policy denies the tunnel subnet).
+func TestRootlessEthernetTwoClients(t *testing.T) {
+	t.Parallel()
+	nstest.RequireTool(t, "udhcpc")
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	second := nstest.New(t)
+	nstest.Link(t, second, netip.MustParsePrefix("198.18.5.2/24"), tp.gw, netip.MustParsePrefix("198.18.5.1/24"))
+	privA, pubA := tp.key(t, o, "stock")
+	privB, pubB := tp.key(t, o, "sshvpn")
+	gw := tp.startRootless(t, pubA+"\n"+pubB+"\n", "--listen", ":2222", "--route", lanHost.Masked().String())
+	script := filepath.Join(t.TempDir(), "udhcpc.sh")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(udhcpcScript, script+".lease")), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	// A: stock ssh, then DHCP on its tap.
+	stockLease := func(n int) (netip.Addr, string, *nstest.Proc) {
+		ssh := tp.sshTunnel(t, o, privA, "ethernet", "0:any", "-N")
+		waitTunnel(t, tp.client, "tap0", ssh, gw, n)
+		tp.client.Run(t, "ip", "link", "set", "tap0", "up")
+		if out, err := tp.client.Cmd("udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script).CombinedOutput(); err != nil {
+			t.Fatalf("udhcpc: %v\n%s\ngateway:\n%s", err, out, gw.Log())
+		}
+		lease, err := os.ReadFile(script + ".lease")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`ip=(\S+) `).FindSubmatch(lease)
+		if m == nil {
+			t.Fatalf("no address in the lease: %s", lease)
+		}
+		return netip.MustParseAddr(string(m[1])), ifaceMAC(t, tp.client, "tap0").String(), ssh
+	}
+	a, macA, sshA := stockLease(1)
+	nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+
+	// B: sshvpn connect into the ethernet tunnel, no addressing flags.
+	c := second.Start(t, connectArgs(privB, "", "-p", "2222", "-o", "Tunnel=ethernet", "root@198.18.5.1")...)
+	waitUp(t, c, 1)
+	tapB := regexp.MustCompile(`device=(tap\d+)`).FindStringSubmatch(c.Log())
+	if tapB == nil {
+		t.Fatalf("sshvpn connect names no tap:\n%s", c.Log())
+	}
+	m := regexp.MustCompile(`inet (198\.18\.3\.\d+)/24`).FindStringSubmatch(second.Run(t, "ip", "-4", "-o", "addr", "show", "dev", tapB[1]))
+	if m == nil {
+		t.Fatalf("sshvpn connect's %s has no address from the gateway:\n%s", tapB[1], c.Log())
+	}
+	b := netip.MustParseAddr(m[1])
+	if a == b {
+		t.Fatalf("both keys got %s", a)
+	}
+	if strings.Contains(c.Log(), "pass --address") {
+		t.Errorf("sshvpn connect asked for --address on the rootless ethernet tunnel:\n%s", c.Log())
+	}
+	if r := second.Run(t, "ip", "route", "show", lanHost.Masked().String()); !strings.Contains(r, "via 198.18.3.1 dev "+tapB[1]) {
+		t.Errorf("the gateway's --route is not via its address on the tap: %q", r)
+	}
+	nstest.Ping(t, second, lanHost.Addr().String(), 2)
+
+	// Neither reaches the other: on the segment nobody answers for the
+	// other's address, and through the router the policy denies it.
+	isolated := func(ns *nstest.NS, dev string, to netip.Addr) {
+		t.Helper()
+		out, err := ns.Cmd("ping", "-n", "-c", "2", "-W", "1", to.String()).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "2 packets transmitted, 0 received") {
+			t.Errorf("ping %s on the segment: %v\n%s", to, err, out)
+		}
+		ns.Run(t, "ip", "route", "add", to.String()+"/32", "via", "198.18.3.1", "dev", dev)
+		out, err = ns.Cmd("ping", "-n", "-c", "2", "-W", "1", to.String()).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "2 packets transmitted, 0 received") {
+			t.Errorf("ping %s through the gateway: %v\n%s", to, err, out)
+		}
+		ns.Run(t, "ip", "route", "del", to.String()+"/32")
+	}
+	isolated(tp.client, "tap0", b)
+	isolated(second, tapB[1], a)
+	nstest.Ping(t, tp.client, "198.18.3.1", 1)
+
+	// A again, on a new tap with a new MAC: the same lease.
+	sshA.Signal(os.Interrupt)
+	sshA.Wait(10 * time.Second)
+	nstest.WaitFor(t, 10*time.Second, "the stock client's tap gone", func() bool {
+		return tp.client.Cmd("ip", "link", "show", "tap0").Run() != nil
+	})
+	a2, macA2, _ := stockLease(3)
+	if macA2 == macA {
+		t.Fatalf("the new tap kept MAC %s: the test proves nothing", macA)
+	}
+	if a2 != a {
+		t.Errorf("after a reconnect with MAC %s the key got %s, before %s with %s", macA2, a2, a, macA)
+	}
+	nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+	t.Logf("stock client %s (MAC %s, then %s), sshvpn client %s", a, macA, macA2, b)
 }
