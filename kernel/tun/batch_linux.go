@@ -109,13 +109,13 @@ type writeBatch struct {
 	dropped     int  // frames the kernel refused in this Write, when not exact
 }
 
-func (b *writeBatch) init(vnet, whole bool) {
+func (b *writeBatch) init(link offload.Link, vnet, whole bool) {
 	b.vnet, b.whole = vnet, whole
 	b.fn = b.ready
 	if vnet {
 		b.frames = make([][]byte, 0, BatchSize)
 		if !whole {
-			b.gro = offload.NewCoalescer(BatchSize)
+			b.gro = offload.NewCoalescer(link, BatchSize)
 		}
 		b.fn = b.readyFrames
 	}

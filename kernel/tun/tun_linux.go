@@ -41,6 +41,7 @@ type Tun struct {
 	// packet crosses the fd behind a virtio-net header. whole: Read and
 	// Write pass that header to the caller (Config.GSO).
 	vnet, whole bool
+	link        offload.Link // IP on a tun, Ethernet on a tap
 
 	rmu sync.Mutex // one Read at a time: rd is its state
 	rd  readBatch
@@ -55,14 +56,15 @@ type tunKind struct {
 	prefix string // "tun" or "tap"
 	flag   uint16 // IFF_TUN or IFF_TAP
 	mode   netlink.TuntapMode
+	link   offload.Link // what stands in front of a packet's IP header
 }
 
 func kindOf(m relay.Mode) (tunKind, error) {
 	switch m {
 	case relay.PointToPoint:
-		return tunKind{"tun", unix.IFF_TUN, netlink.TUNTAP_MODE_TUN}, nil
+		return tunKind{"tun", unix.IFF_TUN, netlink.TUNTAP_MODE_TUN, offload.IP}, nil
 	case relay.Ethernet:
-		return tunKind{"tap", unix.IFF_TAP, netlink.TUNTAP_MODE_TAP}, nil
+		return tunKind{"tap", unix.IFF_TAP, netlink.TUNTAP_MODE_TAP, offload.Ethernet}, nil
 	}
 	return tunKind{}, fmt.Errorf("open tun: unknown tunnel mode %v", m)
 }
@@ -180,7 +182,7 @@ func setupFlags(fd int, k tunKind, cfg Config, vnet bool) (*Tun, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tun{name: name, created: created, mtu: mtu, restore: restore, vnet: vnet}, nil
+	return &Tun{name: name, created: created, mtu: mtu, restore: restore, vnet: vnet, link: k.link}, nil
 }
 
 // syscallConn is (*os.File).SyscallConn, a variable only so that a test can
@@ -203,7 +205,7 @@ func (t *Tun) wrap(fd int) error {
 	}
 	t.file, t.rc = f, rc
 	t.rd.init(t.vnet, t.whole)
-	t.wr.init(t.vnet, t.whole)
+	t.wr.init(t.link, t.vnet, t.whole)
 	return nil
 }
 
@@ -377,7 +379,8 @@ func (t *Tun) Created() bool { return t.created }
 func (t *Tun) BatchSize() int { return BatchSize }
 
 // MTU implements relay.Device: the device MTU, or with GSO the largest
-// super-packet.
+// super-packet (on a tap, behind its Ethernet header: the relay.Device
+// MTU of a frame leaves its header out).
 func (t *Tun) MTU() int {
 	if t.whole {
 		return offload.MaxPacket

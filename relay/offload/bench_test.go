@@ -9,7 +9,7 @@ func BenchmarkSplit(b *testing.B) {
 	b.SetBytes(int64(len(pkt)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if n, err := Split(pkt, h, 0, outs, sizes, 0); n != 46 || err != nil {
+		if n, err := Split(IP, pkt, h, 0, outs, sizes, 0); n != 46 || err != nil {
 			b.Fatal(n, err)
 		}
 	}
@@ -27,7 +27,7 @@ func BenchmarkCoalesce(b *testing.B) {
 		n += len(x[i]) + len(y[i])
 	}
 	in := withHeadroom(pkts)
-	c := NewCoalescer(len(in))
+	c := NewCoalescer(IP, len(in))
 	out := make([][]byte, 0, len(in))
 	b.SetBytes(int64(n))
 	b.ReportAllocs()
@@ -48,7 +48,7 @@ func BenchmarkCoalescePassThrough(b *testing.B) {
 		pkts = append(pkts, buildAll(train(s, 1448))...)
 	}
 	in := withHeadroom(pkts)
-	c := NewCoalescer(len(in))
+	c := NewCoalescer(IP, len(in))
 	out := make([][]byte, 0, len(in))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -31,13 +31,19 @@ import (
 //
 // UDP is never merged: the payoff is smaller, and a tun accepts USO
 // writes only from Linux 6.2 on.
+//
+// On a tap (link Ethernet) the same holds for the IP packet behind each
+// frame's 14-byte header, and a segment joins a run only if its Ethernet
+// header is the run's, byte for byte. Only untagged IPv4 and IPv6 frames
+// merge; a tagged frame, ARP and the rest pass through in place.
 type Coalescer struct {
 	max   int
-	limit int // the largest merged IP packet
+	l2    int // where the IP header starts: 0 (IP) or 14 (Ethernet)
+	limit int // the largest merged packet, Ethernet header included
 	// plain: merged packets carry a complete checksum and no header, for
 	// a peer that takes only plain IP packets (see NewPlainCoalescer).
 	plain  bool
-	accept func(dst []byte) bool // may packets to dst merge; nil: all
+	accept func(pkt, dst []byte) bool // may pkt, to IP address dst, merge; nil: all
 	pkts   []member
 	runs   []run
 	slots  []slot
@@ -64,27 +70,40 @@ type slot struct {
 	key flowKey
 }
 
+// Its offsets count from the packet's first byte, the Ethernet header's
+// on a tap.
 type run struct {
 	head, tail int32
 	count      int32
-	l3, hdr    int // IP header length; IP plus TCP header length
+	l3, hdr    int // where the TCP header starts; where the payload does
 	gso        int // the first segment's payload
-	size       int // the merged IP packet's length so far
+	size       int // the merged packet's length so far
 	nextSeq    uint32
 	open       bool // may still grow
 	checked    bool // the head's checksums are verified
 }
 
-// NewCoalescer returns a Coalescer for batches of up to maxBatch packets.
-// Packets past maxBatch in a call are passed through unmerged.
+// NewCoalescer returns a Coalescer for batches of up to maxBatch packets
+// of link. Packets past maxBatch in a call are passed through unmerged.
 //
 // It reserves room for maxBatch/2 runs of 64 KiB, the most one batch can
 // produce, in one block. Runs are packed in it one after another, so only
 // as much of the block as the merged bytes of the largest batch is ever
 // touched (and, being fresh from the OS, resident).
-func NewCoalescer(maxBatch int) *Coalescer { return newCoalescer(maxBatch, maxIP) }
+func NewCoalescer(link Link, maxBatch int) *Coalescer {
+	return newCoalescer(link, maxBatch, linkHdr(link)+maxIP)
+}
 
-func newCoalescer(maxBatch, limit int) *Coalescer {
+// linkHdr is how many bytes a Coalescer for link finds in front of the
+// IP header.
+func linkHdr(link Link) int {
+	if link == Ethernet {
+		return ethHdrLen
+	}
+	return 0
+}
+
+func newCoalescer(link Link, maxBatch, limit int) *Coalescer {
 	maxBatch = max(maxBatch, 1)
 	n := 16
 	for n < 2*maxBatch {
@@ -92,6 +111,7 @@ func newCoalescer(maxBatch, limit int) *Coalescer {
 	}
 	return &Coalescer{
 		max:   maxBatch,
+		l2:    linkHdr(link),
 		limit: limit,
 		pkts:  make([]member, maxBatch),
 		runs:  make([]run, 0, maxBatch),
@@ -108,20 +128,23 @@ func newCoalescer(maxBatch, limit int) *Coalescer {
 // Toward such a peer, one packet of 16 KiB costs what one of 1500 bytes
 // does: one SSH message, one pass round its event loop and one tun write.
 //
-// Its Coalesce merges runs into packets of at most size bytes with
+// Its Coalesce merges runs into packets of at most size bytes (frames, on
+// a link Ethernet: header included) with
 // complete IPv4 header and TCP checksums, and leaves the HdrLen bytes in
 // front of every frame unwritten: they stay the caller's headroom. Only
-// packets whose destination address (4 or 16 bytes) accept accepts merge:
-// a packet that the peer forwards on instead of taking itself would leave
+// packets that accept accepts merge, given the packet as it came (the
+// frame, on a tap) and its IP destination address (4 or 16 bytes): a
+// packet that the peer forwards on instead of taking itself would leave
 // through an interface with a smaller MTU, with DF set, and be dropped
-// there, so merging is only for the peer's own addresses.
-func NewPlainCoalescer(maxBatch, size int, accept func(dst []byte) bool) *Coalescer {
-	c := newCoalescer(maxBatch, min(max(size, 0), maxIP))
+// there (a bridge drops it without a word), so merging is only for the
+// peer's own addresses.
+func NewPlainCoalescer(link Link, maxBatch, size int, accept func(pkt, dst []byte) bool) *Coalescer {
+	c := newCoalescer(link, maxBatch, min(max(size, 0), linkHdr(link)+maxIP))
 	c.plain, c.accept = true, accept
 	return c
 }
 
-// Coalesce takes the IP packets bufs[i][offset:] and returns the frames to
+// Coalesce takes the packets bufs[i][offset:] and returns the frames to
 // write to the tun, appended to out[:0]: each a virtio header and a packet.
 // offset must be at least HdrLen (it panics otherwise); out needs capacity
 // len(bufs) for the call not to allocate.
@@ -158,11 +181,11 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int, out [][]byte) [][]byte {
 	for i := range lim {
 		c.pkts[i] = member{-1, -1}
 		p := bufs[i][offset:]
-		s := inspect(p)
+		s := inspect(p, c.l2)
 		if !s.keyed {
 			continue
 		}
-		if c.accept != nil && s.cand && !c.accept(dst(p)) {
+		if c.accept != nil && s.cand && !c.accept(p, dst(p[c.l2:])) {
 			s.cand = false
 		}
 		sl := c.lookup(&s.key)
@@ -170,12 +193,12 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int, out [][]byte) [][]byte {
 		if sl.run >= 0 {
 			r := &c.runs[sl.run]
 			if r.open && s.cand && c.fits(r, bufs, offset, p, &s) {
-				if !tcpValid(p, s.l3) {
+				if !tcpValid(p, c.l2, s.l3) {
 					r.open = false
 					continue
 				}
 				checked = true
-				if r.checked || tcpValid(bufs[r.head][offset:], r.l3) {
+				if r.checked || tcpValid(bufs[r.head][offset:], c.l2, r.l3) {
 					r.checked = true
 					c.pkts[r.tail].next = int32(i)
 					c.pkts[i].run = sl.run
@@ -251,37 +274,56 @@ func dst(p []byte) []byte {
 	return p[16:20]
 }
 
-// segInfo is what Coalesce needs of one packet.
+// segInfo is what Coalesce needs of one packet. Its offsets count from
+// the packet's first byte.
 type segInfo struct {
 	key     flowKey
 	keyed   bool // TCP, with ports we can read: it has a flow
 	cand    bool // and may be merged
-	l3, hdr int
+	l3, hdr int  // where the TCP header starts; where the payload does
 	seq     uint32
 	payload int
 }
 
-func inspect(p []byte) (s segInfo) {
-	if len(p) < 20 {
+// inspect reads p, whose IP header starts at l2: 0, or 14 behind an
+// Ethernet header, which must then be untagged and name the packet's IP
+// version.
+func inspect(p []byte, l2 int) (s segInfo) {
+	if len(p) < l2+20 {
 		return s
 	}
-	switch p[0] >> 4 {
+	ip := p[l2:]
+	if l2 > 0 {
+		switch binary.BigEndian.Uint16(p[12:]) {
+		case etherIPv4:
+			if ip[0]>>4 != 4 {
+				return s
+			}
+		case etherIPv6:
+			if ip[0]>>4 != 6 {
+				return s
+			}
+		default:
+			return s // ARP, a VLAN tag, anything but IP: in place
+		}
+	}
+	switch ip[0] >> 4 {
 	case 4:
-		ihl := int(p[0]&0x0f) * 4
-		if p[9] != protoTCP || ihl < 20 || len(p) < ihl+20 || binary.BigEndian.Uint16(p[6:])&0x1fff != 0 {
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != protoTCP || ihl < 20 || len(ip) < ihl+20 || binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 {
 			return s // not TCP, or a fragment without the TCP header
 		}
-		copy(s.key.addrs[:8], p[12:20])
-		s.l3 = ihl
-		s.cand = ihl == 20 && int(binary.BigEndian.Uint16(p[2:])) == len(p) && p[6]&0xe0 == 0x40
+		copy(s.key.addrs[:8], ip[12:20])
+		s.l3 = l2 + ihl
+		s.cand = ihl == 20 && int(binary.BigEndian.Uint16(ip[2:])) == len(ip) && ip[6]&0xe0 == 0x40
 	case 6:
-		if len(p) < 60 || p[6] != protoTCP {
+		if len(ip) < 60 || ip[6] != protoTCP {
 			return s
 		}
-		copy(s.key.addrs[:], p[8:40])
+		copy(s.key.addrs[:], ip[8:40])
 		s.key.v6 = true
-		s.l3 = 40
-		s.cand = int(binary.BigEndian.Uint16(p[4:])) == len(p)-40
+		s.l3 = l2 + 40
+		s.cand = int(binary.BigEndian.Uint16(ip[4:])) == len(ip)-40
 	default:
 		return s
 	}
@@ -296,7 +338,7 @@ func inspect(p []byte) (s segInfo) {
 	s.hdr = s.l3 + thl
 	s.payload = len(p) - s.hdr
 	s.seq = binary.BigEndian.Uint32(t[4:])
-	if s.payload == 0 || len(p) > maxIP || t[13]&(tcpSYN|tcpFIN|tcpRST|tcpURG) != 0 {
+	if s.payload == 0 || len(ip) > maxIP || t[13]&(tcpSYN|tcpFIN|tcpRST|tcpURG) != 0 {
 		s.cand = false
 	}
 	return s
@@ -309,11 +351,15 @@ func (c *Coalescer) fits(r *run, bufs [][]byte, offset int, p []byte, s *segInfo
 		return false
 	}
 	h := bufs[r.head][offset:]
+	if !bytes.Equal(h[:c.l2], p[:c.l2]) { // the Ethernet header, on a tap
+		return false
+	}
+	hi, pi := h[c.l2:], p[c.l2:]
 	if s.key.v6 {
-		if binary.BigEndian.Uint32(h) != binary.BigEndian.Uint32(p) || h[7] != p[7] {
+		if binary.BigEndian.Uint32(hi) != binary.BigEndian.Uint32(pi) || hi[7] != pi[7] {
 			return false
 		}
-	} else if h[1] != p[1] || h[8] != p[8] {
+	} else if hi[1] != pi[1] || hi[8] != pi[8] {
 		return false
 	}
 	th, tp := h[r.l3:r.hdr], p[r.l3:r.hdr]
@@ -323,15 +369,17 @@ func (c *Coalescer) fits(r *run, bufs [][]byte, offset int, p []byte, s *segInfo
 		bytes.Equal(th[20:], tp[20:]) // options
 }
 
-// tcpValid checks an IPv4 header checksum and the TCP checksum of p. A
-// correct checksum makes the sum over pseudo header and segment 0xffff, the
-// one's complement -0; it cannot come out +0 since the protocol is not 0.
-func tcpValid(p []byte, l3 int) bool {
-	v6 := p[0]>>4 == 6
-	if !v6 && sum(p[:l3]) != 0xffff {
+// tcpValid checks an IPv4 header checksum and the TCP checksum of p, whose
+// IP header starts at l2 and TCP header at l3. A correct checksum makes
+// the sum over pseudo header and segment 0xffff, the one's complement -0;
+// it cannot come out +0 since the protocol is not 0.
+func tcpValid(p []byte, l2, l3 int) bool {
+	ip := p[l2:]
+	v6 := ip[0]>>4 == 6
+	if !v6 && sum(ip[:l3-l2]) != 0xffff {
 		return false
 	}
-	return add(withLen(addrSum(p, v6, protoTCP), len(p)-l3), sum(p[l3:])) == 0xffff
+	return add(withLen(addrSum(ip, v6, protoTCP), len(p)-l3), sum(p[l3:])) == 0xffff
 }
 
 // merge builds r's super-packet at arena[used:], or returns nil if it does
@@ -342,23 +390,24 @@ func (c *Coalescer) merge(r *run, bufs [][]byte, offset, used int) []byte {
 		return nil
 	}
 	f := c.arena[used : used+need : used+need]
-	ip := f[HdrLen:]
-	copy(ip, bufs[r.head][offset:offset+r.hdr])
+	pkt := f[HdrLen:]
+	copy(pkt, bufs[r.head][offset:offset+r.hdr])
 	pos := r.hdr
 	var last []byte
 	for j := r.head; j >= 0; j = c.pkts[j].next {
 		last = bufs[j][offset:]
-		pos += copy(ip[pos:], last[r.hdr:])
+		pos += copy(pkt[pos:], last[r.hdr:])
 	}
+	ip := pkt[c.l2:]
 	v6 := ip[0]>>4 == 6
 	if v6 {
-		binary.BigEndian.PutUint16(ip[4:], uint16(r.size-40))
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
 	} else {
-		binary.BigEndian.PutUint16(ip[2:], uint16(r.size))
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
 		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], ^sum(ip[:r.l3]))
+		binary.BigEndian.PutUint16(ip[10:], ^sum(ip[:r.l3-c.l2]))
 	}
-	t := ip[r.l3:]
+	t := pkt[r.l3:]
 	t[13] |= last[r.l3+13] & tcpPSH
 	pseudo := withLen(addrSum(ip, v6, protoTCP), r.size-r.l3)
 	if c.plain {

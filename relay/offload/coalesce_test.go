@@ -57,7 +57,9 @@ func buildAll(specs []spec) [][]byte {
 // groups, the packet indices each frame should carry: a frame of one
 // packet is that packet in place with a zero header; a merged frame is a
 // well-formed GSO packet that Split turns back into exactly its packets.
-func checkFrames(t *testing.T, pkts, in [][]byte, frames [][]byte, groups [][]int) {
+// The packets' IP headers start at l2: 0, or 14 behind an Ethernet header,
+// which a merged frame carries as its first packet did.
+func checkFrames(t *testing.T, l2 int, pkts, in [][]byte, frames [][]byte, groups [][]int) {
 	t.Helper()
 	if len(frames) != len(groups) {
 		t.Fatalf("%d frames, want %d (%v)", len(frames), len(groups), groups)
@@ -76,23 +78,27 @@ func checkFrames(t *testing.T, pkts, in [][]byte, frames [][]byte, groups [][]in
 			continue
 		}
 		p := f[HdrLen:]
-		if len(p) > maxIP {
+		ip := p[l2:]
+		if len(ip) > maxIP {
 			t.Fatalf("frame %d: %d bytes", k, len(p))
 		}
 		first := pkts[g[0]]
-		l3 := l3len(first)
+		if !bytes.Equal(p[:l2], first[:l2]) {
+			t.Fatalf("frame %d: Ethernet header %x, its first packet's %x", k, p[:l2], first[:l2])
+		}
+		l3 := l2 + l3len(first[l2:])
 		thl := int(first[l3+12]>>4) * 4
 		want := Hdr{Flags: FlagNeedsCsum, GSOType: GSOTCPv4, HdrLen: uint16(l3 + thl),
 			GSOSize: uint16(len(first) - l3 - thl), CsumStart: uint16(l3), CsumOffset: 16}
-		src, dst := p[12:16], p[16:20]
-		if p[0]>>4 == 6 {
+		src, dst := ip[12:16], ip[16:20]
+		if ip[0]>>4 == 6 {
 			want.GSOType = GSOTCPv6
-			src, dst = p[8:24], p[24:40]
-			if int(binary.BigEndian.Uint16(p[4:])) != len(p)-40 {
+			src, dst = ip[8:24], ip[24:40]
+			if int(binary.BigEndian.Uint16(ip[4:])) != len(ip)-40 {
 				t.Fatalf("frame %d: IPv6 payload length", k)
 			}
 		} else {
-			if int(binary.BigEndian.Uint16(p[2:])) != len(p) || rfc1071(p[:l3]) != 0xffff {
+			if int(binary.BigEndian.Uint16(ip[2:])) != len(ip) || rfc1071(ip[:l3-l2]) != 0xffff {
 				t.Fatalf("frame %d: IPv4 total length or header checksum", k)
 			}
 		}
@@ -106,11 +112,11 @@ func checkFrames(t *testing.T, pkts, in [][]byte, frames [][]byte, groups [][]in
 			t.Fatalf("frame %d: checksum field %#04x, want the pseudo-header sum %#04x", k, binary.BigEndian.Uint16(p[l3+16:]), seed)
 		}
 		// What the kernel does with CHECKSUM_PARTIAL yields a valid checksum.
-		done := bytes.Clone(p)
-		binary.BigEndian.PutUint16(done[l3+16:], ^rfc1071(done[l3:]))
+		done := bytes.Clone(ip)
+		binary.BigEndian.PutUint16(done[l3-l2+16:], ^rfc1071(done[l3-l2:]))
 		checkSums(t, done, 6)
 
-		segs := splitAll(t, p, h)
+		segs := splitAllLink(t, linkOf(l2), p, h)
 		if len(segs) != len(g) {
 			t.Fatalf("frame %d splits into %d segments, want %d", k, len(segs), len(g))
 		}
@@ -122,6 +128,14 @@ func checkFrames(t *testing.T, pkts, in [][]byte, frames [][]byte, groups [][]in
 	}
 }
 
+// linkOf is the Link whose packets have their IP header at l2.
+func linkOf(l2 int) Link {
+	if l2 > 0 {
+		return Ethernet
+	}
+	return IP
+}
+
 func coalesce(t *testing.T, c *Coalescer, pkts [][]byte, groups [][]int) {
 	t.Helper()
 	in := withHeadroom(pkts)
@@ -131,7 +145,7 @@ func coalesce(t *testing.T, c *Coalescer, pkts [][]byte, groups [][]int) {
 			t.Fatalf("Coalesce modified packet %d", i)
 		}
 	}
-	checkFrames(t, pkts, in, frames, groups)
+	checkFrames(t, c.l2, pkts, in, frames, groups)
 }
 
 func seq(from, to int) []int {
@@ -145,7 +159,7 @@ func seq(from, to int) []int {
 func TestCoalesceRun(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		t.Run(fmt.Sprint("v6=", v6), func(t *testing.T) {
-			c := NewCoalescer(64)
+			c := NewCoalescer(IP, 64)
 			coalesce(t, c, buildAll(train(flow(v6), repeat(40, 1448)...)), [][]int{seq(0, 40)})
 
 			// A short last segment with PSH ends the run, and is merged.
@@ -325,23 +339,28 @@ func TestCoalesceCases(t *testing.T) {
 		}, [][]int{{0}, {1}, {2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			coalesce(t, NewCoalescer(64), tc.pkts(), tc.groups)
+			coalesce(t, NewCoalescer(IP, 64), tc.pkts(), tc.groups)
+		})
+		// The same packets in Ethernet frames, as a tap has them, merge
+		// the same way.
+		t.Run(tc.name+"/ethernet", func(t *testing.T) {
+			coalesce(t, NewCoalescer(Ethernet, 64), ethAll(tc.pkts()), tc.groups)
 		})
 	}
 }
 
 func TestCoalesceBatchLimit(t *testing.T) {
-	c := NewCoalescer(4)
+	c := NewCoalescer(IP, 4)
 	coalesce(t, c, buildAll(train(flow(false), repeat(7, 1448)...)), [][]int{{0, 1, 2, 3}, {4}, {5}, {6}})
 	// The next call starts afresh: no run carries over.
 	coalesce(t, c, buildAll(train(flow(false), repeat(2, 1448)...)), [][]int{{0, 1}})
-	coalesce(t, NewCoalescer(0), buildAll(train(flow(false), repeat(2, 1448)...)), [][]int{{0}, {1}})
+	coalesce(t, NewCoalescer(IP, 0), buildAll(train(flow(false), repeat(2, 1448)...)), [][]int{{0}, {1}})
 }
 
 // TestCoalesceReuse checks a second call does not disturb nor depend on the
 // first's frames beyond the documented lifetime.
 func TestCoalesceReuse(t *testing.T) {
-	c := NewCoalescer(8)
+	c := NewCoalescer(IP, 8)
 	for round := range 300 { // past a few generations of the flow table
 		s := flow(round%2 == 1)
 		s.sport = uint16(round)
@@ -357,7 +376,7 @@ func TestCoalesceHeadroom(t *testing.T) {
 			t.Fatal("no panic for offset < HdrLen")
 		}
 	}()
-	NewCoalescer(4).Coalesce(withHeadroom(buildAll(train(flow(false), 10))), HdrLen-1, nil)
+	NewCoalescer(IP, 4).Coalesce(withHeadroom(buildAll(train(flow(false), 10))), HdrLen-1, nil)
 }
 
 func TestCoalesceAllocs(t *testing.T) {
@@ -369,8 +388,8 @@ func TestCoalesceAllocs(t *testing.T) {
 	}
 	in := withHeadroom(pkts)
 	out := make([][]byte, 0, len(in))
-	accept := func(d []byte) bool { return true }
-	for _, c := range []*Coalescer{NewCoalescer(len(in)), NewPlainCoalescer(len(in), maxIP, accept)} {
+	accept := func(_, d []byte) bool { return true }
+	for _, c := range []*Coalescer{NewCoalescer(IP, len(in)), NewPlainCoalescer(IP, len(in), maxIP, accept)} {
 		if a := testing.AllocsPerRun(100, func() {
 			if got := c.Coalesce(in, off, out); len(got) != 2 {
 				t.Fatalf("%d frames", len(got))
@@ -393,7 +412,7 @@ func TestPlainCoalescer(t *testing.T) {
 			sa, d := other.addrs()
 			other.src, other.dst = sa, append([]byte(nil), d...)
 			other.dst[len(other.dst)-1]++
-			c := NewPlainCoalescer(64, 16384, func(d []byte) bool {
+			c := NewPlainCoalescer(IP, 64, 16384, func(_, d []byte) bool {
 				_, want := mine.addrs()
 				return bytes.Equal(d, want)
 			})

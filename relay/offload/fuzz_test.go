@@ -8,16 +8,20 @@ import (
 	"testing"
 )
 
-// FuzzSplit feeds Split arbitrary packets and headers. It must never panic
-// or read outside pkt, must agree with Segments, must leave pkt alone, and
-// whatever it accepts must come out as well-formed packets whose payloads
-// add up to the input's.
+// FuzzSplit feeds Split arbitrary packets and headers, as IP packets or as
+// Ethernet frames. It must never panic or read outside pkt, must agree with
+// Segments, must leave pkt alone, and whatever it accepts must come out as
+// well-formed packets whose payloads add up to the input's, each behind
+// the input's Ethernet header.
 //
 // The seeds are small on purpose: the fuzzer minimizes every new input it
 // finds, and minimizing kilobytes eats the whole -fuzztime.
 func FuzzSplit(f *testing.F) {
 	add := func(p []byte, h Hdr, first uint8) {
-		f.Add(p, h.Flags, h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset, first)
+		f.Add(false, p, h.Flags, h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset, first)
+	}
+	addEth := func(p []byte, h Hdr, first uint8) {
+		f.Add(true, p, h.Flags, h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset, first)
 	}
 	p, h := gso(spec{sport: 1, dport: 2, seq: 5, flags: tcpACK | tcpPSH | tcpFIN, opts: tsOpt, id: 9, payload: payload(500, 1)}, 144)
 	add(p, h, 0)
@@ -31,14 +35,26 @@ func FuzzSplit(f *testing.F) {
 	add(p, h, 0)
 	add([]byte{0x45}, Hdr{GSOType: GSOTCPv4, GSOSize: 1}, 0)
 	add(p[:44], Hdr{GSOType: GSOUDPL4, GSOSize: 1, CsumStart: 40}, 0)
+	// The same on a tap: frames, one of them tagged.
+	p, h = gsoEth(spec{sport: 1, dport: 2, seq: 5, flags: tcpACK | tcpPSH, opts: tsOpt, id: 9, payload: payload(300, 5)}, 144, false)
+	addEth(p, h, 0)
+	p, h = gsoEth(spec{v6: true, sport: 1, dport: 2, flags: tcpACK, payload: payload(201, 6)}, 100, true)
+	addEth(p, h, 1)
+	p, h = gsoEth(spec{v6: true, udp: true, sport: 1, dport: 2, payload: payload(250, 7)}, 120, false)
+	addEth(p, h, 0)
+	addEth(eth([]byte{0x45}, 0), Hdr{GSOType: GSOTCPv4, GSOSize: 1, CsumStart: 14}, 0)
 
-	outs := bufs(8, 7+40+maxIP) // the largest IPv6 segment parse allows
+	outs := bufs(8, 7+18+40+maxIP) // the largest IPv6 segment parse allows, tagged
 	sizes := make([]int, 8)
-	f.Fuzz(func(t *testing.T, pkt []byte, flags, typ uint8, hdrLen, gsoSize, csumStart, csumOffset uint16, first uint8) {
+	f.Fuzz(func(t *testing.T, ethernet bool, pkt []byte, flags, typ uint8, hdrLen, gsoSize, csumStart, csumOffset uint16, first uint8) {
 		h := Hdr{flags, typ, hdrLen, gsoSize, csumStart, csumOffset}
+		link := IP
+		if ethernet {
+			link = Ethernet
+		}
 		before := bytes.Clone(pkt)
-		segs, serr := Segments(pkt, h)
-		n, err := Split(pkt, h, int(first), outs, sizes, 7)
+		segs, serr := Segments(link, pkt, h)
+		n, err := Split(link, pkt, h, int(first), outs, sizes, 7)
 		if !bytes.Equal(pkt, before) {
 			t.Fatal("Split modified its input")
 		}
@@ -64,15 +80,20 @@ func FuzzSplit(f *testing.F) {
 			return
 		}
 		// Every segment verifies, and the payloads are the input's.
-		l3 := int(csumStart)
+		l2, _, _ := link.ipStart(pkt, true)
+		l3 := int(csumStart) - l2
 		thl := 8
 		proto := uint8(17)
 		if typ&^GSOECN != GSOUDPL4 {
-			thl, proto = int(pkt[l3+12]>>4)*4, 6
+			thl, proto = int(pkt[l2+l3+12]>>4)*4, 6
 		}
 		var data []byte
 		for i := range n {
 			o := outs[i][7 : 7+sizes[i]]
+			if !bytes.Equal(o[:l2], pkt[:l2]) {
+				t.Fatalf("segment %d: Ethernet header %x, want %x", i, o[:l2], pkt[:l2])
+			}
+			o = o[l2:]
 			if o[0]>>4 == 4 {
 				if rfc1071(o[:l3]) != 0xffff || int(binary.BigEndian.Uint16(o[2:])) != len(o) {
 					t.Fatalf("segment %d: IPv4 header", i)
@@ -85,25 +106,31 @@ func FuzzSplit(f *testing.F) {
 			}
 			data = append(data, o[l3+thl:]...)
 		}
-		if first == 0 && n == segs && !bytes.Equal(data, pkt[l3+thl:]) {
+		if first == 0 && n == segs && !bytes.Equal(data, pkt[l2+l3+thl:]) {
 			t.Fatal("payloads differ")
 		}
 	})
 }
 
 // FuzzCoalesce builds a batch of TCP segments (and odd packets) from the
-// fuzzer's bytes (fuzzPackets) and checks that Coalesce loses, adds and reorders nothing:
-// splitting its frames again gives every flow's packets back in order, the
-// same but for the IPv4 ids Split renumbers.
+// fuzzer's bytes (fuzzPackets), as IP packets or Ethernet frames, and
+// checks that Coalesce loses, adds and reorders nothing: splitting its
+// frames again gives every flow's packets back in order, the same but for
+// the IPv4 ids Split renumbers. A frame with another Ethernet header, a
+// tagged frame and an odd packet go out whole.
 func FuzzCoalesce(f *testing.F) {
-	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	f.Add([]byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
-	f.Add([]byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
-	f.Add([]byte{0x80, 0x45, 0, 0, 0x60, 6, 7, 0, 0, 0x20, 0, 0, 4})
+	for _, ethernet := range []bool{false, true} {
+		f.Add(ethernet, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		f.Add(ethernet, []byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
+		f.Add(ethernet, []byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
+		f.Add(ethernet, []byte{0x80, 0x45, 0, 0, 0x60, 6, 7, 0, 0, 0x20, 0, 0, 4})
+	}
+	f.Add(true, []byte{0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0})
 
-	c := NewCoalescer(32)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		pkts := fuzzPackets(data)
+	coalescers := map[bool]*Coalescer{false: NewCoalescer(IP, 32), true: NewCoalescer(Ethernet, 32)}
+	f.Fuzz(func(t *testing.T, ethernet bool, data []byte) {
+		c := coalescers[ethernet]
+		pkts := fuzzPackets(data, ethernet)
 		in := withHeadroom(pkts)
 		frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
 
@@ -114,7 +141,7 @@ func FuzzCoalesce(f *testing.F) {
 			i int // index in the batch if sent in place, else -1
 		}
 		key := func(q pkt) string {
-			if s := inspect(q.p); s.keyed {
+			if s := inspect(q.p, c.l2); s.keyed {
 				return fmt.Sprint(s.key)
 			}
 			if q.i < 0 {
@@ -124,8 +151,8 @@ func FuzzCoalesce(f *testing.F) {
 		}
 		norm := func(p []byte) []byte {
 			p = bytes.Clone(p)
-			if len(p) >= 12 && p[0]>>4 == 4 {
-				p[4], p[5], p[10], p[11] = 0, 0, 0, 0
+			if ip := p[min(c.l2, len(p)):]; len(ip) >= 12 && ip[0]>>4 == 4 {
+				ip[4], ip[5], ip[10], ip[11] = 0, 0, 0, 0
 			}
 			return p
 		}
@@ -143,8 +170,8 @@ func FuzzCoalesce(f *testing.F) {
 				got = append(got, pkt{fr[HdrLen:], i})
 				continue
 			}
-			segs := splitAll(t, fr[HdrLen:], h)
-			if len(segs) < 2 || len(fr)-HdrLen > maxIP {
+			segs := splitAllLink(t, linkOf(c.l2), fr[HdrLen:], h)
+			if len(segs) < 2 || len(fr)-HdrLen-c.l2 > maxIP {
 				t.Fatalf("a merged frame of %d segments, %d bytes", len(segs), len(fr)-HdrLen)
 			}
 			for _, s := range segs {
@@ -176,8 +203,10 @@ func FuzzCoalesce(f *testing.F) {
 
 // fuzzPackets turns fuzzer bytes into a batch: segments of three flows
 // (two IPv4, one IPv6) in and out of sequence, with flags, windows and
-// sizes at will, some corrupted, and raw packets between them.
-func fuzzPackets(data []byte) [][]byte {
+// sizes at will, some corrupted, and raw packets between them. With
+// ethernet each segment is a frame, now and then to another MAC or with a
+// VLAN tag; raw packets stay raw bytes.
+func fuzzPackets(data []byte, ethernet bool) [][]byte {
 	var pkts [][]byte
 	var flows [3]spec
 	for i := range flows {
@@ -207,6 +236,12 @@ func fuzzPackets(data []byte) [][]byte {
 		if op&0x10 != 0 {
 			p[len(p)-1] ^= 1 // corrupt
 		}
+		if ethernet {
+			p = eth(p, op>>5&1) // another destination MAC
+			if op&0x40 != 0 {
+				p = vlan(p, 1)
+			}
+		}
 		pkts = append(pkts, p)
 		s.seq += uint32(size)
 		s.id++
@@ -220,12 +255,19 @@ func fuzzPackets(data []byte) [][]byte {
 // packets go in place and untouched, headroom included; and each flow's
 // bytes come out in order.
 func FuzzPlainCoalesce(f *testing.F) {
-	f.Add(uint16(16380), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	f.Add(uint16(500), []byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
-	f.Add(uint16(3000), []byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, limit uint16, data []byte) {
-		pkts := fuzzPackets(data)
-		c := NewPlainCoalescer(32, int(limit), func(d []byte) bool { return len(d) == 4 })
+	for _, ethernet := range []bool{false, true} {
+		f.Add(ethernet, uint16(16380), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		f.Add(ethernet, uint16(500), []byte{0, 0, 0, 0x10, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02})
+		f.Add(ethernet, uint16(3000), []byte{3, 0, 1, 0, 0x41, 0x10, 2, 2, 0x81, 1, 0, 0x40, 0, 0, 0})
+	}
+	f.Add(true, uint16(3000), []byte{0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, ethernet bool, limit uint16, data []byte) {
+		pkts := fuzzPackets(data, ethernet)
+		link := IP
+		if ethernet {
+			link = Ethernet
+		}
+		c := NewPlainCoalescer(link, 32, int(limit), func(_, d []byte) bool { return len(d) == 4 })
 		in := withHeadroom(pkts)
 		for _, b := range in {
 			for j := range off {
@@ -234,7 +276,7 @@ func FuzzPlainCoalesce(f *testing.F) {
 		}
 		frames := c.Coalesce(in, off, make([][]byte, 0, len(in)))
 		flowBytes := func(p []byte, into map[string][]byte) {
-			if s := inspect(p); s.keyed && s.hdr > 0 && s.hdr <= len(p) {
+			if s := inspect(p, c.l2); s.keyed && s.hdr > 0 && s.hdr <= len(p) {
 				k := fmt.Sprint(s.key)
 				into[k] = append(into[k], p[s.hdr:]...)
 			}
@@ -250,11 +292,15 @@ func FuzzPlainCoalesce(f *testing.F) {
 					t.Fatalf("packet %d not left as it was", i)
 				}
 			} else {
-				if len(p) > int(limit) || len(p) < 40 || p[0]>>4 != 4 {
-					t.Fatalf("a merged packet of %d bytes (limit %d), version %d", len(p), limit, p[0]>>4)
+				ip := p[c.l2:]
+				if len(p) > int(limit) || len(ip) < 40 || ip[0]>>4 != 4 {
+					t.Fatalf("a merged packet of %d bytes (limit %d), version %d", len(p), limit, ip[0]>>4)
 				}
-				if int(binary.BigEndian.Uint16(p[2:])) != len(p) || !tcpValid(p, 20) {
-					t.Fatalf("a merged packet with a wrong length or checksum: %x", p[:40])
+				if int(binary.BigEndian.Uint16(ip[2:])) != len(ip) || !tcpValid(p, c.l2, c.l2+20) {
+					t.Fatalf("a merged packet with a wrong length or checksum: %x", p[:c.l2+40])
+				}
+				if ethernet && !bytes.Equal(p[:c.l2], eth(ip, 0)[:c.l2]) && !bytes.Equal(p[:c.l2], eth(ip, 1)[:c.l2]) {
+					t.Fatalf("a merged frame with Ethernet header %x", p[:c.l2])
 				}
 			}
 			flowBytes(p, got)

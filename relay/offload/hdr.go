@@ -15,14 +15,83 @@ const HdrLen = 10
 const MaxPacket = 40 + 65535
 
 // Empty reports a header that asks nothing of its packet: no GSO, no
-// checksum to complete. b holds at least HdrLen bytes.
+// checksum to complete. FlagDataValid asks nothing either: a tun sets it
+// on a packet whose checksum a NIC verified (CHECKSUM_UNNECESSARY, as
+// from most physical NICs and forwarded unchanged), and ignores it on
+// write. b holds at least HdrLen bytes.
 func Empty(b []byte) bool {
-	for _, c := range b[:HdrLen] {
+	if b[0]&^FlagDataValid != 0 {
+		return false
+	}
+	for _, c := range b[1:HdrLen] {
 		if c != 0 {
 			return false
 		}
 	}
 	return true
+}
+
+// Link is what comes in front of the IP header in the packets Split,
+// Segments and a Coalescer are given.
+type Link uint8
+
+const (
+	// IP is a tun's packet: the IP header from the first byte.
+	IP Link = iota
+	// Ethernet is a tap's frame: a 14-byte Ethernet header in front of
+	// the IP packet (Split also takes one 802.1Q or 802.1ad tag in it).
+	// A virtio-net header's CsumStart and HdrLen count from the frame's
+	// first byte: the tap hands out and takes in the skb from its MAC
+	// header on (tun_put_user, virtio_net_hdr_to_skb before
+	// eth_type_trans).
+	Ethernet
+)
+
+func (l Link) String() string {
+	if l == Ethernet {
+		return "ethernet"
+	}
+	return "ip"
+}
+
+// Ethernet header facts.
+const (
+	ethHdrLen   = 14
+	vlanTag     = 4
+	etherIPv4   = 0x0800
+	etherIPv6   = 0x86dd
+	ether8021Q  = 0x8100
+	ether8021AD = 0x88a8
+)
+
+// ipStart returns where the IP packet starts in pkt, a packet of link l,
+// and the IP version its Ethernet type names (0 for a tun's packet,
+// whose version is its first nibble). tagged lets one VLAN tag stand in
+// front of the type. ok is false for a frame that carries no IPv4 or
+// IPv6 packet, or is too short to say.
+func (l Link) ipStart(pkt []byte, tagged bool) (start int, version byte, ok bool) {
+	if l != Ethernet {
+		return 0, 0, true
+	}
+	if len(pkt) < ethHdrLen {
+		return 0, 0, false
+	}
+	start = ethHdrLen
+	typ := binary.BigEndian.Uint16(pkt[12:])
+	if tagged && (typ == ether8021Q || typ == ether8021AD) {
+		if len(pkt) < ethHdrLen+vlanTag {
+			return 0, 0, false
+		}
+		start += vlanTag
+		typ = binary.BigEndian.Uint16(pkt[16:])
+	}
+	switch typ {
+	case etherIPv4:
+		return start, 4, true
+	case etherIPv6:
+		return start, 6, true
+	}
+	return 0, 0, false
 }
 
 // Hdr is struct virtio_net_hdr (include/uapi/linux/virtio_net.h).

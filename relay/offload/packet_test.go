@@ -213,3 +213,57 @@ func bufs(n, size int) [][]byte {
 	}
 	return b
 }
+
+// Ethernet frames for the tests: locally administered MACs, the second
+// byte of the destination varied by the caller.
+var (
+	macDst = []byte{0x02, 0, 0, 0, 0, 0x02}
+	macSrc = []byte{0x02, 0, 0, 0, 0, 0x01}
+)
+
+// eth puts p behind an Ethernet header to MAC macDst with its last byte
+// plus dst, of the type p's version names (IPv4 for anything else).
+func eth(p []byte, dst byte) []byte {
+	f := make([]byte, ethHdrLen, ethHdrLen+len(p))
+	copy(f, macDst)
+	f[5] += dst
+	copy(f[6:], macSrc)
+	typ := uint16(etherIPv4)
+	if len(p) > 0 && p[0]>>4 == 6 {
+		typ = etherIPv6
+	}
+	binary.BigEndian.PutUint16(f[12:], typ)
+	return append(f, p...)
+}
+
+// ethAll is eth for each packet, to the same MAC.
+func ethAll(pkts [][]byte) [][]byte {
+	f := make([][]byte, len(pkts))
+	for i, p := range pkts {
+		f[i] = eth(p, 0)
+	}
+	return f
+}
+
+// vlan inserts an 802.1Q tag with VLAN id vid into frame f.
+func vlan(f []byte, vid uint16) []byte {
+	t := make([]byte, 0, len(f)+vlanTag)
+	t = append(t, f[:12]...)
+	t = binary.BigEndian.AppendUint16(t, ether8021Q)
+	t = binary.BigEndian.AppendUint16(t, vid)
+	return append(t, f[12:]...)
+}
+
+// gsoEth is gso behind an Ethernet header, optionally tagged: what a tap
+// reads, its header's offsets counted from the frame's first byte.
+func gsoEth(s spec, gsoSize int, tagged bool) ([]byte, Hdr) {
+	p, h := gso(s, gsoSize)
+	f := eth(p, 0)
+	if tagged {
+		f = vlan(f, 7)
+	}
+	l2 := len(f) - len(p)
+	h.CsumStart += uint16(l2)
+	h.HdrLen += uint16(l2)
+	return f, h
+}

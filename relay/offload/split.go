@@ -40,10 +40,13 @@ const (
 
 // layout is what parse learned of a GSO packet: enough to cut it without
 // looking at the header again.
+// Offsets count from the packet's first byte, the Ethernet header's on a
+// tap.
 type layout struct {
 	v6    bool
 	proto uint8
-	l3    int // IP header, with IPv6 extension headers: the transport offset
+	l2    int // where the IP header starts: 0 on a tun, 14 or 18 on a tap
+	l3    int // l2 plus the IP header with IPv6 extension headers: the transport offset
 	hdr   int // l3 plus the TCP or UDP header: what every segment repeats
 	gso   int // payload bytes per segment
 	segs  int
@@ -53,11 +56,12 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
-// parse checks pkt against h before Split touches it. The header comes from
-// the kernel and is trusted for what it means (which offload, where the
-// checksum goes) but not for bounds: every offset is checked against the
-// packet, so a bad header is an error, never a panic or a read past pkt.
-func parse(pkt []byte, h Hdr) (layout, error) {
+// parse checks pkt, a packet of link, against h before Split touches it.
+// The header comes from the kernel and is trusted for what it means (which
+// offload, where the checksum goes) but not for bounds: every offset is
+// checked against the packet, so a bad header is an error, never a panic
+// or a read past pkt.
+func parse(link Link, pkt []byte, h Hdr) (layout, error) {
 	if len(pkt) == 0 {
 		return layout{}, malformed("empty packet")
 	}
@@ -75,13 +79,25 @@ func parse(pkt []byte, h Hdr) (layout, error) {
 	}
 
 	var l layout
+	l2, etherVersion, ok := link.ipStart(pkt, true)
+	if !ok {
+		return layout{}, malformed("GSO type %d on a frame that carries no IPv4 or IPv6 packet", h.GSOType)
+	}
+	ip := pkt[l2:]
+	if len(ip) == 0 {
+		return layout{}, malformed("no IP header in the %d-byte frame", len(pkt))
+	}
+	if etherVersion != 0 && ip[0]>>4 != etherVersion {
+		return layout{}, malformed("IPv%d packet in a frame of Ethernet type IPv%d", ip[0]>>4, etherVersion)
+	}
+	l.l2 = l2
 	switch typ {
 	case GSOTCPv4:
 		l.proto = protoTCP
 	case GSOTCPv6:
 		l.v6, l.proto = true, protoTCP
 	case GSOUDPL4:
-		l.v6, l.proto = pkt[0]>>4 == 6, protoUDP
+		l.v6, l.proto = ip[0]>>4 == 6, protoUDP
 	case GSOUDP:
 		return layout{}, fmt.Errorf("%w: UFO (%d): fragmenting one datagram is not done here", ErrUnsupported, h.GSOType)
 	default:
@@ -89,52 +105,53 @@ func parse(pkt []byte, h Hdr) (layout, error) {
 	}
 
 	if l.v6 {
-		if pkt[0]>>4 != 6 {
+		if ip[0]>>4 != 6 {
 			return layout{}, malformed("GSO type %d on a packet that is not IPv6", h.GSOType)
 		}
-		if len(pkt) < 40 {
-			return layout{}, malformed("IPv6 header beyond the %d-byte packet", len(pkt))
+		if len(ip) < 40 {
+			return layout{}, malformed("IPv6 header beyond the %d-byte packet", len(ip))
 		}
-		if pl := int(binary.BigEndian.Uint16(pkt[4:])); pl != 0 && pl != len(pkt)-40 {
-			return layout{}, malformed("IPv6 payload length %d, packet has %d", pl, len(pkt)-40)
+		if pl := int(binary.BigEndian.Uint16(ip[4:])); pl != 0 && pl != len(ip)-40 {
+			return layout{}, malformed("IPv6 payload length %d, packet has %d", pl, len(ip)-40)
 		}
 		// Hop-by-hop and destination options do not change the pseudo
 		// header; a routing header would (its last address is the one the
 		// checksum covers) and a fragment header cannot be segmented, so
 		// those are refused rather than sent with a wrong checksum.
-		nh, off := pkt[6], 40
+		nh, off := ip[6], 40
 		for nh == 0 || nh == 60 {
-			if off+8 > len(pkt) {
+			if off+8 > len(ip) {
 				return layout{}, malformed("IPv6 extension header beyond the packet")
 			}
-			nh, off = pkt[off], off+(int(pkt[off+1])+1)*8
+			nh, off = ip[off], off+(int(ip[off+1])+1)*8
 		}
 		if nh != l.proto {
 			return layout{}, malformed("IPv6 next header %d, GSO type %d wants %d", nh, h.GSOType, l.proto)
 		}
-		l.l3 = off
+		l.l3 = l2 + off
 	} else {
-		if pkt[0]>>4 != 4 {
+		if ip[0]>>4 != 4 {
 			return layout{}, malformed("GSO type %d on a packet that is not IPv4", h.GSOType)
 		}
-		if len(pkt) < 20 {
-			return layout{}, malformed("IPv4 header beyond the %d-byte packet", len(pkt))
+		if len(ip) < 20 {
+			return layout{}, malformed("IPv4 header beyond the %d-byte packet", len(ip))
 		}
-		l.l3 = int(pkt[0]&0x0f) * 4
-		if l.l3 < 20 || l.l3 > len(pkt) {
-			return layout{}, malformed("IPv4 header length %d", l.l3)
+		ihl := int(ip[0]&0x0f) * 4
+		if ihl < 20 || ihl > len(ip) {
+			return layout{}, malformed("IPv4 header length %d", ihl)
 		}
 		// A zero total length is what the kernel writes past 64 KiB (BIG
 		// TCP); any other disagreement means the caller's length is wrong.
-		if tl := int(binary.BigEndian.Uint16(pkt[2:])); tl != 0 && tl != len(pkt) {
-			return layout{}, malformed("IPv4 total length %d, packet has %d", tl, len(pkt))
+		if tl := int(binary.BigEndian.Uint16(ip[2:])); tl != 0 && tl != len(ip) {
+			return layout{}, malformed("IPv4 total length %d, packet has %d", tl, len(ip))
 		}
-		if pkt[6]&0x3f != 0 || pkt[7] != 0 {
+		if ip[6]&0x3f != 0 || ip[7] != 0 {
 			return layout{}, malformed("IPv4 fragment")
 		}
-		if pkt[9] != l.proto {
-			return layout{}, malformed("IPv4 protocol %d, GSO type %d wants %d", pkt[9], h.GSOType, l.proto)
+		if ip[9] != l.proto {
+			return layout{}, malformed("IPv4 protocol %d, GSO type %d wants %d", ip[9], h.GSOType, l.proto)
 		}
+		l.l3 = l2 + ihl
 	}
 	if int(h.CsumStart) != l.l3 {
 		return layout{}, malformed("csum_start %d, transport header at %d", h.CsumStart, l.l3)
@@ -168,17 +185,18 @@ func parse(pkt []byte, h Hdr) (layout, error) {
 	payload := len(pkt) - l.hdr
 	l.segs = max(1, (payload+l.gso-1)/l.gso)
 	// Each segment must fit the 16-bit lengths it will carry.
-	seg := l.hdr + min(l.gso, payload)
-	if (!l.v6 && seg > maxIP) || seg-l.l3 > maxIP || (l.v6 && seg-40 > maxIP) {
+	seg := l.hdr + min(l.gso, payload) - l.l2
+	if (!l.v6 && seg > maxIP) || seg-(l.l3-l.l2) > maxIP || (l.v6 && seg-40 > maxIP) {
 		return layout{}, malformed("gso_size %d makes %d-byte segments", l.gso, seg)
 	}
 	return l, nil
 }
 
-// Segments says how many packets Split will make of pkt, an IP packet that
-// h describes (1 for GSONone), so a caller can find enough buffers first.
-func Segments(pkt []byte, h Hdr) (int, error) {
-	l, err := parse(pkt, h)
+// Segments says how many packets Split will make of pkt, a packet of link
+// that h describes (1 for GSONone), so a caller can find enough buffers
+// first.
+func Segments(link Link, pkt []byte, h Hdr) (int, error) {
+	l, err := parse(link, pkt, h)
 	return l.segs, err
 }
 
@@ -186,6 +204,9 @@ func Segments(pkt []byte, h Hdr) (int, error) {
 // their lengths into sizes[i], as many as there are outs for; it returns how
 // many it wrote. A caller with fewer outs than Segments calls again with
 // first advanced by n. pkt is only read, so that retry sees it unchanged.
+//
+// A frame of link Ethernet has its Ethernet header, VLAN tag included,
+// copied in front of every segment.
 //
 // Every segment leaves complete: IPv4 header checksum, TCP or UDP checksum,
 // length fields, IPv4 id incremented per segment and TCP sequence advanced,
@@ -204,8 +225,8 @@ func Segments(pkt []byte, h Hdr) (int, error) {
 //
 // An error means nothing was written (n is 0): the packet is malformed, the
 // offload unsupported, or outs[i] or sizes too short for what was asked.
-func Split(pkt []byte, h Hdr, first int, outs [][]byte, sizes []int, offset int) (n int, err error) {
-	l, err := parse(pkt, h)
+func Split(link Link, pkt []byte, h Hdr, first int, outs [][]byte, sizes []int, offset int) (n int, err error) {
+	l, err := parse(link, pkt, h)
 	if err != nil {
 		return 0, err
 	}
@@ -247,8 +268,8 @@ func Split(pkt []byte, h Hdr, first int, outs [][]byte, sizes []int, offset int)
 		}
 	}
 
-	base := addrSum(pkt, l.v6, l.proto)
-	id := binary.BigEndian.Uint16(pkt[4:])
+	base := addrSum(pkt[l.l2:], l.v6, l.proto)
+	id := binary.BigEndian.Uint16(pkt[l.l2+4:])
 	seq := uint32(0)
 	if l.proto == protoTCP {
 		seq = binary.BigEndian.Uint32(pkt[l.l3+4:])
@@ -262,13 +283,14 @@ func Split(pkt []byte, h Hdr, first int, outs [][]byte, sizes []int, offset int)
 		copy(o, pkt[:l.hdr])
 		copy(o[l.hdr:], pkt[start:end])
 
+		ip := o[l.l2:]
 		if l.v6 {
-			binary.BigEndian.PutUint16(o[4:], uint16(size-40))
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
 		} else {
-			binary.BigEndian.PutUint16(o[2:], uint16(size))
-			binary.BigEndian.PutUint16(o[4:], id+uint16(seg))
-			o[10], o[11] = 0, 0
-			binary.BigEndian.PutUint16(o[10:], ^sum(o[:l.l3]))
+			binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+			binary.BigEndian.PutUint16(ip[4:], id+uint16(seg))
+			ip[10], ip[11] = 0, 0
+			binary.BigEndian.PutUint16(ip[10:], ^sum(ip[:l.l3-l.l2]))
 		}
 		t := o[l.l3:]
 		csumAt := csumUDP

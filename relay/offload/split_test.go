@@ -111,7 +111,13 @@ func checkSegments(t *testing.T, s spec, gsoSize int, segs [][]byte) {
 // splitAll splits pkt with one call, into fresh buffers with headroom.
 func splitAll(t *testing.T, pkt []byte, h Hdr) [][]byte {
 	t.Helper()
-	n, err := Segments(pkt, h)
+	return splitAllLink(t, IP, pkt, h)
+}
+
+// splitAllLink is splitAll for a packet of link.
+func splitAllLink(t *testing.T, link Link, pkt []byte, h Hdr) [][]byte {
+	t.Helper()
+	n, err := Segments(link, pkt, h)
 	if err != nil {
 		t.Fatalf("Segments: %v", err)
 	}
@@ -119,7 +125,7 @@ func splitAll(t *testing.T, pkt []byte, h Hdr) [][]byte {
 	outs := bufs(n, off+int(h.GSOSize)+128)
 	sizes := make([]int, n)
 	before := bytes.Clone(pkt)
-	got, err := Split(pkt, h, 0, outs, sizes, off)
+	got, err := Split(link, pkt, h, 0, outs, sizes, off)
 	if err != nil || got != n {
 		t.Fatalf("Split = %d, %v; Segments said %d", got, err, n)
 	}
@@ -173,12 +179,12 @@ func TestSplit(t *testing.T) {
 func TestSplitResume(t *testing.T) {
 	s := spec{sport: 5, dport: 6, seq: 1, flags: tcpACK | tcpPSH, opts: tsOpt, payload: payload(65000, 11)}
 	pkt, h := gso(s, 1448)
-	total, _ := Segments(pkt, h)
+	total, _ := Segments(IP, pkt, h)
 	var segs [][]byte
 	outs := bufs(7, 1600)
 	sizes := make([]int, 7)
 	for first := 0; first < total; {
-		n, err := Split(pkt, h, first, outs, sizes, 0)
+		n, err := Split(IP, pkt, h, first, outs, sizes, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,10 +197,10 @@ func TestSplitResume(t *testing.T) {
 		first += n
 	}
 	checkSegments(t, s, 1448, segs)
-	if n, err := Split(pkt, h, total, outs, sizes, 0); n != 0 || err != nil {
+	if n, err := Split(IP, pkt, h, total, outs, sizes, 0); n != 0 || err != nil {
 		t.Fatalf("Split past the end = %d, %v", n, err)
 	}
-	if n, err := Split(pkt, h, 3, nil, nil, 0); n != 0 || err != nil {
+	if n, err := Split(IP, pkt, h, 3, nil, nil, 0); n != 0 || err != nil {
 		t.Fatalf("Split with no outs = %d, %v", n, err)
 	}
 }
@@ -210,7 +216,7 @@ func TestSplitNoGSO(t *testing.T) {
 		h.GSOType, h.GSOSize, h.HdrLen = GSONone, 0, 0
 		before := bytes.Clone(pkt)
 		outs, sizes := bufs(2, 2000), make([]int, 2)
-		n, err := Split(pkt, h, 0, outs, sizes, 3)
+		n, err := Split(IP, pkt, h, 0, outs, sizes, 3)
 		if err != nil || n != 1 || sizes[0] != len(pkt) {
 			t.Fatalf("Split = %d, %v, size %d", n, err, sizes[0])
 		}
@@ -222,7 +228,7 @@ func TestSplitNoGSO(t *testing.T) {
 		}
 		// Without NEEDS_CSUM it is a copy.
 		h.Flags = 0
-		if n, err := Split(pkt, h, 0, outs, sizes, 0); n != 1 || err != nil || !bytes.Equal(outs[0][:sizes[0]], pkt) {
+		if n, err := Split(IP, pkt, h, 0, outs, sizes, 0); n != 1 || err != nil || !bytes.Equal(outs[0][:sizes[0]], pkt) {
 			t.Fatalf("plain copy: %d, %v", n, err)
 		}
 	}
@@ -275,8 +281,8 @@ func TestSplitErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			outs, sizes := bufs(64, 66000), make([]int, 64)
-			_, serr := Segments(tc.pkt, tc.h)
-			n, err := Split(tc.pkt, tc.h, 0, outs, sizes, 0)
+			_, serr := Segments(IP, tc.pkt, tc.h)
+			n, err := Split(IP, tc.pkt, tc.h, 0, outs, sizes, 0)
 			if !errors.Is(err, tc.want) || !errors.Is(serr, tc.want) || (err != nil && n != 0) {
 				t.Fatalf("Split = %d, %v; Segments: %v; want %v", n, err, serr, tc.want)
 			}
@@ -286,22 +292,22 @@ func TestSplitErrors(t *testing.T) {
 	// Buffers too small: the error names the one.
 	outs, sizes := bufs(4, 1600), make([]int, 4)
 	outs[2] = outs[2][:1000]
-	n, err := Split(good4, h4, 0, outs, sizes, 10)
+	n, err := Split(IP, good4, h4, 0, outs, sizes, 10)
 	if !errors.Is(err, ErrShortBuffer) || n != 0 || !strings.Contains(err.Error(), "outs[2]") {
 		t.Fatalf("short outs[2]: %d, %v", n, err)
 	}
-	if _, err := Split(good4, h4, 0, bufs(4, 1600), sizes[:2], 0); !errors.Is(err, ErrShortBuffer) {
+	if _, err := Split(IP, good4, h4, 0, bufs(4, 1600), sizes[:2], 0); !errors.Is(err, ErrShortBuffer) {
 		t.Fatalf("short sizes: %v", err)
 	}
-	if _, err := Split(good4, Hdr{}, 0, bufs(1, 100), sizes, 0); !errors.Is(err, ErrShortBuffer) {
+	if _, err := Split(IP, good4, Hdr{}, 0, bufs(1, 100), sizes, 0); !errors.Is(err, ErrShortBuffer) {
 		t.Fatalf("short outs[0] without GSO: %v", err)
 	}
 	for _, first := range []int{-1, 5} {
-		if _, err := Split(good4, h4, first, outs, sizes, 0); err == nil {
+		if _, err := Split(IP, good4, h4, first, outs, sizes, 0); err == nil {
 			t.Fatalf("first %d: no error", first)
 		}
 	}
-	if _, err := Split(good4, h4, 0, outs, sizes, -1); err == nil {
+	if _, err := Split(IP, good4, h4, 0, outs, sizes, -1); err == nil {
 		t.Fatal("negative offset: no error")
 	}
 }
@@ -310,7 +316,7 @@ func TestSplitAllocs(t *testing.T) {
 	pkt, h := gso(spec{sport: 1, dport: 2, flags: tcpACK, opts: tsOpt, payload: payload(65483, 1)}, 1448)
 	outs, sizes := bufs(64, 1600), make([]int, 64)
 	if a := testing.AllocsPerRun(100, func() {
-		if _, err := Split(pkt, h, 0, outs, sizes, 0); err != nil {
+		if _, err := Split(IP, pkt, h, 0, outs, sizes, 0); err != nil {
 			t.Fatal(err)
 		}
 	}); a != 0 {

@@ -39,14 +39,18 @@ type Channel struct {
 
 	// merge joins runs of TCP segments toward the peer's own addresses
 	// (Config.Local); nil when there are none. unmerge turns it off for
-	// good once the peer says a packet was too big for a link of its own
-	// (see Read).
+	// good once the peer says a packet was too big for a link of its own,
+	// or, in ethernet mode, once its frames come from a second MAC (see
+	// Read).
 	merge   *offload.Coalescer
 	local   []netip.Prefix
 	routed  []netip.Prefix
 	frames  [][]byte
 	unmerge atomic.Bool
 	log     *slog.Logger
+	// peerMAC (ethernet mode) is the source MAC of the peer's frames,
+	// with macKnown set once one came; merged frames go only to it.
+	peerMAC atomic.Uint64
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -67,13 +71,14 @@ type Config struct {
 	// framed; nil to not count them.
 	In  *relay.Counters
 	Log *slog.Logger
-	// Local are the networks of the peer's own addresses on the tunnel
-	// (point-to-point only): a packet to one of them is the peer's to
-	// take in, not to route on. Toward an OpenSSH peer, runs of TCP
-	// segments to them are sent merged, as packets of up to MergeSize
-	// bytes, which it writes to its tun one per pass of its event loop,
-	// as it would one of 1500 (see offload.NewPlainCoalescer). Nil
-	// merges nothing.
+	// Local are the networks of the peer's own addresses on the tunnel:
+	// a packet to one of them is the peer's to take in, not to route on.
+	// Toward an OpenSSH peer, runs of TCP segments to them are sent
+	// merged, as packets of up to MergeSize bytes (frames of up to
+	// wire.MaxFrame in ethernet mode), which it writes to its tun or tap
+	// one per pass of its event loop, as it would one of 1500 (see
+	// offload.NewPlainCoalescer). In ethernet mode only frames to the one
+	// MAC the peer's frames come from merge. Nil merges nothing.
 	Local []netip.Prefix
 	// Routed are networks the peer routes on even inside Local (its
 	// AllowedIPs): never merged.
@@ -187,10 +192,13 @@ func New(ch ssh.Channel, cfg Config) (*Channel, error) {
 		// drops a packet larger than its MTU, other peers are untried.
 		// A peer whose messages hold less than two MTU-sized packets
 		// gains nothing.
-		if size := min(MergeSize, int(shim.maxPayload)-4); cfg.Mode == relay.PointToPoint &&
-			len(cfg.Local) > 0 && peer == OpenSSH && size >= 2*1500 {
+		size := min(MergeSize, int(shim.maxPayload)-4)
+		if cfg.Mode == relay.Ethernet {
+			size = min(wire.MaxFrame, int(shim.maxPayload))
+		}
+		if len(cfg.Local) > 0 && peer == OpenSSH && size >= 2*1500 {
 			c.local, c.routed, c.log = cfg.Local, cfg.Routed, cfg.Log
-			c.merge = offload.NewPlainCoalescer(batch, size, c.isLocal)
+			c.merge = offload.NewPlainCoalescer(linkOf(cfg.Mode), batch, size, c.isLocal)
 			c.frames = make([][]byte, 0, batch)
 		}
 		return c, nil
@@ -279,8 +287,8 @@ func (c *Channel) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, c.readErr(err)
 		}
 		if ok {
-			if c.merge != nil && tooBig(bufs[n][offset:offset+sizes[n]]) && !c.unmerge.Swap(true) && c.log != nil {
-				c.log.Warn("the client says a packet was too big for a link behind it: no more merged packets toward it")
+			if c.merge != nil {
+				c.watch(bufs[n][offset : offset+sizes[n]])
 			}
 			n++
 		}
@@ -445,9 +453,54 @@ func (c *Channel) writeMerged(bufs [][]byte, offset int) (int, error) {
 	return n, bad
 }
 
-// isLocal says whether dst, an IPv4 or IPv6 address as 4 or 16 bytes, is
-// in the networks of the peer's own addresses.
-func (c *Channel) isLocal(dst []byte) bool {
+// watch turns merging off for good when a packet from the peer says it
+// forwards what it is sent: an ICMP "too big" (tooBig), or in ethernet mode
+// frames from a second source MAC. A peer that bridges its tap drops a
+// frame larger than its MTU without a word (a bridge sends no ICMP), so
+// merged frames go only to the one MAC it has shown, and only while it
+// shows one: a host behind a bridge shows its own as it resolves ours.
+func (c *Channel) watch(pkt []byte) {
+	if c.unmerge.Load() {
+		return
+	}
+	why := ""
+	if c.mode == relay.Ethernet {
+		// DecodeL2 let no frame shorter than its header through.
+		if mac := macOf(pkt[6:12]); pkt[6]&1 == 0 { // a group address is no source
+			if old := c.peerMAC.Load(); old != mac && !(old == 0 && c.peerMAC.CompareAndSwap(0, mac)) {
+				why = "the client's frames come from more than one MAC: it bridges"
+			}
+		}
+		if typ := uint16(pkt[12])<<8 | uint16(pkt[13]); typ == 0x0800 || typ == 0x86dd {
+			pkt = pkt[14:]
+		} else {
+			pkt = nil
+		}
+	}
+	if why == "" && tooBig(pkt) {
+		why = "the client says a packet was too big for a link behind it"
+	}
+	if why != "" && !c.unmerge.Swap(true) && c.log != nil {
+		c.log.Warn(why + ": no more merged packets toward it")
+	}
+}
+
+// macOf packs a MAC address into a Channel.peerMAC value.
+func macOf(b []byte) uint64 {
+	return macKnown | uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 |
+		uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+}
+
+// macKnown marks Channel.peerMAC as learnt.
+const macKnown = 1 << 63
+
+// isLocal says whether pkt, to dst, an IPv4 or IPv6 address as 4 or 16
+// bytes, is the peer's to take in: dst is in the networks of the peer's
+// own addresses, and in ethernet mode the frame goes to the peer's MAC.
+func (c *Channel) isLocal(pkt, dst []byte) bool {
+	if c.mode == relay.Ethernet && c.peerMAC.Load() != macOf(pkt[:6]) {
+		return false // also while no MAC is known: peerMAC is 0
+	}
 	var a netip.Addr
 	switch len(dst) {
 	case 4:

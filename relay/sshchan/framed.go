@@ -33,6 +33,7 @@ import (
 type Framed struct {
 	ch   ssh.Channel
 	mode relay.Mode
+	link offload.Link // what the packets' IP headers stand behind
 	mtu  int
 	gso  bool
 	in   *relay.Counters
@@ -152,7 +153,7 @@ func SizeWindow(conn ssh.Conn, ch ssh.Channel, log *slog.Logger) time.Duration {
 // NewFramed wraps an open stream channel. The caller must keep draining
 // the channel's requests.
 func NewFramed(ch ssh.Channel, cfg FramedConfig) *Framed {
-	s := &Framed{ch: ch, mode: cfg.Mode, mtu: wire.MaxStreamPacket, gso: cfg.GSO, in: cfg.In,
+	s := &Framed{ch: ch, mode: cfg.Mode, link: linkOf(cfg.Mode), mtu: wire.MaxStreamPacket, gso: cfg.GSO, in: cfg.In,
 		rbuf: make([]byte, framedReadBuf), wbuf: make([]byte, 0, framedWriteBuf)}
 	if s.in == nil {
 		s.in = new(relay.Counters)
@@ -284,7 +285,7 @@ func (s *Framed) packet(flags byte, payload []byte, bufs [][]byte, sizes []int, 
 		// this packet, as Split would take it. The kernel's own checks
 		// of headers from userspace have had bugs a peer should not
 		// reach.
-		if _, err := offload.Segments(pkt, h); err != nil {
+		if _, err := offload.Segments(s.link, pkt, h); err != nil {
 			s.in.Drop(relay.DropMalformed)
 			return 0, true
 		}
@@ -303,20 +304,29 @@ func (s *Framed) packet(flags byte, payload []byte, bufs [][]byte, sizes []int, 
 		return 1, true
 	}
 	if s.next == 0 {
-		total, err := offload.Segments(pkt, h)
+		total, err := offload.Segments(s.link, pkt, h)
 		if err != nil {
 			s.in.Drop(relay.DropMalformed)
 			return 0, true
 		}
 		s.total = total
 	}
-	k, err := offload.Split(pkt, h, s.next, bufs, sizes, offset)
+	k, err := offload.Split(s.link, pkt, h, s.next, bufs, sizes, offset)
 	if err != nil {
 		s.in.Drop(relay.DropMalformed)
 		return 0, true
 	}
 	s.next += k
 	return k, s.next >= s.total
+}
+
+// linkOf is what stands in front of the IP header in mode's packets: an
+// Ethernet frame's header in ethernet mode.
+func linkOf(m relay.Mode) offload.Link {
+	if m == relay.Ethernet {
+		return offload.Ethernet
+	}
+	return offload.IP
 }
 
 // readErr turns the end of the channel into net.ErrClosed after our own
