@@ -136,8 +136,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		},
 		Mode: mode,
 		Unit: remote,
-		// A tun on Linux passes super-packets whole when asked (tun.Config.GSO, kernel/tun).
-		GSO: mode == relay.PointToPoint,
+		// A tun or tap on Linux passes super-packets whole when asked (tun.Config.GSO, kernel/tun).
+		GSO: true,
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
 			lc.Transport = transport.list()
 			l, err := kernel.OpenLocal(lc, gw)

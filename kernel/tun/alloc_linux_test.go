@@ -40,3 +40,32 @@ func TestAllocs(t *testing.T) {
 		}
 	})
 }
+
+// TestTapAllocs is TestAllocs for a tap, with and without GSO: an ICMP
+// echo request in a frame to the tap's MAC, the reply read back.
+func TestTapAllocs(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		inNewNS(t, func() {
+			tap, mac := upTap(t, gso)
+			wbufs := headroom(frame(mac, peerMAC, echo4(ip("198.18.0.2"), ip("198.18.0.1"), 8, 0x5353, 1, []byte("allocs"))))
+			rbufs, sizes := [][]byte{make([]byte, relay.Headroom+tap.MTU()+18)}, make([]int, 1)
+			watchdog := time.AfterFunc(30*time.Second, func() { tap.Close() })
+			defer watchdog.Stop()
+			allocs := testing.AllocsPerRun(200, func() {
+				if n, err := tap.Write(wbufs, relay.Headroom); n != 1 || err != nil {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+				n, err := tap.Read(rbufs, sizes, relay.Headroom)
+				if n != 1 || err != nil {
+					t.Fatalf("Read = %d, %v", n, err)
+				}
+				if p := rbufs[0][relay.Headroom+14:]; p[9] != 1 || p[20] != 0 {
+					t.Fatalf("read %x; want an ICMP echo reply", rbufs[0][relay.Headroom:relay.Headroom+sizes[0]])
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("tap (GSO %v) Write+Read allocate %.1f times per packet; want 0", gso, allocs)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 // Package tun is the kernel backend's packet device: a Linux tun or tap
 // interface as a relay.Device, read and written in batches, with TCP and UDP
-// super-packets across it when the kernel offers offloads.
+// super-packets (super-frames on a tap) across it when the kernel offers
+// offloads.
 //
 //   - tun.go: Config (which device, what MTU, whether super-packets pass
 //     whole) and BatchSize.
@@ -8,7 +9,8 @@
 //     device or taking a free persistent one, as OpenSSH's -w does;
 //     CheckAccess; Close, which deletes a device Open created.
 //   - batch_linux.go: Read and Write through Go's poller, a batch per call,
-//     allocating nothing; Write coalesces TCP segments into super-packets.
+//     allocating nothing; Write coalesces TCP segments into super-packets,
+//     on a tap those behind one Ethernet header.
 //   - offload_linux.go: the TUNSETOFFLOAD flags, and why only a Tun that
 //     passes super-packets whole asks for them.
 //   - tun_other.go: elsewhere every call fails with errors.ErrUnsupported.

@@ -13,7 +13,11 @@ import (
 // and UDP super-packets of up to 64 KiB behind a virtio-net header, with
 // their checksum left partial, and takes the same from us. One read then
 // moves what took forty, and one write hands the receiving stack one
-// packet to route and deliver instead of forty (linux/if_tun.h).
+// packet to route and deliver instead of forty (linux/if_tun.h). A tap
+// does the same with Ethernet frames, one header in front of the
+// super-packet, the virtio-net header's offsets counted from the frame's
+// start; a bridge it belongs to forwards such a frame whole and segments
+// it only for a port without the offload.
 const (
 	tunFCsum = 0x01
 	tunFTSO4 = 0x02

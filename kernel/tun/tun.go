@@ -31,10 +31,11 @@ type Config struct {
 
 	// GSO makes Read and Write pass TCP and UDP super-packets whole, each
 	// behind its virtio-net header in the headroom (relay.GSO), for a
-	// channel to a peer that takes them so. Otherwise a tun reads plain
-	// packets but still coalesces the TCP segments it is given into
-	// super-packets before writing them, one write for up to 64 KiB. Taps
-	// pass plain frames either way.
+	// channel to a peer that takes them so. Otherwise the device reads
+	// plain packets but still coalesces the TCP segments it is given into
+	// super-packets before writing them, one write for up to 64 KiB. A
+	// tap does the same with Ethernet frames: a super-frame is one
+	// Ethernet header in front of a super-packet.
 	GSO bool
 }
 

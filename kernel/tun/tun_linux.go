@@ -158,11 +158,11 @@ func (t *Tun) finish(fd int) (*Tun, error) {
 }
 
 // setup binds a clone fd to a device and applies the MTU. It only borrows fd:
-// the caller still owns it, and closes it, when setup fails.
+// the caller still owns it, and closes it, when setup fails. Tuns and taps
+// alike get IFF_VNET_HDR: the splitter and the coalescers read a tap's
+// frames as well as a tun's packets.
 func setup(fd int, k tunKind, cfg Config) (*Tun, error) {
-	// Offloads are for IP packets: the splitter and the coalescer parse
-	// IP headers, not Ethernet ones.
-	return setupFlags(fd, k, cfg, k.flag == unix.IFF_TUN)
+	return setupFlags(fd, k, cfg, true)
 }
 
 func setupFlags(fd int, k tunKind, cfg Config, vnet bool) (*Tun, error) {
