@@ -1,0 +1,326 @@
+//go:build integration
+
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+)
+
+// A second client host, on an underlay link of its own to the gateway.
+var (
+	underGWB     = netip.MustParsePrefix("198.18.4.1/24")
+	underClientB = netip.MustParsePrefix("198.18.4.2/24")
+)
+
+// secondClient is another client host: it reaches the gateway's listening
+// address through the gateway's end of its own link.
+func (h *home) secondClient(t *testing.T) *nstest.NS {
+	t.Helper()
+	b := nstest.New(t)
+	nstest.Link(t, b, underClientB, h.gw, underGWB)
+	b.Run(t, "ip", "route", "add", netip.PrefixFrom(underGW.Addr(), 24).Masked().String(), "via", underGWB.Addr().String())
+	return b
+}
+
+// stockEthernet runs a stock ssh -o Tunnel=ethernet -w 0:any client inside
+// ns. It does not wait.
+func stockEthernet(t *testing.T, ns *nstest.NS, o nstest.OpenSSH, key string) *nstest.Proc {
+	t.Helper()
+	return ns.Start(t, o.ClientArgs(t, key, "", "-o", "Tunnel=ethernet", "-w", "0:any", "-o", "ExitOnForwardFailure=yes",
+		"-p", "2222", "root@"+underGW.Addr().String())...)
+}
+
+// oldestAndNewest are the first and the last OpenSSH present: two
+// generations when both are, for the price of one run.
+func oldestAndNewest(t *testing.T) (nstest.OpenSSH, nstest.OpenSSH) {
+	os := nstest.OpenSSHs(t)
+	return os[0], os[len(os)-1]
+}
+
+// portTable is the gateway's nftables bridge table, as nft lists it.
+func portTable(t *testing.T, h *home, gw *gatewayProc) string {
+	t.Helper()
+	return h.gw.Run(t, "nft", "list", "table", "bridge", fmt.Sprintf("sshvpn-bridge-%d", gw.PID()))
+}
+
+// portSet lists one of the bridge table's sets.
+func portSet(h *home, gw *gatewayProc, set string) string {
+	out, _ := h.gw.Cmd("nft", "list", "set", "bridge", fmt.Sprintf("sshvpn-bridge-%d", gw.PID()), set).CombinedOutput()
+	return string(out)
+}
+
+// inSet reports whether set lists a (nft prints an element followed by a
+// comma, a space or the closing brace).
+func inSet(list string, a netip.Addr) bool {
+	return regexp.MustCompile(`[{ ,]` + regexp.QuoteMeta(a.String()) + `[ ,}]`).MatchString(list)
+}
+
+// drops sums the packets the drop rules commented why counted, over every
+// tap's chain.
+func drops(table, why string) int {
+	n := 0
+	for _, m := range regexp.MustCompile(`counter packets (\d+) bytes \d+ drop comment "`+regexp.QuoteMeta(why)+`"`).FindAllStringSubmatch(table, -1) {
+		v, _ := strconv.Atoi(m[1])
+		n += v
+	}
+	return n
+}
+
+// ndMessage is an IPv6 neighbour discovery message with a valid ICMPv6
+// checksum, so that a receiver acts on it: its body, then a link-layer
+// address option (typ 1 source, 2 target) with lladdr, then the test's tag
+// in an option of a type no receiver knows, which each skips.
+func ndMessage(src, dst netip.Addr, icmpType byte, body []byte, optType byte, lladdr net.HardwareAddr, name string) []byte {
+	body = append(body, optType, 1)
+	body = append(body, lladdr...)
+	tg := tag(name)
+	opt := append([]byte{253, byte((2 + len(tg) + 7) / 8)}, tg...)
+	opt = append(opt, make([]byte, int(opt[1])*8-len(opt))...)
+	p := icmp6(src, dst, icmpType, append(body, opt...))
+	binary.BigEndian.PutUint16(p[42:], icmp6Checksum(p))
+	return p
+}
+
+// neighAdvert is an unsolicited neighbour advertisement with the override
+// flag: lladdr is target's link-layer address from now on.
+func neighAdvert(src, target netip.Addr, lladdr net.HardwareAddr, name string) []byte {
+	body := append([]byte{0x20, 0, 0, 0}, target.AsSlice()...)
+	return ndMessage(src, netip.MustParseAddr("ff02::1"), 136, body, 2, lladdr, name)
+}
+
+// icmp6Checksum is the ICMPv6 checksum of the IPv6 packet p, whose
+// checksum field is zero.
+func icmp6Checksum(p []byte) uint16 {
+	var s uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			s += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			s += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(p[8:40]) // source and destination
+	var l [8]byte
+	binary.BigEndian.PutUint32(l[:], uint32(len(p)-40))
+	l[7] = 58
+	add(l[:])
+	add(p[40:])
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
+}
+
+// arpPacket is an ARP packet of operation op (1 request, 2 reply).
+func arpPacket(op byte, sha net.HardwareAddr, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) []byte {
+	p := arpReply(sha, spa, tha, tpa)
+	p[7] = op
+	return p
+}
+
+// linkLocal is dev's IPv6 link-local address inside ns.
+func linkLocal(t *testing.T, ns *nstest.NS, dev string) netip.Addr {
+	t.Helper()
+	var ll netip.Addr
+	nstest.WaitFor(t, 10*time.Second, "a link-local address on "+dev, func() bool {
+		out, _ := ns.Cmd("ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link").CombinedOutput()
+		m := regexp.MustCompile(`inet6 (fe80::[0-9a-f:]+)/64 scope link (.*)`).FindStringSubmatch(string(out))
+		if m == nil || strings.Contains(m[2], "tentative") {
+			return false
+		}
+		ll = netip.MustParseAddr(m[1])
+		return true
+	})
+	return ll
+}
+
+// eventually polls cond until it holds or d is over, and reports which.
+func eventually(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// neighMAC is the link-layer address ns's neighbour entry for a has, or "".
+func neighMAC(t *testing.T, ns *nstest.NS, a netip.Addr) string {
+	t.Helper()
+	m := regexp.MustCompile(`lladdr ([0-9a-f:]{17})`).FindStringSubmatch(ns.Run(t, "ip", "neigh", "show", a.String()))
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// Port security between two bridged clients: the addresses client A's
+// frames used first are A's, and client B's ARP reply, gratuitous ARP and
+// unsolicited neighbour advertisement claiming them never reach the LAN,
+// while the LAN host keeps A's MAC for them and its transfer with A runs
+// on. A runs Debian's OpenSSH and B the newest present.
+func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
+	t.Parallel()
+	nstest.RequireRoot(t)
+	oA, oB := oldestAndNewest(t)
+	h := newHome(t)
+	clientB := h.secondClient(t)
+	privA, pubA := h.key(t, oA, "client-a")
+	privB, pubB := h.key(t, oB, "client-b")
+	gw := h.startGateway(t, pubA+"\n"+pubB+"\n", "--bridge", "br0")
+	sshA := h.sshTunnel(t, oA, privA, "ethernet", "0:any")
+	waitTunnel(t, h.client, "tap0", sshA, gw, 1)
+	sshB := stockEthernet(t, clientB, oB, privB)
+	waitTunnel(t, clientB, "tap0", sshB, gw, 2)
+
+	// A takes a lease and a static IPv6 address, and the LAN host talks to
+	// both: A's replies make them A's.
+	v4 := h.dhcp(t)
+	v6 := netip.MustParseAddr("2001:2:2::a")
+	h.client.Run(t, "ip", "-6", "addr", "add", v6.String()+"/64", "dev", "tap0", "nodad")
+	nstest.Ping(t, h.lan, v4.String(), 2)
+	nstest.Ping(t, h.lan, v6.String(), 2)
+	nstest.WaitFor(t, 5*time.Second, "A's addresses in the held sets", func() bool {
+		return inSet(portSet(h, gw, "held4"), v4) && inSet(portSet(h, gw, "held6"), v6)
+	})
+	macA := ifaceMAC(t, h.client, "tap0")
+	clientB.Run(t, "ip", "link", "set", "tap0", "up")
+	macB := ifaceMAC(t, clientB, "tap0")
+	llB := linkLocal(t, clientB, "tap0")
+	lanMAC := ifaceMAC(t, h.lan, "veth0")
+	if got := neighMAC(t, h.lan, v4); got != macA.String() {
+		t.Fatalf("before the attack, the LAN host has %q for %s, want A's %s", got, v4, macA)
+	}
+
+	capture := startCapture(t, h.lan, "veth0")
+	transfer := nstest.StartTransfer(t, h.client, v4.String()+":0", h.lan, v4.String(), 64<<20, true)
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	allNodes := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	frames := map[string][]byte{
+		// B's own address, claimed by B: must arrive, or the capture proves nothing.
+		"control":   ether(bcast, macB, 0x0806, append(arpPacket(1, macB, netip.MustParseAddr("198.18.2.77"), make(net.HardwareAddr, 6), lanHost.Addr()), tag("control")...)),
+		"arp-reply": ether(lanMAC, macB, 0x0806, append(arpPacket(2, macB, v4, lanMAC, lanHost.Addr()), tag("arp-reply")...)),
+		"garp":      ether(bcast, macB, 0x0806, append(arpPacket(1, macB, v4, make(net.HardwareAddr, 6), v4), tag("garp")...)),
+		"na":        ether(allNodes, macB, 0x86dd, neighAdvert(llB, v6, macB, "na")),
+	}
+	sendFrames(t, clientB, "tap0", frames)
+	seen := capture.stop(t)
+	if seen["control"] == 0 {
+		t.Fatalf("B's control frame never reached the LAN host: the capture proves nothing (seen %v)", seen)
+	}
+	for name := range frames {
+		if name != "control" && seen[name] > 0 {
+			t.Errorf("B's %s claiming A's address reached the LAN host %d times", name, seen[name])
+		}
+	}
+	if r, err := transfer.Wait(); err != nil {
+		t.Errorf("A's transfer with the LAN host during B's claims: %v", err)
+	} else {
+		t.Logf("A (OpenSSH %s) → LAN host while B (OpenSSH %s) claimed A's addresses: %v", oA.Version, oB.Version, r)
+	}
+	for _, a := range []netip.Addr{v4, v6} {
+		if got := neighMAC(t, h.lan, a); got != macA.String() {
+			t.Errorf("the LAN host's neighbour entry for A's %s has %q, want A's %s (B is %s)", a, got, macA, macB)
+		}
+	}
+	nstest.Ping(t, h.lan, v4.String(), 2)
+	nstest.Ping(t, h.lan, v6.String(), 2)
+
+	table := portTable(t, h, gw)
+	for _, why := range []string{"ARP claiming another tunnel's address", "neighbour advertisement claiming another tunnel's address"} {
+		if drops(table, why) == 0 {
+			t.Errorf("no drop counted for %q:\n%s", why, table)
+		}
+	}
+}
+
+// The gateway host's addresses as they change: one it gains while sshvpn
+// serves is the host's for port security once the watcher has seen it (a
+// client's ARP and neighbour advertisement claiming it are dropped), and
+// one it loses is free again, for the LAN's DHCP server or its clients to
+// give out: a claim of it is no longer dropped as the host's.
+func TestBridgeHostAddressesFollowed(t *testing.T) {
+	t.Parallel()
+	nstest.RequireRoot(t)
+	o, _ := oldestAndNewest(t)
+	h := newHome(t)
+	gw, _ := h.bridgedClient(t, o, "--bridge", "br0")
+	h.client.Run(t, "ip", "link", "set", "tap0", "up")
+	mac := ifaceMAC(t, h.client, "tap0")
+	ll := linkLocal(t, h.client, "tap0")
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	allNodes := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	gained4, gained6 := netip.MustParseAddr("198.18.2.50"), netip.MustParseAddr("2001:2:2::50")
+	claims := func(prefix string) map[string][]byte {
+		return map[string][]byte{
+			"control":       ether(bcast, mac, 0x0806, append(arpPacket(1, mac, netip.MustParseAddr("198.18.2.77"), make(net.HardwareAddr, 6), lanHost.Addr()), tag("control")...)),
+			prefix + "garp": ether(bcast, mac, 0x0806, append(arpPacket(1, mac, gained4, make(net.HardwareAddr, 6), gained4), tag(prefix+"garp")...)),
+			prefix + "na":   ether(allNodes, mac, 0x86dd, neighAdvert(ll, gained6, mac, prefix+"na")),
+		}
+	}
+	claim := func(prefix string) map[string]int {
+		capture := startCapture(t, h.lan, "veth0")
+		sendFrames(t, h.client, "tap0", claims(prefix))
+		seen := capture.stop(t)
+		if seen["control"] == 0 {
+			t.Fatalf("the control frame never reached the LAN host: the capture proves nothing (seen %v)", seen)
+		}
+		return seen
+	}
+	const arpHost, naHost = "ARP claiming the gateway host's address", "neighbour advertisement claiming the gateway host's address"
+
+	h.gw.Run(t, "ip", "addr", "add", gained4.String()+"/24", "dev", "br0")
+	h.gw.Run(t, "ip", "addr", "add", gained6.String()+"/64", "dev", "br0", "nodad")
+	// The watcher has 5 s; past them, the claims below say what it missed.
+	if !eventually(5*time.Second, func() bool {
+		return inSet(portSet(h, gw, "host4"), gained4) && inSet(portSet(h, gw, "host6"), gained6)
+	}) {
+		t.Errorf("the host's new addresses %s and %s are not in port security's host sets after 5 s", gained4, gained6)
+	}
+	seen := claim("gained-")
+	for _, name := range []string{"gained-garp", "gained-na"} {
+		if seen[name] > 0 {
+			t.Errorf("%s, claiming an address the host gained, reached the LAN host %d times", name, seen[name])
+		}
+	}
+	table := portTable(t, h, gw)
+	arpBefore, naBefore := drops(table, arpHost), drops(table, naHost)
+	if arpBefore == 0 || naBefore == 0 {
+		t.Errorf("claims of the host's new addresses not counted as the host's (ARP %d, NA %d):\n%s", arpBefore, naBefore, table)
+	}
+
+	h.gw.Run(t, "ip", "addr", "del", gained4.String()+"/24", "dev", "br0")
+	h.gw.Run(t, "ip", "addr", "del", gained6.String()+"/64", "dev", "br0")
+	if !eventually(5*time.Second, func() bool {
+		return !inSet(portSet(h, gw, "host4"), gained4) && !inSet(portSet(h, gw, "host6"), gained6)
+	}) {
+		t.Errorf("the host's lost addresses %s and %s are still in port security's host sets after 5 s", gained4, gained6)
+	}
+	seen = claim("lost-")
+	for _, name := range []string{"lost-garp", "lost-na"} {
+		if seen[name] == 0 {
+			t.Errorf("%s, claiming an address the host let go, never reached the LAN host", name)
+		}
+	}
+	table = portTable(t, h, gw)
+	if a, n := drops(table, arpHost), drops(table, naHost); a != arpBefore || n != naBefore {
+		t.Errorf("claims of addresses the host let go were dropped as the host's: ARP %d → %d, NA %d → %d", arpBefore, a, naBefore, n)
+	}
+	// Free, the addresses went to the first tunnel to use them.
+	if !inSet(portSet(h, gw, "held4"), gained4) || !inSet(portSet(h, gw, "held6"), gained6) {
+		t.Errorf("the client does not hold the addresses it claimed once the host let them go:\n%s%s", portSet(h, gw, "held4"), portSet(h, gw, "held6"))
+	}
+}
