@@ -25,10 +25,11 @@ import (
 // apply, since the tunnel's frames may carry any address of the LAN. Port
 // security (portsec_linux.go) takes its place, in sshvpn's nftables bridge
 // table: the tap passes frames from the first source MAC its client used,
-// and no router advertisements, redirects or DHCP server messages; no ARP
-// or neighbour advertisement claiming an address of the gateway host or
-// one another bridged tunnel holds. A tunnel holds the addresses its own
-// frames used first (as IP source, ARP sender, or NA target), at most
+// and no router advertisements, redirects or DHCP server messages; no ARP,
+// neighbour advertisement or neighbour or router solicitation claiming an
+// address of the gateway host or one another bridged tunnel holds. A
+// tunnel holds the addresses its own frames used first (as IP source, ARP
+// sender, or NA target), at most
 // maxHeldPerFamily of each family; the first tunnel to use an address
 // keeps it until it goes.
 
@@ -60,10 +61,19 @@ const (
 	dropARPHeld      = "ARP claiming another tunnel's address"
 	dropNAHost       = "neighbour advertisement claiming the gateway host's address"
 	dropNAHeld       = "neighbour advertisement claiming another tunnel's address"
+	dropSolHost      = "neighbour or router solicitation claiming the gateway host's address"
+	dropSolHeld      = "neighbour or router solicitation claiming another tunnel's address"
 )
 
-// icmpv6NeighAdv is the neighbour advertisement's ICMPv6 type (RFC 4861).
-const icmpv6NeighAdv = 136
+// Neighbour discovery's ICMPv6 types (RFC 4861) that claim an address:
+// solicitations their source, when they carry a source link-layer
+// address option (a receiver's entry for the source takes it), and the
+// advertisement its target.
+const (
+	icmpv6RouterSol = 133
+	icmpv6NeighSol  = 135
+	icmpv6NeighAdv  = 136
+)
 
 // portSecurity is what the bridged tunnels of one gateway share: the
 // bridge, the host's addresses, and which tunnel holds which address.
@@ -386,7 +396,7 @@ func (t *bridgedTunnel) logDrops() {
 	attrs := []any{"device", t.Name(), "key", t.key}
 	var total uint64
 	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropDHCPv4Server, dropDHCPv6Server,
-		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld} {
+		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld, dropSolHost, dropSolHeld} {
 		if n := counts[why]; n > 0 {
 			attrs = append(attrs, strings.ReplaceAll(why, " ", "_"), n)
 			total += n

@@ -161,6 +161,7 @@ const (
 	etherTypeOff   = 12
 	arpSenderIPOff = 14 // in the ARP header: htype, ptype, hlen, plen, op, sender MAC
 	naTargetOff    = 8  // in the ICMPv6 header: type, code, checksum, flags
+	ip6SrcOff      = 8  // in the IPv6 header: version to hop limit
 	ipProtoUDP     = 17
 )
 
@@ -199,6 +200,21 @@ func portRules(mine4, mine6 string) []portRule {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: naTargetOff, Len: 16})
 	add(dropNAHost, append(clone(na), &expr.Lookup{SourceRegister: 1, SetName: setHost6})...)
 	add(dropNAHeld, append(clone(na), &expr.Lookup{SourceRegister: 1, SetName: setHeld6},
+		&expr.Lookup{SourceRegister: 1, SetName: mine6, Invert: true})...)
+	// A solicitation's source claims it as much as an advertisement's
+	// target: receivers take its source link-layer address for it. Types
+	// 133 to 135 are those two; 134, the advertisement, went above.
+	sol := []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: etherTypeOff, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(etherIPv6)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{icmpv6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{icmpv6RouterSol}, ToData: []byte{icmpv6NeighSol}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ip6SrcOff, Len: 16},
+	}
+	add(dropSolHost, append(clone(sol), &expr.Lookup{SourceRegister: 1, SetName: setHost6})...)
+	add(dropSolHeld, append(clone(sol), &expr.Lookup{SourceRegister: 1, SetName: setHeld6},
 		&expr.Lookup{SourceRegister: 1, SetName: mine6, Invert: true})...)
 	return rules
 }

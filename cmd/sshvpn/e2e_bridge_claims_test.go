@@ -98,6 +98,13 @@ func neighAdvert(src, target netip.Addr, lladdr net.HardwareAddr, name string) [
 	return ndMessage(src, netip.MustParseAddr("ff02::1"), 136, body, 2, lladdr, name)
 }
 
+// neighSolicit is a neighbour solicitation for target from src, which
+// gives lladdr as its own.
+func neighSolicit(src, target netip.Addr, lladdr net.HardwareAddr, name string) []byte {
+	body := append([]byte{0, 0, 0, 0}, target.AsSlice()...)
+	return ndMessage(src, target, 135, body, 1, lladdr, name)
+}
+
 // icmp6Checksum is the ICMPv6 checksum of the IPv6 packet p, whose
 // checksum field is zero.
 func icmp6Checksum(p []byte) uint16 {
@@ -209,12 +216,18 @@ func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 	transfer := nstest.StartTransfer(t, h.client, v4.String()+":0", h.lan, v4.String(), 64<<20, true)
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	allNodes := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	allRouters := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 2}
 	frames := map[string][]byte{
 		// B's own address, claimed by B: must arrive, or the capture proves nothing.
 		"control":   ether(bcast, macB, 0x0806, append(arpPacket(1, macB, netip.MustParseAddr("198.18.2.77"), make(net.HardwareAddr, 6), lanHost.Addr()), tag("control")...)),
 		"arp-reply": ether(lanMAC, macB, 0x0806, append(arpPacket(2, macB, v4, lanMAC, lanHost.Addr()), tag("arp-reply")...)),
 		"garp":      ether(bcast, macB, 0x0806, append(arpPacket(1, macB, v4, make(net.HardwareAddr, 6), v4), tag("garp")...)),
 		"na":        ether(allNodes, macB, 0x86dd, neighAdvert(llB, v6, macB, "na")),
+		// A solicitation's source with a source link-layer address option
+		// is a claim too: the receiver's entry for it takes that address
+		// (RFC 4861 7.2.3), as a router's does for a router solicitation's.
+		"ns": ether(lanMAC, macB, 0x86dd, neighSolicit(v6, homeHost6.Addr(), macB, "ns")),
+		"rs": ether(allRouters, macB, 0x86dd, ndMessage(v6, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4), 1, macB, "rs")),
 	}
 	sendFrames(t, clientB, "tap0", frames)
 	seen := capture.stop(t)
@@ -236,11 +249,17 @@ func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 			t.Errorf("the LAN host's neighbour entry for A's %s has %q, want A's %s (B is %s)", a, got, macA, macB)
 		}
 	}
+	// The gateway host routes (radvd), so B's router solicitation would
+	// have taught it B's MAC for A's address.
+	if got := neighMAC(t, h.gw, v6); got != "" && got != macA.String() {
+		t.Errorf("the gateway host's neighbour entry for A's %s has %q, want A's %s (B is %s)", v6, got, macA, macB)
+	}
 	nstest.Ping(t, h.lan, v4.String(), 2)
 	nstest.Ping(t, h.lan, v6.String(), 2)
 
 	table := portTable(t, h, gw)
-	for _, why := range []string{"ARP claiming another tunnel's address", "neighbour advertisement claiming another tunnel's address"} {
+	for _, why := range []string{"ARP claiming another tunnel's address", "neighbour advertisement claiming another tunnel's address",
+		"neighbour or router solicitation claiming another tunnel's address"} {
 		if drops(table, why) == 0 {
 			t.Errorf("no drop counted for %q:\n%s", why, table)
 		}

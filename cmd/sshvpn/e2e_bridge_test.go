@@ -250,6 +250,9 @@ func TestBridgePortSecurity(t *testing.T) {
 			"arp-reply":  ether(bcast, mac, 0x0806, append(arpReply(mac, homeBr4.Addr(), bcast, lanHost.Addr()), tag("arp-reply")...)),
 			"na-router": ether(allNodes, mac, 0x86dd, icmp6(ll, netip.MustParseAddr("ff02::1"), 136,
 				append(append([]byte{0x20, 0, 0, 0}, homeBr6.Addr().AsSlice()...), tag("na-router")...))),
+			// The router's address as a solicitation's source, with the
+			// client's MAC as its link-layer address.
+			"ns-router": ether(lanMAC, mac, 0x86dd, neighSolicit(homeBr6.Addr(), homeHost6.Addr(), mac, "ns-router")),
 		}
 		sendFrames(t, h.client, "tap0", frames)
 		seen := capture.stop(t)
@@ -270,9 +273,13 @@ func TestBridgePortSecurity(t *testing.T) {
 		if neigh := h.lan.Run(t, "ip", "neigh", "show", homeBr4.Addr().String()); strings.Contains(neigh, mac.String()) || (strings.Contains(neigh, "lladdr") && !strings.Contains(neigh, brMAC.String())) {
 			t.Errorf("the LAN host's neighbour entry for the router was poisoned: %s", neigh)
 		}
+		if got := neighMAC(t, h.lan, homeBr6.Addr()); got != "" && got != brMAC.String() {
+			t.Errorf("the LAN host's neighbour entry for the router's %s has %s, not the router's %s", homeBr6.Addr(), got, brMAC)
+		}
 		// Every drop rule counted its frame.
 		table := h.gw.Run(t, "nft", "list", "table", "bridge", fmt.Sprintf("sshvpn-bridge-%d", gw.PID()))
-		for _, why := range []string{"another MAC", "router advertisement", "DHCPv4 server message", "ARP claiming the gateway host's address", "neighbour advertisement claiming the gateway host's address"} {
+		for _, why := range []string{"another MAC", "router advertisement", "DHCPv4 server message", "ARP claiming the gateway host's address", "neighbour advertisement claiming the gateway host's address",
+			"neighbour or router solicitation claiming the gateway host's address"} {
 			if !regexp.MustCompile(`counter packets [1-9]\d* bytes \d+ drop comment "` + regexp.QuoteMeta(why)).MatchString(table) {
 				t.Errorf("no drop counted for %q:\n%s", why, table)
 			}
