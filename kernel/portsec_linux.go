@@ -186,8 +186,13 @@ func portRules(mine4, mine6 string) []portRule {
 	}
 	add(dropRouterAdvert, icmpv6Type(icmpv6RouterAdvert)...)
 	add(dropRedirect, icmpv6Type(icmpv6Redirect)...)
-	add(dropDHCPv4Server, append(udpPort(0, 67), udpPort(2, 68)...)...)
+	// A DHCP server or relay sends from its port; a client never sends to
+	// another client's, and clients (udhcpc, dhclient) do not look at the
+	// port an offer comes from: each alone is a server message.
+	add(dropDHCPv4Server, udpPort(0, 67)...)
+	add(dropDHCPv4Server, udpPort(2, 68)...)
 	add(dropDHCPv6Server, udpPort(0, 547)...)
+	add(dropDHCPv6Server, udpPort(2, 546)...)
 	arp := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: etherTypeOff, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(etherARP)},
@@ -242,15 +247,12 @@ func icmpv6Type(typ byte) []expr.Any {
 // udpPort matches UDP datagrams whose port at off (0 source, 2
 // destination) is port.
 func udpPort(off uint32, port uint16) []expr.Any {
-	var m []expr.Any
-	if off == 0 {
-		m = append(m,
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ipProtoUDP}})
-	}
-	return append(m,
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ipProtoUDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)})
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
 }
 
 func commentData(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -342,4 +343,95 @@ func TestBridgeHostAddressesFollowed(t *testing.T) {
 	if !inSet(portSet(h, gw, "held4"), gained4) || !inSet(portSet(h, gw, "held6"), gained6) {
 		t.Errorf("the client does not hold the addresses it claimed once the host let them go:\n%s%s", portSet(h, gw, "held4"), portSet(h, gw, "held6"))
 	}
+}
+
+// What a bridged client may send that a guard which reads only the
+// obvious encoding would let through: DHCP server messages from another
+// port than the server's; router advertisements and neighbour claims
+// behind IPv6 extension headers; ARP of the IEEE 802 hardware type. None
+// reaches the LAN host.
+func TestBridgeGuardEvasions(t *testing.T) {
+	t.Parallel()
+	nstest.RequireRoot(t)
+	o, _ := oldestAndNewest(t)
+	h := newHome(t)
+	gw, _ := h.bridgedClient(t, o, "--bridge", "br0")
+	h.client.Run(t, "ip", "link", "set", "tap0", "up")
+	mac := ifaceMAC(t, h.client, "tap0")
+	ll := linkLocal(t, h.client, "tap0")
+	lanMAC := ifaceMAC(t, h.lan, "veth0")
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	allNodes := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	own4 := netip.MustParseAddr("198.18.2.77")
+	allNodes6 := netip.MustParseAddr("ff02::1")
+	hbh := []byte{0, 0, 1, 4, 0, 0, 0, 0} // hop-by-hop options: one PadN
+	frames := map[string][]byte{
+		"control":    ether(bcast, mac, 0x0806, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("control")...)),
+		"dhcp4-port": ether(bcast, mac, 0x0800, udp4(own4, netip.MustParseAddr("255.255.255.255"), 1067, 68, append(dhcpOffer(lanMAC), tag("dhcp4-port")...))),
+		// ADVERTISE, from another port than 547 to the clients' 546.
+		"dhcp6-adv": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 17, nil,
+			udpHeader(5470, 546, append([]byte{2, 0, 0, 1}, tag("dhcp6-adv")...)))),
+		"ra-hbh": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 58, hbh,
+			append([]byte{134, 0, 0, 0, 64, 0, 0, 0x1e, 0, 0, 0, 0, 0, 0, 0, 0}, tag("ra-hbh")...))),
+		"na-hbh": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 58, hbh,
+			append(append([]byte{136, 0, 0, 0, 0x20, 0, 0, 0}, homeBr6.Addr().AsSlice()...), tag("na-hbh")...))),
+		"arp-ieee802": ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
+	}
+
+	capture := startCapture(t, h.lan, "veth0")
+	sendFrames(t, h.client, "tap0", frames)
+	seen := capture.stop(t)
+	if seen["control"] == 0 {
+		t.Fatalf("the control frame never reached the LAN host: the capture proves nothing (seen %v)", seen)
+	}
+	for name := range frames {
+		if name != "control" && seen[name] > 0 {
+			t.Errorf("%s reached the LAN host %d times", name, seen[name])
+		}
+	}
+	table := portTable(t, h, gw)
+	for _, why := range []string{"DHCPv4 server message", "DHCPv6 server message", "router advertisement",
+		"neighbour advertisement claiming the gateway host's address", "ARP claiming the gateway host's address"} {
+		if drops(table, why) == 0 {
+			t.Errorf("no drop counted for %q:\n%s", why, table)
+		}
+	}
+}
+
+// ip6Packet is an IPv6 packet from src to dst: an extension header ext
+// (whose first byte, its next header, is set to proto) when not nil, then
+// payload, whose type is proto. Checksums are left zero: the guard reads
+// no checksum.
+func ip6Packet(src, dst netip.Addr, proto byte, ext, payload []byte) []byte {
+	p := make([]byte, 40, 40+len(ext)+len(payload))
+	p[0], p[7] = 0x60, 255
+	p[6] = proto
+	if ext != nil {
+		ext = bytes.Clone(ext)
+		if proto != 44 { // a fragment header comes with its next header set
+			ext[0] = proto
+			p[6] = 0 // hop-by-hop
+		}
+		p = append(p, ext...)
+	}
+	binary.BigEndian.PutUint16(p[4:], uint16(len(ext)+len(payload)))
+	copy(p[8:], src.AsSlice())
+	copy(p[24:], dst.AsSlice())
+	return append(p, payload...)
+}
+
+// udpHeader is a UDP header and payload, checksum left zero.
+func udpHeader(sport, dport uint16, payload []byte) []byte {
+	u := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(u, sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
+	return append(u, payload...)
+}
+
+// ieee802ARP is an ARP packet with the IEEE 802 hardware type (6), which
+// Linux takes on an Ethernet link as it does Ethernet's (1).
+func ieee802ARP(p []byte) []byte {
+	p[1] = 6
+	return p
 }
