@@ -248,13 +248,19 @@ func (t *bridgedTunnel) Write(bufs [][]byte, offset int) (int, error) {
 // admit reports whether frame f may go into the tap, learning from it. A
 // frame from another MAC than the first goes in: the bridge table drops
 // and counts it. Tagged frames never do: a VLAN-aware bridge would put
-// them on another LAN, past every rule here.
+// them on another LAN, past every rule here. Nor do frames to the LAN's
+// link control protocols, which a bridge with STP on takes for itself
+// before its nftables hooks see them.
 func (t *bridgedTunnel) admit(f []byte) bool {
 	if len(f) < 14 {
 		return false
 	}
-	if et := binary.BigEndian.Uint16(f[12:]); et == etherVLAN || et == etherQinQ {
+	if et := binary.BigEndian.Uint16(f[12:]); et == etherVLAN || et == etherQinQ || et == etherQinQ9100 {
 		t.warnDrop("a VLAN-tagged frame: a bridged tunnel carries untagged frames only", netip.Addr{})
+		return false
+	}
+	if linkControl(f[:6]) {
+		t.warnDrop("a frame to the LAN's link control protocols (spanning tree, LLDP, 802.1X, MRP, Cisco's): a bridged tunnel is a host, not a switch", netip.Addr{})
 		return false
 	}
 	t.mu.Lock()
@@ -273,6 +279,25 @@ func (t *bridgedTunnel) admit(f []byte) bool {
 		t.hold(a)
 	}
 	return true
+}
+
+// etherQinQ9100 is the service tag's type before 802.1ad, which switches
+// may still be set to take as a tag.
+const etherQinQ9100 = 0x9100
+
+// linkControl reports whether dst is a group address of the protocols a
+// switch or bridge acts on: IEEE 802.1Q's reserved 01-80-C2-00-00-00 to
+// -0F (spanning tree, LACP, 802.1X, LLDP) and -20 to -2F (MRP: MVRP
+// registers VLANs), and Cisco's 01-00-0C-CC-CC-CC (CDP, VTP, DTP, which
+// can make the gateway's switch port a trunk) and -CD (PVST+). A Linux
+// bridge without STP forwards spanning tree's, and anything else its group
+// forwarding mask names: a client's BPDU could move the LAN's root or shut
+// the gateway's switch port down (BPDU guard).
+func linkControl(dst []byte) bool {
+	if dst[0] == 0x01 && dst[1] == 0x80 && dst[2] == 0xc2 && dst[3] == 0 && dst[4] == 0 {
+		return dst[5] <= 0x0f || dst[5]&0xf0 == 0x20
+	}
+	return dst[0] == 0x01 && dst[1] == 0x00 && dst[2] == 0x0c && dst[3] == 0xcc && dst[4] == 0xcc && dst[5]&0xfe == 0xcc
 }
 
 // learn locks the tap to src, the client's MAC; the caller holds t.mu.

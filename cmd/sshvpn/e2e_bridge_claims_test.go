@@ -348,13 +348,18 @@ func TestBridgeHostAddressesFollowed(t *testing.T) {
 // What a bridged client may send that a guard which reads only the
 // obvious encoding would let through: DHCP server messages from another
 // port than the server's; router advertisements and neighbour claims
-// behind IPv6 extension headers; ARP of the IEEE 802 hardware type. None
-// reaches the LAN host.
+// behind IPv6 extension headers; ARP of the IEEE 802 hardware type; the
+// LAN's link control protocols (spanning tree, LLDP, 802.1X, MVRP, Cisco's
+// DTP and PVST+), and frames of the old 0x9100 service tag. None reaches
+// the LAN host. The bridge forwards LLDP and 802.1X here (its group
+// forwarding mask says so), as some are set up to, and spanning tree's, as
+// every bridge without STP does.
 func TestBridgeGuardEvasions(t *testing.T) {
 	t.Parallel()
 	nstest.RequireRoot(t)
 	o, _ := oldestAndNewest(t)
 	h := newHome(t)
+	h.gw.Run(t, "ip", "link", "set", "br0", "type", "bridge", "group_fwd_mask", "0x4008")
 	gw, _ := h.bridgedClient(t, o, "--bridge", "br0")
 	h.client.Run(t, "ip", "link", "set", "tap0", "up")
 	mac := ifaceMAC(t, h.client, "tap0")
@@ -376,6 +381,13 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		"na-hbh": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 58, hbh,
 			append(append([]byte{136, 0, 0, 0, 0x20, 0, 0, 0}, homeBr6.Addr().AsSlice()...), tag("na-hbh")...))),
 		"arp-ieee802": ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
+		"stp":         ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
+		"lldp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
+		"eapol":       ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x03}, mac, 0x888e, append([]byte{2, 1, 0, 0}, tag("eapol")...)),
+		"mvrp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x21}, mac, 0x88f5, append([]byte{0}, tag("mvrp")...)),
+		"cisco-dtp":   ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc}, mac, uint16(8+len(tag("cisco-dtp"))), append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x04}, tag("cisco-dtp")...)),
+		"cisco-pvst":  ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd}, mac, uint16(8+35+len(tag("cisco-pvst"))), append(append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x01, 0x0b}, make([]byte, 35)...), tag("cisco-pvst")...)),
+		"tag9100":     ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
 	}
 
 	capture := startCapture(t, h.lan, "veth0")
