@@ -263,6 +263,10 @@ func (t *bridgedTunnel) admit(f []byte) bool {
 		t.warnDrop("a frame to the LAN's link control protocols (spanning tree, LLDP, 802.1X, MRP, Cisco's): a bridged tunnel is a host, not a switch", netip.Addr{})
 		return false
 	}
+	if why := ip6Unreadable(f); why != "" {
+		t.warnDrop(why, netip.Addr{})
+		return false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -357,9 +361,106 @@ func (t *bridgedTunnel) warnDrop(why string, a netip.Addr) {
 	}
 }
 
+// Where an IPv6 packet is in its original, for a fragment (RFC 8200 4.5).
+const (
+	unfragmented  = iota
+	firstFragment // at offset 0; an atomic fragment too
+	laterFragment
+)
+
+// ip6Upper walks the extension headers of the IPv6 packet p (its payload
+// length bounds it) as the kernel's ipv6_find_hdr does for nftables, to
+// the upper-layer header: its protocol and offset in p, and where p is in
+// its original. ok is false when the headers run past p's end. A later
+// fragment's upper-layer header is in the first: it reports the fragment
+// header's next header, at the fragment's data.
+func ip6Upper(p []byte) (proto byte, off, frag int, ok bool) {
+	if n := 40 + int(binary.BigEndian.Uint16(p[4:])); n < len(p) {
+		p = p[:n]
+	}
+	proto, off = p[6], 40
+	for {
+		var n int
+		switch proto {
+		case ip6HopByHop, ip6Routing, ip6DestOpts:
+			if off+2 > len(p) {
+				return proto, off, frag, false
+			}
+			n = (int(p[off+1]) + 1) * 8
+		case ip6Auth:
+			if off+2 > len(p) {
+				return proto, off, frag, false
+			}
+			n = (int(p[off+1]) + 2) * 4
+		case ip6Fragment:
+			n = 8
+			if off+n > len(p) {
+				return proto, off, frag, false
+			}
+			frag = firstFragment
+			if binary.BigEndian.Uint16(p[off+2:])&^7 != 0 {
+				return p[off], off + n, laterFragment, true
+			}
+		default:
+			return proto, off, frag, true
+		}
+		if off+n > len(p) {
+			return proto, off, frag, false
+		}
+		proto, off = p[off], off+n
+	}
+}
+
+// IPv6 extension headers (RFC 8200, 4302).
+const (
+	ip6HopByHop = 0
+	ip6Routing  = 43
+	ip6Fragment = 44
+	ip6Auth     = 51
+	ip6DestOpts = 60
+)
+
+// minUpperInFirst is how much of the upper-layer header a first fragment
+// must hold for the bridge table's rules: the ports of UDP, ICMPv6's type.
+const minUpperInFirst = 8
+
+// ip6Unreadable says why the bridge table cannot judge the IPv6 frame f,
+// or is "" when it can. nftables finds the upper-layer header past
+// extension headers as receivers do, but only within the frame: a first
+// fragment whose header chain, or upper-layer header, goes on in the
+// second matches no rule, and the second carries the rest, a router
+// advertisement say (RFC 7113); RFC 7112 lets no first fragment do that.
+// Neighbour discovery is never fragmented (RFC 6980), so a fragment that
+// is one is dropped too. A later fragment passes: without its first, no
+// receiver reassembles it.
+func ip6Unreadable(f []byte) string {
+	p := f[14:]
+	if binary.BigEndian.Uint16(f[12:]) != etherIPv6 || len(p) < 40 {
+		return ""
+	}
+	switch p[6] {
+	case ip6HopByHop, ip6Routing, ip6Fragment, ip6Auth, ip6DestOpts:
+	default:
+		return "" // no extension header: nothing to walk
+	}
+	proto, off, frag, ok := ip6Upper(p)
+	switch {
+	case frag == laterFragment:
+		return ""
+	case !ok:
+		return "an IPv6 packet whose extension headers run past its end"
+	case frag == firstFragment && len(p)-off < minUpperInFirst:
+		return "an IPv6 first fragment without its upper-layer header (RFC 7112): no rule could read it"
+	case frag == firstFragment && proto == icmpv6 && p[off] >= icmpv6RouterSol && p[off] <= icmpv6Redirect:
+		return "a fragment of a neighbour discovery message (RFC 6980)"
+	}
+	return ""
+}
+
 // claimedAddr is the address a frame claims: an IPv4 or IPv6 source, an
-// ARP sender, a neighbour advertisement's target. Unspecified and
-// multicast addresses claim nothing.
+// ARP sender, a neighbour advertisement's target (past any extension
+// headers, as the bridge table finds it). Unspecified and multicast
+// addresses claim nothing.
 func claimedAddr(f []byte) (netip.Addr, bool) {
 	p := f[14:]
 	var a netip.Addr
@@ -378,10 +479,10 @@ func claimedAddr(f []byte) (netip.Addr, bool) {
 		if len(p) < 40 || p[0]>>4 != 6 {
 			return a, false
 		}
-		if p[6] == icmpv6 && len(p) >= 40+24 && p[40] == icmpv6NeighAdv {
-			a = netip.AddrFrom16([16]byte(p[48:64]))
-		} else {
-			a = netip.AddrFrom16([16]byte(p[8:24]))
+		a = netip.AddrFrom16([16]byte(p[8:24]))
+		if proto, off, frag, ok := ip6Upper(p); ok && frag != laterFragment && proto == icmpv6 &&
+			len(p) >= off+24 && p[off] == icmpv6NeighAdv {
+			a = netip.AddrFrom16([16]byte(p[off+8 : off+24]))
 		}
 	default:
 		return a, false

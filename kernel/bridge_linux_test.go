@@ -206,11 +206,18 @@ func TestClaimedAddr(t *testing.T) {
 	na[0], na[6], na[40] = 0x60, icmpv6, icmpv6NeighAdv
 	copy(na[8:], netip.MustParseAddr("fe80::1").AsSlice())
 	copy(na[48:], netip.MustParseAddr("2001:2::10").AsSlice())
+	naHBH := make([]byte, 72)
+	naHBH[0], naHBH[6] = 0x60, ip6HopByHop
+	naHBH[4], naHBH[5] = 0, 32
+	copy(naHBH[8:], netip.MustParseAddr("fe80::1").AsSlice())
+	copy(naHBH[40:], []byte{icmpv6, 0, 1, 4, 0, 0, 0, 0, icmpv6NeighAdv})
+	copy(naHBH[56:], netip.MustParseAddr("2001:2::11").AsSlice())
 	for _, c := range []struct {
 		name  string
 		frame []byte
 		want  string
 	}{
+		{"na target behind hop-by-hop", eth(etherIPv6, naHBH), "2001:2::11"},
 		{"ipv4 source", eth(etherIPv4, ip4), "198.18.0.9"},
 		{"dhcp discover", eth(etherIPv4, zero4), ""},
 		{"arp sender", eth(etherARP, arp), "198.18.0.10"},

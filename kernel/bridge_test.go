@@ -38,3 +38,54 @@ func TestLinkControl(t *testing.T) {
 		}
 	}
 }
+
+// ip6Frame is an Ethernet frame of an IPv6 packet whose payload is hdrs
+// after the fixed header, the first of them of type next.
+func ip6Frame(next byte, hdrs ...[]byte) []byte {
+	f := make([]byte, 14+40)
+	f[12], f[13] = 0x86, 0xdd
+	f[14], f[14+6] = 0x60, next
+	n := 0
+	for _, h := range hdrs {
+		f = append(f, h...)
+		n += len(h)
+	}
+	f[14+4], f[14+5] = byte(n>>8), byte(n)
+	return f
+}
+
+// IPv6 packets the bridge table could not judge, and those it can.
+func TestIP6Unreadable(t *testing.T) {
+	ra := []byte{icmpv6RouterAdvert, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	echo := []byte{128, 0, 0, 0, 0, 1, 0, 1}
+	hbh := func(next byte) []byte { return []byte{next, 0, 1, 4, 0, 0, 0, 0} }
+	dst24 := func(next byte) []byte { return append([]byte{next, 2, 1, 20}, make([]byte, 20)...) }
+	frag := func(next byte, offset int, more bool) []byte {
+		h := []byte{next, 0, byte(offset >> 8), byte(offset) &^ 7, 0, 0, 0x5e, 0x12}
+		if more {
+			h[3] |= 1
+		}
+		return h
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		drop  bool
+	}{
+		{"plain RA: the rules read it", ip6Frame(icmpv6, ra), false},
+		{"RA behind hop-by-hop: the rules read it", ip6Frame(ip6HopByHop, hbh(icmpv6), ra), false},
+		{"first fragment whose chain goes on in the second", ip6Frame(ip6Fragment, frag(ip6DestOpts, 0, true), dst24(icmpv6)), true},
+		{"its second fragment alone", ip6Frame(ip6Fragment, frag(ip6DestOpts, 24, false), ra), false},
+		{"first fragment with a whole echo request header", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), echo), false},
+		{"first fragment with 4 bytes of ICMPv6", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), echo[:4]), true},
+		{"atomic fragment of an NA", ip6Frame(ip6Fragment, frag(icmpv6, 0, false), append([]byte{icmpv6NeighAdv}, make([]byte, 23)...)), true},
+		{"first fragment of an RA", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), ra), true},
+		{"first fragment of UDP", ip6Frame(ip6Fragment, frag(17, 0, true), make([]byte, 16)), false},
+		{"hop-by-hop running past the end", ip6Frame(ip6HopByHop, []byte{icmpv6, 4, 1, 4, 0, 0, 0, 0}), true},
+		{"no extension header", ip6Frame(17, make([]byte, 8)), false},
+	} {
+		if got := ip6Unreadable(c.frame); (got != "") != c.drop {
+			t.Errorf("%s: ip6Unreadable = %q, want a drop: %v", c.name, got, c.drop)
+		}
+	}
+}

@@ -348,7 +348,8 @@ func TestBridgeHostAddressesFollowed(t *testing.T) {
 // What a bridged client may send that a guard which reads only the
 // obvious encoding would let through: DHCP server messages from another
 // port than the server's; router advertisements and neighbour claims
-// behind IPv6 extension headers; ARP of the IEEE 802 hardware type; the
+// behind IPv6 extension headers, and an advertisement split so that its
+// first fragment holds no ICMPv6 header; ARP of the IEEE 802 hardware type; the
 // LAN's link control protocols (spanning tree, LLDP, 802.1X, MVRP, Cisco's
 // DTP and PVST+), and frames of the old 0x9100 service tag. None reaches
 // the LAN host. The bridge forwards LLDP and 802.1X here (its group
@@ -390,6 +391,14 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		"tag9100":     ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
 	}
 
+	// A router advertisement in two fragments: the first holds the
+	// fragment header and a destination options header, whose next header
+	// (ICMPv6) begins only in the second.
+	dstOpts := append([]byte{58, 2, 0x1e, 20}, tag("frag-ra1")...) // an option a receiver skips
+	dstOpts = append(dstOpts, make([]byte, 24-len(dstOpts))...)
+	frames["frag-ra1"] = ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 44, fragHeader(60, 0, true, 0x5e12), dstOpts))
+	frames["frag-ra2"] = ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 44, fragHeader(60, 24, false, 0x5e12),
+		append([]byte{134, 0, 0, 0, 64, 0, 0, 0x1e, 0, 0, 0, 0, 0, 0, 0, 0}, tag("frag-ra2")...)))
 	capture := startCapture(t, h.lan, "veth0")
 	sendFrames(t, h.client, "tap0", frames)
 	seen := capture.stop(t)
@@ -397,7 +406,8 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		t.Fatalf("the control frame never reached the LAN host: the capture proves nothing (seen %v)", seen)
 	}
 	for name := range frames {
-		if name != "control" && seen[name] > 0 {
+		// A later fragment passes: without its first, nothing reassembles it.
+		if name != "control" && name != "frag-ra2" && seen[name] > 0 {
 			t.Errorf("%s reached the LAN host %d times", name, seen[name])
 		}
 	}
@@ -430,6 +440,19 @@ func ip6Packet(src, dst netip.Addr, proto byte, ext, payload []byte) []byte {
 	copy(p[8:], src.AsSlice())
 	copy(p[24:], dst.AsSlice())
 	return append(p, payload...)
+}
+
+// fragHeader is an IPv6 fragment header: next header, byte offset (a
+// multiple of 8), more fragments, identification.
+func fragHeader(next byte, offset int, more bool, id uint32) []byte {
+	h := []byte{next, 0, 0, 0, 0, 0, 0, 0}
+	fo := uint16(offset/8) << 3
+	if more {
+		fo |= 1
+	}
+	binary.BigEndian.PutUint16(h[2:], fo)
+	binary.BigEndian.PutUint32(h[4:], id)
+	return h
 }
 
 // udpHeader is a UDP header and payload, checksum left zero.
