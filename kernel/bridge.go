@@ -27,7 +27,8 @@ import (
 // table: the tap passes frames from the first source MAC its client used,
 // and no router advertisements, redirects or DHCP server messages; no ARP,
 // neighbour advertisement or neighbour or router solicitation claiming an
-// address of the gateway host or one another bridged tunnel holds. A
+// address of the gateway host or one another bridged tunnel holds, and no
+// IP packet from one (a claim of its own to whoever trusts a source). A
 // tunnel holds the addresses its own frames used first (as IP source, ARP
 // sender, or NA target), at most
 // maxHeldPerFamily of each family; the first tunnel to use an address
@@ -63,6 +64,8 @@ const (
 	dropNAHeld       = "neighbour advertisement claiming another tunnel's address"
 	dropSolHost      = "neighbour or router solicitation claiming the gateway host's address"
 	dropSolHeld      = "neighbour or router solicitation claiming another tunnel's address"
+	dropSrcHost      = "IP packet from the gateway host's address"
+	dropSrcHeld      = "IP packet from another tunnel's address"
 )
 
 // Neighbour discovery's ICMPv6 types (RFC 4861) that claim an address:
@@ -522,7 +525,7 @@ func (t *bridgedTunnel) logDrops() {
 	attrs := []any{"device", t.Name(), "key", t.key}
 	var total uint64
 	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropDHCPv4Server, dropDHCPv6Server,
-		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld, dropSolHost, dropSolHeld} {
+		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld, dropSolHost, dropSolHeld, dropSrcHost, dropSrcHeld} {
 		if n := counts[why]; n > 0 {
 			attrs = append(attrs, strings.ReplaceAll(why, " ", "_"), n)
 			total += n

@@ -54,6 +54,10 @@ func TestPortSecurityRules(t *testing.T) {
 			`icmpv6 type nd-neighbor-advert @th,64,128 @held6 @th,64,128 != @mine6-` + idx + ` counter packets 0 bytes 0 drop comment "` + dropNAHeld + `"`,
 			`icmpv6 type 133-135 ip6 saddr @host6 counter packets 0 bytes 0 drop comment "` + dropSolHost + `"`,
 			`icmpv6 type 133-135 ip6 saddr @held6 ip6 saddr != @mine6-` + idx + ` counter packets 0 bytes 0 drop comment "` + dropSolHeld + `"`,
+			`ip saddr @host4 counter packets 0 bytes 0 drop comment "` + dropSrcHost + `"`,
+			`ip saddr @held4 ip saddr != @mine4-` + idx + ` counter packets 0 bytes 0 drop comment "` + dropSrcHeld + `"`,
+			`ip6 saddr @host6 counter packets 0 bytes 0 drop comment "` + dropSrcHost + `"`,
+			`ip6 saddr @held6 ip6 saddr != @mine6-` + idx + ` counter packets 0 bytes 0 drop comment "` + dropSrcHeld + `"`,
 		} {
 			if !strings.Contains(got, want) {
 				t.Errorf("table lacks\n\t%s\n%s", want, got)

@@ -162,6 +162,7 @@ const (
 	arpSenderIPOff = 14 // in the ARP header: htype, ptype, hlen, plen, op, sender MAC
 	naTargetOff    = 8  // in the ICMPv6 header: type, code, checksum, flags
 	ip6SrcOff      = 8  // in the IPv6 header: version to hop limit
+	ip4SrcOff      = 12 // in the IPv4 header
 	ipProtoUDP     = 17
 )
 
@@ -221,6 +222,23 @@ func portRules(mine4, mine6 string) []portRule {
 	add(dropSolHost, append(clone(sol), &expr.Lookup{SourceRegister: 1, SetName: setHost6})...)
 	add(dropSolHeld, append(clone(sol), &expr.Lookup{SourceRegister: 1, SetName: setHeld6},
 		&expr.Lookup{SourceRegister: 1, SetName: mine6, Invert: true})...)
+	// Nor may its IP packets come from such an address: a LAN host that
+	// trusts the gateway host's address (its router's, its DNS server's),
+	// or talks with another client, would take them for theirs.
+	for _, f := range []struct {
+		etherType        uint16
+		srcOff, srcLen   uint32
+		host, held, mine string
+	}{{etherIPv4, ip4SrcOff, 4, setHost4, setHeld4, mine4}, {etherIPv6, ip6SrcOff, 16, setHost6, setHeld6, mine6}} {
+		src := []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: etherTypeOff, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(f.etherType)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.srcOff, Len: f.srcLen},
+		}
+		add(dropSrcHost, append(clone(src), &expr.Lookup{SourceRegister: 1, SetName: f.host})...)
+		add(dropSrcHeld, append(clone(src), &expr.Lookup{SourceRegister: 1, SetName: f.held},
+			&expr.Lookup{SourceRegister: 1, SetName: f.mine, Invert: true})...)
+	}
 	return rules
 }
 

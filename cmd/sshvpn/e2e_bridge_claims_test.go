@@ -229,6 +229,9 @@ func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 		// (RFC 4861 7.2.3), as a router's does for a router solicitation's.
 		"ns": ether(lanMAC, macB, 0x86dd, neighSolicit(v6, homeHost6.Addr(), macB, "ns")),
 		"rs": ether(allRouters, macB, 0x86dd, ndMessage(v6, netip.MustParseAddr("ff02::2"), 133, make([]byte, 4), 1, macB, "rs")),
+		// Packets from A's addresses: the LAN host would take them for A's.
+		"udp-as-a":  ether(lanMAC, macB, 0x0800, udp4(v4, lanHost.Addr(), 9999, 9999, tag("udp-as-a"))),
+		"udp6-as-a": ether(lanMAC, macB, 0x86dd, ip6Packet(v6, homeHost6.Addr(), 17, nil, udpHeader(9999, 9999, tag("udp6-as-a")))),
 	}
 	sendFrames(t, clientB, "tap0", frames)
 	seen := capture.stop(t)
@@ -260,7 +263,7 @@ func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 
 	table := portTable(t, h, gw)
 	for _, why := range []string{"ARP claiming another tunnel's address", "neighbour advertisement claiming another tunnel's address",
-		"neighbour or router solicitation claiming another tunnel's address"} {
+		"neighbour or router solicitation claiming another tunnel's address", "IP packet from another tunnel's address"} {
 		if drops(table, why) == 0 {
 			t.Errorf("no drop counted for %q:\n%s", why, table)
 		}
@@ -381,14 +384,18 @@ func TestBridgeGuardEvasions(t *testing.T) {
 			append([]byte{134, 0, 0, 0, 64, 0, 0, 0x1e, 0, 0, 0, 0, 0, 0, 0, 0}, tag("ra-hbh")...))),
 		"na-hbh": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 58, hbh,
 			append(append([]byte{136, 0, 0, 0, 0x20, 0, 0, 0}, homeBr6.Addr().AsSlice()...), tag("na-hbh")...))),
-		"arp-ieee802": ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
-		"stp":         ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
-		"lldp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
-		"eapol":       ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x03}, mac, 0x888e, append([]byte{2, 1, 0, 0}, tag("eapol")...)),
-		"mvrp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x21}, mac, 0x88f5, append([]byte{0}, tag("mvrp")...)),
-		"cisco-dtp":   ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc}, mac, uint16(8+len(tag("cisco-dtp"))), append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x04}, tag("cisco-dtp")...)),
-		"cisco-pvst":  ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd}, mac, uint16(8+35+len(tag("cisco-pvst"))), append(append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x01, 0x0b}, make([]byte, 35)...), tag("cisco-pvst")...)),
-		"tag9100":     ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
+		// The router's (the gateway host's) address as a source: the
+		// LAN host trusts it as its router and DNS server.
+		"udp-as-router":  ether(lanMAC, mac, 0x0800, udp4(homeBr4.Addr(), lanHost.Addr(), 53, 9999, tag("udp-as-router"))),
+		"udp6-as-router": ether(lanMAC, mac, 0x86dd, ip6Packet(homeBr6.Addr(), homeHost6.Addr(), 17, nil, udpHeader(53, 9999, tag("udp6-as-router")))),
+		"arp-ieee802":    ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
+		"stp":            ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
+		"lldp":           ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
+		"eapol":          ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x03}, mac, 0x888e, append([]byte{2, 1, 0, 0}, tag("eapol")...)),
+		"mvrp":           ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x21}, mac, 0x88f5, append([]byte{0}, tag("mvrp")...)),
+		"cisco-dtp":      ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc}, mac, uint16(8+len(tag("cisco-dtp"))), append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x04}, tag("cisco-dtp")...)),
+		"cisco-pvst":     ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd}, mac, uint16(8+35+len(tag("cisco-pvst"))), append(append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x01, 0x0b}, make([]byte, 35)...), tag("cisco-pvst")...)),
+		"tag9100":        ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
 	}
 
 	// A router advertisement in two fragments: the first holds the
@@ -413,7 +420,8 @@ func TestBridgeGuardEvasions(t *testing.T) {
 	}
 	table := portTable(t, h, gw)
 	for _, why := range []string{"DHCPv4 server message", "DHCPv6 server message", "router advertisement",
-		"neighbour advertisement claiming the gateway host's address", "ARP claiming the gateway host's address"} {
+		"neighbour advertisement claiming the gateway host's address", "ARP claiming the gateway host's address",
+		"IP packet from the gateway host's address"} {
 		if drops(table, why) == 0 {
 			t.Errorf("no drop counted for %q:\n%s", why, table)
 		}
