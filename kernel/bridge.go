@@ -25,14 +25,17 @@ import (
 // apply, since the tunnel's frames may carry any address of the LAN. Port
 // security (portsec_linux.go) takes its place, in sshvpn's nftables bridge
 // table: the tap passes frames from the first source MAC its client used,
-// and no router advertisements, redirects or DHCP server messages; no ARP,
-// neighbour advertisement or neighbour or router solicitation claiming an
-// address of the gateway host or one another bridged tunnel holds, and no
-// IP packet from one (a claim of its own to whoever trusts a source). A
-// tunnel holds the addresses its own frames used first (as IP source, ARP
-// sender, or NA target), at most
+// unless another station has it (another tunnel, or a port of the bridge:
+// a LAN host, the bridge itself), and no router advertisements, redirects
+// or DHCP server messages; no ARP, neighbour advertisement or neighbour or
+// router solicitation claiming an address of the gateway host or one
+// another bridged tunnel holds, and no IP packet from one (a claim of its
+// own to whoever trusts a source). A tunnel holds the addresses its own
+// frames used first (as IP source, ARP sender, or NA target), at most
 // maxHeldPerFamily of each family; the first tunnel to use an address
-// keeps it until it goes.
+// keeps it until it goes. The tap's Write drops what the table cannot
+// judge or never sees: tagged frames, frames to the LAN's link control
+// protocols, IPv6 first fragments that hide their upper layer.
 
 // maxHeldPerFamily bounds the addresses one bridged tunnel holds per
 // family: a client's DHCP lease or SLAAC addresses, link-local and privacy
@@ -89,6 +92,7 @@ type portSecurity struct {
 	mu   sync.Mutex
 	host map[netip.Addr]bool
 	held map[netip.Addr]*bridgedTunnel
+	macs map[[6]byte]*bridgedTunnel // the MAC each tap is locked to
 }
 
 // setupBridge swaps CreateBridge's interface for a bridge when asked, and
@@ -115,7 +119,7 @@ func (g *Gateway) setupBridge() error {
 		return fmt.Errorf("port security on %s: %w", name, err)
 	}
 	g.ports = &portSecurity{bridge: name, mtu: mtu, log: g.cfg.Log, warn: g.warn,
-		host: make(map[netip.Addr]bool), held: make(map[netip.Addr]*bridgedTunnel)}
+		host: make(map[netip.Addr]bool), held: make(map[netip.Addr]*bridgedTunnel), macs: make(map[[6]byte]*bridgedTunnel)}
 	g.ports.setHost(host)
 	return nil
 }
@@ -169,6 +173,49 @@ func (p *portSecurity) take(a netip.Addr, t *bridgedTunnel) bool {
 	return true
 }
 
+// maxRefusedMACs bounds the MACs a tap tries before all its frames are
+// dropped: each try reads the bridge's forwarding database.
+const maxRefusedMACs = 4
+
+// takeMAC gives mac to t unless it is another station's, and says whose
+// it is then: another bridged tunnel's, or one the bridge has learnt or
+// owns on another port (a LAN host's, the bridge's own, a port's). A
+// bridge learns a source MAC on the port it last came from, so a tap
+// locked to such a MAC would be sent what is for that station.
+func (p *portSecurity) takeMAC(mac [6]byte, t *bridgedTunnel) string {
+	p.mu.Lock()
+	o := p.macs[mac]
+	p.mu.Unlock()
+	if o != nil && o != t {
+		return "another bridged tunnel's (" + o.Name() + ")"
+	}
+	port, err := fdbPort(p.bridge, mac, t.index)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	if port != "" {
+		return "on the bridge's port " + port
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if o := p.macs[mac]; o != nil && o != t {
+		return "another bridged tunnel's (" + o.Name() + ")"
+	}
+	p.macs[mac] = t
+	return ""
+}
+
+// releaseMAC frees the MAC t is locked to.
+func (p *portSecurity) releaseMAC(t *bridgedTunnel) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for m, o := range p.macs {
+		if o == t {
+			delete(p.macs, m)
+		}
+	}
+}
+
 // release frees what t holds.
 func (p *portSecurity) release(t *bridgedTunnel, addrs []netip.Addr) {
 	p.mu.Lock()
@@ -201,10 +248,13 @@ type bridgedTunnel struct {
 	mu     sync.Mutex
 	closed bool
 	learnt bool
-	mac    [6]byte
-	mine   []netip.Addr // held, in the order taken
-	n4, n6 int
-	once   sync.Once
+	// refused counts the MACs the tap would not lock to; last is the last.
+	refused     int
+	lastRefused [6]byte
+	mac         [6]byte
+	mine        []netip.Addr // held, in the order taken
+	n4, n6      int
+	once        sync.Once
 }
 
 // attach guards the tap, then joins it to the bridge and brings it up:
@@ -313,8 +363,18 @@ func (t *bridgedTunnel) learn(src []byte) bool {
 		t.warnDrop("a first frame from a multicast or zero MAC: nothing to lock the tap to", netip.Addr{})
 		return false
 	}
+	if t.refused >= maxRefusedMACs || (t.refused > 0 && [6]byte(src) == t.lastRefused) {
+		return false
+	}
 	mac := net.HardwareAddr(append([]byte(nil), src...))
+	if whose := t.ports.takeMAC([6]byte(src), t); whose != "" {
+		t.refused, t.lastRefused = t.refused+1, [6]byte(src)
+		t.ports.log.Warn("port security: not locking the tap to a MAC that is "+whose+"; dropping its frames",
+			"device", t.Name(), "mac", mac, "key", t.key, "refused", t.refused, "refused_max", maxRefusedMACs)
+		return false
+	}
 	if err := lockMAC(t.index, mac); err != nil {
+		t.ports.releaseMAC(t)
 		t.ports.log.Warn("port security: cannot lock the tap to its client's MAC; dropping its frames", "device", t.Name(), "mac", mac, "err", err)
 		return false
 	}
@@ -506,6 +566,7 @@ func (t *bridgedTunnel) Close() error {
 	t.once.Do(t.logDrops)
 	err := t.undo.Revert()
 	t.ports.release(t, mine)
+	t.ports.releaseMAC(t)
 	if cerr := t.Tun.Close(); err == nil {
 		err = cerr
 	}

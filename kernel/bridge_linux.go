@@ -47,6 +47,30 @@ func hostAddresses() ([]netip.Addr, error) {
 	return out, nil
 }
 
+// fdbPort is the name of the port of bridge whose forwarding database
+// entry has mac, the bridge itself for its own, or "" when only the port
+// except has it, or none does.
+func fdbPort(bridge string, mac [6]byte, except int) (string, error) {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return "", fmt.Errorf("read bridge %s's forwarding database: %w", bridge, err)
+	}
+	bi := br.Attrs().Index
+	entries, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return "", fmt.Errorf("read bridge %s's forwarding database: %w", bridge, err)
+	}
+	for _, e := range entries {
+		if len(e.HardwareAddr) != 6 || [6]byte(e.HardwareAddr) != mac || e.LinkIndex == except {
+			continue
+		}
+		if e.MasterIndex == bi || e.LinkIndex == bi {
+			return linkName(e.LinkIndex), nil
+		}
+	}
+	return "", nil
+}
+
 // linkIndex is dev's interface index.
 func linkIndex(dev string) (int, error) {
 	l, err := netlink.LinkByName(dev)

@@ -24,6 +24,10 @@ func hostAddresses() ([]netip.Addr, error) { return nil, unsupported("list the h
 
 func linkIndex(dev string) (int, error) { return 0, unsupported("look up " + dev) }
 
+func fdbPort(bridge string, _ [6]byte, _ int) (string, error) {
+	return "", unsupported("read bridge " + bridge + "'s forwarding database")
+}
+
 func (u *undoLog) SetMaster(dev, bridge string) error {
 	return unsupported("attach " + dev + " to " + bridge)
 }

@@ -11,8 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
@@ -477,4 +480,133 @@ func udpHeader(sport, dport uint16, payload []byte) []byte {
 func ieee802ARP(p []byte) []byte {
 	p[1] = 6
 	return p
+}
+
+// A bridged client whose tap takes another station's MAC: client A's, the
+// LAN host's, the bridge's own. A bridge learns a source MAC on the port it
+// last came from, so it would send B what is for A, for the LAN host or for
+// the gateway host; the gateway locks none of B's taps to those MACs and
+// passes none of their frames: B's taps receive nothing addressed to them,
+// while the LAN host's transfer with A and the gateway host's pings run.
+func TestBridgeStolenMAC(t *testing.T) {
+	t.Parallel()
+	nstest.RequireRoot(t)
+	oA, oB := oldestAndNewest(t)
+	h := newHome(t)
+	clientB := h.secondClient(t)
+	privA, pubA := h.key(t, oA, "client-a")
+	privB, pubB := h.key(t, oB, "client-b")
+	gw := h.startGateway(t, pubA+"\n"+pubB+"\n", "--bridge", "br0")
+	sshA := h.sshTunnel(t, oA, privA, "ethernet", "0:any")
+	waitTunnel(t, h.client, "tap0", sshA, gw, 1)
+	v4 := h.dhcp(t)
+	nstest.Ping(t, h.lan, v4.String(), 2)
+	macA := ifaceMAC(t, h.client, "tap0")
+	lanMAC := ifaceMAC(t, h.lan, "veth0")
+	brMAC, _ := net.ParseMAC(homeBrMAC)
+
+	// B's three tunnels, their taps given the stolen MACs before they come up.
+	stolen := []net.HardwareAddr{macA, lanMAC, brMAC}
+	var received []func() int
+	for i, mac := range stolen {
+		dev := fmt.Sprintf("tap%d", i)
+		ssh := clientB.Start(t, oB.ClientArgs(t, privB, "", "-o", "Tunnel=ethernet", "-w", fmt.Sprintf("%d:any", i),
+			"-o", "ExitOnForwardFailure=yes", "-p", "2222", "root@"+underGW.Addr().String())...)
+		waitTunnel(t, clientB, dev, ssh, gw, 2+i)
+		clientB.Run(t, "ip", "link", "set", dev, "address", mac.String())
+		clientB.Run(t, "ip", "link", "set", dev, "up")
+		received = append(received, countFrames(t, clientB, dev, func(f []byte) bool { return bytes.Equal(f[:6], mac) }))
+	}
+
+	h.gw.Start(t, "ping", "-q", "-i", "0.05", "-c", "60", lanHost.Addr().String())
+	h.lan.Start(t, "ping", "-q", "-i", "0.05", "-c", "60", homeBr4.Addr().String())
+	transfer := nstest.StartTransfer(t, h.client, v4.String()+":0", h.lan, v4.String(), 64<<20, true)
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	own := netip.MustParseAddr("198.18.2.78")
+	for range 6 {
+		for i, mac := range stolen {
+			dev := fmt.Sprintf("tap%d", i)
+			sendFrames(t, clientB, dev, map[string][]byte{
+				dev: ether(bcast, mac, 0x0806, append(arpPacket(1, mac, own, make(net.HardwareAddr, 6), lanHost.Addr()), tag(dev)...)),
+			})
+		}
+	}
+	if r, err := transfer.Wait(); err != nil {
+		t.Errorf("A's transfer with the LAN host while B used A's MAC: %v", err)
+	} else {
+		t.Logf("A → LAN host while B's taps used A's, the LAN host's and the bridge's MACs: %v", r)
+	}
+	for i, mac := range stolen {
+		if n := received[i](); n > 0 {
+			t.Errorf("B's tap%d, with %s's MAC %s, received %d frames addressed to it", i, []string{"A", "the LAN host", "the bridge"}[i], mac, n)
+		}
+	}
+	nstest.Ping(t, h.gw, lanHost.Addr().String(), 2)
+	nstest.Ping(t, h.lan, v4.String(), 2)
+	if n := strings.Count(gw.Log(), "client MAC learnt"); n != 1 {
+		t.Errorf("the gateway learnt %d client MACs, want A's alone:\n%s", n, gw.Log())
+	}
+	for _, whose := range []string{"another bridged tunnel's", "on the bridge's port veth", "on the bridge's port br0"} {
+		if !strings.Contains(gw.Log(), "not locking the tap to a MAC that is "+whose) {
+			t.Errorf("the gateway did not say it refused a MAC %s:\n%s", whose, gw.Log())
+		}
+	}
+}
+
+// countFrames counts the frames arriving on dev inside ns that match, from
+// now until the test ends or the returned function is called, which
+// returns the count.
+func countFrames(t *testing.T, ns *nstest.NS, dev string, match func([]byte) bool) func() int {
+	t.Helper()
+	var fd int
+	ns.Do(t, func() {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	stop, done := make(chan struct{}), make(chan int, 1)
+	go func() {
+		n, buf := 0, make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			// Frames the client's own kernel sends show as outgoing.
+			m, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || m < 14 {
+				continue
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if match(buf[:m]) {
+				n++
+			}
+		}
+	}()
+	var once sync.Once
+	var n int
+	get := func() int {
+		once.Do(func() {
+			close(stop)
+			n = <-done
+			unix.Close(fd)
+		})
+		return n
+	}
+	t.Cleanup(func() { get() })
+	return get
 }
