@@ -332,6 +332,10 @@ func (t *bridgedTunnel) admit(f []byte) bool {
 	} else if [6]byte(f[6:12]) != t.mac {
 		return true
 	}
+	if foreignLinkAddr(f, t.mac) {
+		t.warnDrop("ARP or neighbour discovery giving another link-layer address than the tunnel's MAC", netip.Addr{})
+		return false
+	}
 	if a, ok := claimedAddr(f); ok && !t.holds(a) {
 		t.hold(a)
 	}
@@ -519,6 +523,54 @@ func ip6Unreadable(f []byte) string {
 	}
 	return ""
 }
+
+// foreignLinkAddr reports whether f, from the tunnel's MAC, gives its
+// sender another link-layer address than mac: an ARP sender hardware
+// address, or a source or target link-layer address option of a router
+// or neighbour solicitation or a neighbour advertisement. Receivers take
+// that address for the claimed IP address, not the frame's source: the
+// client could have the LAN's traffic for its addresses sent to another
+// station, or to every port (a broadcast address).
+func foreignLinkAddr(f []byte, mac [6]byte) bool {
+	p := f[14:]
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case etherARP:
+		return len(p) >= 14 && p[4] == 6 && [6]byte(p[8:14]) != mac
+	case etherIPv6:
+		if len(p) < 40 {
+			return false
+		}
+		proto, off, frag, ok := ip6Upper(p)
+		if !ok || frag == laterFragment || proto != icmpv6 || off >= len(p) {
+			return false
+		}
+		opt := off + 24 // past a solicitation's or advertisement's target
+		switch p[off] {
+		case icmpv6RouterSol:
+			opt = off + 8
+		case icmpv6NeighSol, icmpv6NeighAdv:
+		default:
+			return false
+		}
+		for opt+2 <= len(p) {
+			n := int(p[opt+1]) * 8
+			if n == 0 || opt+n > len(p) {
+				return false // receivers drop the message
+			}
+			if (p[opt] == ndOptSourceLinkAddr || p[opt] == ndOptTargetLinkAddr) && n >= 8 && [6]byte(p[opt+2:opt+8]) != mac {
+				return true
+			}
+			opt += n
+		}
+	}
+	return false
+}
+
+// Neighbour discovery's link-layer address options (RFC 4861 4.6.1).
+const (
+	ndOptSourceLinkAddr = 1
+	ndOptTargetLinkAddr = 2
+)
 
 // claimedAddr is the address a frame claims: an IPv4 or IPv6 source, an
 // ARP sender, a neighbour advertisement's target (past any extension

@@ -89,3 +89,46 @@ func TestIP6Unreadable(t *testing.T) {
 		}
 	}
 }
+
+// ARP and neighbour discovery from the tunnel's MAC that give another
+// link-layer address, and those that give its own or none.
+func TestForeignLinkAddr(t *testing.T) {
+	mine := [6]byte{2, 0, 0, 0, 0, 1}
+	other := []byte{2, 0, 0, 0, 0, 2}
+	eth := func(typ uint16, payload []byte) []byte {
+		f := make([]byte, 14, 14+len(payload))
+		copy(f[6:], mine[:])
+		f[12], f[13] = byte(typ>>8), byte(typ)
+		return append(f, payload...)
+	}
+	arp := func(sha []byte) []byte {
+		p := append([]byte{0, 1, 8, 0, 6, 4, 0, 2}, sha...)
+		return eth(etherARP, append(p, 198, 18, 0, 10, 0, 0, 0, 0, 0, 0, 198, 18, 0, 1))
+	}
+	nd := func(typ byte, fixed int, opts ...byte) []byte {
+		icmp := append(append([]byte{typ}, make([]byte, fixed-1)...), opts...)
+		return ip6Frame(icmpv6, icmp)
+	}
+	lla := func(typ byte, mac []byte) []byte { return append([]byte{typ, 1}, mac...) }
+	withSrc := func(f []byte) []byte { copy(f[6:], mine[:]); return f }
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  bool
+	}{
+		{"ARP with its own MAC", arp(mine[:]), false},
+		{"ARP with another", arp(other), true},
+		{"ARP with the broadcast address", arp([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), true},
+		{"NS with its own", withSrc(nd(icmpv6NeighSol, 24, lla(1, mine[:])...)), false},
+		{"NS with another", withSrc(nd(icmpv6NeighSol, 24, lla(1, other)...)), true},
+		{"NA with another as target's", withSrc(nd(icmpv6NeighAdv, 24, lla(2, other)...)), true},
+		{"NA with another after a nonce", withSrc(nd(icmpv6NeighAdv, 24, append([]byte{14, 1, 0, 0, 0, 0, 0, 0}, lla(2, other)...)...)), true},
+		{"NA with none", withSrc(nd(icmpv6NeighAdv, 24)), false},
+		{"RS with another", withSrc(nd(icmpv6RouterSol, 8, lla(1, other)...)), true},
+		{"echo request", withSrc(nd(128, 8, lla(1, other)...)), false},
+	} {
+		if got := foreignLinkAddr(c.frame, mine); got != c.want {
+			t.Errorf("%s: foreignLinkAddr = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -353,7 +353,9 @@ func TestBridgeHostAddressesFollowed(t *testing.T) {
 
 // What a bridged client may send that a guard which reads only the
 // obvious encoding would let through: DHCP server messages from another
-// port than the server's; router advertisements and neighbour claims
+// port than the server's; ARP and neighbour discovery for the client's own
+// addresses giving another station's link-layer address; router
+// advertisements and neighbour claims
 // behind IPv6 extension headers, and an advertisement split so that its
 // first fragment holds no ICMPv6 header; ARP of the IEEE 802 hardware type; the
 // LAN's link control protocols (spanning tree, LLDP, 802.1X, MVRP, Cisco's
@@ -391,14 +393,19 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		// LAN host trusts it as its router and DNS server.
 		"udp-as-router":  ether(lanMAC, mac, 0x0800, udp4(homeBr4.Addr(), lanHost.Addr(), 53, 9999, tag("udp-as-router"))),
 		"udp6-as-router": ether(lanMAC, mac, 0x86dd, ip6Packet(homeBr6.Addr(), homeHost6.Addr(), 17, nil, udpHeader(53, 9999, tag("udp6-as-router")))),
-		"arp-ieee802":    ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
-		"stp":            ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
-		"lldp":           ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
-		"eapol":          ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x03}, mac, 0x888e, append([]byte{2, 1, 0, 0}, tag("eapol")...)),
-		"mvrp":           ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x21}, mac, 0x88f5, append([]byte{0}, tag("mvrp")...)),
-		"cisco-dtp":      ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc}, mac, uint16(8+len(tag("cisco-dtp"))), append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x04}, tag("cisco-dtp")...)),
-		"cisco-pvst":     ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd}, mac, uint16(8+35+len(tag("cisco-pvst"))), append(append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x01, 0x0b}, make([]byte, 35)...), tag("cisco-pvst")...)),
-		"tag9100":        ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
+		// The client's own addresses, with another station's link-layer
+		// address: the LAN's traffic for them would go to it.
+		"arp-sha":     ether(bcast, mac, 0x0806, append(arpPacket(1, bcast, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("arp-sha")...)),
+		"ns-sllao":    ether(lanMAC, mac, 0x86dd, neighSolicit(ll, homeHost6.Addr(), lanMAC, "ns-sllao")),
+		"na-tlla":     ether(allNodes, mac, 0x86dd, neighAdvert(ll, ll, lanMAC, "na-tlla")),
+		"arp-ieee802": ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
+		"stp":         ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
+		"lldp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
+		"eapol":       ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x03}, mac, 0x888e, append([]byte{2, 1, 0, 0}, tag("eapol")...)),
+		"mvrp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x21}, mac, 0x88f5, append([]byte{0}, tag("mvrp")...)),
+		"cisco-dtp":   ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc}, mac, uint16(8+len(tag("cisco-dtp"))), append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x04}, tag("cisco-dtp")...)),
+		"cisco-pvst":  ether(net.HardwareAddr{0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd}, mac, uint16(8+35+len(tag("cisco-pvst"))), append(append([]byte{0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x01, 0x0b}, make([]byte, 35)...), tag("cisco-pvst")...)),
+		"tag9100":     ether(bcast, mac, 0x9100, append([]byte{0x00, 0x05, 0x08, 0x06}, append(arpPacket(1, mac, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("tag9100")...)...)),
 	}
 
 	// A router advertisement in two fragments: the first holds the
