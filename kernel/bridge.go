@@ -26,8 +26,8 @@ import (
 // security (portsec_linux.go) takes its place, in sshvpn's nftables bridge
 // table: the tap passes frames from the first source MAC its client used,
 // unless another station has it (another tunnel, or a port of the bridge:
-// a LAN host, the bridge itself), and no router advertisements, redirects
-// or DHCP server messages; no ARP, neighbour advertisement or neighbour or
+// a LAN host, the bridge itself), and no router advertisements, redirects,
+// IGMP or MLD queries or DHCP server messages; no ARP, neighbour advertisement or neighbour or
 // router solicitation claiming an address of the gateway host or one
 // another bridged tunnel holds, and no IP packet from one (a claim of its
 // own to whoever trusts a source). A tunnel holds the addresses its own
@@ -59,6 +59,8 @@ const (
 	dropOtherMAC     = "another MAC than the tunnel's first"
 	dropRouterAdvert = "router advertisement"
 	dropRedirect     = "ICMPv6 redirect"
+	dropRedirect4    = "ICMP redirect"
+	dropQuery        = "IGMP or MLD query"
 	dropDHCPv4Server = "DHCPv4 server message"
 	dropDHCPv6Server = "DHCPv6 server message"
 	dropARPHost      = "ARP claiming the gateway host's address"
@@ -637,7 +639,7 @@ func (t *bridgedTunnel) logDrops() {
 	}
 	attrs := []any{"device", t.Name(), "key", t.key}
 	var total uint64
-	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropDHCPv4Server, dropDHCPv6Server,
+	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropRedirect4, dropQuery, dropDHCPv4Server, dropDHCPv6Server,
 		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld, dropSolHost, dropSolHeld, dropSrcHost, dropSrcHeld} {
 		if n := counts[why]; n > 0 {
 			attrs = append(attrs, strings.ReplaceAll(why, " ", "_"), n)

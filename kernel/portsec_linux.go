@@ -157,13 +157,18 @@ func setHostAddrs(tableName string, host []netip.Addr) error {
 
 // Header fields the rules match.
 const (
-	etherSrcOffset = 6
-	etherTypeOff   = 12
-	arpSenderIPOff = 14 // in the ARP header: htype, ptype, hlen, plen, op, sender MAC
-	naTargetOff    = 8  // in the ICMPv6 header: type, code, checksum, flags
-	ip6SrcOff      = 8  // in the IPv6 header: version to hop limit
-	ip4SrcOff      = 12 // in the IPv4 header
-	ipProtoUDP     = 17
+	etherSrcOffset      = 6
+	etherTypeOff        = 12
+	arpSenderIPOff      = 14 // in the ARP header: htype, ptype, hlen, plen, op, sender MAC
+	naTargetOff         = 8  // in the ICMPv6 header: type, code, checksum, flags
+	ip6SrcOff           = 8  // in the IPv6 header: version to hop limit
+	ip4SrcOff           = 12 // in the IPv4 header
+	ipProtoUDP          = 17
+	ipProtoICMP         = 1
+	ipProtoIGMP         = 2
+	icmpRedirect        = 5    // ICMP type (RFC 792)
+	igmpQuery           = 0x11 // IGMP membership query, every version (RFC 3376)
+	icmpv6ListenerQuery = 130  // MLD query, both versions (RFC 3810)
 )
 
 // portRule is one drop rule: what it drops (its comment) and how.
@@ -187,6 +192,11 @@ func portRules(mine4, mine6 string) []portRule {
 	}
 	add(dropRouterAdvert, icmpv6Type(icmpv6RouterAdvert)...)
 	add(dropRedirect, icmpv6Type(icmpv6Redirect)...)
+	add(dropRedirect4, l4Type(ipProtoICMP, icmpRedirect)...)
+	// A host never queries for listeners: a client that did would be the
+	// LAN's querier (the lowest address wins), and steer its multicast.
+	add(dropQuery, l4Type(ipProtoIGMP, igmpQuery)...)
+	add(dropQuery, icmpv6Type(icmpv6ListenerQuery)...)
 	// A DHCP server or relay sends from its port; a client never sends to
 	// another client's, and clients (udhcpc, dhclient) do not look at the
 	// port an offer comes from: each alone is a server message.
@@ -253,10 +263,14 @@ func macRule(mac net.HardwareAddr) portRule {
 func clone(e []expr.Any) []expr.Any { return append([]expr.Any(nil), e...) }
 
 // icmpv6Type matches ICMPv6 messages of type typ.
-func icmpv6Type(typ byte) []expr.Any {
+func icmpv6Type(typ byte) []expr.Any { return l4Type(icmpv6, typ) }
+
+// l4Type matches messages of protocol proto (ICMP, IGMP, ICMPv6) whose
+// first byte, their type, is typ.
+func l4Type(proto, typ byte) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{icmpv6}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}},
 	}

@@ -354,8 +354,9 @@ func TestBridgeHostAddressesFollowed(t *testing.T) {
 // What a bridged client may send that a guard which reads only the
 // obvious encoding would let through: DHCP server messages from another
 // port than the server's; ARP and neighbour discovery for the client's own
-// addresses giving another station's link-layer address; router
-// advertisements and neighbour claims
+// addresses giving another station's link-layer address; an ICMP
+// redirect, IGMP and MLD queries; router advertisements and neighbour
+// claims
 // behind IPv6 extension headers, and an advertisement split so that its
 // first fragment holds no ICMPv6 header; ARP of the IEEE 802 hardware type; the
 // LAN's link control protocols (spanning tree, LLDP, 802.1X, MVRP, Cisco's
@@ -395,9 +396,17 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		"udp6-as-router": ether(lanMAC, mac, 0x86dd, ip6Packet(homeBr6.Addr(), homeHost6.Addr(), 17, nil, udpHeader(53, 9999, tag("udp6-as-router")))),
 		// The client's own addresses, with another station's link-layer
 		// address: the LAN's traffic for them would go to it.
-		"arp-sha":     ether(bcast, mac, 0x0806, append(arpPacket(1, bcast, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("arp-sha")...)),
-		"ns-sllao":    ether(lanMAC, mac, 0x86dd, neighSolicit(ll, homeHost6.Addr(), lanMAC, "ns-sllao")),
-		"na-tlla":     ether(allNodes, mac, 0x86dd, neighAdvert(ll, ll, lanMAC, "na-tlla")),
+		"arp-sha":  ether(bcast, mac, 0x0806, append(arpPacket(1, bcast, own4, make(net.HardwareAddr, 6), lanHost.Addr()), tag("arp-sha")...)),
+		"ns-sllao": ether(lanMAC, mac, 0x86dd, neighSolicit(ll, homeHost6.Addr(), lanMAC, "ns-sllao")),
+		"na-tlla":  ether(allNodes, mac, 0x86dd, neighAdvert(ll, ll, lanMAC, "na-tlla")),
+		// A redirect, and queries that would make the client the LAN's
+		// multicast querier.
+		"icmp-redirect": ether(lanMAC, mac, 0x0800, ip4Packet(own4, lanHost.Addr(), 1,
+			withChecksum(append([]byte{5, 1, 0, 0, 198, 18, 2, 77}, tag("icmp-redirect")...)))),
+		"igmp-query": ether(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}, mac, 0x0800, ip4Packet(own4, netip.MustParseAddr("224.0.0.1"), 2,
+			withChecksum(append([]byte{0x11, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, tag("igmp-query")...)))),
+		"mld-query": ether(allNodes, mac, 0x86dd, ip6Packet(ll, allNodes6, 58, nil,
+			append(append([]byte{130, 0, 0, 0, 0x27, 0x10, 0, 0}, make([]byte, 16)...), tag("mld-query")...))),
 		"arp-ieee802": ether(bcast, mac, 0x0806, append(ieee802ARP(arpPacket(2, mac, homeBr4.Addr(), lanMAC, lanHost.Addr())), tag("arp-ieee802")...)),
 		"stp":         ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0}, mac, uint16(3+35+len(tag("stp"))), append(append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...), tag("stp")...)),
 		"lldp":        ether(net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}, mac, 0x88cc, append([]byte{0x02, 0x07, 0x04}, append(mac, tag("lldp")...)...)),
@@ -429,7 +438,7 @@ func TestBridgeGuardEvasions(t *testing.T) {
 		}
 	}
 	table := portTable(t, h, gw)
-	for _, why := range []string{"DHCPv4 server message", "DHCPv6 server message", "router advertisement",
+	for _, why := range []string{"DHCPv4 server message", "DHCPv6 server message", "router advertisement", "ICMP redirect", "IGMP or MLD query",
 		"neighbour advertisement claiming the gateway host's address", "ARP claiming the gateway host's address",
 		"IP packet from the gateway host's address"} {
 		if drops(table, why) == 0 {
@@ -471,6 +480,24 @@ func fragHeader(next byte, offset int, more bool, id uint32) []byte {
 	binary.BigEndian.PutUint16(h[2:], fo)
 	binary.BigEndian.PutUint32(h[4:], id)
 	return h
+}
+
+// ip4Packet is an IPv4 packet of protocol proto with a valid header.
+func ip4Packet(src, dst netip.Addr, proto byte, payload []byte) []byte {
+	p := make([]byte, 20, 20+len(payload))
+	p[0], p[8], p[9] = 0x45, 1, proto
+	binary.BigEndian.PutUint16(p[2:], uint16(20+len(payload)))
+	copy(p[12:], src.AsSlice())
+	copy(p[16:], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[10:], ipChecksum(p))
+	return append(p, payload...)
+}
+
+// withChecksum fills an ICMP or IGMP message's checksum, which the bridge
+// checks before it forwards an IGMP query.
+func withChecksum(m []byte) []byte {
+	binary.BigEndian.PutUint16(m[2:], ipChecksum(append(bytes.Clone(m), 0)))
+	return m
 }
 
 // udpHeader is a UDP header and payload, checksum left zero.
