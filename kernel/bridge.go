@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
@@ -175,9 +176,14 @@ func (p *portSecurity) take(a netip.Addr, t *bridgedTunnel) bool {
 	return true
 }
 
-// maxRefusedMACs bounds the MACs a tap tries before all its frames are
-// dropped: each try reads the bridge's forwarding database.
-const maxRefusedMACs = 4
+// maxRefusedMACs bounds the MACs a tap tries before all its frames but
+// the last MAC's are dropped, and retryRefusedMAC how often that one is
+// tried again: each try reads the bridge's forwarding database. A client
+// reconnecting with a fixed MAC gets it once its old tunnel has gone.
+const (
+	maxRefusedMACs  = 4
+	retryRefusedMAC = time.Second
+)
 
 // takeMAC gives mac to t unless it is another station's, and says whose
 // it is then: another bridged tunnel's, or one the bridge has learnt or
@@ -250,13 +256,15 @@ type bridgedTunnel struct {
 	mu     sync.Mutex
 	closed bool
 	learnt bool
-	// refused counts the MACs the tap would not lock to; last is the last.
-	refused     int
-	lastRefused [6]byte
-	mac         [6]byte
-	mine        []netip.Addr // held, in the order taken
-	n4, n6      int
-	once        sync.Once
+	// refused counts the MACs the tap would not lock to: the last, when,
+	// is tried again after retryRefusedMAC (its station may have gone).
+	refused       int
+	lastRefused   [6]byte
+	lastRefusedAt time.Time
+	mac           [6]byte
+	mine          []netip.Addr // held, in the order taken
+	n4, n6        int
+	once          sync.Once
 }
 
 // attach guards the tap, then joins it to the bridge and brings it up:
@@ -369,12 +377,17 @@ func (t *bridgedTunnel) learn(src []byte) bool {
 		t.warnDrop("a first frame from a multicast or zero MAC: nothing to lock the tap to", netip.Addr{})
 		return false
 	}
-	if t.refused >= maxRefusedMACs || (t.refused > 0 && [6]byte(src) == t.lastRefused) {
+	again := t.refused > 0 && [6]byte(src) == t.lastRefused
+	if again && time.Since(t.lastRefusedAt) < retryRefusedMAC || !again && t.refused >= maxRefusedMACs {
 		return false
 	}
 	mac := net.HardwareAddr(append([]byte(nil), src...))
 	if whose := t.ports.takeMAC([6]byte(src), t); whose != "" {
-		t.refused, t.lastRefused = t.refused+1, [6]byte(src)
+		t.lastRefused, t.lastRefusedAt = [6]byte(src), time.Now()
+		if again {
+			return false
+		}
+		t.refused++
 		t.ports.log.Warn("port security: not locking the tap to a MAC that is "+whose+"; dropping its frames",
 			"device", t.Name(), "mac", mac, "key", t.key, "refused", t.refused, "refused_max", maxRefusedMACs)
 		return false

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -584,6 +585,16 @@ func TestBridgeStolenMAC(t *testing.T) {
 		if !strings.Contains(gw.Log(), "not locking the tap to a MAC that is "+whose) {
 			t.Errorf("the gateway did not say it refused a MAC %s:\n%s", whose, gw.Log())
 		}
+	}
+
+	// A's MAC is free once A's tunnel has gone: B's tap0, which keeps
+	// trying it (as a client reconnecting with a fixed MAC would), gets it.
+	sshA.Signal(syscall.SIGTERM)
+	if !eventually(10*time.Second, func() bool {
+		sendFrames(t, clientB, "tap0", map[string][]byte{"tap0": ether(bcast, macA, 0x0806, arpPacket(1, macA, own, make(net.HardwareAddr, 6), lanHost.Addr()))})
+		return strings.Count(gw.Log(), "client MAC learnt") == 2
+	}) {
+		t.Errorf("B's tap0 never got A's MAC after A's tunnel went:\n%s", gw.Log())
 	}
 }
 
