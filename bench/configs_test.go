@@ -292,8 +292,10 @@ var yourAddr = regexp.MustCompile(`your address (198\.18\.3\.\d+/24)`)
 
 // ssh→sshvpn-netstack: stock ssh -w 0:any into the rootless gateway. Run
 // with a session (no -N): the gateway's status text names the address it
-// gives this client, which the client then puts on its tun0 by hand. That
-// step after connecting is why this row has no connect time.
+// gives this client, which the client then puts on its tun0 by hand; on an
+// ethernet tunnel the client takes it from the gateway's DHCP instead.
+// Both keep ssh's MTU of 1500. That step after connecting is why this row
+// has no connect time.
 func startSSHToNetstack(e *env) *path {
 	tb, o := e.tb, e.o
 	t := newTopo(tb, e.pr)
@@ -306,7 +308,7 @@ func startSSHToNetstack(e *env) *path {
 		if ssh.Exited() {
 			tb.Fatalf("ssh exited: %v\n%s\ngateway:\n%s", ssh.Wait(0), ssh.Tail(20), gw.Tail(20))
 		}
-		return yourAddr.MatchString(ssh.Log()) && t.client.Cmd("ip", "link", "show", dev).Run() == nil
+		return (e.l2 || yourAddr.MatchString(ssh.Log())) && t.client.Cmd("ip", "link", "show", dev).Run() == nil
 	})
 	t.client.Run(tb, "ip", "link", "set", dev, "up")
 	if e.l2 {
