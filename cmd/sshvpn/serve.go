@@ -99,8 +99,11 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
 	}
 	// An ethernet frame is the MTU plus its 14-byte header and a VLAN tag,
-	// and must fit the same 16 KiB buffer.
-	if maxL2 := wire.MaxFrame - 14 - 4; c.mtu > maxL2 && c.permit.Allows(relay.Ethernet) {
+	// and must fit the same 16 KiB buffer. A kernel gateway's taps take
+	// --mtu as it is; the rootless gateway gives an ethernet tunnel at most
+	// that (stack.DefaultEthernetMTU) and --mtu to point-to-point ones, so
+	// its default and largest --mtu stay what they were.
+	if maxL2 := wire.MaxFrame - 14 - 4; c.backend == "kernel" && c.mtu > maxL2 && c.permit.Allows(relay.Ethernet) {
 		return nil, fmt.Errorf("--mtu %d: an ethernet tunnel's frames would exceed the %d bytes stock OpenSSH reads; use --mtu %d or less, or --permit-tunnel point-to-point",
 			c.mtu, wire.MaxFrame, maxL2)
 	}
