@@ -177,6 +177,9 @@ func TestRootlessEthernet(t *testing.T) {
 		}
 		t.Logf("timings (OpenSSH %s): DHCP discover→offer %v (udhcpc to a lease %v); RS→RA %v (rdisc6 -1 in all %v)",
 			o.Version, dhcp, udhcpcTook, rsra, rdiscTook)
+		if dhcp > 50*time.Millisecond {
+			t.Errorf("DHCP discover→offer took %v, want under 50 ms", dhcp)
+		}
 		if rsra > 100*time.Millisecond {
 			t.Errorf("RS→RA took %v, want under 100 ms", rsra)
 		}
