@@ -174,7 +174,7 @@ type movedHop struct {
 const settableAddrFlags = unix.IFA_F_NODAD | unix.IFA_F_OPTIMISTIC | unix.IFA_F_HOMEADDRESS |
 	unix.IFA_F_NOPREFIXROUTE | unix.IFA_F_MANAGETEMPADDR | unix.IFA_F_MCAUTOJOIN
 
-// SwapForBridge puts iface on a new bridge, the seed's swap in one step: a
+// SwapForBridge puts iface on a new bridge, the manual swap in one step: a
 // bridge named bridge with iface's MAC (so the LAN's DHCP leases and
 // neighbour caches stay right) and MTU, STP off and no forwarding delay,
 // then iface enslaved to it and its addresses and routes (every one but the

@@ -22,7 +22,7 @@ import (
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
 
-// The seed's "IPv6 at home": the gateway's LAN is a bridge br0 with a host
+// "IPv6 at home": the gateway's LAN is a bridge br0 with a host
 // on a veth, and the LAN's router (radvd for IPv6, dnsmasq for DHCPv4) runs
 // on the gateway's own br0.
 var (
@@ -118,7 +118,7 @@ func (h *home) dhcp(t *testing.T) netip.Addr {
 	return netip.MustParseAddr(strings.TrimSpace(string(b)))
 }
 
-// (b) The seed's IPv6 at home with stock clients: the tap on the gateway's
+// (b) IPv6 at home with stock clients: the tap on the gateway's
 // bridge autoconfigures from the LAN's router advertisements and takes a
 // lease from its DHCP server, and reaches the LAN host both ways.
 func TestBridgeHome(t *testing.T) {
@@ -459,7 +459,7 @@ func dhcpOffer(chaddr net.HardwareAddr) []byte {
 	return append(p, 53, 1, 2, 255)
 }
 
-// (f) --create-bridge: the seed's swap in one step, and put back exactly on
+// (f) --create-bridge: the manual swap in one step, and put back exactly on
 // SIGTERM, and after a SIGKILL by sshvpn cleanup.
 func TestCreateBridge(t *testing.T) {
 	nstest.RequireRoot(t)

@@ -36,7 +36,7 @@ func connectArgs(key, knownHosts string, extra ...string) []string {
 }
 
 // stockServer is Debian's or the unpacked sshd on the gateway host with
-// PermitTunnel yes and, as the seed recipe has it, a persistent device
+// PermitTunnel yes and, as the usual recipe has it, a persistent device
 // made and configured by hand (tun0 or tap0) that sshd attaches for
 // unit 0.
 func (tp *topo) stockServer(t *testing.T, o nstest.OpenSSH, pub, kind string) *nstest.SSHD {

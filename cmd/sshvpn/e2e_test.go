@@ -121,7 +121,7 @@ func waitTunnel(t *testing.T, ns *nstest.NS, dev string, ssh *nstest.Proc, gw *g
 	})
 }
 
-// upClient gives the client's device its address, as the seed's recipe does
+// upClient gives the client's device its address, as the usual recipe does
 // by hand, and routes the LAN through it.
 // stockTunnel starts a gateway for authKeys with gwArgs and stock ssh -w
 // 0:any -N into it in mode, and brings the client's device (tun0, or tap0
@@ -259,7 +259,7 @@ func rxStats(t *testing.T, ns *nstest.NS, dev string) linkStats {
 	return links[0].Stats.RX
 }
 
-// 6b: the seed's "VPN to a remote LAN": the LAN host has no route back to the
+// 6b: the "VPN to a remote LAN" recipe: the LAN host has no route back to the
 // tunnel network, so only --nat makes it reachable.
 func TestRemoteLAN(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
@@ -363,7 +363,7 @@ func dialTCP(t *testing.T, ns *nstest.NS, addr string) net.Conn {
 	return c
 }
 
-// The seed's recipe made tap6 by hand (tunctl -t tap6) and asked for it
+// The usual recipe makes tap6 by hand (tunctl -t tap6) and asks for it
 // with -w 4:6: the gateway attaches the existing persistent device, and
 // leaves it, with the user's own configuration, when the client goes.
 func TestPersistentDevice(t *testing.T) {
