@@ -83,7 +83,7 @@ func TestARPAnswersOnlyTheGatewaysAddresses(t *testing.T) {
 }
 
 // nsFrame is a neighbour solicitation for target from src.
-func nsFrame(t *testing.T, src, target netip.Addr, withSLLA bool) []byte {
+func nsFrame(t testing.TB, src, target netip.Addr, withSLLA bool) []byte {
 	t.Helper()
 	ns := &ndp.NeighborSolicitation{TargetAddress: target}
 	if withSLLA {
@@ -165,7 +165,7 @@ func TestNeighborSolicitation(t *testing.T) {
 	}
 }
 
-func rsFrame(t *testing.T, src netip.Addr) []byte {
+func rsFrame(t testing.TB, src netip.Addr) []byte {
 	t.Helper()
 	rs := &ndp.RouterSolicitation{Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: clientMAC[:]}}}
 	if src.IsUnspecified() {
