@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,16 +255,7 @@ func TestBridgePortSecurity(t *testing.T) {
 			// client's MAC as its link-layer address.
 			"ns-router": ether(lanMAC, mac, 0x86dd, neighSolicit(homeBr6.Addr(), homeHost6.Addr(), mac, "ns-router")),
 		}
-		sendFrames(t, h.client, "tap0", frames)
-		seen := capture.stop(t)
-		if seen["control"] == 0 {
-			t.Fatalf("the control frame never reached the LAN host: the capture proves nothing (seen %v)", seen)
-		}
-		for name := range frames {
-			if name != "control" && seen[name] > 0 {
-				t.Errorf("%s reached the LAN host %d times", name, seen[name])
-			}
-		}
+		noneReached(t, capture.send(t, h.client, "tap0", frames), frames, "")
 		if r, err := transfer.Wait(); err != nil {
 			t.Errorf("the LAN host's transfer to the client: %v", err)
 		} else {
@@ -386,6 +378,30 @@ func startCapture(t *testing.T, ns *nstest.NS, dev string) *capture {
 	}()
 	c.stopCh = stop
 	return c
+}
+
+// send writes frames into dev inside ns, then stops the capture and
+// returns how often each reached it. A control frame that never arrived
+// fails the test: the capture would prove nothing.
+func (c *capture) send(t *testing.T, ns *nstest.NS, dev string, frames map[string][]byte) map[string]int {
+	t.Helper()
+	sendFrames(t, ns, dev, frames)
+	seen := c.stop(t)
+	if seen["control"] == 0 {
+		t.Fatalf("the control frame never reached the capture: it proves nothing (seen %v)", seen)
+	}
+	return seen
+}
+
+// noneReached fails for each frame, but the control frame and those
+// allowed, that the capture saw.
+func noneReached(t *testing.T, seen map[string]int, frames map[string][]byte, who string, allowed ...string) {
+	t.Helper()
+	for name := range frames {
+		if name != "control" && !slices.Contains(allowed, name) && seen[name] > 0 {
+			t.Errorf("%s%s reached the LAN host %d times", who, name, seen[name])
+		}
+	}
 }
 
 func (c *capture) stop(t *testing.T) map[string]int {
