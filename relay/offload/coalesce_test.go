@@ -380,8 +380,19 @@ func TestCoalesceHeadroom(t *testing.T) {
 }
 
 func TestCoalesceAllocs(t *testing.T) {
+	for _, link := range []Link{IP, Ethernet} {
+		coalesceAllocs(t, link)
+	}
+}
+
+// coalesceAllocs checks that both coalescers merge two interleaved
+// trains of link's packets without allocating.
+func coalesceAllocs(t *testing.T, link Link) {
 	x := buildAll(train(flow(false), repeat(32, 1448)...))
 	y := buildAll(train(flow(true), repeat(32, 1448)...))
+	if link == Ethernet {
+		x, y = ethAll(x), ethAll(y)
+	}
 	var pkts [][]byte
 	for i := range x {
 		pkts = append(pkts, x[i], y[i])
@@ -389,13 +400,13 @@ func TestCoalesceAllocs(t *testing.T) {
 	in := withHeadroom(pkts)
 	out := make([][]byte, 0, len(in))
 	accept := func(_, d []byte) bool { return true }
-	for _, c := range []*Coalescer{NewCoalescer(IP, len(in)), NewPlainCoalescer(IP, len(in), maxIP, accept)} {
+	for _, c := range []*Coalescer{NewCoalescer(link, len(in)), NewPlainCoalescer(link, len(in), maxIP, accept)} {
 		if a := testing.AllocsPerRun(100, func() {
 			if got := c.Coalesce(in, off, out); len(got) != 2 {
-				t.Fatalf("%d frames", len(got))
+				t.Fatalf("%d packets", len(got))
 			}
 		}); a != 0 {
-			t.Fatalf("Coalesce (plain %v) allocates %v times", c.plain, a)
+			t.Fatalf("Coalesce (link %v, plain %v) allocates %v times", link, c.plain, a)
 		}
 	}
 }

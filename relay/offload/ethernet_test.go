@@ -214,25 +214,7 @@ func TestPlainCoalescerEthernet(t *testing.T) {
 	}
 }
 
-func TestCoalesceEthernetAllocs(t *testing.T) {
-	x := ethAll(buildAll(train(flow(false), repeat(32, 1448)...)))
-	y := ethAll(buildAll(train(flow(true), repeat(32, 1448)...)))
-	var pkts [][]byte
-	for i := range x {
-		pkts = append(pkts, x[i], y[i])
-	}
-	in := withHeadroom(pkts)
-	out := make([][]byte, 0, len(in))
-	accept := func(_, d []byte) bool { return true }
-	for _, c := range []*Coalescer{NewCoalescer(Ethernet, len(in)), NewPlainCoalescer(Ethernet, len(in), maxIP, accept)} {
-		if a := testing.AllocsPerRun(100, func() {
-			if got := c.Coalesce(in, off, out); len(got) != 2 {
-				t.Fatalf("%d frames", len(got))
-			}
-		}); a != 0 {
-			t.Fatalf("Coalesce (plain %v) allocates %v times", c.plain, a)
-		}
-	}
+func TestSplitEthernetAllocs(t *testing.T) {
 	frame, h := gsoEth(spec{sport: 1, dport: 2, flags: tcpACK, opts: tsOpt, payload: payload(65000, 1)}, 1448, false)
 	outs, sizes := bufs(64, 1600), make([]int, 64)
 	if a := testing.AllocsPerRun(100, func() {
