@@ -166,7 +166,7 @@ func (l *Local) setDNS(gw *relay.TunnelConfig, routes []netip.Prefix) error {
 		return err
 	}
 	if !l.cfg.DNSGlobal {
-		log.Warn("the gateway offers name servers, but this host has no per-link resolver: /etc/resolv.conf is left alone "+
+		log.Warn("the tunnel offers name servers (the gateway's, or a DHCP lease's), but this host has no per-link resolver: /etc/resolv.conf is left alone "+
 			"and the tunnel's servers are not used; run systemd-resolved, or pass --dns-global to write them to /etc/resolv.conf "+
 			"while the tunnel is up", "why", err)
 		return nil
