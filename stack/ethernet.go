@@ -7,25 +7,24 @@ import (
 	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
-	"github.com/sshvpn/sshvpn/relay/wire"
 	"github.com/sshvpn/sshvpn/stack/dhcpd"
 	"github.com/sshvpn/sshvpn/stack/segment"
 )
 
 // DefaultEthernetMTU is an ethernet tunnel's IP MTU when Config.MTU is 0:
 // the largest a stock client's frames carry. OpenSSH reads a frame into
-// wire.MaxFrame bytes; less the 14-byte header and room for one VLAN tag
+// 16 KiB (relay/wire.MaxFrame); less the 14-byte header and room for one VLAN tag
 // (which serve's --mtu check keeps for the kernel's bridges too). The
 // stack's cost is per packet, as on point-to-point tunnels; a client that
 // keeps its tap's 1500 still works (TCP's MSS), and one that applies
 // DHCP's option 26 gets the speed.
-const DefaultEthernetMTU = wire.MaxFrame - 14 - 4
+const DefaultEthernetMTU = 16384 - 14 - 4
 
 // maxFramedEthernetMTU is the largest IP MTU of a framed channel's
 // ethernet tunnel: a Linux tap takes at most 65535 less its 14-byte header
 // (sshvpn connect failed to set 65535 on its tap), less room for a VLAN tag
 // as above. The framed channel itself carries more.
-const maxFramedEthernetMTU = min(wire.MaxStreamPacket, 65535) - 14 - 4
+const maxFramedEthernetMTU = 65535 - 14 - 4
 
 // ethernetMTU is the IP MTU of req's ethernet tunnel.
 func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/wire"
 	"github.com/sshvpn/sshvpn/stack"
 )
 
@@ -115,6 +116,10 @@ func TestParseServeNetstackModes(t *testing.T) {
 // tunnels are allowed, and on the rootless gateway, whose ethernet
 // tunnels take at most what their frames carry.
 func TestParseServeMTU(t *testing.T) {
+	// The stack may not import relay/wire and writes the figure out.
+	if stack.DefaultEthernetMTU != wire.MaxFrame-14-4 {
+		t.Errorf("stack.DefaultEthernetMTU %d, serve's ethernet limit %d", stack.DefaultEthernetMTU, wire.MaxFrame-14-4)
+	}
 	if _, err := parseServe([]string{"--mtu", "16380"}, io.Discard); err != nil {
 		t.Errorf("netstack, both modes: %v", err)
 	}
