@@ -5,6 +5,7 @@ package kernel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -33,7 +34,7 @@ func (l *Local) startDHCP() error {
 	if l.cfg.Mode != relay.Ethernet {
 		return errors.New("DHCP runs on an ethernet tunnel's tap: -o Tunnel=ethernet")
 	}
-	c, err := dhcp4.Open(l.Name(), l.cfg.Log)
+	c, err := dhcp4.Open(l.Name(), l.leaseUsable, l.cfg.Log)
 	if err != nil {
 		return err
 	}
@@ -60,6 +61,22 @@ func (k *leaseKeeper) stop() {
 func (k *leaseKeeper) close() {
 	k.stop()
 	k.client.Close()
+}
+
+// leaseUsable refuses a lease whose subnet holds an address the SSH
+// transport goes to: the kernel's route for the subnet through the tap
+// would carry the connection into its own tunnel, and it would die (the
+// check warnTransport makes of a route). The server would grant the same
+// again, so the tap goes without a lease; --address is the way out.
+func (l *Local) leaseUsable(lease *dhcp4.Lease) error {
+	subnet := lease.Addr.Masked()
+	for _, a := range l.cfg.Transport {
+		if subnet.Contains(a) {
+			return fmt.Errorf("its subnet %s holds %s, the SSH connection's address, which would then run through its own tunnel and die; "+
+				"give the tap an address in another subnet with --address", subnet, a)
+		}
+	}
+	return nil
 }
 
 // applyLease puts a lease on the tap: its address (in place of the last

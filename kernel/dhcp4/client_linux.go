@@ -42,6 +42,7 @@ type Client struct {
 	ifname string
 	conn   *conn
 	nc     *nclient4.Client
+	usable func(*Lease) error
 	log    *slog.Logger
 
 	mu    sync.Mutex
@@ -51,8 +52,10 @@ type Client struct {
 }
 
 // Open opens the client's socket on the interface ifname, which must be
-// up; it needs no address.
-func Open(ifname string, log *slog.Logger) (*Client, error) {
+// up; it needs no address. usable, if not nil, refuses a lease the host
+// must not take, saying why: the client then does without one and asks
+// again later, as for an ACK it cannot read.
+func Open(ifname string, usable func(*Lease) error, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -69,7 +72,7 @@ func Open(ifname string, log *slog.Logger) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("DHCP client on %s: %w", ifname, err)
 	}
-	return &Client{ifname: ifname, conn: conn, nc: nc, log: log.With("device", ifname)}, nil
+	return &Client{ifname: ifname, conn: conn, nc: nc, usable: usable, log: log.With("device", ifname)}, nil
 }
 
 // Close closes the client's socket; a lease held is not released (see
@@ -104,17 +107,20 @@ func (c *Client) acquire(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if err == nil {
-			lease, perr := leaseOf(l.ACK, l.Offer, sent)
-			if perr == nil {
+			// An ACK the client cannot use is not declined: RFC 2131
+			// 4.4.1 keeps DHCPDECLINE for an address found in use, and
+			// the server would hold the address back from everyone,
+			// while the next attempt drew another from the pool.
+			var lease *Lease
+			if lease, err = c.read(l.ACK, l.Offer, sent); err == nil {
 				c.hold(l.Offer, l.ACK, lease)
 				return nil
 			}
-			err = perr
-			c.decline(l.ACK)
 		}
 		if _, nak := errors.AsType[*nclient4.ErrNak](err); !nak {
 			// A NAK to a REQUEST for an OFFER is a race between servers:
-			// ask again at once. Anything else waits.
+			// ask again at once. Anything else waits, an unusable ACK
+			// too: the server would grant the same again.
 			c.log.Warn("no DHCP lease yet; asking again", "attempt", attempt, "err", err, "in", wait)
 			if !sleep(ctx, wait) {
 				return ctx.Err()
@@ -124,16 +130,19 @@ func (c *Client) acquire(ctx context.Context) error {
 	}
 }
 
-// decline tells the server an ACK it sent cannot be used.
-func (c *Client) decline(ack *dhcpv4.DHCPv4) {
-	msg, err := dhcpv4.New(dhcpv4.WithReply(ack), dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
-		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ack.YourIPAddr)), dhcpv4.WithOptionCopied(ack, dhcpv4.OptionServerIdentifier))
-	if err == nil {
-		_, err = c.conn.WriteTo(msg.ToBytes(), nclient4.DefaultServers)
-	}
+// read reads the lease an ACK grants and checks that the host may take
+// it.
+func (c *Client) read(ack, offer *dhcpv4.DHCPv4, sent time.Time) (*Lease, error) {
+	l, err := leaseOf(ack, offer, sent, c.log)
 	if err != nil {
-		c.log.Debug("DHCPDECLINE not sent", "err", err)
+		return nil, fmt.Errorf("the DHCP server's ACK is unusable: %w", err)
 	}
+	if c.usable != nil {
+		if err := c.usable(l); err != nil {
+			return nil, fmt.Errorf("DHCP lease %s refused: %w", l, err)
+		}
+	}
+	return l, nil
 }
 
 // keep renews the lease held, from T1 with its server and from T2 with
@@ -157,17 +166,17 @@ func (c *Client) keep(ctx context.Context, apply func(*Lease) error) error {
 			return ctx.Err()
 		}
 		var lease *Lease
-		if ack != nil && ack.MessageType() == dhcpv4.MessageTypeAck {
+		why := "it expired unrenewed"
+		switch {
+		case ack != nil && ack.MessageType() == dhcpv4.MessageTypeAck:
 			var err error
-			if lease, err = leaseOf(ack, c.offer, sent); err != nil {
-				c.log.Warn("the DHCP server's renewal is unusable", "err", err)
+			if lease, err = c.read(ack, c.offer, sent); err != nil {
+				why = err.Error()
 			}
+		case ack != nil:
+			why = "the server refused it (NAK)"
 		}
 		if lease == nil {
-			why := "it expired unrenewed"
-			if ack != nil {
-				why = "the server refused it (NAK)"
-			}
 			c.log.Warn("DHCP lease lost; asking for a new one", "address", l.Addr, "why", why)
 			c.drop()
 			if err := apply(nil); err != nil {

@@ -4,16 +4,24 @@ package dhcp4
 
 import (
 	"encoding/binary"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
 	"golang.org/x/net/bpf"
+
+	"github.com/sshvpn/sshvpn/relay/wire"
 )
+
+var discard = slog.New(slog.DiscardHandler)
 
 func ack(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	t.Helper()
@@ -42,7 +50,7 @@ func TestLeaseOf(t *testing.T) {
 		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(4*time.Second)),
 		dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(6*time.Second)),
 	)
-	l, err := leaseOf(full, nil, now)
+	l, err := leaseOf(full, nil, now, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +70,7 @@ func TestLeaseOf(t *testing.T) {
 	// The least an ACK says: the class's mask, the computed broadcast,
 	// T1 and T2 at 1/2 and 7/8, the OFFER's server.
 	offer := ack(t, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("198.18.2.9"))))
-	l, err = leaseOf(ack(t, dhcpv4.WithLeaseTime(800)), offer, now)
+	l, err = leaseOf(ack(t, dhcpv4.WithLeaseTime(800)), offer, now, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +79,7 @@ func TestLeaseOf(t *testing.T) {
 		t.Errorf("defaults: %+v", *l)
 	}
 	// Times out of order fall back to the defaults.
-	l, err = leaseOf(ack(t, dhcpv4.WithLeaseTime(80), dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(90*time.Second))), nil, now)
+	l, err = leaseOf(ack(t, dhcpv4.WithLeaseTime(80), dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(90*time.Second))), nil, now, discard)
 	if err != nil || l.T1 != 40*time.Second || l.T2 != 70*time.Second {
 		t.Errorf("T1 past the lease: %+v, %v", l, err)
 	}
@@ -81,7 +89,7 @@ func TestLeaseOf(t *testing.T) {
 		"no lease time": ack(t),
 		"mask /0":       ack(t, dhcpv4.WithNetmask(net.CIDRMask(0, 32)), dhcpv4.WithLeaseTime(60)),
 	} {
-		if l, err := leaseOf(bad, nil, now); err == nil {
+		if l, err := leaseOf(bad, nil, now, discard); err == nil {
 			t.Errorf("%s: lease %+v, want an error", name, *l)
 		}
 	}
@@ -135,4 +143,127 @@ func TestClientFilter(t *testing.T) {
 			t.Errorf("%s: filter returned %d, want pass=%v", c.name, n, c.pass)
 		}
 	}
+}
+
+// An ACK from a rogue or broken server: an address or subnet the host
+// must not take is refused; name servers, domains and a broadcast address
+// it cannot use are left out; lease times too short to keep up with are
+// lengthened.
+func TestLeaseOfHostile(t *testing.T) {
+	now := time.Unix(1000, 0)
+	lt := dhcpv4.WithLeaseTime(600)
+	for name, m := range map[string]*dhcpv4.DHCPv4{
+		"multicast":         ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("224.0.0.5"))),
+		"loopback":          ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("127.0.0.1"))),
+		"limited broadcast": ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("255.255.255.255"))),
+		"class E":           ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("240.0.0.1")), dhcpv4.WithNetmask(net.CIDRMask(24, 32))),
+		"0/8":               ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("0.1.2.3")), dhcpv4.WithNetmask(net.CIDRMask(24, 32))),
+		"link-local":        ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("169.254.1.1"))),
+		"mask /1":           ack(t, lt, dhcpv4.WithNetmask(net.CIDRMask(1, 32))),
+		"mask /7":           ack(t, lt, dhcpv4.WithNetmask(net.CIDRMask(7, 32))),
+		"network address":   ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("198.18.2.0")), dhcpv4.WithNetmask(net.CIDRMask(24, 32))),
+		"subnet broadcast":  ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("198.18.2.255")), dhcpv4.WithNetmask(net.CIDRMask(24, 32))),
+	} {
+		if l, err := leaseOf(m, nil, now, discard); err == nil {
+			t.Errorf("%s: lease %+v, want an error", name, *l)
+		}
+	}
+	// The edges that stay: a /8, and a /31's two addresses.
+	for _, ok := range []*dhcpv4.DHCPv4{
+		ack(t, lt, dhcpv4.WithNetmask(net.CIDRMask(8, 32))),
+		ack(t, lt, dhcpv4.WithYourIP(net.ParseIP("198.18.2.0")), dhcpv4.WithNetmask(net.CIDRMask(31, 32))),
+	} {
+		if _, err := leaseOf(ok, nil, now, discard); err != nil {
+			t.Errorf("%s: %v", ok.YourIPAddr, err)
+		}
+	}
+
+	var dns []net.IP
+	for i := range 20 {
+		dns = append(dns, net.IPv4(198, 18, 2, byte(10+i)))
+	}
+	dns = append([]net.IP{net.ParseIP("127.0.0.53"), net.ParseIP("224.0.0.251"), net.ParseIP("255.255.255.255")}, dns...)
+	var log logBuffer
+	l, err := leaseOf(ack(t, lt, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+		dhcpv4.WithOption(dhcpv4.OptBroadcastAddress(net.ParseIP("198.18.9.9"))),
+		dhcpv4.WithRouter(net.ParseIP("224.0.0.1"), net.ParseIP("198.18.2.1")),
+		dhcpv4.WithDNS(dns...),
+		dhcpv4.WithOption(dhcpv4.OptDomainName("lan.test\nnameserver 198.18.9.9")),
+		dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{
+			"corp.test", "x\noptions ndots:15", "-bad.test", "a b.test", "good_srv.test"}})),
+	), nil, now, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Broadcast.String() != "198.18.2.255" {
+		t.Errorf("broadcast %s outside the subnet taken, want 198.18.2.255", l.Broadcast)
+	}
+	if l.Router.String() != "198.18.2.1" {
+		t.Errorf("router %s, want the first unicast one, 198.18.2.1", l.Router)
+	}
+	if len(l.DNS) != maxDNS || l.DNS[0].String() != "198.18.2.10" {
+		t.Errorf("name servers %v: want %d, from 198.18.2.10, none of loopback, multicast or broadcast", l.DNS, maxDNS)
+	}
+	if want := []string{"corp.test", "good_srv.test"}; !slices.Equal(l.Domains, want) {
+		t.Errorf("domains %q, want %q", l.Domains, want)
+	}
+	for _, w := range []string{"broadcast address", "not a unicast address", "more name servers", "not a DNS domain"} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("no warning saying %q:\n%s", w, log.String())
+		}
+	}
+
+	var many []string
+	for i := range maxDomains + 5 {
+		many = append(many, fmt.Sprintf("d%d.test", i))
+	}
+	l, err = leaseOf(ack(t, lt, dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: many}))), nil, now, discard)
+	if err != nil || len(l.Domains) != maxDomains {
+		t.Errorf("%d domains offered: got %v, %v; want %d", len(many), l, err, maxDomains)
+	}
+
+	// A lease of a second: renewals no faster than minT1, a lease no
+	// shorter than minLease.
+	l, err = leaseOf(ack(t, dhcpv4.WithLeaseTime(1)), nil, now, discard)
+	if err != nil || l.Duration != minLease || l.T1 < minT1 || l.T2 < l.T1 || l.T2 > l.Duration {
+		t.Errorf("a 1 s lease: %+v, %v", l, err)
+	}
+	l, err = leaseOf(ack(t, lt, dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(time.Second)), dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(2*time.Second))), nil, now, discard)
+	if err != nil || l.T1 != minT1 || l.T2 != minT1 {
+		t.Errorf("T1 1 s, T2 2 s: %+v, %v; want both %v", l, err, minT1)
+	}
+}
+
+// The lease's domains pass the check the gateway's do, and its caps are
+// the gateway's.
+func TestCheckDomainIsWire(t *testing.T) {
+	if maxDNS != wire.MaxDNS || maxDomains != wire.MaxDomains {
+		t.Errorf("caps %d name servers, %d domains; relay/wire's are %d, %d", maxDNS, maxDomains, wire.MaxDNS, wire.MaxDomains)
+	}
+	long := strings.Repeat("a", 63)
+	for _, d := range []string{"lan.test", "_srv._tcp.lan.test", "a", "a-b.c", "-a.test", "a-.test", "a..test", ".test", "test.",
+		"", ".", "a b", "a\nb", "a\tb", "é.test", long + ".test", long + "a.test",
+		strings.Repeat(long+".", 3) + strings.Repeat("b", 61), strings.Repeat(long+".", 3) + strings.Repeat("b", 62)} {
+		if got, want := checkDomain(d) == nil, wire.CheckDomain(d) == nil; got != want {
+			t.Errorf("checkDomain(%q) accepts: %v; wire.CheckDomain: %v", d, got, want)
+		}
+	}
+}
+
+// logBuffer collects log lines from any goroutine.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
