@@ -79,8 +79,11 @@ type Local struct {
 	onDev       []netip.Prefix     // the device's addresses as configured, for what is on its link
 	hops        nextHops           // an ethernet tunnel's next hops
 	routes      []netip.Prefix     // routed through the tunnel
-	dnsFrom     relay.TunnelConfig // the gateway configuration the DNS settings came from
-	dhcp        *leaseKeeper       // the DHCP client, with --dhcp
+	dnsFrom     relay.TunnelConfig // the gateway's configuration, whose name servers come first
+	// leaseDNS holds a DHCP lease's name servers and domains, in use while
+	// the gateway names none.
+	leaseDNS relay.TunnelConfig
+	dhcp     *leaseKeeper // the DHCP client, with --dhcp
 	// awaitingLease: --dhcp and no lease yet. The --route networks that
 	// wait for the lease's router are deferred.
 	awaitingLease bool
@@ -358,6 +361,11 @@ func (l *Local) Update(gw *relay.TunnelConfig) error {
 	}
 	l.cfg.Log.Info("the gateway announces other name servers on reconnect", "old", l.dnsFrom.DNS, "new", gw.DNS)
 	l.dnsFrom = *gw
+	if len(gw.DNS) == 0 && len(l.leaseDNS.DNS) > 0 {
+		// The gateway's came before the lease's; without them the
+		// lease's are next.
+		return l.setDNS(&l.leaseDNS, l.routes)
+	}
 	return l.setDNS(gw, l.routes)
 }
 

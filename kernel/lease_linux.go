@@ -137,13 +137,14 @@ func (l *Local) applyLease(lease *dhcp4.Lease) error {
 		}
 	}
 	if len(lease.DNS) > 0 {
+		// Kept apart from the gateway's: Update compares a reconnect's
+		// name servers with the gateway's alone.
+		l.leaseDNS = relay.TunnelConfig{DNS: lease.DNS, Domains: lease.Domains}
 		if len(l.dnsFrom.DNS) > 0 {
 			l.cfg.Log.Info("the DHCP lease's name servers are not used: the gateway's are", "device", name, "dns", lease.DNS)
 			return nil
 		}
-		lc := relay.TunnelConfig{DNS: lease.DNS, Domains: lease.Domains}
-		l.dnsFrom = lc
-		if err := l.setDNS(&lc, l.routes); err != nil {
+		if err := l.setDNS(&l.leaseDNS, l.routes); err != nil {
 			l.cfg.Log.Error("the DHCP lease's name servers are not used", "device", name, "err", err)
 		}
 	}
