@@ -125,9 +125,16 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		lc.Peer = c.peer[0]
 	}
 	var (
-		devMu sync.Mutex // Setup's goroutine sets dev, the leaving one reads it
+		// Setup's goroutine sets dev; Update (on a reconnect's goroutine)
+		// and the leaving one read it.
+		devMu sync.Mutex
 		dev   *kernel.Local
 	)
+	device := func() *kernel.Local {
+		devMu.Lock()
+		defer devMu.Unlock()
+		return dev
+	}
 	client := &reconnect.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: sshclient.Retryable,
@@ -149,7 +156,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			devMu.Unlock()
 			return l, nil
 		},
-		Update:  func(gw *relay.TunnelConfig) error { return dev.Update(gw) },
+		Update:  func(gw *relay.TunnelConfig) error { return device().Update(gw) },
 		Persist: c.persist,
 		Up:      ready,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
@@ -159,10 +166,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	stopLeaving := context.AfterFunc(ctx, func() {
-		devMu.Lock()
-		d := dev
-		devMu.Unlock()
-		if d != nil {
+		if d := device(); d != nil {
 			d.Leave(leaveWait)
 		}
 		stopRun()
