@@ -421,7 +421,7 @@ func (t *bridgedTunnel) hold(a netip.Addr) {
 		n = &t.n6
 	}
 	if *n >= maxHeldPerFamily {
-		t.warnDrop(fmt.Sprintf("the tunnel holds the %d addresses per family it may: more are not protected from other tunnels", maxHeldPerFamily), a)
+		t.warnDrop(whyHeldAll, a)
 		return
 	}
 	if !t.ports.take(a, t) {
@@ -436,6 +436,10 @@ func (t *bridgedTunnel) hold(a netip.Addr) {
 	t.mine = append(t.mine, a)
 	t.ports.log.Debug("bridged tunnel holds an address", "device", t.Name(), "address", a, "key", t.key)
 }
+
+// whyHeldAll is a constant, not formatted, as it is the throttle's key:
+// hold meets it on every frame once the tunnel holds all it may.
+const whyHeldAll = "the tunnel holds all the addresses of this family a tunnel may: more are not protected from other tunnels"
 
 func (t *bridgedTunnel) warnDrop(why string, a netip.Addr) {
 	if n, ok := t.ports.warn.Allow(why); ok {

@@ -1,8 +1,13 @@
 package kernel
 
 import (
+	"log/slog"
 	"net"
+	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // The link control group addresses a bridged client may not send to, and
@@ -130,5 +135,21 @@ func TestForeignLinkAddr(t *testing.T) {
 		if got := foreignLinkAddr(c.frame, mine); got != c.want {
 			t.Errorf("%s: foreignLinkAddr = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// Once a tunnel holds all the addresses it may, every frame that claims
+// another meets hold's warning: it costs no allocation, as the throttle's
+// key is a constant.
+func TestHoldAllocatesNothingWhenFull(t *testing.T) {
+	tn := &bridgedTunnel{ports: &portSecurity{log: slog.New(slog.DiscardHandler), warn: relay.NewThrottle(time.Hour)},
+		n4: maxHeldPerFamily}
+	tn.ports.warn.Allow(whyHeldAll) // the first is logged; the frames after it are the hot path
+	a := netip.MustParseAddr("198.18.0.9")
+	if n := testing.AllocsPerRun(100, func() { tn.hold(a) }); n != 0 {
+		t.Errorf("hold of an address past the limit allocates %v times a frame", n)
+	}
+	if len(tn.mine) != 0 {
+		t.Errorf("the tunnel took %v past its limit", tn.mine)
 	}
 }
