@@ -383,24 +383,42 @@ func (t *bridgedTunnel) learn(src []byte) bool {
 	}
 	mac := net.HardwareAddr(append([]byte(nil), src...))
 	if whose := t.ports.takeMAC([6]byte(src), t); whose != "" {
-		t.lastRefused, t.lastRefusedAt = [6]byte(src), time.Now()
-		if again {
-			return false
+		t.refuse(src, again)
+		if !again {
+			t.ports.log.Warn("port security: not locking the tap to a MAC that is "+whose+"; dropping its frames",
+				"device", t.Name(), "mac", mac, "key", t.key, "refused", t.refused, "refused_max", maxRefusedMACs)
 		}
-		t.refused++
-		t.ports.log.Warn("port security: not locking the tap to a MAC that is "+whose+"; dropping its frames",
-			"device", t.Name(), "mac", mac, "key", t.key, "refused", t.refused, "refused_max", maxRefusedMACs)
 		return false
 	}
+	// A MAC the table would not take is refused as one another station
+	// has: tried again after retryRefusedMAC, not on every frame, each
+	// try costing a dump of the bridge's forwarding database and a
+	// netlink transaction.
 	if err := lockMAC(t.index, mac); err != nil {
 		t.ports.releaseMAC(t)
-		t.ports.log.Warn("port security: cannot lock the tap to its client's MAC; dropping its frames", "device", t.Name(), "mac", mac, "err", err)
+		t.refuse(src, again)
+		if n, ok := t.ports.warn.Allow(whyLockFailed); ok {
+			t.ports.log.Warn("port security: "+whyLockFailed+"; dropping its frames",
+				"device", t.Name(), "mac", mac, "key", t.key, "err", err, "dropped_since_last", n)
+		}
 		return false
 	}
 	t.mac, t.learnt = [6]byte(src), true
 	t.ports.log.Info("bridged tunnel: client MAC learnt; frames from any other MAC are dropped",
 		"device", t.Name(), "bridge", t.ports.bridge, "mac", mac.String(), "key", t.key)
 	return true
+}
+
+// whyLockFailed is the throttle's key for a failed lockMAC.
+const whyLockFailed = "cannot lock the tap to its client's MAC"
+
+// refuse records that the tap would not lock to src, a MAC it tried again
+// when again; the caller holds t.mu.
+func (t *bridgedTunnel) refuse(src []byte, again bool) {
+	t.lastRefused, t.lastRefusedAt = [6]byte(src), time.Now()
+	if !again {
+		t.refused++
+	}
 }
 
 func (t *bridgedTunnel) holds(a netip.Addr) bool {

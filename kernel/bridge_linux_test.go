@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // The port security table as nft(8) reads it back: the rules say what the
@@ -256,6 +260,50 @@ func TestBridgeMTURefuses(t *testing.T) {
 		}
 		if mtu, err := bridgeMTU("br0"); err != nil || mtu != 1400 {
 			t.Errorf("bridgeMTU(br0) = %d, %v", mtu, err)
+		}
+	})
+}
+
+// bridgedTap is a bridged tunnel on a new tap of the test's namespace,
+// whose port security table is bridge's and may not exist: what the
+// tunnel logs goes to the returned buffer.
+func bridgedTap(t *testing.T, bridge string) (*bridgedTunnel, *logBuffer) {
+	t.Helper()
+	dev := open(t, relay.Ethernet, relay.AnyUnit)
+	index, err := linkIndex(dev.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf logBuffer
+	ports := &portSecurity{bridge: bridge, log: slog.New(slog.NewTextHandler(&buf, nil)), warn: relay.NewThrottle(time.Minute),
+		host: map[netip.Addr]bool{}, held: map[netip.Addr]*bridgedTunnel{}, macs: map[[6]byte]*bridgedTunnel{}}
+	return &bridgedTunnel{Tun: dev, undo: newUndo(ports.log), ports: ports, index: index}, &buf
+}
+
+// A MAC the bridge table would not lock the tap to (here: there is no
+// table) is refused as one another station has: its frames are dropped,
+// and it is tried again after retryRefusedMAC, not on every frame with a
+// warning each.
+func TestBridgedLockFailureIsARefusal(t *testing.T) {
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "br0", "type", "bridge")
+		tn, logs := bridgedTap(t, "br0")
+		f := make([]byte, 14+28)
+		copy(f[6:], []byte{2, 0, 0, 0, 0, 1})
+		f[12], f[13] = 0x08, 0x06
+		for range 5 {
+			if tn.admit(f) {
+				t.Fatal("a frame passed though the tap could not be locked to its MAC")
+			}
+		}
+		if n := strings.Count(logs.String(), whyLockFailed); n != 1 {
+			t.Errorf("%d warnings for 5 frames of a MAC that could not be locked, want 1:\n%s", n, logs)
+		}
+		if tn.refused != 1 || tn.lastRefused != [6]byte(f[6:12]) {
+			t.Errorf("refused %d, last %x; want 1 and the frames' MAC", tn.refused, tn.lastRefused)
+		}
+		if len(tn.ports.macs) != 0 {
+			t.Errorf("the MAC stayed taken: %v", tn.ports.macs)
 		}
 	})
 }
