@@ -294,10 +294,15 @@ func (t *bridgedTunnel) attach() error {
 
 // Write implements relay.Device: the first frame teaches the tap its
 // client's MAC, and the addresses frames claim are recorded as this
-// tunnel's, each before its frame goes in.
+// tunnel's, each before its frame goes in. Once the tunnel is closed it
+// fails with net.ErrClosed, as a closed tap does: its frames are not
+// dropped as spoofed.
 func (t *bridgedTunnel) Write(bufs [][]byte, offset int) (int, error) {
 	for i, b := range bufs {
 		if !t.admit(b[offset:]) {
+			if t.isClosed() {
+				return 0, fmt.Errorf("write %s: %w", t.Name(), net.ErrClosed)
+			}
 			n, err := t.Tun.Write(bufs[:i], offset)
 			if err != nil {
 				return n, err
@@ -306,6 +311,12 @@ func (t *bridgedTunnel) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return t.Tun.Write(bufs, offset)
+}
+
+func (t *bridgedTunnel) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
 }
 
 // admit reports whether frame f may go into the tap, learning from it. A
@@ -541,6 +552,11 @@ func ip6Unreadable(f []byte) string {
 	p := f[14:]
 	if binary.BigEndian.Uint16(f[12:]) != etherIPv6 || len(p) < 40 {
 		return ""
+	}
+	// Past the payload length is Ethernet padding, which receivers cut
+	// off: it must not make a short first fragment look whole.
+	if n := 40 + int(binary.BigEndian.Uint16(p[4:])); n < len(p) {
+		p = p[:n]
 	}
 	switch p[6] {
 	case ip6HopByHop, ip6Routing, ip6Fragment, ip6Auth, ip6DestOpts:

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -304,6 +305,24 @@ func TestBridgedLockFailureIsARefusal(t *testing.T) {
 		}
 		if len(tn.ports.macs) != 0 {
 			t.Errorf("the MAC stayed taken: %v", tn.ports.macs)
+		}
+	})
+}
+
+// A bridged tunnel's Write after Close fails as a closed device does, not
+// with a drop the relay would count and carry on after.
+func TestBridgedWriteAfterClose(t *testing.T) {
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "br0", "type", "bridge")
+		tn, _ := bridgedTap(t, "br0")
+		if err := tn.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f := make([]byte, 14+28)
+		copy(f[6:], []byte{2, 0, 0, 0, 0, 1})
+		f[12], f[13] = 0x08, 0x06
+		if n, err := tn.Write([][]byte{f}, 0); n != 0 || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Write after Close = %d, %v; want 0 and net.ErrClosed", n, err)
 		}
 	})
 }

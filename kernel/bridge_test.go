@@ -83,6 +83,7 @@ func TestIP6Unreadable(t *testing.T) {
 		{"its second fragment alone", ip6Frame(ip6Fragment, frag(ip6DestOpts, 24, false), ra), false},
 		{"first fragment with a whole echo request header", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), echo), false},
 		{"first fragment with 4 bytes of ICMPv6", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), echo[:4]), true},
+		{"first fragment with 4 bytes of ICMPv6 and Ethernet padding", append(ip6Frame(ip6Fragment, frag(icmpv6, 0, true), echo[:4]), 0, 0, 0, 0), true},
 		{"atomic fragment of an NA", ip6Frame(ip6Fragment, frag(icmpv6, 0, false), append([]byte{icmpv6NeighAdv}, make([]byte, 23)...)), true},
 		{"first fragment of an RA", ip6Frame(ip6Fragment, frag(icmpv6, 0, true), ra), true},
 		{"first fragment of UDP", ip6Frame(ip6Fragment, frag(17, 0, true), make([]byte, 16)), false},
