@@ -31,12 +31,21 @@ import (
 // IGMP or MLD queries or DHCP server messages; no ARP, neighbour advertisement or neighbour or
 // router solicitation claiming an address of the gateway host or one
 // another bridged tunnel holds, and no IP packet from one (a claim of its
-// own to whoever trusts a source). A tunnel holds the addresses its own
-// frames used first (as IP source, ARP sender, or NA target), at most
-// maxHeldPerFamily of each family; the first tunnel to use an address
-// keeps it until it goes. The tap's Write drops what the table cannot
-// judge or never sees: tagged frames, frames to the LAN's link control
-// protocols, IPv6 first fragments that hide their upper layer.
+// own to whoever trusts a source). A tunnel's DHCPv4 requests must carry
+// its MAC as chaddr: one locked MAC cannot take the LAN's pool in many
+// MACs' names (many client identifiers, option 61, it still can: servers
+// key leases by them, but each lease names that MAC). A tunnel holds the addresses its own frames used first
+// (as IP source, ARP sender, or NA target), at most maxHeldPerFamily of
+// each family; the first tunnel to use an address keeps it until it goes.
+// That is first come, first served, with no DHCP lease or SLAAC behind
+// it: a hostile tunnel can squat up to maxHeldPerFamily addresses of each
+// family that no station uses yet, and should the LAN's DHCP server later
+// lease one to another tunnel, that tunnel's frames from it are dropped as
+// another tunnel's. Hosts plugged into the LAN are not protected at all
+// (a tunnel may claim their addresses, as any host of the LAN may). The
+// tap's Write drops what the table cannot judge or never sees: tagged
+// frames, frames to the LAN's link control protocols, IPv6 first
+// fragments that hide their upper layer, fragmented DHCPv4 requests.
 
 // maxHeldPerFamily bounds the addresses one bridged tunnel holds per
 // family: a client's DHCP lease or SLAAC addresses, link-local and privacy
@@ -64,6 +73,7 @@ const (
 	dropQuery        = "IGMP or MLD query"
 	dropDHCPv4Server = "DHCPv4 server message"
 	dropDHCPv6Server = "DHCPv6 server message"
+	dropDHCPChaddr   = "DHCPv4 request for another MAC than the tunnel's"
 	dropARPHost      = "ARP claiming the gateway host's address"
 	dropARPHeld      = "ARP claiming another tunnel's address"
 	dropNAHost       = "neighbour advertisement claiming the gateway host's address"
@@ -341,6 +351,10 @@ func (t *bridgedTunnel) admit(f []byte) bool {
 		t.warnDrop(why, netip.Addr{})
 		return false
 	}
+	if dhcpFragment(f) {
+		t.warnDrop(whyDHCPFragment, netip.Addr{})
+		return false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -577,6 +591,32 @@ func ip6Unreadable(f []byte) string {
 	return ""
 }
 
+const (
+	ipProtoUDP     = 17
+	dhcpServerPort = 67
+)
+
+const whyDHCPFragment = "a fragmented DHCPv4 request: no client fragments one, and the bridge table could not read its chaddr"
+
+// dhcpFragment reports whether f is the first fragment of an IPv4 UDP
+// datagram to the DHCP server's port. The bridge table reads a request's
+// chaddr in the frame, not in the datagram the server reassembles: a
+// first fragment ending before it would match no rule, and the second
+// carry another MAC's. Without its first, no later fragment is
+// reassembled, and clients send requests whole (RFC 2131 2: 576 bytes).
+func dhcpFragment(f []byte) bool {
+	p := f[14:]
+	if binary.BigEndian.Uint16(f[12:]) != etherIPv4 || len(p) < 20 || p[0]>>4 != 4 || p[9] != ipProtoUDP {
+		return false
+	}
+	frag := binary.BigEndian.Uint16(p[6:])
+	hl := int(p[0]&0x0f) * 4
+	if frag&0x2000 == 0 || frag&0x1fff != 0 || len(p) < hl+4 || hl < 20 {
+		return false // whole, or a later fragment, or no port to read
+	}
+	return binary.BigEndian.Uint16(p[hl+2:]) == dhcpServerPort
+}
+
 // foreignLinkAddr reports whether f, from the tunnel's MAC, gives its
 // sender another link-layer address than mac: an ARP sender hardware
 // address, or a source or target link-layer address option of a router
@@ -690,7 +730,7 @@ func (t *bridgedTunnel) logDrops() {
 	}
 	attrs := []any{"device", t.Name(), "key", t.key}
 	var total uint64
-	for _, why := range []string{dropOtherMAC, dropRouterAdvert, dropRedirect, dropRedirect4, dropQuery, dropDHCPv4Server, dropDHCPv6Server,
+	for _, why := range []string{dropOtherMAC, dropDHCPChaddr, dropRouterAdvert, dropRedirect, dropRedirect4, dropQuery, dropDHCPv4Server, dropDHCPv6Server,
 		dropARPHost, dropARPHeld, dropNAHost, dropNAHeld, dropSolHost, dropSolHeld, dropSrcHost, dropSrcHeld} {
 		if n := counts[why]; n > 0 {
 			attrs = append(attrs, strings.ReplaceAll(why, " ", "_"), n)

@@ -47,6 +47,7 @@ func TestPortSecurityRules(t *testing.T) {
 			"type filter hook prerouting priority 0; policy accept;",
 			`iif "p0" jump port-` + idx + ` comment "port-` + idx + `"`,
 			`ether saddr != 02:00:00:00:00:01 counter packets 0 bytes 0 drop comment "` + dropOtherMAC + `"`,
+			`udp dport 67 @th,288,48 != 0x20000000001 counter packets 0 bytes 0 drop comment "` + dropDHCPChaddr + `"`,
 			`icmpv6 type nd-router-advert counter packets 0 bytes 0 drop comment "` + dropRouterAdvert + `"`,
 			`icmpv6 type nd-redirect counter packets 0 bytes 0 drop comment "` + dropRedirect + `"`,
 			`icmp type redirect counter packets 0 bytes 0 drop comment "` + dropRedirect4 + `"`,
@@ -71,9 +72,10 @@ func TestPortSecurityRules(t *testing.T) {
 				t.Errorf("table lacks\n\t%s\n%s", want, got)
 			}
 		}
-		// The MAC rule comes first: no other rule may accept first.
-		if i, j := strings.Index(got, dropOtherMAC), strings.Index(got, dropRouterAdvert); i < 0 || i > j {
-			t.Errorf("the MAC rule is not the chain's first:\n%s", got)
+		// The MAC rule comes first: no other rule may accept first. The
+		// chaddr rule, which lockMAC adds with it, comes next.
+		if i, j, k := strings.Index(got, dropOtherMAC), strings.Index(got, dropDHCPChaddr), strings.Index(got, dropRouterAdvert); i < 0 || i > j || j > k {
+			t.Errorf("the MAC and chaddr rules are not the chain's first two:\n%s", got)
 		}
 		if err := setHostAddrs(portTableName(), []netip.Addr{netip.MustParseAddr("198.18.0.2")}); err != nil {
 			t.Fatal(err)

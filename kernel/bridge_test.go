@@ -154,3 +154,36 @@ func TestHoldAllocatesNothingWhenFull(t *testing.T) {
 		t.Errorf("the tunnel took %v past its limit", tn.mine)
 	}
 }
+
+// The fragmented DHCPv4 requests a tap's Write drops: first fragments of
+// UDP to port 67, whatever their header's length.
+func TestDHCPFragment(t *testing.T) {
+	frame := func(flags uint16, ihl int, proto byte, dport uint16) []byte {
+		f := make([]byte, 14+ihl+8+16)
+		f[12], f[13] = 0x08, 0x00
+		p := f[14:]
+		p[0], p[9] = 0x40|byte(ihl/4), proto
+		p[6], p[7] = byte(flags>>8), byte(flags)
+		p[ihl], p[ihl+1], p[ihl+2], p[ihl+3] = 0, 68, byte(dport>>8), byte(dport)
+		return f
+	}
+	const more = 0x2000
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  bool
+	}{
+		{"first fragment of a request", frame(more, 20, ipProtoUDP, 67), true},
+		{"first fragment behind IPv4 options", frame(more, 24, ipProtoUDP, 67), true},
+		{"a whole request", frame(0, 20, ipProtoUDP, 67), false},
+		{"a whole request, don't fragment set", frame(0x4000, 20, ipProtoUDP, 67), false},
+		{"a later fragment", frame(more|3, 20, ipProtoUDP, 67), false},
+		{"first fragment to another port", frame(more, 20, ipProtoUDP, 68), false},
+		{"first fragment of TCP to 67", frame(more, 20, 6, 67), false},
+		{"IPv6", ip6Frame(ipProtoUDP, []byte{0, 68, 0, 67, 0, 8, 0, 0}), false},
+	} {
+		if got := dhcpFragment(c.frame); got != c.want {
+			t.Errorf("%s: dhcpFragment = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -163,12 +163,13 @@ const (
 	naTargetOff         = 8  // in the ICMPv6 header: type, code, checksum, flags
 	ip6SrcOff           = 8  // in the IPv6 header: version to hop limit
 	ip4SrcOff           = 12 // in the IPv4 header
-	ipProtoUDP          = 17
 	ipProtoICMP         = 1
 	ipProtoIGMP         = 2
 	icmpRedirect        = 5    // ICMP type (RFC 792)
 	igmpQuery           = 0x11 // IGMP membership query, every version (RFC 3376)
 	icmpv6ListenerQuery = 130  // MLD query, both versions (RFC 3810)
+	udpHeaderLen        = 8
+	dhcpChaddrOff       = 28 // in the BOOTP message: op to giaddr (RFC 2131 2)
 )
 
 // portRule is one drop rule: what it drops (its comment) and how.
@@ -200,7 +201,7 @@ func portRules(mine4, mine6 string) []portRule {
 	// A DHCP server or relay sends from its port; a client never sends to
 	// another client's, and clients (udhcpc, dhclient) do not look at the
 	// port an offer comes from: each alone is a server message.
-	add(dropDHCPv4Server, udpPort(0, 67)...)
+	add(dropDHCPv4Server, udpPort(0, dhcpServerPort)...)
 	add(dropDHCPv4Server, udpPort(2, 68)...)
 	add(dropDHCPv6Server, udpPort(0, 547)...)
 	add(dropDHCPv6Server, udpPort(2, 546)...)
@@ -324,8 +325,22 @@ func (u *undoLog) AddPort(dev string, index int) error {
 	})
 }
 
+// chaddrRule drops DHCPv4 requests (UDP to port 67) whose client hardware
+// address is not mac: a client asks for its own MAC alone, and one that
+// asked in many MACs' names would take the LAN's pool from the others. A
+// request too short to hold a chaddr matches no rule, and no server takes
+// it; a fragmented one the tap's Write drops (dhcpFragment).
+func chaddrRule(mac net.HardwareAddr) portRule {
+	return portRule{dropDHCPChaddr, counted(append(udpPort(2, dhcpServerPort),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: udpHeaderLen + dhcpChaddrOff, Len: 6},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(mac)},
+	)...)}
+}
+
 // lockMAC puts the rule that drops every other source MAC first in the
-// tap's chain. It is part of the chain, which AddPort's change removes.
+// tap's chain, and the rule that drops DHCPv4 requests for another MAC
+// second, in one transaction. They are part of the chain, which AddPort's
+// change removes.
 func lockMAC(index int, mac net.HardwareAddr) error {
 	what := fmt.Sprintf("port security: lock port %d to %s", index, mac)
 	conn, err := nftables.New()
@@ -333,9 +348,11 @@ func lockMAC(index int, mac net.HardwareAddr) error {
 		return nftError(what, err)
 	}
 	table := bridgeTable(portTableName())
-	r := macRule(mac)
-	conn.InsertRule(&nftables.Rule{Table: table, Chain: &nftables.Chain{Name: portChainName(index), Table: table},
-		Exprs: r.exprs, UserData: commentData(r.why)})
+	chain := &nftables.Chain{Name: portChainName(index), Table: table}
+	// Each insert goes before the chain's first rule: the last is first.
+	for _, r := range []portRule{chaddrRule(mac), macRule(mac)} {
+		conn.InsertRule(&nftables.Rule{Table: table, Chain: chain, Exprs: r.exprs, UserData: commentData(r.why)})
+	}
 	return nftError(what, conn.Flush())
 }
 

@@ -241,7 +241,7 @@ func TestBridgePortSecurity(t *testing.T) {
 		ll := netip.MustParseAddr("fe80::5e:12ff:fe0c:1")
 		// Each frame carries its tag inside what the gateway's framer
 		// keeps: the L3 payload, or an ARP frame's minimum-size padding.
-		bcast4 := netip.MustParseAddr("255.255.255.255")
+		bcast4, zero4 := netip.MustParseAddr("255.255.255.255"), netip.MustParseAddr("0.0.0.0")
 		frames := map[string][]byte{
 			// Must arrive: proves the capture sees what the tap lets through.
 			"control":    ether(bcast, mac, 0x0800, udp4(v4, bcast4, 9999, 9999, tag("control"))),
@@ -254,6 +254,11 @@ func TestBridgePortSecurity(t *testing.T) {
 			// The router's address as a solicitation's source, with the
 			// client's MAC as its link-layer address.
 			"ns-router": ether(lanMAC, mac, 0x86dd, neighSolicit(homeBr6.Addr(), homeHost6.Addr(), mac, "ns-router")),
+			// A DISCOVER from the client's MAC in another's name: one
+			// locked MAC asking for many would drain the LAN's pool.
+			"dhcp-chaddr": ether(bcast, mac, 0x0800, udp4(zero4, bcast4, 68, 67, append(dhcpDiscover(other), tag("dhcp-chaddr")...))),
+			// Its first fragment, ending before the chaddr the table reads.
+			"dhcp-frag": ether(bcast, mac, 0x0800, firstFragment(udp4(zero4, bcast4, 68, 67, append(tag("dhcp-frag"), 0, 0)))),
 		}
 		noneReached(t, capture.send(t, h.client, "tap0", frames), frames, "")
 		if r, err := transfer.Wait(); err != nil {
@@ -271,10 +276,13 @@ func TestBridgePortSecurity(t *testing.T) {
 		// Every drop rule counted its frame.
 		table := h.gw.Run(t, "nft", "list", "table", "bridge", fmt.Sprintf("sshvpn-bridge-%d", gw.PID()))
 		for _, why := range []string{"another MAC", "router advertisement", "DHCPv4 server message", "ARP claiming the gateway host's address", "neighbour advertisement claiming the gateway host's address",
-			"neighbour or router solicitation claiming the gateway host's address"} {
+			"neighbour or router solicitation claiming the gateway host's address", "DHCPv4 request for another MAC than the tunnel's"} {
 			if !regexp.MustCompile(`counter packets [1-9]\d* bytes \d+ drop comment "` + regexp.QuoteMeta(why)).MatchString(table) {
 				t.Errorf("no drop counted for %q:\n%s", why, table)
 			}
+		}
+		if !strings.Contains(gw.Log(), "a fragmented DHCPv4 request") {
+			t.Errorf("the gateway did not say it dropped a fragmented DHCP request:\n%s", gw.Log())
 		}
 	})
 }
@@ -473,6 +481,26 @@ func dhcpOffer(chaddr net.HardwareAddr) []byte {
 	copy(p[28:], chaddr)
 	p = append(p, 99, 130, 83, 99) // magic cookie
 	return append(p, 53, 1, 2, 255)
+}
+
+// dhcpDiscover is a BOOTP request carrying DHCP message type DISCOVER for
+// chaddr.
+func dhcpDiscover(chaddr net.HardwareAddr) []byte {
+	p := make([]byte, 236)
+	p[0], p[1], p[2] = 1, 1, 6                  // BOOTREQUEST, Ethernet
+	copy(p[4:], []byte{0x5e, 0x12, 0x0d, 0x15}) // xid
+	copy(p[28:], chaddr)
+	p = append(p, 99, 130, 83, 99) // magic cookie
+	return append(p, 53, 1, 1, 255)
+}
+
+// firstFragment marks the IPv4 packet p as the first of several
+// fragments (more fragments, offset 0), its header checksum made anew.
+func firstFragment(p []byte) []byte {
+	p[6] |= 0x20
+	p[10], p[11] = 0, 0
+	binary.BigEndian.PutUint16(p[10:], ipChecksum(p[:20]))
+	return p
 }
 
 // (f) --create-bridge: the manual swap in one step, and put back exactly on
