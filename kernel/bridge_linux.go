@@ -221,13 +221,34 @@ func (u *undoLog) SwapForBridge(iface, bridge string) error {
 			sw.Routes = append(sw.Routes, m)
 		}
 	}
-	return u.apply(change{Op: opBridgeSwap, Dev: iface, Index: sw.Index, Swap: sw}, func() error {
+	err = u.apply(change{Op: opBridgeSwap, Dev: iface, Index: sw.Index, Swap: sw}, func() error {
 		if err := sw.apply(link); err != nil {
 			// Half a swap is worse than none: put iface back now.
 			return errors.Join(fmt.Errorf("%s: %w", what, err), sw.revert(slog.Default()))
 		}
 		return nil
 	})
+	if err == nil {
+		sw.warnExpiring(u.log())
+	}
+	return err
+}
+
+// warnExpiring warns of each moved address with a finite lifetime: a DHCP
+// lease or a SLAAC address, which a DHCP client or the kernel keeps alive
+// on the interface, not on the bridge. The bridge's copy runs out with its
+// lifetime while the interface may be given the address again, and the
+// gateway loses its LAN address mid-run.
+func (sw *bridgeSwap) warnExpiring(log *slog.Logger) {
+	for _, a := range sw.Addrs {
+		if a.Valid == 0 {
+			continue
+		}
+		log.Warn("--create-bridge: an address with a finite lifetime (a DHCP lease or SLAAC) moved to the bridge with what it had left; "+
+			"whatever renews it (a DHCP client, router advertisements) does so on the interface, so the bridge's copy will expire "+
+			"and the host lose it: give the interface static addresses, or run its DHCP client on the bridge",
+			"interface", sw.Dev, "bridge", sw.Bridge, "address", a.Prefix, "valid_lft", a.Valid)
+	}
 }
 
 // moveAddr is what of a moves; IPv6 link-local addresses stay.

@@ -328,3 +328,29 @@ func TestBridgedWriteAfterClose(t *testing.T) {
 		}
 	})
 }
+
+// A swap moves a DHCP or SLAAC address with the lifetime it has left, and
+// whatever renews it works on the interface, not the bridge: it warns of
+// each such address, and of no permanent one.
+func TestSwapWarnsOfExpiringAddresses(t *testing.T) {
+	inNewNS(t, func() {
+		run(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+		run(t, "ip", "addr", "add", "198.18.5.1/24", "dev", "lan0")
+		run(t, "ip", "addr", "add", "198.18.5.7/24", "dev", "lan0", "valid_lft", "600", "preferred_lft", "300")
+		run(t, "ip", "addr", "add", "2001:2:5::7/64", "dev", "lan0", "nodad", "valid_lft", "900", "preferred_lft", "900")
+		u, logs := testUndo(t)
+		if err := u.SwapForBridge("lan0", "br-lan0"); err != nil {
+			t.Fatal(err)
+		}
+		defer u.Revert()
+		got := logs.String()
+		for _, a := range []string{"198.18.5.7/24", "2001:2:5::7/64"} {
+			if !strings.Contains(got, "finite lifetime") || !strings.Contains(got, "address="+a) {
+				t.Errorf("no warning that %s will expire on the bridge:\n%s", a, got)
+			}
+		}
+		if strings.Contains(got, "address=198.18.5.1/24") {
+			t.Errorf("a warning for the permanent 198.18.5.1/24:\n%s", got)
+		}
+	})
+}
