@@ -755,9 +755,12 @@ func (t *bridgedTunnel) Status() string { return bridgedStatus(t.Name(), t.ports
 func bridgedStatus(dev, bridge string, mtu int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d), a port of its bridge %s: your tap is on the gateway's LAN.\n", dev, mtu, bridge)
-	b.WriteString("  on your side: ip link set <your tap> up\n")
+	// accept_ra before up: the answer to the solicitation the tap sends as
+	// it comes up is otherwise ignored on a host that forwards, and SLAAC
+	// waits for the router's next unsolicited advertisement.
+	b.WriteString("  on your side, IPv6 from the LAN's routers (SLAAC): sysctl -w net.ipv6.conf.<your tap>.accept_ra=2\n")
+	b.WriteString("  then: ip link set <your tap> up\n")
 	b.WriteString("  IPv4 from the LAN's DHCP server: udhcpc -i <your tap>   (or: dhclient <your tap>)\n")
-	b.WriteString("  IPv6 from the LAN's routers (SLAAC): sysctl -w net.ipv6.conf.<your tap>.accept_ra=2\n")
 	b.WriteString("  The gateway passes frames from your tap's first MAC only, and no router advertisements or DHCP server replies from you.\n")
 	return b.String()
 }

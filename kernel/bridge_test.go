@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +186,16 @@ func TestDHCPFragment(t *testing.T) {
 		if got := dhcpFragment(c.frame); got != c.want {
 			t.Errorf("%s: dhcpFragment = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// The bridged session's recipe sets accept_ra before it brings the tap up:
+// a forwarding host would ignore the answer to the tap's first router
+// solicitation, and SLAAC wait for the next unsolicited advertisement.
+func TestBridgedStatusAcceptRAFirst(t *testing.T) {
+	s := bridgedStatus("tap0", "br0", 1500)
+	ra, up := strings.Index(s, "accept_ra=2"), strings.Index(s, "ip link set <your tap> up")
+	if ra < 0 || up < 0 || ra > up {
+		t.Errorf("accept_ra=2 does not come before the tap is brought up:\n%s", s)
 	}
 }
