@@ -27,10 +27,17 @@ var allNodes = netip.MustParseAddr("ff02::1")
 // gateway is the segment's only router.
 func (s *Segment) nd(src mac, p []byte, now time.Time) {
 	plen := int(binary.BigEndian.Uint16(p[4:6]))
+	// Every ND message is at least 8 bytes (RFC 4861 4.1-4.5); the length
+	// is checked before any byte of the body is read.
+	if plen < 8 || 40+plen > len(p) {
+		s.stats.DropsMalformed.Add(1)
+		return
+	}
+	body := p[40 : 40+plen]
 	srcIP := netip.AddrFrom16([16]byte(p[8:24]))
 	dstIP := netip.AddrFrom16([16]byte(p[24:40]))
 	// RFC 4861 6.1, 7.1: hop limit 255 proves the sender is on the link.
-	if 40+plen > len(p) || p[7] != 255 || p[41] != 0 || pseudoChecksum(srcIP, dstIP, protoICMPv6, p[40:40+plen]) != 0 {
+	if p[7] != 255 || body[1] != 0 || pseudoChecksum(srcIP, dstIP, protoICMPv6, body) != 0 {
 		s.stats.DropsMalformed.Add(1)
 		return
 	}
@@ -38,7 +45,6 @@ func (s *Segment) nd(src mac, p []byte, now time.Time) {
 		s.stats.DropsSource.Add(1)
 		return
 	}
-	body := p[40 : 40+plen]
 	switch body[0] {
 	case icmpRouterSolicitation:
 		s.ra.solicited(now, srcIP)

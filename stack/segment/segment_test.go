@@ -254,6 +254,45 @@ func TestRouterGuard(t *testing.T) {
 	}
 }
 
+// TestShortNeighborDiscovery: an ICMPv6 packet whose type says ND but
+// whose body is shorter than any ND message is dropped as malformed, the
+// body never read past its end.
+func TestShortNeighborDiscovery(t *testing.T) {
+	for name, p := range map[string][]byte{
+		"one byte": shortND(41, 0, ""),
+		// Payload length 0 with :: to ffc5:: makes the pseudo header
+		// sum to 0xffff, so a checksum check alone passes.
+		"empty body, checksum passes": shortND(48, 0, "ffc5::"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, nil)
+			r.write(eth(gwMAC, clientMAC, header.IPv6ProtocolNumber, p))
+			if got := r.seg.Stats().DropsMalformed.Load(); got != 1 {
+				t.Errorf("DropsMalformed = %d, want 1", got)
+			}
+			if len(r.inner.takeWritten()) != 0 || len(r.read()) != 0 {
+				t.Error("a short ND packet went somewhere")
+			}
+		})
+	}
+}
+
+// shortND is an n-byte IPv6 packet from :: to dst (or ::) with next
+// header ICMPv6, hop limit 255, payload length plen and a neighbour
+// solicitation's type.
+func shortND(n int, plen uint16, dst string) []byte {
+	p := make([]byte, n)
+	p[0] = 6 << 4
+	binary.BigEndian.PutUint16(p[4:6], plen)
+	p[6], p[7] = protoICMPv6, 255
+	if dst != "" {
+		d := netip.MustParseAddr(dst).As16()
+		copy(p[24:40], d[:])
+	}
+	p[40] = icmpNeighborSolicitation
+	return p
+}
+
 // raTimes advances the clock by step until end and returns when each
 // unsolicited advertisement came, from the start.
 func raTimes(r *rig, end, step time.Duration) []time.Duration {
