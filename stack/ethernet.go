@@ -46,7 +46,7 @@ func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel,
 		if a.Addr().Is4() {
 			cfg.Lease = a
 			srv, err := dhcpd.New(dhcpd.Config{Lease: a, ServerID: g.gateways[i], DNS: g.cfg.DNS,
-				Domains: g.cfg.Domains, MTU: t.MTU(), Log: t.log})
+				Domains: g.cfg.Domains, MTU: t.MTU(), Routes: g.cfg.Routes, Log: t.log})
 			if err != nil {
 				t.Close()
 				return nil, fmt.Errorf("stack: ethernet tunnel: %w", err)
@@ -82,7 +82,7 @@ var (
 // handleDHCP is the segment's DHCPFunc.
 func (l *l2Tunnel) handleDHCP(msg []byte, now time.Time) (segment.DHCPReply, bool, error) {
 	r, ok, err := l.dhcp.Handle(msg, now)
-	return segment.DHCPReply{Payload: r.Payload, Dst: r.Dst, DstMAC: r.DstMAC}, ok, err
+	return segment.DHCPReply{Payload: r.Payload, Dst: r.Dst}, ok, err
 }
 
 // Close implements relay.Device: the segment closes the stack, which

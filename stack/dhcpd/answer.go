@@ -1,6 +1,7 @@
 package dhcpd
 
 import (
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -41,7 +42,8 @@ func (s *Server) request(m *message, now time.Time) (Reply, bool, error) {
 	}
 	if addr != s.cfg.Lease.Addr() {
 		s.stats.Naks.Add(1)
-		s.log.Info("dhcp nak", "requested", addr, "addr", s.cfg.Lease.Addr(), "mac", m.chaddr().String())
+		s.clientLog(logNak, now, slog.LevelInfo, "dhcp nak", slog.String("requested", addr.String()),
+			slog.String("addr", s.cfg.Lease.Addr().String()), slog.String("mac", m.chaddr().String()))
 		return s.nak(m), true, nil
 	}
 	s.stats.Acks.Add(1)
@@ -51,7 +53,7 @@ func (s *Server) request(m *message, now time.Time) (Reply, bool, error) {
 
 // release frees the lease when the client gives it back (RFC 2131 4.4.6);
 // no answer is due.
-func (s *Server) release(m *message) (Reply, bool, error) {
+func (s *Server) release(m *message, now time.Time) (Reply, bool, error) {
 	if m.serverID.IsValid() && m.serverID != s.cfg.ServerID {
 		return s.ignore(m, "RELEASE for server "+m.serverID.String())
 	}
@@ -60,7 +62,8 @@ func (s *Server) release(m *message) (Reply, bool, error) {
 	}
 	s.stats.Releases.Add(1)
 	s.free()
-	s.log.Info("dhcp release", "addr", s.cfg.Lease.Addr(), "mac", m.chaddr().String())
+	s.clientLog(logRelease, now, slog.LevelInfo, "dhcp release",
+		slog.String("addr", s.cfg.Lease.Addr().String()), slog.String("mac", m.chaddr().String()))
 	return Reply{}, false, nil
 }
 
@@ -68,7 +71,7 @@ func (s *Server) release(m *message) (Reply, bool, error) {
 // 4.4.1, by ARP) as a warning: on a segment of its own, something on the
 // client's side answers for the address, which the gateway cannot fix. The
 // lease is the only address there is, so the next DISCOVER gets it again.
-func (s *Server) decline(m *message) (Reply, bool, error) {
+func (s *Server) decline(m *message, now time.Time) (Reply, bool, error) {
 	if m.serverID.IsValid() && m.serverID != s.cfg.ServerID {
 		return s.ignore(m, "DECLINE for server "+m.serverID.String())
 	}
@@ -77,8 +80,8 @@ func (s *Server) decline(m *message) (Reply, bool, error) {
 	}
 	s.stats.Declines.Add(1)
 	s.free()
-	s.log.Warn("dhcp decline: the client finds its address in use on its side of the tunnel",
-		"addr", s.cfg.Lease.Addr(), "mac", m.chaddr().String())
+	s.clientLog(logDecline, now, slog.LevelWarn, "dhcp decline: the client finds its address in use on its side of the tunnel",
+		slog.String("addr", s.cfg.Lease.Addr().String()), slog.String("mac", m.chaddr().String()))
 	return Reply{}, false, nil
 }
 

@@ -29,12 +29,17 @@ const (
 
 // Config is one segment's lease and what its client is told with it.
 type Config struct {
-	Lease     netip.Prefix  // the client's address and the subnet's mask (e.g. 198.18.3.9/16)
-	ServerID  netip.Addr    // the gateway's address on the segment (option 54, and the source)
-	Router    netip.Addr    // option 3; the zero Addr means ServerID
-	DNS       []netip.Addr  // option 6; IPv6 addresses are left out, DHCPv4 cannot carry them
-	Domains   []string      // option 119 (RFC 3397 domain search) and option 15 (the first one)
-	MTU       int           // option 26, the interface MTU; 0 leaves it out
+	Lease    netip.Prefix // the client's address and the subnet's mask (e.g. 198.18.3.9/16)
+	ServerID netip.Addr   // the gateway's address on the segment (option 54, and the source)
+	Router   netip.Addr   // option 3; the zero Addr means ServerID
+	DNS      []netip.Addr // option 6; IPv6 addresses are left out, DHCPv4 cannot carry them
+	Domains  []string     // option 119 (RFC 3397 domain search) and option 15 (the first one)
+	MTU      int          // option 26, the interface MTU; 0 leaves it out
+	// Routes are the networks to reach through Router: option 121 (RFC
+	// 3442 classless static routes), each via Router. A client that takes
+	// option 121 ignores option 3, so it routes these alone through the
+	// segment and keeps its own default route. IPv6 networks are left out.
+	Routes    []netip.Prefix
 	LeaseTime time.Duration // option 51, whole seconds; 0 means DefaultLeaseTime. T1, T2 (options 58, 59) are 0.5 and 0.875 of it (RFC 2131 4.4.5)
 	Log       *slog.Logger  // nil discards; the caller adds the client's key and remote address
 }
@@ -61,6 +66,7 @@ func (cfg Config) check() (Config, error) {
 		return cfg, err
 	}
 	cfg.DNS = ipv4Only(cfg.DNS)
+	cfg.Routes = ipv4Routes(cfg.Routes)
 	if cfg.Domains, err = checkDomains(cfg.Domains); err != nil {
 		return cfg, err
 	}
@@ -142,9 +148,22 @@ func ipv4Only(as []netip.Addr) []netip.Addr {
 	return v4
 }
 
+// ipv4Routes returns the IPv4 networks of ps, masked: option 121 carries
+// no others.
+func ipv4Routes(ps []netip.Prefix) []netip.Prefix {
+	var v4 []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() && p.Addr().Is4() {
+			v4 = append(v4, p.Masked())
+		}
+	}
+	return v4
+}
+
 // checkDomains returns the domains without a trailing dot, or an error
 // naming the first that is no DNS name (RFC 1035 2.3.4: labels of 1 to 63
-// bytes, at most 253 bytes written out).
+// bytes, at most 253 bytes written out). The rules are relay/wire's
+// CheckDomain, which a stack package may not import.
 func checkDomains(domains []string) ([]string, error) {
 	out := make([]string, 0, len(domains))
 	for _, d := range domains {
@@ -164,6 +183,9 @@ func checkDomain(d string) error {
 	for label := range strings.SplitSeq(d, ".") {
 		if label == "" || len(label) > 63 {
 			return fmt.Errorf("label %q: want 1 to 63 bytes", label)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with '-'", label)
 		}
 		for _, c := range []byte(label) {
 			// Letters, digits, hyphen and underscore: what resolvers and the

@@ -31,6 +31,8 @@ func TestNewRefuses(t *testing.T) {
 		{"empty domain", func(c *Config) { c.Domains = []string{""} }, `search domain ""`},
 		{"empty label", func(c *Config) { c.Domains = []string{"a..test"} }, `label ""`},
 		{"long label", func(c *Config) { c.Domains = []string{strings.Repeat("a", 64) + ".test"} }, "1 to 63 bytes"},
+		{"label starting with '-'", func(c *Config) { c.Domains = []string{"-a.test"} }, "starts or ends with '-'"},
+		{"label ending with '-'", func(c *Config) { c.Domains = []string{"a-.test"} }, "starts or ends with '-'"},
 		{"space in a domain", func(c *Config) { c.Domains = []string{"a b.test"} }, "byte ' '"},
 		{"MTU too small", func(c *Config) { c.MTU = 67 }, "mtu 67"},
 		{"MTU too large", func(c *Config) { c.MTU = 65536 }, "mtu 65536"},

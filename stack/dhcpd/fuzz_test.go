@@ -39,8 +39,8 @@ func FuzzHandle(f *testing.F) {
 		if d.OpCode != dhcpv4.OpcodeBootReply || d.TransactionID != req.TransactionID || string(d.ClientHWAddr) != string(req.ClientHWAddr) {
 			t.Fatalf("reply %s does not answer %s", d.Summary(), req.Summary())
 		}
-		if !r.Dst.Is4() || r.Dst.IsUnspecified() || len(r.DstMAC) != 6 {
-			t.Fatalf("reply sent to %v at %v", r.Dst, r.DstMAC)
+		if !r.Dst.Is4() || r.Dst.IsUnspecified() {
+			t.Fatalf("reply sent to %v", r.Dst)
 		}
 		if typ := d.MessageType(); typ != dhcpv4.MessageTypeOffer && typ != dhcpv4.MessageTypeAck && typ != dhcpv4.MessageTypeNak {
 			t.Fatalf("reply of type %v", typ)

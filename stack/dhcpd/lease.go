@@ -1,7 +1,6 @@
 package dhcpd
 
 import (
-	"context"
 	"encoding/hex"
 	"log/slog"
 	"time"
@@ -19,8 +18,9 @@ type lease struct {
 
 // bind records the lease as given to m's client until now plus the lease
 // time, and logs it when it is news: the first time, after a release, a
-// decline or an expiry, and when the client comes back with another MAC.
-// Renewals of a held lease are not logged.
+// decline or an expiry, and when the client comes back with another MAC
+// (at most once a clientLogEvery: the client picks its chaddr). Renewals
+// of a held lease are not logged.
 func (s *Server) bind(m *message, now time.Time) {
 	s.mu.Lock()
 	held := !s.lease.expires.IsZero() && now.Before(s.lease.expires) && s.lease.mac == string(m.ClientHWAddr)
@@ -43,7 +43,7 @@ func (s *Server) bind(m *message, now time.Time) {
 		attrs = append(attrs, slog.String("client_id", hex.EncodeToString(id)))
 	}
 	attrs = append(attrs, slog.Duration("lease", s.cfg.LeaseTime))
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "dhcp lease", attrs...)
+	s.clientLog(logLease, now, slog.LevelInfo, "dhcp lease", attrs...)
 }
 
 // free marks the lease as no longer held (a RELEASE or a DECLINE), so the

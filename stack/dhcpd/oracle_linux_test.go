@@ -27,8 +27,9 @@ import (
 // The tests in this file let real DHCP clients judge the server: the client
 // runs on one end of a veth pair in a namespace of its own, a responder on
 // the other end passes what arrives at port 67 to Handle and sends the
-// Reply as the segment will (an Ethernet frame to DstMAC, an IPv4 packet to
-// Dst, from ServerID), and the client's own script writes down what it was
+// Reply as the segment will (an IPv4 packet to Dst, from ServerID, in an
+// Ethernet frame to the broadcast MAC for 255.255.255.255 and to the MAC
+// the client's frames came from otherwise), and the client's own script writes down what it was
 // given and applies it.
 
 // oracleTimeout bounds each wait for the client: a lease takes a second or
@@ -136,7 +137,7 @@ func (r *responder) serve() {
 		r.mu.Lock()
 		r.replies = append(r.replies, reply)
 		r.mu.Unlock()
-		if _, err := r.f.Write(frame(r.mac, r.src, reply)); err != nil {
+		if _, err := r.f.Write(frame(r.mac, r.src, net.HardwareAddr(buf[6:12]), reply)); err != nil {
 			r.fail(err)
 		}
 	}
@@ -182,11 +183,14 @@ func dhcpPayload(f []byte) ([]byte, bool) {
 }
 
 // frame wraps a Reply in UDP from port 67 to 68, IPv4 from src to r.Dst
-// and Ethernet from srcMAC to r.DstMAC, checksums included: the clients
-// check them.
-func frame(srcMAC net.HardwareAddr, src netip.Addr, r Reply) []byte {
+// and Ethernet from srcMAC to the broadcast MAC or client's, as the segment
+// does, checksums included: the clients check them.
+func frame(srcMAC net.HardwareAddr, src netip.Addr, client net.HardwareAddr, r Reply) []byte {
 	b := make([]byte, 14+20+8+len(r.Payload))
-	copy(b[0:6], r.DstMAC)
+	copy(b[0:6], client)
+	if r.Dst == broadcastAddr {
+		copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
 	copy(b[6:12], srcMAC)
 	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IP)
 	ip, udp := b[14:34], b[34:]

@@ -12,13 +12,13 @@ import (
 )
 
 // Reply is what to send back: Payload is the DHCP message (the UDP payload
-// from port 67 to port 68, with the source address Config.ServerID), Dst
-// the IPv4 destination and DstMAC the Ethernet destination, chosen as RFC
-// 2131 4.1 says (see destination).
+// from port 67 to port 68, with the source address Config.ServerID) and
+// Dst the IPv4 destination, chosen as RFC 2131 4.1 says (see destination).
+// The Ethernet destination follows from Dst on a segment with one client:
+// the broadcast MAC for 255.255.255.255, the client's MAC otherwise.
 type Reply struct {
 	Payload []byte
 	Dst     netip.Addr
-	DstMAC  net.HardwareAddr
 }
 
 // broadcastAddr is the limited broadcast, 255.255.255.255.
@@ -27,7 +27,7 @@ var broadcastAddr = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 // options holds the option values of a Config, encoded once in New: a reply
 // copies the slices into its map and never changes them.
 type options struct {
-	params    dhcpv4.Options // 1, 3, 6, 15, 119, 26: the client's configuration
+	params    dhcpv4.Options // 1, 3, 6, 15, 119, 26, 121: the client's configuration
 	serverID  []byte         // 54
 	leaseTime []byte         // 51
 	renewal   []byte         // 58, T1: half the lease
@@ -53,6 +53,9 @@ func newOptions(cfg Config) options {
 	if cfg.MTU > 0 {
 		o.params[dhcpv4.OptionInterfaceMTU.Code()] = binary.BigEndian.AppendUint16(nil, uint16(cfg.MTU))
 	}
+	if len(cfg.Routes) > 0 {
+		o.params[dhcpv4.OptionClasslessStaticRoute.Code()] = classlessRoutes(cfg.Routes, cfg.Router)
+	}
 	o.serverID = cfg.ServerID.AsSlice()
 	secs := uint64(cfg.LeaseTime / time.Second)
 	o.leaseTime = binary.BigEndian.AppendUint32(nil, uint32(secs))
@@ -60,6 +63,20 @@ func newOptions(cfg Config) options {
 	o.rebinding = binary.BigEndian.AppendUint32(nil, uint32(secs*7/8))
 	o.yiaddr = cfg.Lease.Addr().AsSlice()
 	return o
+}
+
+// classlessRoutes encodes option 121 (RFC 3442 section 3): per route its
+// prefix length, the significant octets of the network, and the router.
+func classlessRoutes(routes []netip.Prefix, router netip.Addr) []byte {
+	var b []byte
+	r4 := router.As4()
+	for _, p := range routes {
+		n := p.Masked().Addr().As4()
+		b = append(b, byte(p.Bits()))
+		b = append(b, n[:(p.Bits()+7)/8]...)
+		b = append(b, r4[:]...)
+	}
+	return b
 }
 
 // grant builds an OFFER or ACK of the lease, with every option the client
@@ -115,8 +132,8 @@ func (s *Server) header(m *message, typ dhcpv4.MessageType, n int) *dhcpv4.DHCPv
 
 // send encodes d and addresses it.
 func (s *Server) send(m *message, d *dhcpv4.DHCPv4) Reply {
-	dst, mac := destination(m, dhcpv4.MessageType(d.Options[dhcpv4.OptionDHCPMessageType.Code()][0]), fieldAddr(d.YourIPAddr))
-	return Reply{Payload: d.ToBytes(), Dst: dst, DstMAC: mac}
+	dst := destination(m, dhcpv4.MessageType(d.Options[dhcpv4.OptionDHCPMessageType.Code()][0]), fieldAddr(d.YourIPAddr))
+	return Reply{Payload: d.ToBytes(), Dst: dst}
 }
 
 // destination returns where a reply of type typ to m goes, by RFC 2131 4.1
@@ -126,36 +143,28 @@ func (s *Server) send(m *message, d *dhcpv4.DHCPv4) Reply {
 //   - ciaddr set (RENEWING, REBINDING, INFORM): unicast to ciaddr;
 //   - the broadcast flag set: broadcast, the client cannot take unicast
 //     before it has its address;
-//   - otherwise unicast to yiaddr at chaddr, without ARP.
+//   - otherwise unicast to yiaddr, at chaddr without ARP.
 //
 // A chaddr that is no unicast Ethernet address cannot be sent to, so
-// replies that would go to it are broadcast instead (RFC 1542 3.1.1); a
-// unicast to ciaddr keeps its IP destination and takes the broadcast MAC.
-func destination(m *message, typ dhcpv4.MessageType, yiaddr netip.Addr) (netip.Addr, net.HardwareAddr) {
-	mac, ok := unicastMAC(m)
+// replies that would go to yiaddr at it are broadcast instead (RFC 1542
+// 3.1.1).
+func destination(m *message, typ dhcpv4.MessageType, yiaddr netip.Addr) netip.Addr {
 	switch {
 	case typ == dhcpv4.MessageTypeNak:
-		return broadcastAddr, broadcastMAC()
-	case m.ciaddr.IsValid() && ok:
-		return m.ciaddr, mac
+		return broadcastAddr
 	case m.ciaddr.IsValid():
-		return m.ciaddr, broadcastMAC()
-	case m.IsBroadcast() || !ok || !yiaddr.IsValid():
-		return broadcastAddr, broadcastMAC()
+		return m.ciaddr
+	case m.IsBroadcast() || !unicastChaddr(m) || !yiaddr.IsValid():
+		return broadcastAddr
 	}
-	return yiaddr, mac
+	return yiaddr
 }
 
-// unicastMAC returns chaddr when it is an Ethernet unicast address.
-func unicastMAC(m *message) (net.HardwareAddr, bool) {
+// unicastChaddr says whether chaddr is an Ethernet unicast address.
+func unicastChaddr(m *message) bool {
 	mac := m.ClientHWAddr
-	if m.HWType != iana.HWTypeEthernet || len(mac) != 6 || mac[0]&1 != 0 || [6]byte(mac) == [6]byte{} {
-		return nil, false
-	}
-	return mac, true
+	return m.HWType == iana.HWTypeEthernet && len(mac) == 6 && mac[0]&1 == 0 && [6]byte(mac) != [6]byte{}
 }
-
-func broadcastMAC() net.HardwareAddr { return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }
 
 // sizeOfLargestReply is the size of an ACK with a client identifier of the
 // usual 7 bytes (type and MAC): New refuses a Config whose options push it

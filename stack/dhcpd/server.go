@@ -1,6 +1,7 @@
 package dhcpd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,8 +22,10 @@ type Server struct {
 	log   *slog.Logger
 	stats Stats
 
-	mu    sync.Mutex
-	lease lease
+	mu     sync.Mutex
+	lease  lease
+	logged [numLogKinds]time.Time // when each kind last went out at its own level
+	held   [numLogKinds]uint64    // and how many went to Debug since
 }
 
 // Stats counts what a Server did with the messages it was handed.
@@ -88,9 +91,9 @@ func (s *Server) Handle(msg []byte, now time.Time) (r Reply, ok bool, err error)
 	case dhcpv4.MessageTypeRequest:
 		return s.request(m, now)
 	case dhcpv4.MessageTypeRelease:
-		return s.release(m)
+		return s.release(m, now)
 	case dhcpv4.MessageTypeDecline:
-		return s.decline(m)
+		return s.decline(m, now)
 	case dhcpv4.MessageTypeInform:
 		return s.inform(m)
 	}
@@ -102,6 +105,43 @@ func (s *Server) ignore(m *message, why string) (Reply, bool, error) {
 	s.stats.Ignored.Add(1)
 	s.log.Debug("dhcp message ignored", "type", m.typ.String(), "mac", m.chaddr().String(), "why", why)
 	return Reply{}, false, nil
+}
+
+// logKind is a kind of log line a client's messages cause.
+type logKind int
+
+const (
+	logLease logKind = iota
+	logNak
+	logRelease
+	logDecline
+	numLogKinds
+)
+
+// clientLogEvery is how often each logKind goes out at its own level: a
+// client controls how often they happen (a new chaddr in every REQUEST, a
+// RELEASE and REQUEST in a loop), so the rest go to Debug, and the next
+// one that goes out says how many were held back.
+const clientLogEvery = time.Minute
+
+// clientLog logs what a client's message caused, at level at most once per
+// clientLogEvery for each kind (by now, the clock Handle is given), at
+// Debug otherwise.
+func (s *Server) clientLog(kind logKind, now time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
+	s.mu.Lock()
+	last := s.logged[kind]
+	if !last.IsZero() && now.Sub(last) < clientLogEvery && now.Sub(last) >= 0 {
+		s.held[kind]++
+		level = slog.LevelDebug
+	} else {
+		s.logged[kind] = now
+		if h := s.held[kind]; h > 0 {
+			attrs = append(attrs, slog.Uint64("held_back", h))
+			s.held[kind] = 0
+		}
+	}
+	s.mu.Unlock()
+	s.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
 // message is a parsed request with the options Handle reads checked.

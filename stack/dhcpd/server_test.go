@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,46 +96,45 @@ func TestHandle(t *testing.T) {
 		msg     []byte
 		want    dhcpv4.MessageType // MessageTypeNone: no reply
 		dst     netip.Addr
-		dstMAC  net.HardwareAddr
 		counted counter
 	}{
-		{"discover", build(t, dhcpv4.MessageTypeDiscover), dhcpv4.MessageTypeOffer, leaseAddr, clientMAC, offers},
-		{"discover broadcast flag", build(t, dhcpv4.MessageTypeDiscover, broadcast), dhcpv4.MessageTypeOffer, broadcastAddr, bcastMAC, offers},
-		{"discover asking for another address", build(t, dhcpv4.MessageTypeDiscover, wantOther), dhcpv4.MessageTypeOffer, leaseAddr, clientMAC, offers},
-		{"discover from a non-Ethernet chaddr", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithHWType(iana.HWTypeInfiniband)), dhcpv4.MessageTypeOffer, broadcastAddr, bcastMAC, offers},
-		{"discover from a multicast chaddr", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithHwAddr(net.HardwareAddr{1, 0, 0x5e, 0, 0, 1})), dhcpv4.MessageTypeOffer, broadcastAddr, bcastMAC, offers},
+		{"discover", build(t, dhcpv4.MessageTypeDiscover), dhcpv4.MessageTypeOffer, leaseAddr, offers},
+		{"discover broadcast flag", build(t, dhcpv4.MessageTypeDiscover, broadcast), dhcpv4.MessageTypeOffer, broadcastAddr, offers},
+		{"discover asking for another address", build(t, dhcpv4.MessageTypeDiscover, wantOther), dhcpv4.MessageTypeOffer, leaseAddr, offers},
+		{"discover from a non-Ethernet chaddr", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithHWType(iana.HWTypeInfiniband)), dhcpv4.MessageTypeOffer, broadcastAddr, offers},
+		{"discover from a multicast chaddr", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithHwAddr(net.HardwareAddr{1, 0, 0x5e, 0, 0, 1})), dhcpv4.MessageTypeOffer, broadcastAddr, offers},
 
-		{"selecting us", build(t, dhcpv4.MessageTypeRequest, ours, wantLease), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, acks},
-		{"selecting us, broadcast flag", build(t, dhcpv4.MessageTypeRequest, ours, wantLease, broadcast), dhcpv4.MessageTypeAck, broadcastAddr, bcastMAC, acks},
-		{"selecting us for another address", build(t, dhcpv4.MessageTypeRequest, ours, wantOther), dhcpv4.MessageTypeNak, broadcastAddr, bcastMAC, naks},
-		{"selecting another server", build(t, dhcpv4.MessageTypeRequest, theirs, wantLease), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"init-reboot with the lease", build(t, dhcpv4.MessageTypeRequest, wantLease), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, acks},
-		{"init-reboot with the lease, broadcast flag", build(t, dhcpv4.MessageTypeRequest, wantLease, broadcast), dhcpv4.MessageTypeAck, broadcastAddr, bcastMAC, acks},
-		{"init-reboot with another address", build(t, dhcpv4.MessageTypeRequest, wantOther), dhcpv4.MessageTypeNak, broadcastAddr, bcastMAC, naks},
-		{"renewing the lease", build(t, dhcpv4.MessageTypeRequest, fromLease), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, acks},
+		{"selecting us", build(t, dhcpv4.MessageTypeRequest, ours, wantLease), dhcpv4.MessageTypeAck, leaseAddr, acks},
+		{"selecting us, broadcast flag", build(t, dhcpv4.MessageTypeRequest, ours, wantLease, broadcast), dhcpv4.MessageTypeAck, broadcastAddr, acks},
+		{"selecting us for another address", build(t, dhcpv4.MessageTypeRequest, ours, wantOther), dhcpv4.MessageTypeNak, broadcastAddr, naks},
+		{"selecting another server", build(t, dhcpv4.MessageTypeRequest, theirs, wantLease), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"init-reboot with the lease", build(t, dhcpv4.MessageTypeRequest, wantLease), dhcpv4.MessageTypeAck, leaseAddr, acks},
+		{"init-reboot with the lease, broadcast flag", build(t, dhcpv4.MessageTypeRequest, wantLease, broadcast), dhcpv4.MessageTypeAck, broadcastAddr, acks},
+		{"init-reboot with another address", build(t, dhcpv4.MessageTypeRequest, wantOther), dhcpv4.MessageTypeNak, broadcastAddr, naks},
+		{"renewing the lease", build(t, dhcpv4.MessageTypeRequest, fromLease), dhcpv4.MessageTypeAck, leaseAddr, acks},
 		// RFC 2131 4.1: ciaddr before the broadcast flag.
-		{"rebinding the lease, broadcast flag", build(t, dhcpv4.MessageTypeRequest, fromLease, broadcast), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, acks},
-		{"renewing with a server id", build(t, dhcpv4.MessageTypeRequest, fromLease, ours), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, acks},
-		{"renewing another address", build(t, dhcpv4.MessageTypeRequest, fromOther), dhcpv4.MessageTypeNak, broadcastAddr, bcastMAC, naks},
-		{"request naming no address", build(t, dhcpv4.MessageTypeRequest), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
+		{"rebinding the lease, broadcast flag", build(t, dhcpv4.MessageTypeRequest, fromLease, broadcast), dhcpv4.MessageTypeAck, leaseAddr, acks},
+		{"renewing with a server id", build(t, dhcpv4.MessageTypeRequest, fromLease, ours), dhcpv4.MessageTypeAck, leaseAddr, acks},
+		{"renewing another address", build(t, dhcpv4.MessageTypeRequest, fromOther), dhcpv4.MessageTypeNak, broadcastAddr, naks},
+		{"request naming no address", build(t, dhcpv4.MessageTypeRequest), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
 
-		{"release", build(t, dhcpv4.MessageTypeRelease, fromLease, ours), dhcpv4.MessageTypeNone, netip.Addr{}, nil, releases},
-		{"release without a server id", build(t, dhcpv4.MessageTypeRelease, fromLease), dhcpv4.MessageTypeNone, netip.Addr{}, nil, releases},
-		{"release of another address", build(t, dhcpv4.MessageTypeRelease, fromOther, ours), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"release to another server", build(t, dhcpv4.MessageTypeRelease, fromLease, theirs), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"decline", build(t, dhcpv4.MessageTypeDecline, wantLease, ours), dhcpv4.MessageTypeNone, netip.Addr{}, nil, declines},
-		{"decline of another address", build(t, dhcpv4.MessageTypeDecline, wantOther, ours), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"decline to another server", build(t, dhcpv4.MessageTypeDecline, wantLease, theirs), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"inform", build(t, dhcpv4.MessageTypeInform, fromLease), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, informs},
-		{"inform, broadcast flag", build(t, dhcpv4.MessageTypeInform, fromLease, broadcast), dhcpv4.MessageTypeAck, leaseAddr, clientMAC, informs},
-		{"inform from a non-Ethernet chaddr", build(t, dhcpv4.MessageTypeInform, fromLease, dhcpv4.WithHWType(iana.HWTypeInfiniband)), dhcpv4.MessageTypeAck, leaseAddr, bcastMAC, informs},
-		{"inform from another address", build(t, dhcpv4.MessageTypeInform, fromOther), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
+		{"release", build(t, dhcpv4.MessageTypeRelease, fromLease, ours), dhcpv4.MessageTypeNone, netip.Addr{}, releases},
+		{"release without a server id", build(t, dhcpv4.MessageTypeRelease, fromLease), dhcpv4.MessageTypeNone, netip.Addr{}, releases},
+		{"release of another address", build(t, dhcpv4.MessageTypeRelease, fromOther, ours), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"release to another server", build(t, dhcpv4.MessageTypeRelease, fromLease, theirs), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"decline", build(t, dhcpv4.MessageTypeDecline, wantLease, ours), dhcpv4.MessageTypeNone, netip.Addr{}, declines},
+		{"decline of another address", build(t, dhcpv4.MessageTypeDecline, wantOther, ours), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"decline to another server", build(t, dhcpv4.MessageTypeDecline, wantLease, theirs), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"inform", build(t, dhcpv4.MessageTypeInform, fromLease), dhcpv4.MessageTypeAck, leaseAddr, informs},
+		{"inform, broadcast flag", build(t, dhcpv4.MessageTypeInform, fromLease, broadcast), dhcpv4.MessageTypeAck, leaseAddr, informs},
+		{"inform from a non-Ethernet chaddr", build(t, dhcpv4.MessageTypeInform, fromLease, dhcpv4.WithHWType(iana.HWTypeInfiniband)), dhcpv4.MessageTypeAck, leaseAddr, informs},
+		{"inform from another address", build(t, dhcpv4.MessageTypeInform, fromOther), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
 
-		{"relayed", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(ip(otherAddr))), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"a server's offer", build(t, dhcpv4.MessageTypeOffer), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"a BOOTREPLY", build(t, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.OpCode = dhcpv4.OpcodeBootReply }), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"BOOTP", build(t, dhcpv4.MessageTypeNone), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
-		{"an unknown type", build(t, dhcpv4.MessageType(200)), dhcpv4.MessageTypeNone, netip.Addr{}, nil, ignored},
+		{"relayed", build(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(ip(otherAddr))), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"a server's offer", build(t, dhcpv4.MessageTypeOffer), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"a BOOTREPLY", build(t, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.OpCode = dhcpv4.OpcodeBootReply }), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"BOOTP", build(t, dhcpv4.MessageTypeNone), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
+		{"an unknown type", build(t, dhcpv4.MessageType(200)), dhcpv4.MessageTypeNone, netip.Addr{}, ignored},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,8 +153,8 @@ func TestHandle(t *testing.T) {
 			if !ok {
 				t.Fatalf("no reply, want %v", tt.want)
 			}
-			if r.Dst != tt.dst || !bytes.Equal(r.DstMAC, tt.dstMAC) {
-				t.Errorf("sent to %v at %v, want %v at %v", r.Dst, r.DstMAC, tt.dst, tt.dstMAC)
+			if r.Dst != tt.dst {
+				t.Errorf("sent to %v, want %v", r.Dst, tt.dst)
 			}
 			d := parseReply(t, r, tt.msg)
 			if got := d.MessageType(); got != tt.want {
@@ -280,6 +280,41 @@ func checkValues(t *testing.T, d *dhcpv4.DHCPv4) {
 	}
 }
 
+// TestClasslessRoutes checks option 121 (RFC 3442) as a client decodes
+// it: each IPv4 route via the router, the IPv6 ones left out, and option
+// 3 still there for clients that know no option 121.
+func TestClasslessRoutes(t *testing.T) {
+	cfg := testConfig()
+	cfg.Routes = []netip.Prefix{
+		netip.MustParsePrefix("198.19.0.0/16"),
+		netip.MustParsePrefix("198.19.128.9/17"), // masked on the wire
+		netip.MustParsePrefix("2001:2:1::/48"),
+		netip.MustParsePrefix("198.19.7.7/32"),
+		netip.MustParsePrefix("0.0.0.0/0"),
+	}
+	msg := build(t, dhcpv4.MessageTypeDiscover)
+	r, ok, err := newServer(t, cfg).Handle(msg, clock)
+	if err != nil || !ok {
+		t.Fatalf("Handle: %v, %v", ok, err)
+	}
+	d := parseReply(t, r, msg)
+	want := []byte{16, 198, 19, 198, 18, 0, 1, 17, 198, 19, 128, 198, 18, 0, 1, 32, 198, 19, 7, 7, 198, 18, 0, 1, 0, 198, 18, 0, 1}
+	if got := d.Options.Get(dhcpv4.OptionClasslessStaticRoute); !bytes.Equal(got, want) {
+		t.Errorf("option 121 = %v, want %v", got, want)
+	}
+	var got []string
+	for _, rt := range d.ClasslessStaticRoute() {
+		got = append(got, rt.String())
+	}
+	if w := []string{"route to 198.19.0.0/16 via 198.18.0.1", "route to 198.19.128.0/17 via 198.18.0.1",
+		"route to 198.19.7.7/32 via 198.18.0.1", "route to 0.0.0.0/0 via 198.18.0.1"}; !slices.Equal(got, w) {
+		t.Errorf("routes %q, want %q", got, w)
+	}
+	if !d.Options.Has(dhcpv4.OptionRouter) {
+		t.Error("option 3 left out")
+	}
+}
+
 // TestMalformed feeds Handle what is not a DHCPv4 request: an error that
 // wraps ErrMalformed, no reply, and the Malformed counter.
 func TestMalformed(t *testing.T) {
@@ -390,6 +425,36 @@ func TestLeaseLog(t *testing.T) {
 		if got := logs.take(); !slices.Equal(got, st.want) {
 			t.Errorf("%s: logged %q, want %q", st.name, got, st.want)
 		}
+	}
+}
+
+// TestClientLogThrottled: a client that changes its chaddr in every
+// REQUEST, or asks for other addresses, gets one Info line of each kind
+// per clientLogEvery; the rest go to Debug and the next Info line counts
+// them.
+func TestClientLogThrottled(t *testing.T) {
+	logs := &logRecords{}
+	cfg := testConfig()
+	cfg.Log = slog.New(logs)
+	s := newServer(t, cfg)
+	flood := func(at time.Duration) {
+		for i := range 50 {
+			chaddr := dhcpv4.WithHwAddr(net.HardwareAddr{0x02, 0, 0, 0, 1, byte(i)})
+			for _, m := range [][]byte{build(t, dhcpv4.MessageTypeRequest, wantLease, chaddr), build(t, dhcpv4.MessageTypeRequest, wantOther, chaddr)} {
+				if _, _, err := s.Handle(m, clock.Add(at+time.Duration(i)*time.Millisecond)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	flood(0)
+	if got := logs.take(); len(got) != 2 || !strings.HasPrefix(got[0], "dhcp lease ") || !strings.HasPrefix(got[1], "dhcp nak ") {
+		t.Errorf("a flood logged %q, want one lease and one nak line", got)
+	}
+	flood(clientLogEvery)
+	got := logs.take()
+	if len(got) != 2 || !strings.HasSuffix(got[0], " held_back=49") || !strings.HasSuffix(got[1], " held_back=49") {
+		t.Errorf("the next flood logged %q, want one lease and one nak line, each with held_back=49", got)
 	}
 }
 

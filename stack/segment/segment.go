@@ -40,7 +40,6 @@ type Claimer interface {
 type DHCPReply struct {
 	Payload []byte
 	Dst     netip.Addr
-	DstMAC  net.HardwareAddr
 }
 
 // DHCPFunc hands one DHCPv4 message (the UDP payload) to a server; ok
