@@ -89,9 +89,19 @@ func newAdvertiser(s *Segment, cfg Config) (*advertiser, error) {
 		return nil, fmt.Errorf("segment: router advertisement intervals %v to %v, lifetime %v: want 0 < min <= max, lifetime at most 9000 s",
 			a.cfg.MinInterval, a.cfg.MaxInterval, a.cfg.RouterLifetime)
 	}
+	// Without IPv6 on the segment the gateway is nobody's IPv6 router: a
+	// router lifetime of 0 says so (RFC 4861 4.2, 6.3.4), and removes a
+	// default route a client kept from an earlier advertisement. The
+	// advertisements still go out, rather than none: a client soliciting
+	// gets its answer (the MTU) at once instead of retrying, and one that
+	// kept this segment's default route from a gateway with IPv6 drops it.
+	lifetime := a.cfg.RouterLifetime
+	if !s.addr6.IsValid() {
+		lifetime = 0
+	}
 	a.msg = &ndp.RouterAdvertisement{
 		CurrentHopLimit: 64,
-		RouterLifetime:  a.cfg.RouterLifetime,
+		RouterLifetime:  lifetime,
 		Options: []ndp.Option{
 			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: s.gwMAC[:]},
 			ndp.NewMTU(uint32(s.inner.MTU())),

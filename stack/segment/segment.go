@@ -119,6 +119,7 @@ type Segment struct {
 	client   atomic.Uint64 // the client's MAC, packMAC; 0 until learnt
 	closeMu  sync.Once
 	closeErr error
+	closed   atomic.Bool // Close began: Inject failures are no queue's fault
 
 	// Write's own state: one goroutine.
 	toStack  [][]byte
@@ -402,6 +403,7 @@ func (s *Segment) MTU() int { return s.inner.MTU() }
 // closes the inner device.
 func (s *Segment) Close() error {
 	s.closeMu.Do(func() {
+		s.closed.Store(true)
 		s.ra.stop()
 		s.closeErr = s.inner.Close()
 	})
@@ -409,9 +411,9 @@ func (s *Segment) Close() error {
 }
 
 // send queues a packet the segment built; it counts what the queue
-// refused.
+// refused while the segment is open.
 func (s *Segment) send(p []byte) {
-	if !s.inject.Inject(p) {
+	if !s.inject.Inject(p) && !s.closed.Load() {
 		s.stats.DropsInjectFull.Add(1)
 	}
 }

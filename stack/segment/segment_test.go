@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -238,6 +239,93 @@ func TestRouterAdvertisementWithoutSLAACPrefix(t *testing.T) {
 		case *ndp.PrefixInformation, *ndp.DNSSearchList:
 			t.Errorf("a /96 subnet advertised %T", o)
 		}
+	}
+}
+
+// TestRouterAdvertisementWithoutIPv6: a segment with no IPv6 address
+// advertises a router lifetime of 0, so that no client routes IPv6 into a
+// tunnel that drops it; with IPv6, the configured lifetime.
+func TestRouterAdvertisementWithoutIPv6(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		addr6 netip.Prefix
+		want  time.Duration
+	}{
+		{"no IPv6", netip.Prefix{}, 0},
+		{"a /64", stable6, DefaultRA.RouterLifetime},
+		{"a /96", netip.MustParsePrefix("2001:2::8000:1234/96"), DefaultRA.RouterLifetime},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, func(c *Config) { c.Addr6 = tt.addr6 })
+			r.write(rsFrame(t, llClient))
+			fs := r.read()
+			if len(fs) != 1 {
+				t.Fatalf("%d frames", len(fs))
+			}
+			m, _, _ := parseND(t, fs[0], clientMAC)
+			if got := m.(*ndp.RouterAdvertisement).RouterLifetime; got != tt.want {
+				t.Errorf("router lifetime %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNDBehindExtensionHeaders: a router advertisement or neighbour
+// solicitation behind a hop-by-hop, destination options or fragment header
+// skips nd()'s checks, so it is dropped rather than passed to the stack
+// (RFC 6980); ICMPv6 echo behind the same headers, and a later fragment,
+// go on.
+func TestNDBehindExtensionHeaders(t *testing.T) {
+	ra, _ := ndp.MarshalMessageChecksum(&ndp.RouterAdvertisement{RouterLifetime: time.Hour}, llClient, DefaultLinkLocal)
+	echo := []byte{128, 0, 0, 0, 0, 1, 0, 1}
+	hbh := func(next byte, body []byte) []byte { return append([]byte{next, 0, 1, 4, 0, 0, 0, 0}, body...) }
+	frag := func(next byte, offset uint16, body []byte) []byte {
+		h := []byte{next, 0, 0, 0, 0, 0, 0, 7}
+		binary.BigEndian.PutUint16(h[2:4], offset<<3|1)
+		return append(h, body...)
+	}
+	send := func(r *rig, next tcpip.TransportProtocolNumber, payload []byte) {
+		r.write(eth(gwMAC, clientMAC, header.IPv6ProtocolNumber, ipv6Raw(llClient, DefaultLinkLocal, next, 255, payload)))
+	}
+	for _, tt := range []struct {
+		name    string
+		next    tcpip.TransportProtocolNumber
+		payload []byte
+		dropped bool
+	}{
+		{"RA behind hop-by-hop", 0, hbh(protoICMPv6, ra), true},
+		{"RA behind destination options", 60, hbh(protoICMPv6, ra), true},
+		{"RA behind hop-by-hop and destination options", 0, hbh(60, hbh(protoICMPv6, ra)), true},
+		{"RA in a first fragment", 44, frag(protoICMPv6, 0, ra), true},
+		{"first fragment without the ICMPv6 type", 44, frag(protoICMPv6, 0, nil), true},
+		{"echo behind hop-by-hop", 0, hbh(protoICMPv6, echo), false},
+		{"echo in a first fragment", 44, frag(protoICMPv6, 0, echo), false},
+		{"a later fragment", 44, frag(protoICMPv6, 1, ra), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			send(r, tt.next, tt.payload)
+			got := len(r.inner.takeWritten())
+			if tt.dropped && (got != 0 || r.seg.Stats().DropsMalformed.Load() != 1) {
+				t.Errorf("%d packets reached the stack, %d counted malformed; want 0, 1", got, r.seg.Stats().DropsMalformed.Load())
+			}
+			if !tt.dropped && got != 1 {
+				t.Errorf("%d packets reached the stack, want 1", got)
+			}
+		})
+	}
+}
+
+// TestInjectAfterClose: answers the segment builds after Close fail to
+// queue for a closed device, not a full queue: DropsInjectFull stays 0.
+func TestInjectAfterClose(t *testing.T) {
+	r := newRig(t, nil)
+	r.seg.Close()
+	for range cap(r.inner.q) + 6 {
+		r.write(eth(broadcastMAC, clientMAC, header.ARPProtocolNumber, arpRequestFor(clientMAC, lease.Addr(), gw4)))
+	}
+	if got := r.seg.Stats().DropsInjectFull.Load(); got != 0 {
+		t.Errorf("DropsInjectFull = %d after Close, want 0", got)
 	}
 }
 

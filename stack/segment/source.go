@@ -11,8 +11,12 @@ import (
 // the rest to the stack when its source is the lease (or a routed
 // network) and its frame is addressed to the gateway.
 func (s *Segment) ipv4(dst mac, p []byte, now time.Time) bool {
-	ihl := int(p0(p)&0xf) * 4
-	if len(p) < 20 || p[0]>>4 != 4 || ihl < 20 || ihl > len(p) {
+	if len(p) < 20 || p[0]>>4 != 4 {
+		s.stats.DropsMalformed.Add(1)
+		return false
+	}
+	ihl := int(p[0]&0xf) * 4
+	if ihl < 20 || ihl > len(p) {
 		s.stats.DropsMalformed.Add(1)
 		return false
 	}
@@ -26,13 +30,6 @@ func (s *Segment) ipv4(dst mac, p []byte, now time.Time) bool {
 		return false
 	}
 	return s.toGateway(dst)
-}
-
-func p0(p []byte) byte {
-	if len(p) == 0 {
-		return 0
-	}
-	return p[0]
 }
 
 // dhcpRequest says whether an IPv4 packet is an unfragmented UDP
@@ -62,8 +59,12 @@ func (s *Segment) ipv6(dst, src mac, p []byte, now time.Time) bool {
 		s.stats.DropsMalformed.Add(1)
 		return false
 	}
-	if p[6] == protoICMPv6 && len(p) > 40 && p[40] >= icmpRouterSolicitation && p[40] <= icmpRedirect {
+	if p[6] == protoICMPv6 && len(p) > 40 && ndType(p[40]) {
 		s.nd(src, p, now)
+		return false
+	}
+	if ndBehindExtension(p) {
+		s.stats.DropsMalformed.Add(1)
 		return false
 	}
 	if p[24] == 0xff { // MLD reports, mDNS, LLMNR: nobody here serves them
@@ -75,6 +76,53 @@ func (s *Segment) ipv6(dst, src mac, p []byte, now time.Time) bool {
 		return false
 	}
 	return s.toGateway(dst)
+}
+
+func ndType(t byte) bool { return t >= icmpRouterSolicitation && t <= icmpRedirect }
+
+// IPv6 extension headers that may stand between the fixed header and an
+// ND message (RFC 8200 4.1).
+const (
+	extHopByHop    = 0
+	extRouting     = 43
+	extFragment    = 44
+	extDestination = 60
+)
+
+// ndBehindExtension says whether p, an IPv6 packet, carries neighbour
+// discovery behind extension headers, or in a first fragment too short to
+// show the ICMPv6 type. Such messages never reach nd(), and RFC 6980
+// forbids fragmented ND: they are dropped, not passed to the stack, which
+// would otherwise take a router advertisement or redirect unchecked. A
+// chain cut short, or a header the walk does not know (AH, ESP, ...), is
+// left to the stack: it carries no ND the walk could find.
+func ndBehindExtension(p []byte) bool {
+	next, off, first := p[6], 40, true
+	for hops := 0; ; hops++ {
+		switch next {
+		case protoICMPv6:
+			if hops == 0 {
+				return false // no extension header: nd() had it
+			}
+			if off >= len(p) {
+				return first // the type is in a later fragment, or nowhere
+			}
+			return first && ndType(p[off])
+		case extHopByHop, extRouting, extDestination:
+			if off+2 > len(p) {
+				return false
+			}
+			next, off = p[off], off+(int(p[off+1])+1)*8
+		case extFragment:
+			if off+8 > len(p) {
+				return false
+			}
+			first = first && binary.BigEndian.Uint16(p[off+2:off+4])&^7 == 0
+			next, off = p[off], off+8
+		default:
+			return false
+		}
+	}
 }
 
 // source6 checks an IPv6 source: the key's stable address; link-local,
