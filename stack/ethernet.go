@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
@@ -11,8 +12,9 @@ import (
 	"github.com/sshvpn/sshvpn/stack/segment"
 )
 
-// DefaultEthernetMTU is an ethernet tunnel's IP MTU when Config.MTU is 0:
-// the largest a stock client's frames carry. OpenSSH reads a frame into
+// DefaultEthernetMTU caps an ethernet tunnel's IP MTU (the tunnel takes
+// the smaller of it and Config.MTU): the largest a stock client's frames
+// carry. OpenSSH reads a frame into
 // 16 KiB (relay/wire.MaxFrame); less the 14-byte header and room for one VLAN tag
 // (which serve's --mtu check keeps for the kernel's bridges too). The
 // stack's cost is per packet, as on point-to-point tunnels; a client that
@@ -148,15 +150,23 @@ const MaxSLAACPerKey = segment.MaxSLAAC
 
 // keyClaims is a segment's Claimer: the key's SLAAC addresses, held in the
 // gateway so that no two keys share one and no key holds more than
-// MaxSLAACPerKey, and given back when the tunnel closes.
+// MaxSLAACPerKey, and given back when the tunnel closes. Claim runs on the
+// segment's Write goroutine and release on Close's, which may overlap: a
+// mutex guards held, and once released no Claim is granted, so none is
+// left behind in the gateway.
 type keyClaims struct {
-	gw   *Gateway
-	key  string
-	held []netip.Addr
+	gw  *Gateway
+	key string
+
+	mu       sync.Mutex
+	held     []netip.Addr
+	released bool
 }
 
 func (k *keyClaims) Claim(a netip.Addr) bool {
-	if !k.gw.claimSLAAC(k.key, a) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.released || !k.gw.claimSLAAC(k.key, a) {
 		return false
 	}
 	k.held = append(k.held, a)
@@ -164,6 +174,9 @@ func (k *keyClaims) Claim(a netip.Addr) bool {
 }
 
 func (k *keyClaims) release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.released = true
 	k.gw.releaseSLAAC(k.held)
 	k.held = nil
 }

@@ -192,3 +192,32 @@ func TestSLAACClaims(t *testing.T) {
 		t.Error("key a's address not free after its tunnels closed")
 	}
 }
+
+// TestSLAACClaimAfterClose: a claim that races the tunnel's Close is
+// either given back by it or refused; none stays in the gateway. Run with
+// -race: Claim (the segment's Write goroutine) and Close overlap.
+func TestSLAACClaimAfterClose(t *testing.T) {
+	g := newGateway(t)
+	addr := func(i int) netip.Addr { return relay.AddOffset(DefaultSubnet6.Addr(), uint64(0x2000+i)) }
+	for round := range 20 {
+		a := openEthernet(t, g, "SHA256:a").(*l2Tunnel)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range MaxSLAACPerKey {
+				a.claims.Claim(addr(round*MaxSLAACPerKey + i))
+			}
+		}()
+		a.Close()
+		<-done
+		if a.claims.Claim(addr(0)) {
+			t.Fatal("a claim after Close was granted")
+		}
+		g.mu.Lock()
+		held, perKey := len(g.slaac), g.slaacPerKey["SHA256:a"]
+		g.mu.Unlock()
+		if held != 0 || perKey != 0 {
+			t.Fatalf("round %d: the gateway holds %d SLAAC addresses (%d for the key) after Close", round, held, perKey)
+		}
+	}
+}
