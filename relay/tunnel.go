@@ -23,6 +23,9 @@ type TunnelRequest struct {
 	Unit   uint32 // AnyUnit, or the unit the client asked for or its key forces
 	User   string // the SSH user name the client logged in with
 	Remote net.Addr
+	// Local is the gateway's end of the client's SSH connection: the
+	// address the client dialled, unless a NAT stands between them.
+	Local net.Addr
 	// Key is the client key's SHA256 fingerprint: who the client is.
 	// Backends key stable addresses and per-key limits on it.
 	Key string

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {
 // openSegment puts an Ethernet segment in front of t, the client's stack:
 // DHCP hands out its IPv4 address, router advertisements its IPv6 prefix.
 func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel, error) {
-	l := &l2Tunnel{tunnel: t, claims: &keyClaims{gw: g, key: req.Key}}
+	l := &l2Tunnel{tunnel: t, claims: &keyClaims{gw: g, key: req.Key}, dialled: dialled(req.Local)}
 	cfg := segment.Config{
 		Inner: t, Injector: t.ep, Local: g.localAddrs(), Routed: req.AllowedIPs,
 		DNS: g.cfg.DNS, Domains: g.cfg.Domains, Claims: l.claims, Stats: &t.stats.L2, Log: t.log,
@@ -71,9 +72,20 @@ func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel,
 // l2Tunnel is an ethernet tunnel: the client's stack behind a segment.
 type l2Tunnel struct {
 	*segment.Segment
-	tunnel *tunnel
-	claims *keyClaims
-	dhcp   *dhcpd.Server
+	tunnel  *tunnel
+	claims  *keyClaims
+	dhcp    *dhcpd.Server
+	dialled netip.Addr // the gateway's address the client's SSH connection came to
+}
+
+// dialled is the IP address of the gateway's end of the SSH connection;
+// the zero Addr when unknown or loopback, which no route can take away.
+func dialled(local net.Addr) netip.Addr {
+	ap, err := netip.ParseAddrPort(fmt.Sprint(local))
+	if err != nil || ap.Addr().IsLoopback() {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
 }
 
 var (
@@ -103,7 +115,21 @@ func (l *l2Tunnel) SetPathRTT(rtt time.Duration) { l.tunnel.SetPathRTT(rtt) }
 func (l *l2Tunnel) Config() relay.TunnelConfig { return l.tunnel.Config() }
 
 // Status implements relay.Tunnel: what a stock ethernet client gets and
-// the commands that get it, tap0 standing for the device ssh opened.
+// the commands that get it, tap0 standing for the device ssh opened, in
+// the order they must run:
+//
+//   - first a host route to the gateway's address via the client's
+//     current router, so that the default route DHCP installs does not take
+//     the SSH connection that carries the tunnel into the tunnel itself.
+//     It is printed with --route networks too: option 121 keeps RFC 3442
+//     clients (dhclient) from installing a default route, but busybox
+//     udhcpc's stock scripts ignore it and add one via option 3;
+//   - accept_ra=2 before the link comes up, so that the advertisement
+//     answering the kernel's first solicitation is taken on a host that
+//     forwards (else SLAAC waits for the next one, up to 16 s), and with
+//     --route networks accept_ra_defrtr=0: no IPv6 default route;
+//   - DHCP, then a route per --route network (replace: a client that took
+//     option 121 has the IPv4 ones already).
 func (l *l2Tunnel) Status() string {
 	t, g := l.tunnel, l.tunnel.gw
 	var b strings.Builder
@@ -112,34 +138,58 @@ func (l *l2Tunnel) Status() string {
 	for i, a := range t.addrs {
 		if a.Addr().Is4() {
 			gw4 = g.gateways[i]
-			fmt.Fprintf(&b, "  DHCP gives you %s, router %s\n", a, gw4)
-		} else if a.Bits() == 64 {
-			gw6 = segment.DefaultLinkLocal
-			fmt.Fprintf(&b, "  router advertisements give you a SLAAC address in %s, router %s\n", a.Masked(), gw6)
+			fmt.Fprintf(&b, "  DHCP gives you %s, router %s", a, gw4)
+			if routes4(g.cfg.Routes) {
+				b.WriteString(", and the gateway's routes as classless static routes (option 121: a client that takes it adds no default route)")
+			}
+			b.WriteString("\n")
 		} else {
-			fmt.Fprintf(&b, "  your IPv6 address %s, the gateway's %s (no SLAAC: the subnet is not a /64)\n", a, g.gateways[i])
+			gw6 = segment.DefaultLinkLocal
+			if a.Bits() == 64 {
+				fmt.Fprintf(&b, "  router advertisements give you a SLAAC address in %s, router %s\n", a.Masked(), gw6)
+			} else {
+				fmt.Fprintf(&b, "  your IPv6 address %s, the gateway's %s (no SLAAC: the subnet is not a /64), router %s\n", a, g.gateways[i], gw6)
+			}
 		}
 	}
 	for _, d := range g.cfg.DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
 	b.WriteString("  on your side, as root (tap0: the device ssh -w opened there):\n")
+	if a := l.dialled; a.IsValid() {
+		fmt.Fprintf(&b, "    ip %sroute add %s $(ip %sroute get %s | grep -oE 'via [^ ]+|dev [^ ]+')   # first: keeps this SSH connection out of the tunnel\n",
+			family(a), netip.PrefixFrom(a, a.BitLen()), family(a), a)
+	}
+	if gw6.IsValid() {
+		b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra=2\n")
+		if len(g.cfg.Routes) > 0 {
+			b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra_defrtr=0   # the routes below, no IPv6 default route\n")
+		}
+	}
 	b.WriteString("    ip link set tap0 up\n")
-	b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra=2\n")
-	b.WriteString("    udhcpc -i tap0    # or: dhclient tap0\n")
+	if gw4.IsValid() {
+		b.WriteString("    udhcpc -i tap0    # or: dhclient tap0\n")
+	}
 	for _, r := range g.cfg.Routes {
 		via := gw4
 		if r.Addr().Is6() {
 			via = gw6
 		}
 		if via.IsValid() {
-			fmt.Fprintf(&b, "    ip %sroute add %s via %s dev tap0\n", family(r.Addr()), r, via)
+			fmt.Fprintf(&b, "    ip %sroute replace %s via %s dev tap0\n", family(r.Addr()), r, via)
 		}
 	}
-	if len(g.cfg.Routes) == 0 && gw4.IsValid() {
-		fmt.Fprintf(&b, "    ip route add <network> via %s dev tap0   # each network to reach through the gateway\n", gw4)
-	}
 	return b.String()
+}
+
+// routes4 says whether rs holds an IPv4 network.
+func routes4(rs []netip.Prefix) bool {
+	for _, r := range rs {
+		if r.Addr().Is4() {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxSLAACPerKey bounds the SLAAC and privacy addresses one key holds over

@@ -156,11 +156,71 @@ func TestEthernetTunnel(t *testing.T) {
 	if got := tun.(*l2Tunnel).Stats().DropsSource.Load(); got != 1 {
 		t.Errorf("DropsSource = %d, want 1", got)
 	}
-	for _, want := range []string{"ethernet, MTU 1500", "DHCP gives you " + lease.String(), "SLAAC address in " + cfg.Addresses[1].Masked().String(),
-		"ip link set tap0 up", "udhcpc -i tap0", "accept_ra=2", "via " + gw4.String()} {
+	for _, want := range []string{"ethernet, MTU 1500", "DHCP gives you " + lease.String() + ", router " + gw4.String() + "\n",
+		"SLAAC address in " + cfg.Addresses[1].Masked().String(), "ip link set tap0 up", "udhcpc -i tap0", "accept_ra=2"} {
 		if !strings.Contains(tun.Status(), want) {
 			t.Errorf("status lacks %q:\n%s", want, tun.Status())
 		}
+	}
+}
+
+// TestEthernetStatus checks the commands a stock client is shown, and
+// their order: the SSH connection pinned outside the tunnel first,
+// accept_ra=2 before the link comes up, DHCP after; with --route networks
+// no IPv6 default route and a route per network; without IPv6, no IPv6
+// commands.
+func TestEthernetStatus(t *testing.T) {
+	local := &net.TCPAddr{IP: net.ParseIP("198.18.9.1"), Port: 22}
+	routes := []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:2:9::/48")}
+	pin := "ip route add 198.18.9.1/32 $(ip route get 198.18.9.1 | grep -oE 'via [^ ]+|dev [^ ]+')"
+	tests := []struct {
+		name       string
+		cfg        Config
+		local      net.Addr
+		order      []string // each after the one before
+		want, lack []string
+	}{
+		{"no routes", Config{}, local,
+			[]string{pin, "accept_ra=2\n", "ip link set tap0 up", "udhcpc -i tap0"},
+			nil, []string{"accept_ra_defrtr", "route replace", "option 121"}},
+		{"routes", Config{Routes: routes}, local,
+			[]string{pin, "accept_ra=2\n", "accept_ra_defrtr=0", "ip link set tap0 up", "udhcpc -i tap0",
+				"ip route replace 198.19.0.0/16 via 100.77.0.1 dev tap0", "ip -6 route replace 2001:2:9::/48 via fe80::1 dev tap0"},
+			[]string{"classless static routes (option 121: a client that takes it adds no default route)"}, nil},
+		{"IPv6 to the gateway", Config{}, &net.TCPAddr{IP: net.ParseIP("2001:2:9::1"), Port: 22},
+			[]string{"ip -6 route add 2001:2:9::1/128 $(ip -6 route get 2001:2:9::1 | grep", "ip link set tap0 up"}, nil, nil},
+		{"loopback", Config{}, &net.TCPAddr{IP: net.IPv6loopback, Port: 22}, nil, nil, []string{"route add"}},
+		{"no IPv6", Config{Subnets: []netip.Prefix{DefaultSubnet4}, Routes: routes}, local,
+			[]string{pin, "ip link set tap0 up", "udhcpc -i tap0", "ip route replace 198.19.0.0/16"},
+			nil, []string{"accept_ra", "SLAAC", "fe80::1", "2001:2:9::/48"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGatewayWith(t, tt.cfg)
+			tun, err := g.Open(context.Background(), relay.TunnelRequest{Mode: relay.Ethernet, Key: "SHA256:tap", Local: tt.local})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tun.Close()
+			s, at := tun.Status(), 0
+			for _, w := range tt.order {
+				i := strings.Index(s[at:], w)
+				if i < 0 {
+					t.Fatalf("status lacks %q after byte %d:\n%s", w, at, s)
+				}
+				at += i + len(w)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("status lacks %q:\n%s", w, s)
+				}
+			}
+			for _, w := range tt.lack {
+				if strings.Contains(s, w) {
+					t.Errorf("status has %q:\n%s", w, s)
+				}
+			}
+		})
 	}
 }
 

@@ -70,7 +70,7 @@ func (cs *connState) forward(ctx context.Context, nc ssh.NewChannel) {
 
 // request is who this connection's client is, for the backend.
 func (cs *connState) request() relay.TunnelRequest {
-	r := relay.TunnelRequest{User: cs.conn.User(), Remote: cs.conn.RemoteAddr(), Key: cs.login.key}
+	r := relay.TunnelRequest{User: cs.conn.User(), Remote: cs.conn.RemoteAddr(), Local: cs.conn.LocalAddr(), Key: cs.login.key}
 	if o := cs.login.opts; o != nil {
 		r.AllowedIPs, r.KeyRules, r.KeySource = o.AllowedIPs, o.KeyRules, o.Source
 	}
