@@ -19,20 +19,113 @@ import (
 )
 
 // udhcpcScript is busybox udhcpc's -s script for the tests: it configures
-// the tap as the default script would (address, MTU, default route) and
-// writes what the lease carried to a file, never to /etc/resolv.conf,
-// which a namespace shares with the host.
+// the tap as an RFC 3442 client does (address, MTU; the classless static
+// routes of option 121 when the lease has them, else a default route via
+// the router) and writes what the lease carried to a file, never to
+// /etc/resolv.conf, which a namespace shares with the host. Debian's stock
+// /etc/udhcpc/default.script differs here: it ignores $staticroutes and
+// always adds the default route, which is why the gateway's session text
+// pins the SSH connection first.
 const udhcpcScript = `#!/bin/sh
 case "$1" in
 bound|renew)
 	ip addr add "$ip/$mask" dev "$interface"
 	[ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
-	for r in $router; do ip route add default via "$r" dev "$interface"; done
-	echo "ip=$ip mask=$mask router=$router dns=$dns domain=$domain search=$search mtu=$mtu" > %s
+	if [ -n "$staticroutes" ]; then
+		set -- $staticroutes
+		while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
+	else
+		for r in $router; do ip route add default via "$r" dev "$interface"; done
+	fi
+	echo "ip=$ip mask=$mask router=$router dns=$dns domain=$domain search=$search mtu=$mtu staticroutes=$staticroutes" > %s
 	;;
 esac
 exit 0
 `
+
+// dhclientScript is ISC dhclient's -sf script for the tests: Debian's
+// dhclient-script without its resolv.conf and hostname steps. It adds the
+// default route via new_routers only when the lease has no option 121, as
+// Debian's does ("if we have $new_rfc3442_classless_static_routes then we
+// have to ignore $new_routers entirely"), and runs Debian's own
+// rfc3442-classless-routes exit hook for the routes.
+const dhclientScript = `#!/bin/sh
+case "$reason" in
+BOUND|REBOOT)
+	ip -4 addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
+	if [ -z "$new_rfc3442_classless_static_routes" ]; then
+		for r in $new_routers; do ip -4 route add default via "$r" dev "$interface"; done
+	fi
+	. /etc/dhcp/dhclient-exit-hooks.d/rfc3442-classless-routes
+	echo "ip=$new_ip_address routers=$new_routers rfc3442=$new_rfc3442_classless_static_routes" > %s
+	;;
+esac
+exit 0
+`
+
+// writeScript writes a DHCP client script, tmpl with the path of the file
+// it writes the lease to, and returns both paths.
+func writeScript(t *testing.T, tmpl string) (script, lease string) {
+	t.Helper()
+	dir := t.TempDir()
+	script, lease = filepath.Join(dir, "dhcp.sh"), filepath.Join(dir, "lease")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(tmpl, lease)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return script, lease
+}
+
+// statusCommands returns the commands a rootless ethernet session printed
+// for a stock client, in order.
+func statusCommands(t *testing.T, log string) []string {
+	t.Helper()
+	var cmds []string
+	in := false
+	for _, line := range strings.Split(strings.ReplaceAll(log, "\r", ""), "\n") {
+		switch {
+		case strings.Contains(line, "on your side, as root"):
+			in = true
+		case in && strings.HasPrefix(line, "    "):
+			cmds = append(cmds, strings.TrimSpace(line))
+		case in:
+			return cmds
+		}
+	}
+	if len(cmds) == 0 {
+		t.Fatalf("the session printed no commands:\n%s", log)
+	}
+	return cmds
+}
+
+// followStatus runs in ns the commands the session printed, in their
+// order, each through sh as a user pasting them would; the DHCP line
+// runs dhcp instead, the tests' own client scripts in place of the stock
+// ones (which rewrite the host's /etc/resolv.conf).
+func followStatus(t *testing.T, ns *nstest.NS, log string, dhcp func()) {
+	t.Helper()
+	for _, c := range statusCommands(t, log) {
+		if strings.HasPrefix(c, "udhcpc ") {
+			dhcp()
+			continue
+		}
+		if out, err := ns.Cmd("sh", "-c", c).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", c, err, out)
+		}
+	}
+}
+
+// pinned checks that the client's route to the gateway's SSH address
+// stays off the tap, as the session's first command set it.
+func pinned(t *testing.T, ns *nstest.NS) {
+	t.Helper()
+	sshAddr := strings.Split(gwListen, ":")[0]
+	if r := ns.Run(t, "ip", "route", "get", sshAddr); strings.Contains(r, "dev tap0") {
+		t.Errorf("the SSH connection's route goes into its own tunnel: %s", r)
+	}
+	if r := ns.Run(t, "ip", "route", "show", sshAddr+"/32"); !strings.Contains(r, sshAddr) {
+		t.Errorf("no host route to %s pinned: %q", sshAddr, r)
+	}
+}
 
 // tcpdumpTimes starts tcpdump on dev in ns, printing each packet with its
 // epoch time, and waits until it listens.
@@ -90,35 +183,42 @@ func TestRootlessEthernet(t *testing.T) {
 			if ssh.Exited() {
 				t.Fatalf("ssh exited: %s", ssh.Log())
 			}
-			return gives.MatchString(ssh.Log())
+			return gives.MatchString(ssh.Log()) && strings.Contains(ssh.Log(), "udhcpc -i tap0")
 		})
 		stable := gives.FindStringSubmatch(ssh.Log())[1]
 		waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
-		tp.client.Run(t, "sysctl", "-qw", "net.ipv6.conf.tap0.accept_ra=2", "net.ipv6.conf.tap0.autoconf=1")
-		tp.client.Run(t, "ip", "link", "set", "tap0", "up")
-		capture := tcpdumpTimes(t, tp.client, "tap0", "udp port 67 or udp port 68 or icmp6")
 
-		// DHCP: the key's stable address, the gateway as router and DNS,
-		// the --dns-domain as search list, the tunnel's MTU.
-		dir := t.TempDir()
-		leaseFile, script := filepath.Join(dir, "lease"), filepath.Join(dir, "udhcpc.sh")
-		if err := os.WriteFile(script, []byte(fmt.Sprintf(udhcpcScript, leaseFile)), 0o700); err != nil {
-			t.Fatal(err)
+		// The session's commands, in its order: the SSH connection pinned
+		// outside the tunnel, accept_ra=2, the link up, DHCP. DHCP gives
+		// the key's stable address, the gateway as router and DNS, the
+		// --dns-domain as search list, the tunnel's MTU.
+		script, leaseFile := writeScript(t, udhcpcScript)
+		var capture *nstest.Proc
+		var udhcpcTook time.Duration
+		followStatus(t, tp.client, ssh.Log(), func() {
+			capture = tcpdumpTimes(t, tp.client, "tap0", "udp port 67 or udp port 68 or icmp6")
+			start := time.Now()
+			if out, err := tp.client.Cmd("udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script).CombinedOutput(); err != nil {
+				t.Fatalf("udhcpc: %v\n%s\ngateway:\n%s", err, out, gw.Log())
+			}
+			udhcpcTook = time.Since(start)
+		})
+		if capture == nil {
+			t.Fatalf("the session printed no udhcpc command:\n%s", ssh.Log())
 		}
-		start := time.Now()
-		if out, err := tp.client.Cmd("udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script).CombinedOutput(); err != nil {
-			t.Fatalf("udhcpc: %v\n%s\ngateway:\n%s", err, out, gw.Log())
-		}
-		udhcpcTook := time.Since(start)
 		got, err := os.ReadFile(leaseFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"ip=" + stable + " ", "mask=24", "router=198.18.3.1", "dns=198.18.3.1", "lan.test", "mtu=16366"} {
+		for _, want := range []string{"ip=" + stable + " ", "mask=24", "router=198.18.3.1", "dns=198.18.3.1", "lan.test", "mtu=16366", "staticroutes=\n"} {
 			if !strings.Contains(string(got), want) {
 				t.Errorf("lease %q lacks %q", got, want)
 			}
 		}
+		if r := tp.client.Run(t, "ip", "-4", "route", "show", "default"); !strings.Contains(r, "via 198.18.3.1 dev tap0") {
+			t.Errorf("IPv4 default route %q, want via 198.18.3.1 dev tap0 (no --route: everything through the gateway)", r)
+		}
+		pinned(t, tp.client)
 
 		// SLAAC from the gateway's advertisements, and a default route via
 		// its link-local address.
@@ -132,7 +232,7 @@ func TestRootlessEthernet(t *testing.T) {
 		}
 
 		// A router solicitation of its own, timed.
-		start = time.Now()
+		start := time.Now()
 		ra := tp.client.Run(t, "rdisc6", "-1", "-w", "1000", "tap0")
 		rdiscTook := time.Since(start)
 		for _, want := range []string{"Prefix                   : 2001:2:0:3::/64", "Recursive DNS server     : 2001:2:0:3::1", "DNS search list          : lan.test", "02:73:73:68:76:70", "16366"} {
@@ -189,6 +289,92 @@ func TestRootlessEthernet(t *testing.T) {
 			t.Errorf("the gateway did not log the client's MAC and SLAAC address:\n%s", gw.Log())
 		}
 	})
+}
+
+// e: stock ssh into a rootless gateway with --route networks, following
+// its session's commands. DHCP sends the IPv4 network as a classless
+// static route (option 121), and neither busybox udhcpc nor ISC dhclient,
+// with scripts that follow RFC 3442 as Debian's dhclient-script does,
+// adds a default route; accept_ra_defrtr=0 keeps the IPv6 default route
+// away too. Both networks are reached through the explicit routes.
+func TestRootlessEthernetRoutes(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"udhcpc", "dhclient"} {
+		nstest.RequireTool(t, tool)
+	}
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	tp.addLAN6(t)
+	priv, pub := tp.key(t, o, "client")
+	gw := tp.startRootless(t, pub+"\n", "--subnet", subnet6.String(),
+		"--route", lanHost.Masked().String(), "--route", lanHost6.Masked().String())
+	ssh := tp.sshTunnel(t, o, priv, "ethernet", "0:any")
+	nstest.WaitFor(t, 15*time.Second, "status text", func() bool {
+		if ssh.Exited() {
+			t.Fatalf("ssh exited: %s", ssh.Log())
+		}
+		return strings.Contains(ssh.Log(), "ip -6 route replace")
+	})
+	for _, want := range []string{"option 121", "accept_ra_defrtr=0",
+		"ip route replace 198.18.2.0/24 via 198.18.3.1 dev tap0", "ip -6 route replace 2001:2:0:2::/64 via fe80::1 dev tap0"} {
+		if !strings.Contains(ssh.Log(), want) {
+			t.Errorf("the session text lacks %q:\n%s", want, ssh.Log())
+		}
+	}
+	waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
+
+	noDefault := func(client string) {
+		t.Helper()
+		for _, fam := range []string{"-4", "-6"} {
+			if r := tp.client.Run(t, "ip", fam, "route", "show", "default"); r != "" {
+				t.Errorf("%s: an %s default route: %q", client, fam, r)
+			}
+		}
+		pinned(t, tp.client)
+		nstest.Ping(t, tp.client, lanHost.Addr().String(), 2)
+		nstest.Ping(t, tp.client, lanHost6.Addr().String(), 2)
+	}
+
+	// busybox udhcpc: does it hand option 121 to its script?
+	script, leaseFile := writeScript(t, udhcpcScript)
+	followStatus(t, tp.client, ssh.Log(), func() {
+		if out, err := tp.client.Cmd("udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script).CombinedOutput(); err != nil {
+			t.Fatalf("udhcpc: %v\n%s\ngateway:\n%s", err, out, gw.Log())
+		}
+	})
+	if got, err := os.ReadFile(leaseFile); err != nil || !strings.Contains(string(got), "staticroutes=198.18.2.0/24 198.18.3.1") {
+		t.Errorf("udhcpc's lease %q (%v) lacks option 121's route", got, err)
+	}
+	nstest.WaitFor(t, 15*time.Second, "a SLAAC address on tap0", func() bool {
+		out, _ := tp.client.Cmd("ip", "-6", "addr", "show", "dev", "tap0", "scope", "global").CombinedOutput()
+		return strings.Contains(string(out), "2001:2:0:3:") && !strings.Contains(string(out), "tentative")
+	})
+	noDefault("udhcpc")
+
+	// ISC dhclient on the same tap, from scratch: its option 121 as
+	// Debian's dhclient-script reads it.
+	tp.client.Run(t, "ip", "-4", "addr", "flush", "dev", "tap0")
+	tp.client.Run(t, "ip", "-4", "route", "flush", "dev", "tap0")
+	script, leaseFile = writeScript(t, dhclientScript)
+	dir := t.TempDir()
+	dh := tp.client.Start(t, "dhclient", "-d", "-1", "-4", "-sf", script, "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "tap0")
+	nstest.WaitFor(t, 15*time.Second, "dhclient's lease", func() bool {
+		if dh.Exited() {
+			t.Fatalf("dhclient exited: %s", dh.Log())
+		}
+		_, err := os.Stat(leaseFile)
+		return err == nil
+	})
+	if got, _ := os.ReadFile(leaseFile); !strings.Contains(string(got), "routers=198.18.3.1 rfc3442=24 198 18 2 198 18 3 1") {
+		t.Errorf("dhclient's lease %q lacks option 121's route", got)
+	}
+	if r := tp.client.Run(t, "ip", "-4", "route", "show", lanHost.Masked().String()); !strings.Contains(r, "via 198.18.3.1 dev tap0") {
+		t.Errorf("dhclient's route to %s: %q", lanHost.Masked(), r)
+	}
+	noDefault("dhclient")
+	dh.Signal(os.Interrupt)
+	dh.Wait(5 * time.Second)
 }
 
 // d: two keys on the rootless gateway's ethernet tunnels, a stock ssh
