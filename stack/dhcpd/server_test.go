@@ -23,7 +23,6 @@ var (
 	serverAddr = netip.MustParseAddr("198.18.0.1")
 	otherAddr  = netip.MustParseAddr("198.18.7.7")
 	clientMAC  = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x09}
-	bcastMAC   = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	xid        = dhcpv4.TransactionID{0xde, 0xad, 0xbe, 0xef}
 	clock      = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 )
