@@ -45,6 +45,11 @@ func TestNewRefuses(t *testing.T) {
 				c.Domains = append(c.Domains, "domain"+strings.Repeat("x", i%10)+".test")
 			}
 		}, "over the 548 every client accepts"},
+		{"routes past 576 bytes", func(c *Config) {
+			for i := range 60 {
+				c.Routes = append(c.Routes, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i), 0}), 24))
+			}
+		}, "search domains or routes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,7 +48,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, opts: newOptions(cfg), log: cfg.Log}
 	if n := s.sizeOfLargestReply(); n > maxPayload {
-		return nil, fmt.Errorf("dhcpd: the options take %d bytes, over the %d every client accepts: fewer DNS servers or search domains", n, maxPayload)
+		return nil, fmt.Errorf("dhcpd: the options take %d bytes, over the %d every client accepts: fewer DNS servers, search domains or routes", n, maxPayload)
 	}
 	return s, nil
 }
