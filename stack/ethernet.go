@@ -37,6 +37,27 @@ func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {
 	return min(g.cfg.MTU, DefaultEthernetMTU)
 }
 
+// CheckEthernet reports what would keep every ethernet tunnel from
+// opening, so that a gateway refuses to start instead: today a DHCP
+// reply the routes, name servers and domains make too large to send.
+func (g *Gateway) CheckEthernet() error {
+	for i, s := range g.subnets {
+		if !s.Addr().Is4() {
+			continue
+		}
+		lease := netip.PrefixFrom(relay.AddOffset(s.Addr(), 2), s.Bits())
+		if lease.Addr() == g.gateways[i] {
+			lease = netip.PrefixFrom(relay.AddOffset(s.Addr(), 3), s.Bits())
+		}
+		_, err := dhcpd.New(dhcpd.Config{Lease: lease, ServerID: g.gateways[i], DNS: g.cfg.DNS,
+			Domains: g.cfg.Domains, MTU: min(g.cfg.MTU, DefaultEthernetMTU), Routes: g.cfg.Routes})
+		if err != nil {
+			return fmt.Errorf("ethernet tunnels' DHCP: %w", err)
+		}
+	}
+	return nil
+}
+
 // openSegment puts an Ethernet segment in front of t, the client's stack:
 // DHCP hands out its IPv4 address, router advertisements its IPv6 prefix.
 func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel, error) {

@@ -281,3 +281,27 @@ func TestSLAACClaimAfterClose(t *testing.T) {
 		}
 	}
 }
+
+// CheckEthernet refuses at start what would fail every ethernet tunnel
+// at open: routes past what a DHCP reply carries. Point-to-point tunnels
+// are not its business.
+func TestCheckEthernet(t *testing.T) {
+	g, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CheckEthernet(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	var routes []netip.Prefix
+	for i := range 60 {
+		routes = append(routes, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24))
+	}
+	g, err = New(Config{Routes: routes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CheckEthernet(); err == nil || !strings.Contains(err.Error(), "routes") {
+		t.Fatalf("60 routes: %v", err)
+	}
+}

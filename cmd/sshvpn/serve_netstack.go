@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/egress"
@@ -165,6 +166,11 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 		unfollow()
 		if proxy != nil {
 			proxy.Close()
+		}
+	}
+	if err == nil && c.permit.Allows(relay.Ethernet) {
+		if err = g.CheckEthernet(); err != nil {
+			err = fmt.Errorf("%w: fewer --route, --dns or --dns-domain, or --permit-tunnel point-to-point", err)
 		}
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -168,5 +169,31 @@ func TestParseServeBridge(t *testing.T) {
 	c, err := parseServe([]string{"--backend", "kernel", "--bridge", "br0", "--tun-address", "198.18.3.1/24"}, io.Discard)
 	if err != nil || c.bridge != "br0" {
 		t.Fatalf("--bridge with --tun-address for point-to-point tunnels: %+v, %v", c, err)
+	}
+}
+
+// A rootless gateway whose DHCP replies could not carry its --route
+// networks refuses to start while it takes ethernet tunnels, rather than
+// failing each one as it opens.
+func TestServeRefusesUnsendableDHCP(t *testing.T) {
+	args := []string{"--resolv-conf", "/dev/null"}
+	for i := range 60 {
+		args = append(args, "--route", netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24).String())
+	}
+	for _, c := range []struct {
+		permit string
+		fails  bool
+	}{{"yes", true}, {"ethernet", true}, {"point-to-point", false}} {
+		cfg, err := parseServe(append(args, "--permit-tunnel", c.permit), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stop, err := netstackBackend(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			stop()
+		}
+		if (err != nil) != c.fails || err != nil && !strings.Contains(err.Error(), "fewer --route") {
+			t.Errorf("--permit-tunnel %s: %v", c.permit, err)
+		}
 	}
 }
