@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // Lease is what a DHCPv4 server granted.
@@ -40,12 +42,9 @@ func (l *Lease) String() string {
 }
 
 // Limits on what a lease may carry. Its name servers and domains go into
-// the host's resolver, as the gateway's do: the same caps as the gateway's
-// (relay/wire's MaxDNS and MaxDomains, which a backend cannot import; a
-// test keeps them equal).
+// the host's resolver, as the gateway's do, under the same caps
+// (relay.MaxDNS, relay.MaxDomains).
 const (
-	maxDNS     = 16
-	maxDomains = 32
 	// minPrefixBits is the widest subnet a lease may claim: the kernel
 	// routes the whole subnet to the tap, and a server that says /1 would
 	// take half the Internet, the SSH connection's path with it.
@@ -115,8 +114,8 @@ func leaseOf(ack, offer *dhcpv4.DHCPv4, granted time.Time, log *slog.Logger) (*L
 		switch {
 		case !ok || !unicast(a):
 			log.Warn("the DHCP lease's name server is not a unicast address: left out", "dns", net.IP(d))
-		case len(l.DNS) == maxDNS:
-			log.Warn("the DHCP lease names more name servers than the client takes: the rest are left out", "max", maxDNS, "left_out", a)
+		case len(l.DNS) == relay.MaxDNS:
+			log.Warn("the DHCP lease names more name servers than the client takes: the rest are left out", "max", relay.MaxDNS, "left_out", a)
 		case !slices.Contains(l.DNS, a):
 			l.DNS = append(l.DNS, a)
 		}
@@ -153,7 +152,7 @@ func unicast(a netip.Addr) bool {
 }
 
 // domains are the lease's domain name and search list, each once, those
-// that are DNS domains (checkDomain) and no more than maxDomains.
+// that are DNS domains (relay.CheckDomain) and no more than relay.MaxDomains.
 func domains(ack *dhcpv4.DHCPv4, log *slog.Logger) []string {
 	var out []string
 	add := func(d string) {
@@ -161,14 +160,14 @@ func domains(ack *dhcpv4.DHCPv4, log *slog.Logger) []string {
 		if d == "" || slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, d) }) {
 			return
 		}
-		if err := checkDomain(d); err != nil {
+		if err := relay.CheckDomain(d); err != nil {
 			// A name with a newline in it would be a line of its own in
 			// /etc/resolv.conf.
 			log.Warn("the DHCP lease's domain is not a DNS domain: left out", "err", err)
 			return
 		}
-		if len(out) == maxDomains {
-			log.Warn("the DHCP lease names more domains than the client takes: the rest are left out", "max", maxDomains, "left_out", d)
+		if len(out) == relay.MaxDomains {
+			log.Warn("the DHCP lease names more domains than the client takes: the rest are left out", "max", relay.MaxDomains, "left_out", d)
 			return
 		}
 		out = append(out, d)
@@ -180,39 +179,6 @@ func domains(ack *dhcpv4.DHCPv4, log *slog.Logger) []string {
 		}
 	}
 	return out
-}
-
-// checkDomain accepts a DNS domain as relay/wire's CheckDomain does for
-// the gateway's (a backend cannot import it; a test keeps the two in
-// step): dot-separated labels of letters, digits, '-' and '_', at most
-// 253 characters, each label 1 to 63 and not starting or ending with '-'.
-func checkDomain(d string) error {
-	if d == "" || len(d) > 253 {
-		return fmt.Errorf("DNS domain %q: want 1 to 253 characters", d)
-	}
-	for l := range strings.SplitSeq(d, ".") {
-		if err := checkLabel(l); err != nil {
-			return fmt.Errorf("DNS domain %q: %w", d, err)
-		}
-	}
-	return nil
-}
-
-func checkLabel(l string) error {
-	switch {
-	case l == "":
-		return errors.New("empty label (a leading, trailing or doubled dot)")
-	case len(l) > 63:
-		return fmt.Errorf("label %q is longer than 63 characters", l)
-	case l[0] == '-' || l[len(l)-1] == '-':
-		return fmt.Errorf("label %q starts or ends with '-'", l)
-	}
-	for _, r := range l {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return fmt.Errorf("label %q holds %q: want letters, digits, '-' or '_'", l, r)
-		}
-	}
-	return nil
 }
 
 func addr4(ip net.IP) (netip.Addr, bool) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -64,13 +63,15 @@ func sshString(p []byte) ([]byte, error) {
 	return p[4:], nil
 }
 
-// Limits on what a gateway may ask a client to put in its resolver: a
-// handful is normal, and each entry becomes a D-Bus argument or a line of
-// /etc/resolv.conf on the client.
+// Limits on what a gateway may ask a client to put in its resolver
+// (relay.MaxDNS, relay.MaxDomains).
 const (
-	MaxDNS     = 16 // name servers
-	MaxDomains = 32 // DNS domains
+	MaxDNS     = relay.MaxDNS
+	MaxDomains = relay.MaxDomains
 )
+
+// CheckDomain is relay.CheckDomain: a DNS domain as a gateway announces it.
+func CheckDomain(d string) error { return relay.CheckDomain(d) }
 
 // checkNames refuses name servers and domains the client could not apply
 // as they are.
@@ -90,43 +91,6 @@ func checkNames(c relay.TunnelConfig) error {
 	for _, d := range c.Domains {
 		if err := CheckDomain(d); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// CheckDomain accepts a DNS domain as a gateway announces it: a name of
-// dot-separated labels of letters, digits, '-' and '_' (service and
-// reverse-lookup names use the last), without the root's trailing dot, at
-// most 253 characters, each label at most 63 and not starting or ending
-// with '-'. The root itself ("." for all names) is refused: whether every
-// lookup goes through the tunnel is the client's to decide, from its
-// routes.
-func CheckDomain(d string) error {
-	if d == "" || len(d) > 253 {
-		return fmt.Errorf("DNS domain %q: want 1 to 253 characters", d)
-	}
-	for _, l := range strings.Split(d, ".") {
-		if err := checkLabel(l); err != nil {
-			return fmt.Errorf("DNS domain %q: %w", d, err)
-		}
-	}
-	return nil
-}
-
-func checkLabel(l string) error {
-	switch {
-	case l == "":
-		return errors.New("empty label (a leading, trailing or doubled dot)")
-	case len(l) > 63:
-		return fmt.Errorf("label %q is longer than 63 characters", l)
-	case l[0] == '-' || l[len(l)-1] == '-':
-		return fmt.Errorf("label %q starts or ends with '-'", l)
-	}
-	for _, r := range l {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
-		if !ok {
-			return fmt.Errorf("label %q holds %q: want letters, digits, '-' or '_'", l, r)
 		}
 	}
 	return nil

@@ -1,13 +1,14 @@
 package dhcpd
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/sshvpn/sshvpn/relay"
 )
 
 // DefaultLeaseTime is the lease Config.LeaseTime 0 gives: an hour, as
@@ -161,39 +162,16 @@ func ipv4Routes(ps []netip.Prefix) []netip.Prefix {
 }
 
 // checkDomains returns the domains without a trailing dot, or an error
-// naming the first that is no DNS name (RFC 1035 2.3.4: labels of 1 to 63
-// bytes, at most 253 bytes written out). The rules are relay/wire's
-// CheckDomain, which a stack package may not import.
+// naming the first that relay.CheckDomain refuses: what a client would
+// refuse from its gateway it must not get from its DHCP server either.
 func checkDomains(domains []string) ([]string, error) {
 	out := make([]string, 0, len(domains))
 	for _, d := range domains {
 		d = strings.TrimSuffix(d, ".")
-		if err := checkDomain(d); err != nil {
+		if err := relay.CheckDomain(d); err != nil {
 			return nil, fmt.Errorf("dhcpd: search domain %q: %w", d, err)
 		}
 		out = append(out, d)
 	}
 	return out, nil
-}
-
-func checkDomain(d string) error {
-	if d == "" || len(d) > 253 {
-		return errors.New("want 1 to 253 bytes")
-	}
-	for label := range strings.SplitSeq(d, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("label %q: want 1 to 63 bytes", label)
-		}
-		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("label %q starts or ends with '-'", label)
-		}
-		for _, c := range []byte(label) {
-			// Letters, digits, hyphen and underscore: what resolvers and the
-			// clients' scripts (shell variables) take without surprise.
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("label %q: byte %q is not a letter, digit, '-' or '_'", label, c)
-			}
-		}
-	}
-	return nil
 }
