@@ -332,6 +332,9 @@ func runRound(tb *softTB, l *live, ps profileSpec, r int, failed *[]string) {
 		l.res.PingIdle = append(l.res.PingIdle, s)
 	}
 	for _, t := range ps.tests {
+		if !runs(l.spec.name, t) {
+			continue
+		}
 		t0 := time.Now()
 		s, ping := runIperf(p, ps, t, t == Down1 && p.pingTarget != "")
 		if s.Error != "" && p.alive() == nil {
