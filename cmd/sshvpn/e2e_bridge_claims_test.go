@@ -179,6 +179,34 @@ func neighMAC(t *testing.T, ns *nstest.NS, a netip.Addr) string {
 	return m[1]
 }
 
+// bridgedPair is the bridged home with two keys: client A (Debian's
+// OpenSSH, in home.client) tunnelled on its tap0, and client B (the
+// newest OpenSSH present) in a namespace of its own with its key, not yet
+// connected.
+type bridgedPair struct {
+	*home
+	gw      *gatewayProc
+	oA, oB  nstest.OpenSSH
+	sshA    *nstest.Proc
+	clientB *nstest.NS
+	privB   string
+}
+
+func newBridgedPair(t *testing.T) *bridgedPair {
+	t.Helper()
+	nstest.RequireRoot(t)
+	p := &bridgedPair{home: newHome(t)}
+	p.oA, p.oB = oldestAndNewest(t)
+	p.clientB = p.secondClient(t)
+	privA, pubA := p.key(t, p.oA, "client-a")
+	privB, pubB := p.key(t, p.oB, "client-b")
+	p.privB = privB
+	p.gw = p.startGateway(t, pubA+"\n"+pubB+"\n", "--bridge", "br0")
+	p.sshA = p.sshTunnel(t, p.oA, privA, "ethernet", "0:any")
+	waitTunnel(t, p.client, "tap0", p.sshA, p.gw, 1)
+	return p
+}
+
 // Port security between two bridged clients: the addresses client A's
 // frames used first are A's, and client B's ARP reply, gratuitous ARP and
 // unsolicited neighbour advertisement claiming them never reach the LAN,
@@ -186,15 +214,8 @@ func neighMAC(t *testing.T, ns *nstest.NS, a netip.Addr) string {
 // on. A runs Debian's OpenSSH and B the newest present.
 func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 	t.Parallel()
-	nstest.RequireRoot(t)
-	oA, oB := oldestAndNewest(t)
-	h := newHome(t)
-	clientB := h.secondClient(t)
-	privA, pubA := h.key(t, oA, "client-a")
-	privB, pubB := h.key(t, oB, "client-b")
-	gw := h.startGateway(t, pubA+"\n"+pubB+"\n", "--bridge", "br0")
-	sshA := h.sshTunnel(t, oA, privA, "ethernet", "0:any")
-	waitTunnel(t, h.client, "tap0", sshA, gw, 1)
+	p := newBridgedPair(t)
+	h, gw, oB, clientB, privB := p.home, p.gw, p.oB, p.clientB, p.privB
 	sshB := stockEthernet(t, clientB, oB, privB)
 	waitTunnel(t, clientB, "tap0", sshB, gw, 2)
 
@@ -241,7 +262,7 @@ func TestBridgeClaimsOfAnotherTunnel(t *testing.T) {
 	if r, err := transfer.Wait(); err != nil {
 		t.Errorf("A's transfer with the LAN host during B's claims: %v", err)
 	} else {
-		t.Logf("A (OpenSSH %s) → LAN host while B (OpenSSH %s) claimed A's addresses: %v", oA.Version, oB.Version, r)
+		t.Logf("A (OpenSSH %s) → LAN host while B (OpenSSH %s) claimed A's addresses: %v", p.oA.Version, oB.Version, r)
 	}
 	for _, a := range []netip.Addr{v4, v6} {
 		if got := neighMAC(t, h.lan, a); got != macA.String() {
@@ -501,15 +522,8 @@ func ieee802ARP(p []byte) []byte {
 // while the LAN host's transfer with A and the gateway host's pings run.
 func TestBridgeStolenMAC(t *testing.T) {
 	t.Parallel()
-	nstest.RequireRoot(t)
-	oA, oB := oldestAndNewest(t)
-	h := newHome(t)
-	clientB := h.secondClient(t)
-	privA, pubA := h.key(t, oA, "client-a")
-	privB, pubB := h.key(t, oB, "client-b")
-	gw := h.startGateway(t, pubA+"\n"+pubB+"\n", "--bridge", "br0")
-	sshA := h.sshTunnel(t, oA, privA, "ethernet", "0:any")
-	waitTunnel(t, h.client, "tap0", sshA, gw, 1)
+	p := newBridgedPair(t)
+	h, gw, oB, clientB, privB, sshA := p.home, p.gw, p.oB, p.clientB, p.privB, p.sshA
 	v4 := h.dhcp(t)
 	nstest.Ping(t, h.lan, v4.String(), 2)
 	macA := ifaceMAC(t, h.client, "tap0")
