@@ -57,10 +57,24 @@ type Client struct {
 	// device does too.
 	GSO bool
 	// Up, when set, is called once, when the first tunnel is up (sshvpn
-	// connect -f goes to the background then).
+	// connect -f goes to the background then); with Flows, when the first
+	// connection is.
 	Up func()
+	// Flows says the connections also carry flows of their own:
+	// direct-tcpip channels that the rootless proxies open on whichever
+	// connection Connection returns (which serves them without Flows
+	// too). The tunnel then becomes optional: a
+	// connection whose server refuses it, or for which SkipTunnel says
+	// why not, stays up without one and counts as up.
+	Flows bool
+	// SkipTunnel, when set with Flows, is asked before the tunnel is
+	// opened on a connection; a non-empty answer is why this connection
+	// goes without one.
+	SkipTunnel func(serverVersion []byte) string
 	// Log may be nil.
 	Log *slog.Logger
+
+	conn connection
 }
 
 // Backoff bounds: the first retry comes after about minBackoff, later ones
@@ -95,6 +109,7 @@ func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	t := &tunnel{client: c, log: log}
 	defer t.stop(cancel)
+	defer c.conn.end()
 	for attempt := 0; ; attempt++ {
 		up, err := t.session(ctx)
 		if ctx.Err() != nil {
@@ -103,14 +118,14 @@ func (c *Client) Run(ctx context.Context) error {
 		if !c.retryable(err) {
 			return err
 		}
-		if t.local == nil && !c.Persist {
+		if !t.everUp && !c.Persist {
 			return &FirstContactError{err}
 		}
 		if !up.IsZero() && time.Since(up) > stableAfter {
 			attempt = 0 // that tunnel lived: start the backoff over
 		}
 		wait := backoff(attempt)
-		if t.local == nil {
+		if !t.everUp {
 			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
 		} else {
 			log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
@@ -129,7 +144,7 @@ var ErrNeverUp = errors.New("interrupted before a tunnel was up")
 
 // ended is Run's result once ctx has ended.
 func (t *tunnel) ended() error {
-	if t.local == nil {
+	if !t.everUp {
 		return ErrNeverUp
 	}
 	return nil
@@ -147,6 +162,8 @@ type tunnel struct {
 	pumpDone  chan struct{}  // closed when the Pump stopped: ctx ended or the local device failed
 	pumpErr   error          // why; read after pumpDone
 	announced bool           // Client.Up was called
+	everUp    bool           // a tunnel (or, with Flows, a connection) was up
+	noTunnel  string         // why the last connection went without a tunnel, logged when it changes
 	wg        sync.WaitGroup
 }
 
@@ -217,6 +234,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	// types a passphrase.
 	sc, err := c.Dial(ctx)
 	if err != nil {
+		c.conn.failed(err)
 		return up, err
 	}
 	// Leave as ssh leaves: SSH_MSG_DISCONNECT, then close. On every path,
@@ -227,17 +245,37 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	defer leave()
 	stopLeave := context.AfterFunc(ctx, leave)
 	defer stopLeave()
-	ch, reqs, framed, err := t.open(sc)
-	if ctx.Err() != nil {
-		return up, ctx.Err()
+	// Flows may use the connection at once, while the tunnel opens.
+	c.conn.up(sc)
+	defer c.conn.down(errors.New("the connection to the server was lost"))
+	why := ""
+	if c.Flows && c.SkipTunnel != nil {
+		why = c.SkipTunnel(sc.ServerVersion())
 	}
-	if err != nil {
-		err = refusal(c.Mode, sc.ServerVersion(), err)
-		if t.local != nil && transientRefusal(err) {
-			// The server's last session may still hold the unit.
-			return up, &sessionError{err}
+	var (
+		ch     ssh.Channel
+		reqs   <-chan *ssh.Request
+		framed bool
+	)
+	if why == "" {
+		ch, reqs, framed, err = t.open(sc)
+		if ctx.Err() != nil {
+			return up, ctx.Err()
 		}
-		return up, err
+		if err != nil {
+			err = refusal(c.Mode, sc.ServerVersion(), err)
+			switch {
+			case t.local != nil && transientRefusal(err):
+				// The server's last session may still hold the unit.
+				return up, &sessionError{err}
+			case !c.Flows:
+				return up, err
+			}
+			why = err.Error()
+		}
+	}
+	if why != "" {
+		return t.flowsOnly(ctx, sc, why, stopLeave, leave)
 	}
 	defer ch.Close()
 	cfg, err := tunnelConfig(ctx, sc, framed, reqs)
@@ -259,14 +297,37 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 		return up, err
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
-	if c.Up != nil && !t.announced {
-		t.announced = true
-		c.Up()
-	}
+	t.noTunnel = ""
+	t.announce()
 	if !stopLeave() {
 		return up, ctx.Err() // ctx ended while the tunnel came up: gone already
 	}
 	return time.Now(), t.carry(ctx, sc, channel, leave)
+}
+
+// announce marks the run as up, and tells Client.Up the first time.
+func (t *tunnel) announce() {
+	t.everUp = true
+	if c := t.client; c.Up != nil && !t.announced {
+		t.announced = true
+		c.Up()
+	}
+}
+
+// flowsOnly keeps a connection that has no tunnel up for its flows until it
+// is lost or ctx ends. why is logged when it differs from the last
+// connection's, so a reconnect loop does not repeat it.
+func (t *tunnel) flowsOnly(ctx context.Context, sc *ssh.Client, why string, stopLeave func() bool, leave func()) (time.Time, error) {
+	if why != t.noTunnel {
+		t.log.Warn("no tunnel on this connection: UDP through the proxies is off, TCP flows go as direct-tcpip channels", "why", why)
+		t.noTunnel = why
+	}
+	t.log.Info("connection up", "server", string(sc.ServerVersion()))
+	t.announce()
+	if !stopLeave() {
+		return time.Time{}, ctx.Err()
+	}
+	return time.Now(), t.carry(ctx, sc, nil, leave)
 }
 
 // open opens the tunnel's channel: the framed stream toward an sshvpn
@@ -393,18 +454,25 @@ func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel relay.Device
 		}
 		lost <- err
 	})
-	a := t.remote.attach(channel)
+	// Without a channel (a connection for flows only) nothing is
+	// attached, and a Pump, if one runs, keeps waiting for the next one.
+	var a *attachment
+	var attached <-chan struct{}
+	if channel != nil {
+		a = t.remote.attach(channel)
+		attached = a.done
+	}
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-lost:
 		err = &sessionError{err}
-	case <-a.done:
+	case <-attached:
 		err = &sessionError{fmt.Errorf("tunnel channel: %w", a.err)}
 		if errors.Is(a.err, net.ErrClosed) { // the Pump stopped and closed the remote
 			err = t.stopped()
 		}
-	case <-t.pumpDone:
+	case <-t.pumpDone: // nil, never ready, before the first tunnel
 		err = t.stopped()
 	}
 	if ctx.Err() != nil {
@@ -415,7 +483,9 @@ func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel relay.Device
 		// shutdown(2) on its tun fd and "Socket operation on non-socket".
 		leave()
 	}
-	t.remote.detach(a, errors.New("session ended"))
+	if a != nil {
+		t.remote.detach(a, errors.New("session ended"))
+	}
 	cancel()
 	sc.Close() // ends sc.Wait and a keepalive request in flight
 	wg.Wait()
