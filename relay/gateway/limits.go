@@ -41,8 +41,9 @@ type Limits struct {
 	// its connections: each tunnel is a device and an address.
 	MaxTunnelsPerKey int
 	// MaxForwardsPerConn bounds the direct-tcpip channels (ssh -L, ssh -D)
-	// one connection holds at once: a browser behind -D opens dozens, each
-	// a host socket.
+	// one connection holds at once, each a host socket. A browser behind
+	// -D opens dozens; a rootless sshvpn client carries every TCP flow of
+	// its proxies this way, so the bound is the key's whole share.
 	MaxForwardsPerConn int
 	// MaxForwardsPerKey bounds them over all the key's connections.
 	MaxForwardsPerKey int
@@ -58,8 +59,8 @@ var DefaultLimits = Limits{
 	MaxConnsPerKey:       16,
 	MaxChannelsPerConn:   10,
 	MaxTunnelsPerKey:     8,
-	MaxForwardsPerConn:   256,
-	MaxForwardsPerKey:    1024,
+	MaxForwardsPerConn:   1024,
+	MaxForwardsPerKey:    2048,
 }
 
 // maxPenalty bounds what repeated GracePenalty add up to.
