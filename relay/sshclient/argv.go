@@ -34,14 +34,12 @@ var (
 	sshWithArg = "BbcDEeFIiJLlmOoPpQRSWw"
 	sshIgnored = map[byte]string{
 		'A': "agent forwarding", 'a': "no agent forwarding", 'X': "X11 forwarding", 'x': "no X11 forwarding",
-		'Y': "trusted X11 forwarding", 'K': "GSSAPI", 'k': "no GSSAPI delegation", 'g': "remote hosts on forwards",
+		'Y': "trusted X11 forwarding", 'K': "GSSAPI", 'k': "no GSSAPI delegation",
 		'n': "stdin from /dev/null", 't': "a tty", 'y': "syslog", 'e': "the escape character",
 	}
 	sshRefused = map[byte]string{
 		'C': "sshvpn does not compress (x/crypto/ssh has no zlib, and a VPN's traffic is mostly compressed or encrypted already): drop -C",
-		'D': "sshvpn carries a tunnel, not forwards: run ssh -D beside it",
-		'L': "sshvpn carries a tunnel, not forwards: run ssh -L beside it",
-		'R': "sshvpn carries a tunnel, not forwards: run ssh -R beside it",
+		'R': "sshvpn forwards no remote ports: run ssh -R beside it",
 		'W': "sshvpn carries a tunnel, not stdio forwards: use ssh -W",
 		's': "sshvpn runs no subsystem",
 		'G': "to see the configuration, run ssh -G",
@@ -93,7 +91,7 @@ func Getopt(args []string, long func(name string) bool) ([]string, error) {
 					out = append(out, "-"+string(o), val)
 				}
 				j = len(a)
-			case strings.ContainsRune("46fNTqvV", rune(o)):
+			case strings.ContainsRune("46fgNTqvV", rune(o)):
 				out = append(out, "-"+string(o))
 			default:
 				return nil, fmt.Errorf("unknown option -%c (sshvpn connect -h lists the flags)", o)
