@@ -1,9 +1,14 @@
-// Package stack is the rootless backend: each tunnel, point-to-point or
-// ethernet, gets a gVisor userspace TCP/IP stack of its own, a
-// relay.Device, whose forwarders re-originate the client's TCP, UDP and
-// ping from the gateway process's ordinary sockets, under an egress
-// policy and per-client limits. No privilege, and nothing changed on the
-// host.
+// Package stack holds sshvpn's gVisor userspace TCP/IP stacks, each a
+// relay.Device, with no privilege and nothing changed on the host.
+//
+// On the gateway it is the rootless backend: each tunnel, point-to-point
+// or ethernet, gets a stack of its own whose forwarders re-originate the
+// client's TCP, UDP and ping from the gateway process's ordinary sockets,
+// under an egress policy and per-client limits.
+//
+// On the client, Local is the stack of a rootless client with no device:
+// it owns the tunnel's addresses, as a kernel tun would, and gives the
+// client process's own proxies sockets through the tunnel.
 //
 //   - gateway.go: Gateway, the relay.Opener: subnets, the gateway's and
 //     clients' addresses, one client stack per tunnel.
@@ -21,6 +26,10 @@
 //   - stream.go: direct-tcpip (ssh -L, -D, -W) under the same policy.
 //   - memory.go: what a client's flows hold, against Limits.Memory.
 //   - tune.go: the stack's TCP settings, and why.
+//   - local.go: Local, the client's stack: its NIC, addresses, routes
+//     and Update; local_dial.go its TCP dial, whose errors wrap errnos;
+//     local_udp.go its dual-family UDP socket; local_dns.go its lookups
+//     through the tunnel's name servers, never the host's.
 //   - ethernet.go: an ethernet tunnel: the same stack behind a segment
 //     (package segment) with a DHCP server (package dhcpd), its MTU, its
 //     status text, and the SLAAC addresses each key holds.
