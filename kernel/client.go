@@ -50,6 +50,11 @@ type LocalConfig struct {
 	// made, so that a client killed outright is undone by the next run or
 	// sshvpn cleanup.
 	Journal *Journal
+	// Premade attaches the persistent device root made for this user
+	// (FindPremade) and changes nothing on it or on the host: it reports
+	// what the device lacks, with the command root would run. For a
+	// client without CAP_NET_ADMIN.
+	Premade bool
 	Log     *slog.Logger
 }
 
@@ -91,6 +96,10 @@ type Local struct {
 	// release, while a DHCP release is on its way out, watches for it in
 	// what the Pump reads from the device (see Leave).
 	release atomic.Pointer[releaseWatch]
+	// premade: the device is root's (LocalConfig.Premade), and gaps are
+	// what it lacks, as last reported (nil: not reported yet).
+	premade bool
+	gaps    []string
 }
 
 var _ relay.Device = (*Local)(nil)
@@ -100,6 +109,9 @@ var _ relay.Device = (*Local)(nil)
 func OpenLocal(cfg LocalConfig, gw *relay.TunnelConfig) (*Local, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Premade {
+		return openPremade(cfg, gw)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 && gw != nil {
@@ -353,6 +365,9 @@ func (l *Local) onDevice(a netip.Prefix) netip.Prefix {
 func (l *Local) Update(gw *relay.TunnelConfig) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.premade {
+		return l.reportPremade(gw)
+	}
 	if err := l.readdress(gw); err != nil {
 		return err
 	}
