@@ -17,7 +17,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/kernel"
-	"github.com/sshvpn/sshvpn/kernel/tun"
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/keepalive"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
@@ -79,27 +78,12 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := kernel.CheckAccess(); err != nil {
-		if ae, ok := errors.AsType[*tun.AccessError](err); ok {
-			return fmt.Errorf("%s: %w: sshvpn connect makes a tun/tap device, its addresses and routes: %s", ae.Op, ae.Err, ae.Cure)
-		}
-		return err
-	}
-	// First, undo what a killed client left (a persistent device keeps its
-	// addresses and routes), then journal this run's changes.
-	journal, err := kernel.OpenJournal(c.stateDir, log)
+	host, err := openLocalHost(mode, local, c.stateDir, log)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, journal.Close()) }()
-	// The mark goes on every socket of the transport from the first dial:
-	// a full tunnel (asked for, or the gateway's routes) comes once that
-	// connection is up, and the connection must then keep its path.
-	// Without one, only a full tunnel fails (OpenLocal says why).
-	bypass, err := kernel.NewBypass()
-	if err != nil {
-		log.Warn("no routing table for a full tunnel", "err", err)
-	}
+	defer func() { err = errors.Join(err, host.Close()) }()
+	bypass := host.bypass
 	var transport transportAddrs
 	d := &sshclient.Dialer{Stderr: stderr, Log: log, Control: func(network, address string, rc syscall.RawConn) error {
 		transport.add(address)
@@ -119,8 +103,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if c.dhcp && mode != relay.Ethernet {
 		return errors.New("--dhcp asks for an address on an ethernet tunnel's link: add -o Tunnel=ethernet")
 	}
-	lc := kernel.LocalConfig{Mode: mode, Unit: local, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Via: c.via, DHCP: c.dhcp,
-		Bypass: bypass, Journal: journal, DNSGlobal: c.dnsGlobal, Log: log}
+	lc := kernel.LocalConfig{Mode: mode, Unit: host.unit, MTU: c.mtu, Addrs: c.addrs, Routes: c.routes, Via: c.via, DHCP: c.dhcp,
+		Bypass: bypass, Journal: host.journal, Premade: host.premade, DNSGlobal: c.dnsGlobal, Log: log}
 	if len(c.peer) > 0 {
 		lc.Peer = c.peer[0]
 	}
