@@ -3,8 +3,12 @@
 // (Local, its device with the gateway's addresses, routes and name servers).
 // The device itself is package kernel/tun.
 //
-// Everything here needs CAP_NET_ADMIN in the network namespace it runs in;
-// errors say so and point at --backend netstack, the rootless alternative.
+// Everything here needs CAP_NET_ADMIN in the network namespace it runs in,
+// but one thing: a client may attach a persistent tun or tap that root made
+// for its user once (ip tuntap add tun7 mode tun user alice), as ssh -w
+// does, and then changes nothing and says what the device lacks
+// (FindPremade, LocalConfig.Premade). Other errors say what needs root and
+// point at --backend netstack, the rootless alternative.
 // On systems other than Linux every operation fails with
 // errors.ErrUnsupported (the *_other.go files).
 //
@@ -69,6 +73,10 @@
 //
 //   - client.go: Local, the client's device set up from the flags or from
 //     what the gateway said, and Update on a reconnect.
+//   - premade.go, premade_linux.go: a client without CAP_NET_ADMIN on the
+//     device root prepared for its user: which one (FindPremade), attached
+//     as it is, and each missing address, route, MTU or name server named
+//     with the command root runs.
 //   - fulltunnel_linux.go: a full tunnel by policy routing, with a Bypass
 //     table and mark that keep the SSH transport outside it.
 //   - dns.go, dns_linux.go: the gateway's name servers, in
