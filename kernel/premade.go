@@ -121,7 +121,7 @@ func choosePremade(mode relay.Mode, unit uint32, devs []tuntapInfo, me identity)
 			}
 			return PremadeDevice{}, fail(freeName(prefix, devs), why)
 		}
-		return PremadeDevice{}, &PremadeError{Spec: "any", Why: "several persistent " + prefix + " devices are yours and free", Name: free[0], Mode: mode, User: me.user, Others: free}
+		return PremadeDevice{}, fmt.Errorf("-w any: several persistent %s devices are yours and free (%s): name one with -w N:any", prefix, strings.Join(free, ", "))
 	}
 	name := fmt.Sprintf("%s%d", prefix, unit)
 	i := slices.IndexFunc(devs, func(d tuntapInfo) bool { return d.name == name })

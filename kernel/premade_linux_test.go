@@ -246,8 +246,7 @@ func TestPremadeAny(t *testing.T) {
 			t.Errorf("want tun5 picked:\n%s", out)
 		}
 		run(t, "ip", "tuntap", "add", "tun6", "mode", "tun", "group", "65534")
-		if out := runPremadeChild(t, "any"); !strings.Contains(out, "error: -w any: several persistent tun devices are yours and free; ") ||
-			!strings.Contains(out, "yours: tun5, tun6") {
+		if out := runPremadeChild(t, "any"); !strings.Contains(out, "error: -w any: several persistent tun devices are yours and free (tun5, tun6): name one with -w N:any") {
 			t.Errorf("want both named:\n%s", out)
 		}
 	})
