@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
 )
@@ -41,6 +42,15 @@ func (tp *topo) prepareTun7(t *testing.T, withRoute bool) {
 // mount namespace of its own, as on the many hosts that ship it so.
 func (tp *topo) startPremadeConnect(t *testing.T, o nstest.OpenSSH, priv string, sshd *nstest.SSHD, extra ...string) *nstest.Proc {
 	t.Helper()
+	c := tp.client.Start(t, premadeConnectArgs(t, priv, sshd, append([]string{"-w", "7:0"}, extra...)...)...)
+	waitUp(t, c, 1)
+	return c
+}
+
+// premadeConnectArgs is sshvpn connect with args as uid 65534 without
+// capabilities.
+func premadeConnectArgs(t *testing.T, priv string, sshd *nstest.SSHD, args ...string) []string {
+	t.Helper()
 	nstest.RequireTool(t, "setpriv")
 	nstest.RequireTool(t, "unshare")
 	dir, err := os.MkdirTemp("/tmp", "sshvpn-premade-")
@@ -60,12 +70,8 @@ func (tp *topo) startPremadeConnect(t *testing.T, o nstest.OpenSSH, priv string,
 	}
 	script := `mount -t tmpfs -o mode=0755 premade /dev/net && mknod -m 0666 /dev/net/tun c 10 200 &&
 exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all "$@"`
-	args := append([]string{"-w", "7:0"}, extra...)
 	args = append(args, "root@"+underGW.Addr().String())
-	argv := append([]string{"unshare", "--mount", "sh", "-c", script, "sh"}, connectArgs(key, known, args...)...)
-	c := tp.client.Start(t, argv...)
-	waitUp(t, c, 1)
-	return c
+	return append([]string{"unshare", "--mount", "sh", "-c", script, "sh"}, connectArgs(key, known, args...)...)
 }
 
 func copyFile(t *testing.T, src, dst string) {
@@ -143,5 +149,25 @@ func TestConnectPremadeMissingRoute(t *testing.T) {
 	}
 	if strings.Contains(tp.client.Run(t, "ip", "route"), premadeNet.String()) {
 		t.Errorf("sshvpn added the route itself")
+	}
+}
+
+// With no device made for the user, -w any fails before connecting and
+// names the choices: root prepares one, or the rootless proxies.
+func TestConnectPremadeNone(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	priv, sshd := tp.premadeServer(t, o)
+	tp.client.Run(t, "ip", "tuntap", "add", "tun7", "mode", "tun", "user", "1000")
+	out, code, _ := runIn(t, tp.client, 20*time.Second, premadeConnectArgs(t, priv, sshd, "-w", "any:0")...)
+	for _, want := range []string{"-w any: no persistent tun device of nobody's is free",
+		"root runs once: ip tuntap add tun0 mode tun user nobody && ip link set tun0 up", "-D, -L or --http-proxy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exit %d: want %q in:\n%s", code, want, out)
+		}
+	}
+	if code == 0 || strings.Contains(sshd.Log(), "Accepted publickey") {
+		t.Errorf("exit %d; it should fail before connecting:\n%s", code, out)
 	}
 }
