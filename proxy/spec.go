@@ -35,6 +35,9 @@ func ParseDynamic(spec string) (binds []string, err error) {
 // ParseLocal parses -L's [bind_address:]port:host:hostport, where host may
 // be a bracketed IPv6 address. Unix-socket forms are not supported.
 func ParseLocal(spec string) (binds []string, host string, port uint16, err error) {
+	if strings.HasPrefix(spec, "/") || strings.Contains(spec, ":/") {
+		return nil, "", 0, fmt.Errorf("%w %q: Unix-socket forwards are not supported", errSpec, spec)
+	}
 	f, err := splitSpec(spec)
 	if err != nil {
 		return nil, "", 0, err
@@ -45,9 +48,6 @@ func ParseLocal(spec string) (binds []string, host string, port uint16, err erro
 	case 4:
 		bind, f = &f[0], f[1:]
 	default:
-		if strings.Contains(spec, "/") && !strings.Contains(spec, ":") {
-			return nil, "", 0, fmt.Errorf("%w %q: Unix-socket forwards are not supported", errSpec, spec)
-		}
 		return nil, "", 0, fmt.Errorf("%w %q: want [bind_address:]port:host:hostport (an IPv6 host in brackets)", errSpec, spec)
 	}
 	if f[1] == "" {
