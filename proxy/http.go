@@ -225,7 +225,9 @@ func (cn *conn) writeResponse(req *http.Request, resp *http.Response) bool {
 		cn.bw = bufio.NewWriterSize(cn.c, readBufSize)
 	}
 	resp.Body = &flushingBody{r: resp.Body, w: cn.bw, n: &cn.s.stats.bytesIn}
-	if err := resp.Write(cn.bw); err != nil {
+	// writerOnly hides bufio's ReadFrom, which reads into its own buffer:
+	// flushingBody's flush would reset that buffer under the read.
+	if err := resp.Write(writerOnly{cn.bw}); err != nil {
 		return false
 	}
 	return cn.bw.Flush() == nil && keep
@@ -306,6 +308,8 @@ func (b *flushingBody) Read(p []byte) (int, error) {
 }
 
 func (b *flushingBody) Close() error { return b.r.Close() }
+
+type writerOnly struct{ io.Writer }
 
 // httpError answers with code and a one-line text/plain body that says
 // why, so curl's user sees it, and closes the connection.
