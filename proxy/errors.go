@@ -16,6 +16,10 @@ var (
 	ErrHostUnreachable = errors.New("host unreachable from the far end")
 	ErrTimeout         = errors.New("connection timed out at the far end")
 	ErrUnavailable     = errors.New("the far end is unavailable")
+
+	// errTooMany answers a connection past MaxConns; it is reported as
+	// ErrUnavailable is.
+	errTooMany = errors.New("too many connections on this proxy listener")
 )
 
 // Reason classifies a failed dial; Stats counts failures by it.
@@ -55,7 +59,7 @@ func ReasonOf(err error) Reason {
 		return ReasonHostUnreachable
 	case errors.Is(err, ErrTimeout), errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, errTooMany):
 		return ReasonUnavailable
 	}
 	return ReasonOther

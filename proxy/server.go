@@ -89,12 +89,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.cfg.SOCKS && !s.cfg.HTTP {
 		return fmt.Errorf("proxy on %s: Config speaks neither SOCKS nor HTTP", ln.Addr())
 	}
+	limit := s.cfg.MaxConns
+	if limit <= 0 {
+		limit = DefaultMaxConns
+	}
+	tooMany := fmt.Errorf("%w (limit %d)", errTooMany, limit)
 	a := &acceptLoop{
 		max: s.cfg.MaxConns, log: s.log, stats: &s.stats,
 		handle: func(o *owner, c net.Conn) { s.serveConn(o, c, nil) },
-		refuse: func(o *owner, c net.Conn) {
-			s.serveConn(o, c, fmt.Errorf("%w: too many connections on this proxy listener", ErrUnavailable))
-		},
+		refuse: func(o *owner, c net.Conn) { s.serveConn(o, c, tooMany) },
 	}
 	return a.run(ctx, ln)
 }
