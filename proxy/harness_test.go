@@ -135,3 +135,5 @@ func roundTrip(t testing.TB, c net.Conn, msg string) {
 }
 
 var errTest = errors.New("test")
+
+func runtimeNumGoroutine() int { return runtime.NumGoroutine() }
