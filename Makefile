@@ -48,6 +48,8 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME) ./relay/offload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
 	$(GO) test -run '^$$' -fuzz '^FuzzPlainCoalesce$$' -fuzztime $(FUZZTIME) ./relay/offload/
+	$(GO) test -run '^$$' -fuzz '^FuzzSOCKSRequest$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzUDPHeader$$' -fuzztime $(FUZZTIME) ./proxy/
 
 bench: ## micro-benchmarks, then the comparison harness in namespaces (root; BENCH=quick|full, see bench/README.md)
 	@start=$$SECONDS; \
