@@ -64,6 +64,7 @@ func TestCurlThroughProxy(t *testing.T) {
 		dest string
 	}{
 		{"socks4a", []string{"--socks4a", addr, "http://four.example.invalid/a"}, "GET /a host=four.example.invalid body=0", "four.example.invalid:80"},
+		{"socks4", []string{"--socks4", addr, "http://198.18.0.5/s4"}, "GET /s4 host=198.18.0.5 body=0", "198.18.0.5:80"},
 		{"socks5-hostname", []string{"--socks5-hostname", addr, "http://five.example.invalid:8080/b"}, "GET /b host=five.example.invalid:8080 body=0", "five.example.invalid:8080"},
 		{"http GET", []string{"--proxy", "http://" + addr, "-H", "Proxy-Connection: keep-alive", "http://get.example.invalid/c"}, "GET /c host=get.example.invalid body=0", "get.example.invalid:80"},
 		{"http HEAD", []string{"--proxy", "http://" + addr, "-I", "http://head.example.invalid/h"}, "HTTP/1.1 200 OK", "head.example.invalid:80"},
