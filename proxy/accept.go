@@ -98,7 +98,7 @@ func (a *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 		a.stats.accepted.Add(1)
 		if active.Add(1) > int64(limit) {
 			active.Add(-1)
-			a.refuseConn(o, c, &refusing)
+			a.refuseConn(o, c, &refusing, limit)
 			continue
 		}
 		a.stats.active.Add(1)
@@ -119,8 +119,10 @@ func (a *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 
 // refuseConn counts c as refused at the limit and answers it, when few
 // enough answers are under way, in its protocol's words.
-func (a *acceptLoop) refuseConn(o *owner, c net.Conn, refusing *atomic.Int64) {
-	a.stats.refused.Add(1)
+func (a *acceptLoop) refuseConn(o *owner, c net.Conn, refusing *atomic.Int64, limit int) {
+	if a.stats.refused.Add(1) == 1 {
+		a.log.Warn("proxy: a listener is at its connection limit; further refusals are only counted", "listener", c.LocalAddr(), "max", limit)
+	}
 	if a.refuse == nil || refusing.Add(1) > maxRefusing {
 		if a.refuse != nil {
 			refusing.Add(-1)

@@ -174,6 +174,11 @@ func (cn *conn) dial(ctx context.Context, host string, port uint16) (net.Conn, e
 	if cn.refuse != nil {
 		return nil, cn.refuse
 	}
+	// The request is in: from here the dial's own bound counts, and the
+	// client's reply (success or why not, a few bytes the socket buffer
+	// takes) must still be written after a dial slower than the
+	// handshake's deadline, such as one that waits for a reconnect.
+	cn.c.SetDeadline(time.Time{})
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	far, err := cn.s.cfg.Dial(ctx, host, port)
