@@ -52,6 +52,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		c.level.Level = slog.LevelWarn // in the background, as ssh -f: problems only
 	}
 	log := newLogger(logTo, c.level.Level)
+	defer footprintOnUSR1(log)()
 	cfg, err := sshclient.Resolve(c.ssh)
 	if err != nil {
 		return err
@@ -78,6 +79,30 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	interval, count := cfg.ServerAliveInterval, cfg.ServerAliveCountMax
+	if interval == 0 {
+		interval = defaultKeepAlive
+	}
+	keepAlive := func(ctx context.Context, sc *ssh.Client) error {
+		return keepalive.Watch(ctx, sc, interval, count)
+	}
+	if c.backend == backendNetstack {
+		if mode != relay.PointToPoint {
+			return errors.New("--backend netstack carries the proxies' UDP on a point-to-point tunnel: drop -o Tunnel=ethernet")
+		}
+		d := sshDialer(ctx, cfg, stderr, log, nil)
+		client := &reconnect.Client{
+			Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
+			Retryable: sshclient.Retryable,
+			KeepAlive: keepAlive,
+			Mode:      mode,
+			Unit:      remote,
+			Persist:   c.persist,
+			Up:        ready,
+			Log:       log.With("host", cfg.HostName, "port", cfg.Port),
+		}
+		return exitStatus(connectNetstack(ctx, c, client, log))
+	}
 	host, err := openLocalHost(mode, local, c.stateDir, log)
 	if err != nil {
 		return err
@@ -85,18 +110,10 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	defer func() { err = errors.Join(err, host.Close()) }()
 	bypass := host.bypass
 	var transport transportAddrs
-	d := &sshclient.Dialer{Stderr: stderr, Log: log, Control: func(network, address string, rc syscall.RawConn) error {
+	d := sshDialer(ctx, cfg, stderr, log, func(network, address string, rc syscall.RawConn) error {
 		transport.add(address)
 		return bypass.Control(network, address, rc)
-	}}
-	if tty, err := sshclient.OpenTTY(stderr); err == nil && !cfg.BatchMode {
-		tty.Done = ctx.Done()
-		d.Prompt = tty
-	}
-	interval, count := cfg.ServerAliveInterval, cfg.ServerAliveCountMax
-	if interval == 0 {
-		interval = defaultKeepAlive
-	}
+	})
 	if len(c.via) > 0 && mode != relay.Ethernet {
 		return errors.New("--via names a next hop on an ethernet tunnel (-o Tunnel=ethernet); a point-to-point tunnel routes through the device itself")
 	}
@@ -122,11 +139,9 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	client := &reconnect.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: sshclient.Retryable,
-		KeepAlive: func(ctx context.Context, sc *ssh.Client) error {
-			return keepalive.Watch(ctx, sc, interval, count)
-		},
-		Mode: mode,
-		Unit: remote,
+		KeepAlive: keepAlive,
+		Mode:      mode,
+		Unit:      remote,
 		// A tun or tap on Linux passes super-packets whole when asked (tun.Config.GSO, kernel/tun).
 		GSO: true,
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
@@ -156,13 +171,45 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		stopRun()
 	})
 	defer stopLeaving()
+	var waitProxies func()
+	if c.proxies() {
+		// Beside a device, the proxies' flows go as direct-tcpip
+		// channels too; UDP goes through the device.
+		f := &flows{client: client, log: log}
+		ls, err := openProxies(c, f.dial, deviceDatagrams{}, log)
+		if err != nil {
+			return err
+		}
+		waitProxies = serveProxies(runCtx, ls, log)
+	}
 	err = client.Run(runCtx)
+	if waitProxies != nil {
+		stopRun()
+		waitProxies()
+	}
+	return exitStatus(err)
+}
+
+// exitStatus is connect's answer to main for Run's error.
+func exitStatus(err error) error {
 	if errors.Is(err, sshclient.ErrHostKeyVerification) {
 		// ssh's words are on stderr already, ending "Host key
 		// verification failed."; like ssh, say no more.
 		return &exitError{code: 255}
 	}
 	return err
+}
+
+// sshDialer dials the SSH connection as ssh would, asking the terminal
+// for passphrases and host keys unless BatchMode is set; control, if set,
+// sees every socket of the transport.
+func sshDialer(ctx context.Context, cfg *sshclient.Config, stderr io.Writer, log *slog.Logger, control func(network, address string, rc syscall.RawConn) error) *sshclient.Dialer {
+	d := &sshclient.Dialer{Stderr: stderr, Log: log, Control: control}
+	if tty, err := sshclient.OpenTTY(stderr); err == nil && !cfg.BatchMode {
+		tty.Done = ctx.Done()
+		d.Prompt = tty
+	}
+	return d
 }
 
 // transportAddrs collects the addresses the SSH transport's sockets were

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/user"
+	"strconv"
 
 	"github.com/sshvpn/sshvpn/kernel"
 	"github.com/sshvpn/sshvpn/kernel/tun"
@@ -39,7 +42,7 @@ func openLocalHost(mode relay.Mode, unit uint32, stateDir string, log *slog.Logg
 	}
 	if err := kernel.CheckAccess(); err != nil {
 		if ae, ok := errors.AsType[*tun.AccessError](err); ok {
-			return nil, fmt.Errorf("%s: %w: sshvpn connect makes a tun/tap device, its addresses and routes: %s", ae.Op, ae.Err, ae.Cure)
+			return nil, fmt.Errorf("%s: %w: sshvpn connect makes a tun/tap device, its addresses and routes: %s; %s", ae.Op, ae.Err, ae.Cure, withoutRoot(mode))
 		}
 		return nil, err
 	}
@@ -64,4 +67,18 @@ func (h *localHost) Close() error {
 		return nil
 	}
 	return h.journal.Close()
+}
+
+// withoutRoot names what a user without root can do instead.
+func withoutRoot(mode relay.Mode) string {
+	kind := "tun"
+	if mode == relay.Ethernet {
+		kind = "tap"
+	}
+	name := strconv.Itoa(os.Getuid())
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return fmt.Sprintf("without root, no device is needed for the far network from local ports: -D [bind:]port (a SOCKS5 and HTTP proxy), --http-proxy [bind:]port or -L [bind:]port:host:hostport; "+
+		"or root prepares a device once (ip tuntap add %s0 mode %s user %s && ip link set %s0 up) and you connect with -w 0:any, as with ssh -w", kind, kind, name, kind)
 }

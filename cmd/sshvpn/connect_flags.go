@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/proxy"
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/sshclient"
 	"github.com/sshvpn/sshvpn/relay/wire"
@@ -22,16 +23,24 @@ import (
 
 // connectConfig is what `sshvpn connect` was asked to do.
 type connectConfig struct {
-	ssh     sshclient.Options
-	tunnel  string // -w
-	addrs   []netip.Prefix
-	peer    []netip.Addr
-	routes  []netip.Prefix
-	via     []netip.Addr // next hops of an ethernet tunnel's routes, one per family
-	dhcp    bool         // a DHCPv4 client on an ethernet tunnel's tap
-	backend Backend
-	mtu     int
-	level   logLevel
+	ssh    sshclient.Options
+	tunnel string // -w
+	addrs  []netip.Prefix
+	peer   []netip.Addr
+	routes []netip.Prefix
+	via    []netip.Addr // next hops of an ethernet tunnel's routes, one per family
+	dhcp   bool         // a DHCPv4 client on an ethernet tunnel's tap
+	// backend is netstack for the rootless way (the proxies, no device),
+	// kernel for a tun/tap; unset, it is netstack exactly when proxies are
+	// asked for and -w is not.
+	backend backend
+	// The rootless proxies: -D, --http-proxy and -L as given, checked as
+	// they parse; socksAuth is --socks-auth's file; gatewayPorts is -g.
+	dynamic, httpProxy, forwards []string
+	socksAuth                    string
+	gatewayPorts                 bool
+	mtu                          int
+	level                        logLevel
 	// stateDir holds the undo journal of what the client changed on this
 	// host, so a client killed outright is undone by the next run or
 	// sshvpn cleanup.
@@ -121,11 +130,12 @@ func checkMTU(mtu int, mode relay.Mode) error {
 }
 
 func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
-	c := &connectConfig{backend: "kernel"}
+	c := &connectConfig{}
 	fs := flag.NewFlagSet("sshvpn connect", flag.ContinueOnError)
 	about := "Usage: sshvpn connect [flags] [user@]host\n\n" +
 		"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n" +
-		"ssh's flags work as in ssh: -p -i -F -o -w -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value)."
+		"Without root: -D (SOCKS), --http-proxy and -L serve the far network from local ports, no device needed.\n" +
+		"ssh's flags work as in ssh: -p -i -F -o -w -D -L -g -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value)."
 	var family4, family6, quiet, version bool
 	var verbose countFlag
 	fs.Var(portFlag{&c.ssh.Port}, "p", "`port` to connect to (as ssh -p)")
@@ -154,7 +164,12 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
 	fs.BoolVar(&c.persist, "persist", false, "keep retrying when the first connection fails (ssh gives up; after a tunnel was up sshvpn always reconnects)")
-	fs.Var(&c.backend, "backend", "where packets go: kernel (a local tun/tap; needs root)")
+	fs.Var(&c.backend, "backend", "where packets go: kernel (a local tun/tap: root, or a device root made for you) or netstack (no device: the proxies' own stack) (default: netstack when -D, -L or --http-proxy is given without -w, else kernel)")
+	fs.Var(specList{&c.dynamic, checkDynamic}, "D", "SOCKS5 and SOCKS4a proxy on `[bind:]port` (as ssh -D; loopback unless a bind address or -g is given), with UDP ASSOCIATE through the tunnel; it also answers HTTP proxy requests")
+	fs.Var(specList{&c.httpProxy, checkDynamic}, "http-proxy", "HTTP proxy (CONNECT and plain requests) on `[bind:]port` (loopback unless a bind address or -g is given); may be the -D port")
+	fs.Var(specList{&c.forwards, checkLocal}, "L", "forward `[bind:]port:host:hostport` to host:hostport at the far end (as ssh -L); host is resolved there")
+	fs.StringVar(&c.socksAuth, "socks-auth", "", "`file` of user:password lines (mode 0600) the proxies ask for: RFC 1929 for SOCKS5, Basic for HTTP (SOCKS4 is then refused)")
+	fs.BoolVar(&c.gatewayPorts, "g", false, "-D, -L and --http-proxy without a bind address listen on every interface (as ssh -g)")
 	fs.Var(mtuFlag{&c.mtu}, "mtu", fmt.Sprintf("local device MTU, %d to %d (%d for ethernet) (default: the gateway's, else 1500)", minMTU, maxL3MTU, maxL2MTU))
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	long := func(name string) bool { return fs.Lookup(name) != nil }
@@ -233,6 +248,9 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	if c.dhcp && slices.ContainsFunc(c.addrs, func(a netip.Prefix) bool { return a.Addr().Is4() }) {
 		return nil, errors.New("--dhcp and an IPv4 --address: give one (DHCP brings the IPv4 address)")
 	}
+	if err := c.chooseBackend(); err != nil {
+		return nil, err
+	}
 	for i, a := range c.via {
 		if slices.ContainsFunc(c.via[:i], func(b netip.Addr) bool { return b.Is4() == a.Is4() }) {
 			return nil, fmt.Errorf("--via %s: one next hop per family", a)
@@ -259,4 +277,68 @@ func strerror(err error) string {
 		return strings.ToUpper(s[:1]) + s[1:]
 	}
 	return err.Error()
+}
+
+// specList is a repeatable flag whose values are checked as they parse and
+// kept as given (-D, -L, --http-proxy).
+type specList struct {
+	specs *[]string
+	check func(string) error
+}
+
+func (l specList) String() string {
+	if l.specs == nil {
+		return ""
+	}
+	return strings.Join(*l.specs, ",")
+}
+
+// Set implements flag.Value.
+func (l specList) Set(s string) error {
+	if err := l.check(s); err != nil {
+		return err
+	}
+	*l.specs = append(*l.specs, s)
+	return nil
+}
+
+func checkDynamic(s string) error { _, err := proxy.ParseDynamic(s); return err }
+
+func checkLocal(s string) error { _, _, _, err := proxy.ParseLocal(s); return err }
+
+// proxies reports whether any proxy or forward was asked for.
+func (c *connectConfig) proxies() bool {
+	return len(c.dynamic)+len(c.httpProxy)+len(c.forwards) > 0
+}
+
+// chooseBackend settles --backend and checks the flags that go with it.
+func (c *connectConfig) chooseBackend() error {
+	if c.backend == "" {
+		c.backend = backendKernel
+		if c.proxies() && c.tunnel == "" {
+			c.backend = backendNetstack
+		}
+	}
+	if c.socksAuth != "" && len(c.dynamic)+len(c.httpProxy) == 0 {
+		return errors.New("--socks-auth protects the proxies: give -D or --http-proxy with it")
+	}
+	if c.backend != backendNetstack {
+		return nil
+	}
+	switch {
+	case !c.proxies():
+		return errors.New("--backend netstack serves the far network through local proxies: give -D, --http-proxy or -L (or run as root, or on a device root made for you, with --backend kernel)")
+	case c.tunnel != "" && !remoteUnitOnly(c.tunnel):
+		return fmt.Errorf("-w %s names a local device, which --backend netstack does not use: drop -w, or give any:N to name the server's unit N (or use --backend kernel)", c.tunnel)
+	case len(c.routes) > 0, len(c.via) > 0, len(c.peer) > 0, c.dhcp, c.dnsGlobal:
+		return errors.New("--route, --via, --peer, --dhcp and --dns-global set up a local device, which --backend netstack does not make")
+	}
+	return nil
+}
+
+// remoteUnitOnly reports whether a -w value leaves the local device to
+// chance ("any:N"), naming only the server's unit.
+func remoteUnitOnly(w string) bool {
+	local, _, err := sshclient.ParseTunnelDevice(w)
+	return err == nil && local == sshclient.TunnelAny
 }

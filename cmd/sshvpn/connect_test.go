@@ -107,7 +107,13 @@ func TestParseConnectErrors(t *testing.T) {
 		{[]string{"--mtu", "70000", "gw"}, `"70000" is not an MTU from 576 to 16380`},
 		{[]string{"--log-level", "loud", "gw"}, `"loud" is not a log level: want debug, info, warn or error`},
 		{[]string{"-C", "gw"}, "-C: sshvpn does not compress"},
-		{[]string{"-L", "8080:x:80", "gw"}, "-L: sshvpn carries a tunnel, not forwards"},
+		{[]string{"-R", "8080:x:80", "gw"}, "-R: sshvpn forwards no remote ports"},
+		{[]string{"--backend", "netstack", "gw"}, "give -D, --http-proxy or -L"},
+		{[]string{"--backend", "netstack", "-D1080", "-w", "7:any", "gw"}, "-w 7:any names a local device"},
+		{[]string{"-D1080", "--route", "198.18.2.0/24", "gw"}, "--route, --via, --peer, --dhcp and --dns-global set up a local device"},
+		{[]string{"--socks-auth", "f", "-L1:h:2", "gw"}, "--socks-auth protects the proxies"},
+		{[]string{"--backend", "rootless", "gw"}, `unknown backend "rootless" (want netstack or kernel)`},
+		{[]string{"-D", "host:port:x", "gw"}, "-D"},
 		{[]string{"-z", "gw"}, "unknown option -z"},
 		{[]string{"--nope", "gw"}, "unknown flag -nope (sshvpn connect -h lists the flags)"},
 		{[]string{"gw", "-p"}, "needs an argument"},
@@ -141,5 +147,27 @@ func TestCheckMTU(t *testing.T) {
 	}
 	if err := checkMTU(16380, relay.Ethernet); err == nil || !strings.Contains(err.Error(), "use --mtu 16362 or less") {
 		t.Errorf("ethernet 16380: %v", err)
+	}
+}
+
+// The backend follows ssh's reading of the flags: proxies without -w need
+// no device; -w asks for one.
+func TestConnectBackendChoice(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want backend
+	}{
+		{[]string{"gw"}, backendKernel},
+		{[]string{"-D1080", "gw"}, backendNetstack},
+		{[]string{"-L", "8080:h:80", "gw"}, backendNetstack},
+		{[]string{"--http-proxy", "3128", "gw"}, backendNetstack},
+		{[]string{"-D1080", "-w", "0:any", "gw"}, backendKernel},
+		{[]string{"--backend", "netstack", "-D1080", "-w", "any:5", "gw"}, backendNetstack},
+		{[]string{"--backend", "kernel", "-D1080", "gw"}, backendKernel},
+	} {
+		c, err := parseConnect(tt.args, io.Discard)
+		if err != nil || c.backend != tt.want {
+			t.Errorf("%q: backend %v, %v; want %s", tt.args, c, err, tt.want)
+		}
 	}
 }

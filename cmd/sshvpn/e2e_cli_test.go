@@ -231,6 +231,7 @@ func TestConnectNotRoot(t *testing.T) {
 	out, code, _ := runIn(t, tp.client, 20*time.Second, append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"},
 		connectArgs("/nonexistent", "", "root@198.18.1.1")...)...)
 	if code != 255 || !strings.Contains(out, "open /dev/net/tun: permission denied: sshvpn connect makes a tun/tap device, its addresses and routes: run as root") ||
+		!strings.Contains(out, "-D [bind:]port") || !strings.Contains(out, "ip tuntap add tun0 mode tun user nobody") ||
 		strings.Contains(out, "netstack") {
 		t.Errorf("exit %d:\n%s\nwant 255 and the reason it needs root", code, out)
 	}

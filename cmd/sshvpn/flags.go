@@ -10,21 +10,24 @@ import (
 	"strings"
 )
 
-// Backend says where tunnel packets go.
-type Backend string
+// backend is --backend: where tunnel packets go.
+type backend string
 
-func (b *Backend) String() string { return string(*b) }
+const (
+	backendKernel   backend = "kernel"   // a kernel tun/tap
+	backendNetstack backend = "netstack" // a gVisor stack in the process: no root
+)
+
+func (b *backend) String() string { return string(*b) }
 
 // Set implements flag.Value.
-func (b *Backend) Set(s string) error {
-	switch s {
-	case "kernel":
-		*b = Backend(s)
+func (b *backend) Set(s string) error {
+	switch backend(s) {
+	case backendKernel, backendNetstack:
+		*b = backend(s)
 		return nil
-	case "netstack":
-		return fmt.Errorf("backend netstack (rootless) is not built yet: use --backend kernel as root")
 	}
-	return fmt.Errorf("unknown backend %q (want kernel)", s)
+	return fmt.Errorf("unknown backend %q (want netstack or kernel)", s)
 }
 
 // listFlag is a repeatable flag of comma-separated values, appended to

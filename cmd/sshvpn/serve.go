@@ -35,7 +35,7 @@ type serveConfig struct {
 	hostKey        string
 	authorizedKeys string
 	permit         gateway.PermitTunnel
-	backend        serveBackend
+	backend        backend
 	tunAddrs       []netip.Prefix
 	routes         []netip.Prefix
 	dns            []netip.Addr

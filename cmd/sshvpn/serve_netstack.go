@@ -17,21 +17,6 @@ import (
 	"github.com/sshvpn/sshvpn/stack/hostaddr"
 )
 
-// serveBackend is serve's --backend.
-type serveBackend string
-
-func (b *serveBackend) String() string { return string(*b) }
-
-// Set implements flag.Value.
-func (b *serveBackend) Set(s string) error {
-	switch s {
-	case "kernel", "netstack":
-		*b = serveBackend(s)
-		return nil
-	}
-	return fmt.Errorf("unknown backend %q (want netstack or kernel)", s)
-}
-
 // rootlessConfig is what only the netstack backend reads.
 type rootlessConfig struct {
 	subnets    []netip.Prefix

@@ -1,0 +1,595 @@
+//go:build integration
+
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/proxy"
+
+	"github.com/sshvpn/sshvpn/internal/nstest"
+)
+
+// The rootless client's tests: sshvpn connect runs as uid 65534 with no
+// capabilities, in a mount namespace of its own whose /etc/resolv.conf
+// names a resolver in the client namespace that counts every query it
+// gets: names in proxy requests must be resolved at the far end, so it
+// must count none.
+
+// The ports the rootless client listens on in the client namespace.
+const (
+	socksPort = "1080"
+	httpPort  = "3128"
+	webPort   = "8000" // the LAN's web server for these tests
+)
+
+// lanWeb serves, on the LAN host's port 8000 (both families): / a greeting,
+// /big 100 MiB of seeded bytes, and /sum the SHA-256 of a request's body.
+func (tp *topo) lanWeb(t *testing.T) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from the lan web, %s\n", r.RemoteAddr)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(bigSize))
+		io.Copy(w, bigBody())
+	})
+	mux.HandleFunc("/sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
+	})
+	for _, a := range []string{lanHost.Addr().String() + ":" + webPort} {
+		ln := tp.lan.Listen(t, "tcp", a)
+		srv := &http.Server{Handler: mux}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+}
+
+// bigSize is the byte-for-byte transfers' size each way.
+const bigSize = 100 << 20
+
+// bigBody is the seeded content of /big and of the upload.
+func bigBody() io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{'s', 's', 'h', 'v', 'p', 'n'}), bigSize)
+}
+
+var bigSum = sync.OnceValue(func() string {
+	h := sha256.New()
+	io.Copy(h, bigBody())
+	return hex.EncodeToString(h.Sum(nil))
+})
+
+// leakWatch is a DNS server on the client namespace's loopback that counts
+// the queries it gets, and the resolv.conf that names it.
+type leakWatch struct {
+	resolvConf string
+	mu         sync.Mutex
+	names      []string
+}
+
+func (tp *topo) watchLeaks(t *testing.T) *leakWatch {
+	t.Helper()
+	w := &leakWatch{resolvConf: filepath.Join(t.TempDir(), "resolv.conf")}
+	if err := os.WriteFile(w.resolvConf, []byte("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tp.client.Run(t, "ip", "link", "set", "lo", "up")
+	pc := tp.client.ListenPacket(t, "udp", "127.0.0.1:53")
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(rw dns.ResponseWriter, q *dns.Msg) {
+		w.mu.Lock()
+		for _, x := range q.Question {
+			w.names = append(w.names, x.Name)
+		}
+		w.mu.Unlock()
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeNameError)
+		rw.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	return w
+}
+
+func (w *leakWatch) seen() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.names...)
+}
+
+// rootlessClient runs sshvpn connect in ns as uid 65534 with no
+// capabilities, /etc/resolv.conf replaced by w's in a mount namespace of
+// its own, and waits for the line that says its connection is up.
+func rootlessClient(t *testing.T, ns *nstest.NS, w *leakWatch, priv string, args ...string) *nstest.Proc {
+	t.Helper()
+	nstest.RequireTool(t, "setpriv")
+	nstest.RequireTool(t, "unshare")
+	dir, err := os.MkdirTemp("/tmp", "sshvpn-rootless-client-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	key := filepath.Join(dir, "id")
+	b, err := os.ReadFile(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, key} {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := connectArgs(key, "", append([]string{"--state-dir", filepath.Join(dir, "state")}, args...)...)
+	script := fmt.Sprintf(`mount --bind %s /etc/resolv.conf && HOME=%s exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all "$@"`, w.resolvConf, dir)
+	p := ns.Start(t, append([]string{"unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"}, argv...)...)
+	nstest.WaitFor(t, 20*time.Second, "sshvpn connect: connection up", func() bool {
+		if p.Exited() {
+			t.Fatalf("sshvpn connect exited: %s", p.Log())
+		}
+		return strings.Contains(p.Log(), `msg="tunnel up"`) || strings.Contains(p.Log(), `msg="connection up"`)
+	})
+	return p
+}
+
+// checkUnprivileged fails unless p runs as uid 65534 with no capabilities
+// and holds no tun device open.
+func checkUnprivileged(t *testing.T, p *nstest.Proc) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`(?m)^Uid:\s+65534\s+65534\s+65534\s+65534$`, `(?m)^CapEff:\s+0+$`, `(?m)^CapPrm:\s+0+$`} {
+		if !regexp.MustCompile(want).Match(status) {
+			t.Fatalf("the client is not unprivileged: want %s in\n%s", want, status)
+		}
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", p.PID()))
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fd); target == "/dev/net/tun" {
+			t.Fatalf("the client holds %s open", target)
+		}
+	}
+}
+
+// socksGet fetches url from ns with curl through the SOCKS5 proxy, the
+// name resolved by the proxy.
+func socksGet(ns *nstest.NS, flag, url string) (string, error) {
+	out, err := ns.Cmd("curl", "-sS", "-m", "20", "--fail", flag, "127.0.0.1:"+socksPort, url).CombinedOutput()
+	return string(out), err
+}
+
+// bigThrough downloads /big and uploads the same bytes to /sum through
+// curl with proxyArgs, and checks both byte for byte.
+func bigThrough(t *testing.T, ns *nstest.NS, base string, proxyArgs ...string) {
+	t.Helper()
+	start := time.Now()
+	args := append([]string{"sh", "-c", `curl -sS -m 120 --fail "$@" | sha256sum`, "sh"}, proxyArgs...)
+	out, err := ns.Cmd(append(args, base+"/big")...).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), bigSum()) {
+		t.Fatalf("download of %d bytes through %v: %q %v, want sha256 %s", bigSize, proxyArgs, out, err, bigSum())
+	}
+	down := time.Since(start)
+	file := filepath.Join(t.TempDir(), "big")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(f, bigBody())
+	f.Close()
+	start = time.Now()
+	out, err = ns.Cmd(append(append([]string{"curl", "-sS", "-m", "120", "--fail", "-T", file}, proxyArgs...), base+"/sum")...).CombinedOutput()
+	if want := fmt.Sprintf("%d %s", bigSize, bigSum()); err != nil || !strings.Contains(string(out), want) {
+		t.Fatalf("upload of %d bytes through %v: %q %v, want %q", bigSize, proxyArgs, out, err, want)
+	}
+	up := time.Since(start)
+	mbit := func(d time.Duration) string { return fmt.Sprintf("%.0f Mbit/s", float64(bigSize)*8/d.Seconds()/1e6) }
+	t.Logf("100 MiB through %v: download %s, upload %s", proxyArgs, mbit(down), mbit(up))
+}
+
+// socksUDP sends payload to dst through a SOCKS5 UDP association made
+// from ns, and returns the first answer and the address the proxy says it
+// came from.
+func socksUDP(t *testing.T, ns *nstest.NS, dst netip.AddrPort, payload []byte) ([]byte, netip.AddrPort) {
+	t.Helper()
+	var ctl net.Conn
+	var udp net.PacketConn
+	ns.Do(t, func() {
+		var err error
+		if ctl, err = net.Dial("tcp", "127.0.0.1:"+socksPort); err != nil {
+			t.Fatal(err)
+		}
+		if udp, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer ctl.Close()
+	defer udp.Close()
+	ctl.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(ctl)
+	ctl.Write([]byte{5, 1, 0})
+	var hello [2]byte
+	if _, err := io.ReadFull(r, hello[:]); err != nil || hello != [2]byte{5, 0} {
+		t.Fatalf("SOCKS5 greeting: %v %v", hello, err)
+	}
+	// UDP ASSOCIATE, naming the port the datagrams will come from.
+	lp := udp.LocalAddr().(*net.UDPAddr).Port
+	ctl.Write([]byte{5, 3, 0, 1, 127, 0, 0, 1, byte(lp >> 8), byte(lp)})
+	var head [4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || head[1] != 0 {
+		t.Fatalf("UDP ASSOCIATE refused: %v %v", head, err)
+	}
+	if head[3] != 1 {
+		t.Fatalf("UDP ASSOCIATE bound to address type %d, want IPv4 (the listener's)", head[3])
+	}
+	var bnd [6]byte
+	io.ReadFull(r, bnd[:])
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(bnd[:4])), binary.BigEndian.Uint16(bnd[4:]))
+	msg := []byte{0, 0, 0}
+	if dst.Addr().Is4() {
+		a := dst.Addr().As4()
+		msg = append(append(msg, 1), a[:]...)
+	} else {
+		a := dst.Addr().As16()
+		msg = append(append(msg, 4), a[:]...)
+	}
+	msg = binary.BigEndian.AppendUint16(msg, dst.Port())
+	msg = append(msg, payload...)
+	buf := make([]byte, 65536)
+	for try := 0; try < 5; try++ {
+		if _, err := udp.WriteTo(msg, net.UDPAddrFromAddrPort(relay)); err != nil {
+			t.Fatal(err)
+		}
+		udp.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := udp.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		b := buf[:n]
+		if len(b) < 10 || b[2] != 0 {
+			t.Fatalf("a malformed SOCKS5 UDP reply: %x", b)
+		}
+		var from netip.AddrPort
+		switch b[3] {
+		case 1:
+			from = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[8:10]))
+			b = b[10:]
+		case 4:
+			from = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[4:20])), binary.BigEndian.Uint16(b[20:22]))
+			b = b[22:]
+		default:
+			t.Fatalf("SOCKS5 UDP reply with address type %d", b[3])
+		}
+		return append([]byte(nil), b...), from
+	}
+	t.Fatalf("no UDP answer from %s through the SOCKS5 association", dst)
+	return nil, netip.AddrPort{}
+}
+
+// dnsQuery is a DNS query for name's A record, as bytes.
+func dnsQuery(t *testing.T, name string) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkDNSAnswer wants b to answer name with addr.
+func checkDNSAnswer(t *testing.T, b []byte, name string, addr netip.Addr) {
+	t.Helper()
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil {
+		t.Fatalf("the DNS answer through SOCKS5 UDP does not parse: %v", err)
+	}
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok && a.Hdr.Name == dns.Fqdn(name) && a.A.String() == addr.String() {
+			return
+		}
+	}
+	t.Fatalf("the DNS answer through SOCKS5 UDP lacks %s A %s: %v", name, addr, m)
+}
+
+// a and f: no root anywhere. The rootless gateway, and an unprivileged
+// sshvpn connect -D and --http-proxy into it: a name only the gateway's
+// DNS knows, 100 MiB each way byte for byte, the HTTP proxy's CONNECT and
+// plain requests, IPv6, and a DNS query through SOCKS5 UDP ASSOCIATE; the
+// client host does not change and its resolver hears nothing.
+func TestRootlessClientSOCKS(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "curl")
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	tp.lanWeb(t)
+	tp.addLAN6(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	tp.startRootless(t, pub+"\n", "--subnet", subnet6.String())
+	before := untouchedState(t, tp.client)
+	c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--http-proxy", "127.0.0.1:"+httpPort, "-p", "2222", "root@"+underGW.Addr().String())
+	nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
+	checkUnprivileged(t, c)
+
+	web := "http://lan.test:" + webPort
+	if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+		t.Fatalf("curl --socks5-hostname to a name only the gateway's DNS knows: %q %v\n%s", body, err, c.Log())
+	}
+	if body, err := socksGet(tp.client, "--socks4a", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+		t.Fatalf("curl --socks4a: %q %v", body, err)
+	}
+	bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
+	httpProxy := "http://127.0.0.1:" + httpPort
+	for _, args := range [][]string{{"-x", httpProxy}, {"-p", "-x", httpProxy}, {"-x", "http://127.0.0.1:" + socksPort}} {
+		out, err := tp.client.Cmd(append(append([]string{"curl", "-sS", "-m", "20", "--fail"}, args...), web+"/")...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "hello from the lan web") {
+			t.Fatalf("curl %v (the HTTP proxy): %q %v", args, out, err)
+		}
+	}
+	bigThrough(t, tp.client, web, "-p", "-x", httpProxy)
+	// IPv6: a literal through SOCKS5 (the gateway dials it), and UDP
+	// through the client's stack.
+	if body, err := socksGet(tp.client, "--socks5-hostname", "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan") {
+		t.Fatalf("SOCKS5 to an IPv6 destination: %q %v", body, err)
+	}
+	answer, from := socksUDP(t, tp.client, netip.AddrPortFrom(lanHost.Addr(), 53), dnsQuery(t, "lan.test"))
+	checkDNSAnswer(t, answer, "lan.test", lanHost.Addr())
+	if from != netip.AddrPortFrom(lanHost.Addr(), 53) {
+		t.Errorf("the UDP answer came from %s, want %s:53", from, lanHost.Addr())
+	}
+	echo := []byte("udp over ipv6 through the tunnel")
+	if got, _ := socksUDP(t, tp.client, netip.AddrPortFrom(lanHost6.Addr(), 7), echo); string(got) != string(echo) {
+		t.Fatalf("IPv6 UDP echo through SOCKS5: %q", got)
+	}
+	checkUnprivileged(t, c)
+	if during := untouchedState(t, tp.client); during != before {
+		t.Fatalf("the client host changed while the rootless client ran:\nbefore:\n%s\nduring:\n%s", before, during)
+	}
+	c.Signal(os.Interrupt)
+	if err := c.Wait(10 * time.Second); err != nil {
+		t.Fatalf("sshvpn connect did not stop cleanly: %v\n%s", err, c.Log())
+	}
+	if after := untouchedState(t, tp.client); after != before {
+		t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if names := w.seen(); len(names) > 0 {
+		t.Fatalf("the client host's resolver was asked %v: names leaked", names)
+	}
+}
+
+// f's control: the leak watch hears what a process in the same setup
+// resolves, so its silence above means something.
+func TestLeakWatchHears(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "unshare")
+	tp := newTopo(t)
+	w := tp.watchLeaks(t)
+	tp.client.Cmd("unshare", "-m", "--propagation", "private", "sh", "-c",
+		fmt.Sprintf("mount --bind %s /etc/resolv.conf && exec setpriv --reuid=65534 --regid=65534 --clear-groups getent hosts probe.leak.test", w.resolvConf)).Run()
+	if names := w.seen(); !strings.Contains(strings.Join(names, " "), "probe.leak.test.") {
+		t.Fatalf("the leak watch heard %v, want probe.leak.test.", names)
+	}
+}
+
+// b: the same proxies against stock sshd 9.2 and 10.0, which resolve names
+// and dial themselves (AllowTcpForwarding yes); UDP goes through the tunnel
+// (PermitTunnel yes, a persistent tun0 on the server, --address here).
+func TestRootlessClientStockSSHD(t *testing.T) {
+	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
+		nstest.RequireTool(t, "curl")
+		tp := newTopo(t)
+		tp.lanServices(t)
+		tp.lanWeb(t)
+		w := tp.watchLeaks(t)
+		priv, pub := tp.key(t, o, "client")
+		tp.stockServer(t, o, pub, "tun")
+		tp.routeBack(t)
+		before := untouchedState(t, tp.client)
+		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--backend", "netstack", "-w", "any:0",
+			"--address", tunClient.String(), "root@198.18.1.1")
+		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
+		checkUnprivileged(t, c)
+		web := "http://" + lanHost.Addr().String() + ":" + webPort
+		if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("SOCKS5 through stock sshd: %q %v\n%s", body, err, c.Log())
+		}
+		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
+		if out, err := tp.client.Cmd("curl", "-sS", "-m", "20", "--fail", "-x", "http://127.0.0.1:"+socksPort, web+"/").CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from the lan web") {
+			t.Fatalf("the HTTP proxy on the -D port through stock sshd: %q %v", out, err)
+		}
+		answer, _ := socksUDP(t, tp.client, netip.AddrPortFrom(lanHost.Addr(), 53), dnsQuery(t, "lan.test"))
+		checkDNSAnswer(t, answer, "lan.test", lanHost.Addr())
+		if !strings.Contains(c.Log(), "channel=tun@openssh.com") {
+			t.Errorf("the UDP went through no tun@openssh.com tunnel:\n%s", c.Log())
+		}
+		c.Signal(os.Interrupt)
+		c.Wait(10 * time.Second)
+		if after := untouchedState(t, tp.client); after != before {
+			t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if names := w.seen(); len(names) > 0 {
+			t.Fatalf("the client host's resolver was asked %v", names)
+		}
+	})
+}
+
+// c: -L to an SSH server on the LAN, by address and by a name the gateway
+// resolves, used by a stock ssh client that checks the LAN server's host
+// key.
+func TestRootlessClientLocalForward(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[len(nstest.OpenSSHs(t))-1]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	lanSSHD := o.StartSSHD(t, tp.lan, nstest.SSHDConfig{ListenAddr: lanHost.Addr().String() + ":22", AuthorizedKeys: pub + "\n"})
+	tp.startRootless(t, pub+"\n")
+	c := rootlessClient(t, tp.client, w, priv, "-L", "127.0.0.1:2200:"+lanHost.Addr().String()+":22", "-L", "2201:lan.test:22",
+		"-p", "2222", "root@"+underGW.Addr().String())
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	host := strings.Join(strings.Fields(lanSSHD.HostKey)[:2], " ")
+	if err := os.WriteFile(known, []byte("[127.0.0.1]:2200 "+host+"\n[localhost]:2201 "+host+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range [][]string{{"-p", "2200", "root@127.0.0.1"}, {"-p", "2201", "-o", "HostKeyAlias=[localhost]:2201", "root@127.0.0.1"}} {
+		out, err := tp.client.Cmd(o.ClientArgs(t, priv, known, append(dst, "echo", "hello from the lan sshd")...)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "hello from the lan sshd") {
+			t.Fatalf("stock ssh through -L %v: %q %v\n%s", dst, out, err, c.Log())
+		}
+	}
+	if names := w.seen(); len(names) > 0 {
+		t.Fatalf("the client host's resolver was asked %v", names)
+	}
+}
+
+// e: 1,000 SOCKS connections open at once all complete, and the client's
+// fds and goroutines come back to where they were.
+func TestRootlessClientThousandFlows(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	tp.lanWeb(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	tp.startRootless(t, pub+"\n")
+	c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "-p", "2222", "root@"+underGW.Addr().String())
+	nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	goroutines := func() int64 {
+		n := strings.Count(c.Log(), `msg=footprint`)
+		c.Signal(syscall.SIGUSR1)
+		nstest.WaitFor(t, 5*time.Second, "footprint line", func() bool { return strings.Count(c.Log(), `msg=footprint`) > n })
+		return counter(c.Log(), "goroutines")
+	}
+	// One flow first, so that what is made once is in the baseline.
+	if _, err := socksGet(tp.client, "--socks5-hostname", "http://lan.test:"+webPort+"/"); err != nil {
+		t.Fatal(err)
+	}
+	fd0, g0 := fds(), goroutines()
+	const n = 1000
+	var socks proxy.Dialer
+	tp.client.Do(t, func() {
+		var err error
+		socks, err = proxy.SOCKS5("tcp", "127.0.0.1:"+socksPort, nil, proxy.Direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Every connection is dialled from the namespace (the dialer's
+	// sockets are made on the calling thread), then all are used at once.
+	conns := make([]net.Conn, n)
+	tp.client.Do(t, func() {
+		for i := range conns {
+			var err error
+			if conns[i], err = socks.Dial("tcp", "lan.test:"+webPort); err != nil {
+				t.Fatalf("SOCKS connection %d of %d: %v\n%s", i+1, n, err, c.Tail(20))
+			}
+		}
+	})
+	var done atomic.Int32
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() {
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(60 * time.Second))
+			fmt.Fprintf(conn, "GET /?flow=%d HTTP/1.0\r\nHost: lan.test\r\n\r\n", i)
+			body, err := io.ReadAll(conn)
+			if err == nil && strings.Contains(string(body), "hello from the lan web") {
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if done.Load() != n {
+		t.Fatalf("%d of %d concurrent SOCKS flows completed\n%s", done.Load(), n, c.Tail(20))
+	}
+	var fd1 int
+	var g1 int64
+	nstest.WaitFor(t, 20*time.Second, "fds and goroutines back to the baseline", func() bool {
+		fd1, g1 = fds(), goroutines()
+		return fd1 <= fd0 && g1 <= g0+2
+	})
+	t.Logf("after %d concurrent flows: fds %d → %d, goroutines %d → %d", n, fd0, fd1, g0, g1)
+}
+
+// 6: the listeners stay up while the client reconnects; a flow in the gap
+// gets a SOCKS failure that says why within the bounded wait, not a
+// refused port, and flows go through again on the next connection.
+func TestRootlessClientReconnects(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "curl")
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanWeb(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	gw := tp.startRootless(t, pub+"\n")
+	c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--http-proxy", "127.0.0.1:"+httpPort, "-p", "2222", "root@"+underGW.Addr().String())
+	web := "http://" + lanHost.Addr().String() + ":" + webPort + "/"
+	if body, err := socksGet(tp.client, "--socks5-hostname", web); err != nil || !strings.Contains(body, "hello from the lan web") {
+		t.Fatalf("before the outage: %q %v", body, err)
+	}
+	gw.Signal(os.Interrupt)
+	if err := gw.Wait(10 * time.Second); err != nil {
+		t.Fatalf("the gateway did not stop: %v", err)
+	}
+	nstest.WaitFor(t, 20*time.Second, "the client to notice", func() bool { return strings.Contains(c.Log(), "reconnecting") })
+	start := time.Now()
+	out, err := tp.client.Cmd("curl", "-sS", "-m", "30", "--socks5-hostname", "127.0.0.1:"+socksPort, web).CombinedOutput()
+	if err == nil || strings.Contains(string(out), "onnection refused") || !strings.Contains(string(out), "SOCKS") {
+		t.Fatalf("a SOCKS flow while the gateway is down: %q %v, want a SOCKS failure from a listener that stayed up", out, err)
+	}
+	if d := time.Since(start); d > flowWait+5*time.Second {
+		t.Errorf("the SOCKS failure took %v, want the bounded wait of %v", d, flowWait)
+	}
+	out, _ = tp.client.Cmd("curl", "-sS", "-i", "-m", "30", "-x", "http://127.0.0.1:"+httpPort, web).CombinedOutput()
+	if !strings.HasPrefix(string(out), "HTTP/1.1 503") || !strings.Contains(string(out), "reconnecting") {
+		t.Fatalf("an HTTP proxy request while the gateway is down: %q %v, want 503 saying why", out, err)
+	}
+	tp.startRootless(t, pub+"\n")
+	nstest.WaitFor(t, 40*time.Second, "flows through the next connection", func() bool {
+		body, err := socksGet(tp.client, "--socks5-hostname", web)
+		return err == nil && strings.Contains(body, "hello from the lan web")
+	})
+	if c.Exited() {
+		t.Fatalf("the client exited: %s", c.Log())
+	}
+}
