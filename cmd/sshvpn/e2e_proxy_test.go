@@ -593,3 +593,53 @@ func TestRootlessClientReconnects(t *testing.T) {
 		t.Fatalf("the client exited: %s", c.Log())
 	}
 }
+
+// 2: where the server forbids forwarding but allows the tunnel, TCP goes
+// through the client's own stack: a key with no-port-forwarding on the
+// rootless gateway (a name then resolves through the gateway's DNS on the
+// tunnel), and stock sshd with AllowTcpForwarding no.
+func TestRootlessClientForwardingForbidden(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "curl")
+	t.Run("sshvpn", func(t *testing.T) {
+		o := nstest.OpenSSHs(t)[0]
+		tp := newTopo(t)
+		tp.lanServices(t)
+		tp.lanWeb(t)
+		w := tp.watchLeaks(t)
+		priv, pub := tp.key(t, o, "client")
+		gw := tp.startRootless(t, "no-port-forwarding "+pub+"\n")
+		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "-p", "2222", "root@"+underGW.Addr().String())
+		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
+		if body, err := socksGet(tp.client, "--socks5-hostname", "http://lan.test:"+webPort+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("SOCKS5 with forwarding forbidden: %q %v\n%s", body, err, c.Log())
+		}
+		if !strings.Contains(gw.Log(), "port forwarding refused") {
+			t.Fatalf("the gateway refused no forward, so the fallback was not tried:\n%s", gw.Log())
+		}
+		if names := w.seen(); len(names) > 0 {
+			t.Fatalf("the client host's resolver was asked %v", names)
+		}
+	})
+	t.Run("sshd", func(t *testing.T) {
+		o := nstest.OpenSSHs(t)[len(nstest.OpenSSHs(t))-1]
+		tp := newTopo(t)
+		tp.lanWeb(t)
+		w := tp.watchLeaks(t)
+		priv, pub := tp.key(t, o, "client")
+		tp.gw.Run(t, "ip", "tuntap", "add", "dev", "tun0", "mode", "tun")
+		tp.gw.Run(t, "ip", "addr", "add", tunGW.String(), "dev", "tun0")
+		tp.gw.Run(t, "ip", "link", "set", "tun0", "up")
+		sshd := o.StartSSHD(t, tp.gw, nstest.SSHDConfig{ListenAddr: "198.18.1.1:22", PermitTunnel: "yes", AuthorizedKeys: pub + "\n",
+			Extra: []string{"AllowTcpForwarding no"}})
+		tp.routeBack(t)
+		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--backend", "netstack", "-w", "any:0",
+			"--address", tunClient.String(), "root@198.18.1.1")
+		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
+		web := "http://" + lanHost.Addr().String() + ":" + webPort
+		if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("SOCKS5 with AllowTcpForwarding no: %q %v\n%s\n%s", body, err, c.Log(), sshd.Log())
+		}
+		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
+	})
+}
