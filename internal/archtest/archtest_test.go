@@ -71,6 +71,14 @@ func TestImportGraph(t *testing.T) {
 			t.Errorf("relay/offload depends on %s: the offload arithmetic imports the standard library only", d)
 		}
 	}
+	// The proxies' front knows no SSH, gVisor or backend: it dials
+	// through the function it is given, so names reach the far end as
+	// they were sent.
+	for _, d := range get("proxy").Deps {
+		if !pkgs[d].Standard {
+			t.Errorf("proxy depends on %s: the proxies' front imports the standard library only", d)
+		}
+	}
 	pure := func(d string) bool { return pkgs[d].Standard || d == module+"/relay" || d == module+"/relay/offload" }
 	// The wire format is pure: the standard library, the core and offload.
 	for _, d := range get("relay/wire").Deps {
