@@ -401,31 +401,59 @@ func TestLeakWatchHears(t *testing.T) {
 	}
 }
 
+// stockTunServer is stock sshd on the gateway host with PermitTunnel yes,
+// a persistent tun0 at tunGW that sshd attaches for unit 0, names resolved
+// by the LAN host's DNS server only, and cfg's other settings.
+func (tp *topo) stockTunServer(t *testing.T, o nstest.OpenSSH, pub string, cfg nstest.SSHDConfig) *nstest.SSHD {
+	t.Helper()
+	tp.gw.Run(t, "ip", "tuntap", "add", "dev", "tun0", "mode", "tun")
+	tp.gw.Run(t, "ip", "addr", "add", tunGW.String(), "dev", "tun0")
+	tp.gw.Run(t, "ip", "link", "set", "tun0", "up")
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver "+lanHost.Addr().String()+"\noptions attempts:1 timeout:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ListenAddr, cfg.PermitTunnel, cfg.AuthorizedKeys, cfg.ResolvConf = "198.18.1.1:22", "yes", pub+"\n", resolv
+	sshd := o.StartSSHD(t, tp.gw, cfg)
+	tp.routeBack(t)
+	return sshd
+}
+
 // b: the same proxies against stock sshd 9.2 and 10.0, which resolve names
-// and dial themselves (AllowTcpForwarding yes); UDP goes through the tunnel
-// (PermitTunnel yes, a persistent tun0 on the server, --address here).
+// (through the LAN's DNS server) and dial themselves (AllowTcpForwarding
+// yes); UDP goes through the tunnel (PermitTunnel yes, a persistent tun0
+// on the server, --address here).
 func TestRootlessClientStockSSHD(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		nstest.RequireTool(t, "curl")
 		tp := newTopo(t)
 		tp.lanServices(t)
 		tp.lanWeb(t)
+		tp.addLAN6(t)
 		w := tp.watchLeaks(t)
 		priv, pub := tp.key(t, o, "client")
-		tp.stockServer(t, o, pub, "tun")
-		tp.routeBack(t)
+		tp.stockTunServer(t, o, pub, nstest.SSHDConfig{})
 		before := untouchedState(t, tp.client)
-		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--backend", "netstack", "-w", "any:0",
-			"--address", tunClient.String(), "root@198.18.1.1")
+		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--http-proxy", "127.0.0.1:"+httpPort,
+			"--backend", "netstack", "-w", "any:0", "--address", tunClient.String(), "root@198.18.1.1")
 		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
 		checkUnprivileged(t, c)
-		web := "http://" + lanHost.Addr().String() + ":" + webPort
+		web := "http://lan.test:" + webPort
 		if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
-			t.Fatalf("SOCKS5 through stock sshd: %q %v\n%s", body, err, c.Log())
+			t.Fatalf("SOCKS5 through stock sshd to a name only the LAN's DNS knows: %q %v\n%s", body, err, c.Log())
+		}
+		if body, err := socksGet(tp.client, "--socks4a", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("SOCKS4a through stock sshd: %q %v", body, err)
 		}
 		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
-		if out, err := tp.client.Cmd("curl", "-sS", "-m", "20", "--fail", "-x", "http://127.0.0.1:"+socksPort, web+"/").CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from the lan web") {
-			t.Fatalf("the HTTP proxy on the -D port through stock sshd: %q %v", out, err)
+		for _, args := range [][]string{{"-x", "http://127.0.0.1:" + httpPort}, {"-p", "-x", "http://127.0.0.1:" + httpPort}, {"-x", "http://127.0.0.1:" + socksPort}} {
+			out, err := tp.client.Cmd(append(append([]string{"curl", "-sS", "-m", "20", "--fail"}, args...), web+"/")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "hello from the lan web") {
+				t.Fatalf("curl %v (the HTTP proxy) through stock sshd: %q %v", args, out, err)
+			}
+		}
+		if body, err := socksGet(tp.client, "--socks5-hostname", "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan") {
+			t.Fatalf("SOCKS5 to an IPv6 destination through stock sshd: %q %v", body, err)
 		}
 		answer, _ := socksUDP(t, tp.client, netip.AddrPortFrom(lanHost.Addr(), 53), dnsQuery(t, "lan.test"))
 		checkDNSAnswer(t, answer, "lan.test", lanHost.Addr())
@@ -433,7 +461,9 @@ func TestRootlessClientStockSSHD(t *testing.T) {
 			t.Errorf("the UDP went through no tun@openssh.com tunnel:\n%s", c.Log())
 		}
 		c.Signal(os.Interrupt)
-		c.Wait(10 * time.Second)
+		if err := c.Wait(10 * time.Second); err != nil {
+			t.Fatalf("sshvpn connect did not stop cleanly: %v\n%s", err, c.Log())
+		}
 		if after := untouchedState(t, tp.client); after != before {
 			t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
@@ -627,12 +657,7 @@ func TestRootlessClientForwardingForbidden(t *testing.T) {
 		tp.lanWeb(t)
 		w := tp.watchLeaks(t)
 		priv, pub := tp.key(t, o, "client")
-		tp.gw.Run(t, "ip", "tuntap", "add", "dev", "tun0", "mode", "tun")
-		tp.gw.Run(t, "ip", "addr", "add", tunGW.String(), "dev", "tun0")
-		tp.gw.Run(t, "ip", "link", "set", "tun0", "up")
-		sshd := o.StartSSHD(t, tp.gw, nstest.SSHDConfig{ListenAddr: "198.18.1.1:22", PermitTunnel: "yes", AuthorizedKeys: pub + "\n",
-			Extra: []string{"AllowTcpForwarding no"}})
-		tp.routeBack(t)
+		sshd := tp.stockTunServer(t, o, pub, nstest.SSHDConfig{Extra: []string{"AllowTcpForwarding no"}})
 		c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "--backend", "netstack", "-w", "any:0",
 			"--address", tunClient.String(), "root@198.18.1.1")
 		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })

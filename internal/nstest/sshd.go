@@ -23,6 +23,11 @@ type SSHDConfig struct {
 	PermitTunnel string
 	// AuthorizedKeys is the authorized_keys file's contents (for root).
 	AuthorizedKeys string
+	// ResolvConf, when set, is the resolv.conf sshd resolves names with
+	// (direct-tcpip to a name): bind-mounted over /etc/resolv.conf in a
+	// mount namespace of sshd's own, so that a test's names go to a
+	// server of the test's and never to the host's.
+	ResolvConf string
 	// Extra holds more sshd_config lines. They go before the defaults so
 	// they win (the first value of a keyword counts in sshd_config), except
 	// a "Match" line and everything after it, which go at the end.
@@ -66,7 +71,13 @@ func (o OpenSSH) StartSSHD(t testing.TB, ns *NS, cfg SSHDConfig) *SSHD {
 	// -E, not -e: with -e the session child's debug lines reach the
 	// client's stderr, since that child's stderr is the channel.
 	logPath := filepath.Join(dir, "sshd.log")
-	s.Proc = ns.StartLogged(t, logPath, o.SSHD, "-D", "-E", logPath, "-f", conf)
+	argv := []string{o.SSHD, "-D", "-E", logPath, "-f", conf}
+	if cfg.ResolvConf != "" {
+		// exec keeps the PID sshd's, for the Proc that stops it.
+		argv = append([]string{"unshare", "-m", "--propagation", "private", "sh", "-c",
+			`mount --bind "$0" /etc/resolv.conf && shift && exec "$@"`, cfg.ResolvConf, "--"}, argv...)
+	}
+	s.Proc = ns.StartLogged(t, logPath, argv...)
 	dial := addr
 	if dial.Addr().IsUnspecified() {
 		dial = netip.AddrPortFrom(loopbackFor(dial.Addr()), dial.Port())
