@@ -484,9 +484,13 @@ func TestRootlessClientLocalForward(t *testing.T) {
 	w := tp.watchLeaks(t)
 	priv, pub := tp.key(t, o, "client")
 	lanSSHD := o.StartSSHD(t, tp.lan, nstest.SSHDConfig{ListenAddr: lanHost.Addr().String() + ":22", AuthorizedKeys: pub + "\n"})
+	tp.addLAN6(t)
 	tp.startRootless(t, pub+"\n")
 	c := rootlessClient(t, tp.client, w, priv, "-L", "127.0.0.1:2200:"+lanHost.Addr().String()+":22", "-L", "2201:lan.test:22",
-		"-p", "2222", "root@"+underGW.Addr().String())
+		"-L", "[::1]:8086:["+lanHost6.Addr().String()+"]:80", "-p", "2222", "root@"+underGW.Addr().String())
+	if body, err := httpGet(t, tp.client, "http://[::1]:8086/"); err != nil || !strings.Contains(body, "hello from the lan") {
+		t.Fatalf("-L [::1]:8086:[v6]:80: %q %v", body, err)
+	}
 	known := filepath.Join(t.TempDir(), "known_hosts")
 	host := strings.Join(strings.Fields(lanSSHD.HostKey)[:2], " ")
 	if err := os.WriteFile(known, []byte("[127.0.0.1]:2200 "+host+"\n[localhost]:2201 "+host+"\n"), 0o644); err != nil {
