@@ -25,6 +25,7 @@ import (
 var (
 	sshvpnBin     string
 	sshchannelBin string
+	socksfwdBin   string
 	delaylinkBin  string
 	delaylinkErr  string // why delaylinkBin is empty
 )
@@ -44,9 +45,11 @@ func TestMain(m *testing.M) {
 		}
 		return bin, nil
 	}
-	if sshchannelBin, err = build("sshchannel", "./sshchannel"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	for bin, pkg := range map[*string]string{&sshchannelBin: "./sshchannel", &socksfwdBin: "./socksfwd"} {
+		if *bin, err = build(filepath.Base(pkg), pkg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	// delaylink is only needed by the long-fat-path profiles; without it
 	// they are reported as not measured.

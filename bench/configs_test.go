@@ -81,14 +81,25 @@ var configs = []configSpec{
 	{"ssh→sshvpn-netstack-ethernet", func(e *env) *path { return startSSHToNetstack(withEthernet(e)) }},
 	{"sshvpn⇄sshvpn-kernel-ethernet", func(e *env) *path { return startConnectToServe(withEthernet(e), false) }},
 	{"sshvpn⇄sshvpn-netstack-ethernet", func(e *env) *path { return startConnectToServe(withEthernet(e), true) }},
+	// The rootless client: TCP through a SOCKS5 proxy, one SSH channel per
+	// connection (configs_socks_test.go), each against ssh-D and the
+	// one into sshvpn against ssh-channel too (SOCKSRow, report.go). One
+	// stream each way, as the ethernet rows, but in every profile: how
+	// delay and loss treat a channel per flow is what these rows are for.
+	{"ssh-D", startSSHDynamic},
+	{"sshvpn-D→sshd", func(e *env) *path { return startConnectSOCKS(e, false) }},
+	{"sshvpn-D→sshvpn-netstack", func(e *env) *path { return startConnectSOCKS(e, true) }},
 }
 
-// l2Tests are the only tests the ethernet rows run.
-var l2Tests = []string{Up1, Down1}
+// oneStreamTests are the only tests the ethernet and SOCKS rows run.
+var oneStreamTests = []string{Up1, Down1}
 
 // runs says whether the row named name runs test t.
 func runs(name, t string) bool {
-	return L3Of(name) == "" || slices.Contains(l2Tests, t)
+	if L3Of(name) != "" || SOCKSRow(name) {
+		return slices.Contains(oneStreamTests, t)
+	}
+	return true
 }
 
 // withEthernet is e with its tunnels in ethernet mode.
@@ -224,29 +235,47 @@ func startKernelServe(tb testing.TB, t *topo, pub string) *nstest.Proc {
 // the host's ping sockets opened to it (a per-namespace sysctl) so that
 // ICMP echo is forwarded. It dials the LAN with ordinary sockets.
 func startNetstackServe(tb testing.TB, t *topo, pub string) *nstest.Proc {
-	nstest.RequireTool(tb, "setpriv")
 	t.gw.Run(tb, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-	dir, err := os.MkdirTemp("/tmp", "sshvpn-bench-rootless-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
+	dir := nobodyDir(tb)
 	writeFile(tb, filepath.Join(dir, "authorized_keys"), pub+"\n")
 	// Its DNS forwarder must name nothing outside the benchmark's range.
 	writeFile(tb, filepath.Join(dir, "resolv.conf"), "nameserver "+lanHost.Addr().String()+"\n")
-	for _, f := range []string{dir, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "resolv.conf")} {
-		if err := os.Chown(f, 65534, 65534); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	argv := append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"}, serveArgs(dir)...)
-	gw := t.gw.Start(tb, append(argv, "--resolv-conf", filepath.Join(dir, "resolv.conf"),
+	chownNobody(tb, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "resolv.conf"))
+	gw := t.gw.Start(tb, append(asNobody(tb, serveArgs(dir)...), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--subnet", tunGW.Masked().String(), "--subnet", "2001:2:0:3::/64", "--route", lanNet.String())...)
 	waitLine(tb, gw, "listening", "rootless sshvpn serve")
 	if !strings.Contains(gw.Log(), "backend=netstack") {
 		tb.Fatalf("the default backend is not netstack:\n%s", gw.Tail(20))
 	}
 	return gw
+}
+
+// nobodyDir is a fresh directory that uid 65534 owns, for the files of a
+// process run asNobody; under /tmp, since a test's TempDir is root's alone.
+func nobodyDir(tb testing.TB) string {
+	dir, err := os.MkdirTemp("/tmp", "sshvpn-bench-rootless-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	chownNobody(tb, dir)
+	return dir
+}
+
+// chownNobody gives files to uid 65534.
+func chownNobody(tb testing.TB, files ...string) {
+	for _, f := range files {
+		if err := os.Chown(f, 65534, 65534); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// asNobody is argv run as uid 65534 with no capabilities: the rootless
+// modes are measured as they are meant to run.
+func asNobody(tb testing.TB, argv ...string) []string {
+	nstest.RequireTool(tb, "setpriv")
+	return append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"}, argv...)
 }
 
 // ssh→sshvpn-kernel: stock ssh -w 0:any into sshvpn serve --backend
@@ -341,14 +370,14 @@ func startSSHToNetstack(e *env) *path {
 }
 
 // connectArgs is sshvpn connect reading no ssh_config and trusting the
-// given known_hosts (none: host keys unchecked), its undo journal in a
-// fresh directory.
-func connectArgs(tb testing.TB, key, knownHosts string, extra ...string) []string {
+// given known_hosts (none: host keys unchecked), its undo journal in
+// stateDir.
+func connectArgs(stateDir, key, knownHosts string, extra ...string) []string {
 	check, file := "no", "/dev/null"
 	if knownHosts != "" {
 		check, file = "yes", knownHosts
 	}
-	args := []string{sshvpnBin, "connect", "-F", "none", "-i", key, "--state-dir", tb.TempDir(),
+	args := []string{sshvpnBin, "connect", "-F", "none", "-i", key, "--state-dir", stateDir,
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=" + check, "-o", "UserKnownHostsFile=" + file,
 		"-o", "GlobalKnownHostsFile=/dev/null"}
@@ -378,7 +407,7 @@ func startConnectToSSHD(e *env) *path {
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(s.Log()) }
 	c := connectLoop(tb, p, func() []string {
-		return connectArgs(tb, key, s.KnownHosts, "-w", "any:0", "--address", tunClient.String(),
+		return connectArgs(tb.TempDir(), key, s.KnownHosts, "-w", "any:0", "--address", tunClient.String(),
 			"--route", lanNet.String(), "root@"+underGW.Addr().String())
 	}, func() { sshdReleased(t.gw, s) })
 	p.alive = func() error { return connectAlive(c()) }
@@ -401,7 +430,7 @@ func startConnectToServe(e *env, netstack bool) *path {
 	p := lanPath(t)
 	p.cipher = func() string { return serveCipher() + inferred }
 	c := connectLoop(tb, p, func() []string {
-		return connectArgs(tb, key, "", "-p", sshvpnPort, "-o", "Tunnel="+e.tunnelMode(), "root@"+underGW.Addr().String())
+		return connectArgs(tb.TempDir(), key, "", "-p", sshvpnPort, "-o", "Tunnel="+e.tunnelMode(), "root@"+underGW.Addr().String())
 	}, func() { serveReleased(gw) })
 	p.alive = func() error {
 		if err := exitedIf("sshvpn serve", gw); err != nil {

@@ -119,10 +119,12 @@ func TestLabel(id string) string {
 const inferred = "†"
 
 // Reference is the configuration every point-to-point row's ratio is
-// taken against; an ethernet row's is ReferenceL2 (ReferenceOf).
+// taken against; an ethernet row's is ReferenceL2, a SOCKS row's
+// ReferenceSOCKS (ReferenceOf).
 const (
-	Reference   = "openssh"
-	ReferenceL2 = "openssh-ethernet"
+	Reference      = "openssh"
+	ReferenceL2    = "openssh-ethernet"
+	ReferenceSOCKS = "ssh-D"
 )
 
 // ethernetSuffix ends the name of each layer-2 row: the same pairing as
@@ -130,12 +132,35 @@ const (
 const ethernetSuffix = "-ethernet"
 
 // ReferenceOf is the row name's ratio reference: stock ssh -w in the same
-// tunnel mode.
+// tunnel mode, or stock ssh -D for a SOCKS row.
 func ReferenceOf(name string) string {
-	if strings.HasSuffix(name, ethernetSuffix) {
+	switch {
+	case strings.HasSuffix(name, ethernetSuffix):
 		return ReferenceL2
+	case SOCKSRow(name):
+		return ReferenceSOCKS
 	}
 	return Reference
+}
+
+// socksClientSuffix ends the client's part of a SOCKS row's name (the
+// part before "→", or all of it): the -D that ssh and sshvpn connect both
+// take for a SOCKS proxy.
+const socksClientSuffix = "-D"
+
+// SOCKSRow reports whether the row named name is the rootless client's
+// kind: TCP through a SOCKS proxy on the client host, one SSH channel per
+// connection, no tunnel.
+func SOCKSRow(name string) bool {
+	client, _, _ := strings.Cut(name, "→")
+	return strings.HasSuffix(client, socksClientSuffix)
+}
+
+// intoSSHVPN reports whether a row's server (after "→") is an sshvpn
+// gateway.
+func intoSSHVPN(name string) bool {
+	_, server, ok := strings.Cut(name, "→")
+	return ok && strings.HasPrefix(server, "sshvpn")
 }
 
 // L3Of is the point-to-point row of an ethernet row's pairing, or "" for
@@ -151,6 +176,23 @@ func L3Of(name string) string {
 // point-to-point row of its pairing: framing adds 14 bytes a packet and
 // the gateway's segment some work, not a fifth.
 const L2Floor = 0.8
+
+// SOCKSFloor is the least a SOCKS row of sshvpn's may carry against
+// ssh -D: the same channel per connection, with a faster SSH underneath.
+const SOCKSFloor = 1.0
+
+// Ceiling is the row of bare x/crypto/ssh channels, one per connection:
+// what a SOCKS row into sshvpn's gateway is, minus the proxy and the
+// gateway's dialling.
+const Ceiling = "ssh-channel"
+
+// CeilingFloor is the least a SOCKS row into sshvpn's gateway may carry
+// against Ceiling in CeilingProfile, where CPU, not the path, decides
+// both: the proxy and the gateway may cost a fifth, no more.
+const (
+	CeilingFloor   = 0.8
+	CeilingProfile = "lan"
+)
 
 // Stat is a median with its range.
 type Stat struct {
@@ -325,7 +367,7 @@ func Markdown(r Run) string {
 	fmt.Fprintf(&b, "Run of %s (BENCH=%s), %s, %d CPUs (%s), Linux %s, %s; harness wall time %s.\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Mode, r.Host.Revision, r.Host.CPUs, r.Host.CPUModel,
 		r.Host.Kernel, r.Host.Go, (time.Duration(r.WallSecs) * time.Second).String())
-	b.WriteString("\nEvery cell: median over the rounds (min–max), then the ratio to `openssh` (an ethernet row's: to `openssh-ethernet`) in the same profile. " +
+	b.WriteString("\nEvery cell: median over the rounds (min–max), then the ratio to `openssh` (an ethernet row's: to `openssh-ethernet`; a SOCKS row's: to `ssh-D`) in the same profile. " +
 		"Throughput in Mbit/s (higher is better); RTT in ms, CPU in seconds per GiB moved, RSS in MiB and connect in ms (lower is better).\n")
 	for _, p := range r.Profiles {
 		writeProfile(&b, p)
@@ -383,6 +425,7 @@ func writeProfile(b *strings.Builder, p Profile) {
 			figCell(s.RSSMiB, ref.RSSMiB), statCell(s.Connect, ref.Connect))
 	}
 	writeL2(b, p, byName)
+	writeSOCKS(b, p, byName)
 	var notes []string
 	if slices.ContainsFunc(p.Configs, func(c Config) bool { return strings.HasSuffix(c.Cipher, inferred) }) {
 		notes = append(notes, inferred+" sshvpn logs no cipher: this is x/crypto/ssh's first preference that sshvpn serve offers (its --ciphers default)")
@@ -425,20 +468,7 @@ func writeL2(b *strings.Builder, p Profile, byName map[string]Summary) {
 		if !ok {
 			continue
 		}
-		row := fmt.Sprintf("| %s | %s |", c.Name, L3Of(c.Name))
-		for _, t := range p.Tests {
-			l2, l3 := byName[c.Name].Tput[t], l3.Tput[t]
-			cell := "–"
-			if l2.Valid() && l3.Valid() && l3.Med > 0 {
-				r := l2.Med / l3.Med
-				cell = fmt.Sprintf("%.2f", r)
-				if r < L2Floor {
-					cell = "**" + cell + "** < " + fmt.Sprint(L2Floor)
-				}
-			}
-			row += " " + cell + " |"
-		}
-		rows = append(rows, row)
+		rows = append(rows, fmt.Sprintf("| %s | %s |", c.Name, L3Of(c.Name))+floorCells(p, byName[c.Name], l3, L2Floor))
 	}
 	if len(rows) == 0 {
 		return
@@ -449,6 +479,74 @@ func writeL2(b *strings.Builder, p Profile, byName map[string]Summary) {
 	}
 	b.WriteString("\n|---|---|" + strings.Repeat("--:|", len(p.Tests)) + "\n")
 	b.WriteString(strings.Join(rows, "\n") + "\n")
+}
+
+// writeSOCKS writes, when the profile has SOCKS rows, each one's
+// throughput against ssh-D's (SOCKSFloor), the ones into sshvpn's gateway
+// also against Ceiling's (CeilingFloor in CeilingProfile, no floor
+// elsewhere), and ssh-D's own against openssh's for scale.
+func writeSOCKS(b *strings.Builder, p Profile, byName map[string]Summary) {
+	type against struct {
+		of    string
+		floor float64 // 0: none
+	}
+	var rows []string
+	for _, c := range p.Configs {
+		if !SOCKSRow(c.Name) {
+			continue
+		}
+		var as []against
+		switch {
+		case c.Name == ReferenceSOCKS:
+			as = []against{{of: Reference}}
+		case intoSSHVPN(c.Name) && p.Name == CeilingProfile:
+			as = []against{{ReferenceSOCKS, SOCKSFloor}, {Ceiling, CeilingFloor}}
+		case intoSSHVPN(c.Name):
+			as = []against{{ReferenceSOCKS, SOCKSFloor}, {of: Ceiling}}
+		default:
+			as = []against{{ReferenceSOCKS, SOCKSFloor}}
+		}
+		for _, a := range as {
+			ref, ok := byName[a.of]
+			if !ok {
+				continue
+			}
+			floor := "–"
+			if a.floor > 0 {
+				floor = fmt.Sprint(a.floor)
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s |", c.Name, a.of, floor)+floorCells(p, byName[c.Name], ref, a.floor))
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nSOCKS rows against their floors: each one's median throughput over `%s`'s, the ones into sshvpn's gateway also over `%s`'s (floor %v in %s), and `%s`'s own over `%s`'s.\n\n| SOCKS row | against | floor |",
+		ReferenceSOCKS, Ceiling, CeilingFloor, CeilingProfile, ReferenceSOCKS, Reference)
+	for _, t := range p.Tests {
+		fmt.Fprintf(b, " %s |", TestLabel(t))
+	}
+	b.WriteString("\n|---|---|--:|" + strings.Repeat("--:|", len(p.Tests)) + "\n")
+	b.WriteString(strings.Join(rows, "\n") + "\n")
+}
+
+// floorCells are a row's median throughput over ref's, one cell per test
+// of the profile, in bold and marked when under floor (0: none).
+func floorCells(p Profile, row, ref Summary, floor float64) string {
+	var cells strings.Builder
+	for _, t := range p.Tests {
+		x, y := row.Tput[t], ref.Tput[t]
+		cell := "–"
+		if x.Valid() && y.Valid() && y.Med > 0 {
+			r := x.Med / y.Med
+			cell = fmt.Sprintf("%.2f", r)
+			if r < floor {
+				cell = "**" + cell + "** < " + fmt.Sprint(floor)
+			}
+		}
+		cells.WriteString(" " + cell + " |")
+	}
+	return cells.String()
 }
 
 func orDash(s string) string {

@@ -148,6 +148,63 @@ func TestMarkdownL2(t *testing.T) {
 	}
 }
 
+// TestMarkdownSOCKS checks that a SOCKS row's ratio is to ssh-D, and that
+// the SOCKS table holds each row to ssh-D, the row into sshvpn to
+// ssh-channel with a floor on lan only, and shows ssh-D against openssh.
+func TestMarkdownSOCKS(t *testing.T) {
+	tp := func(test string, mbps float64) TputSample {
+		return TputSample{Test: test, Mbps: mbps, Bytes: 1 << 30}
+	}
+	run := sampleRun()
+	lan := &run.Profiles[0]
+	lan.Configs = append(lan.Configs,
+		Config{Name: "ssh-channel", Throughput: []TputSample{tp(Up1, 1000), tp(Down1, 1000)}},
+		Config{Name: "ssh-D", Throughput: []TputSample{tp(Up1, 100), tp(Down1, 200)}},
+		Config{Name: "sshvpn-D→sshd", Throughput: []TputSample{tp(Up1, 150), tp(Down1, 150)}},
+		Config{Name: "sshvpn-D→sshvpn-netstack", Throughput: []TputSample{tp(Up1, 900), tp(Down1, 700)}})
+	wan := *lan
+	wan.Name = "wan40"
+	run.Profiles = append(run.Profiles, wan)
+	md := Markdown(run)
+	lanMD, wanMD, _ := strings.Cut(md, "### wan40")
+	for _, want := range []string{
+		"| ssh-D | – | 100 1.00× | 200 1.00× |",
+		"| sshvpn-D→sshd | – | 150 1.50× | 150 0.750× |",
+		"| sshvpn-D→sshvpn-netstack | – | 900 9.00× | 700 3.50× |",
+		"| SOCKS row | against | floor | upload ×1 | download ×1 |",
+		"| ssh-D | openssh | – | 0.50 | 0.50 |",
+		"| sshvpn-D→sshd | ssh-D | 1 | 1.50 | **0.75** < 1 |",
+		"| sshvpn-D→sshvpn-netstack | ssh-D | 1 | 9.00 | 3.50 |",
+		"| sshvpn-D→sshvpn-netstack | ssh-channel | 0.8 | 0.90 | **0.70** < 0.8 |",
+	} {
+		if !strings.Contains(lanMD, want) {
+			t.Errorf("lan's markdown lacks %q:\n%s", want, lanMD)
+		}
+	}
+	if want := "| sshvpn-D→sshvpn-netstack | ssh-channel | – | 0.90 | 0.70 |"; !strings.Contains(wanMD, want) {
+		t.Errorf("wan40's markdown lacks %q (no floor outside lan):\n%s", want, wanMD)
+	}
+	if strings.Contains(lanMD, "| sshvpn-D→sshd | ssh-channel |") {
+		t.Errorf("the row into sshd is held to ssh-channel:\n%s", lanMD)
+	}
+	// The main table's point-to-point rows keep openssh as their reference.
+	if want := "| sshvpn⇄sshvpn-kernel | aes128-gcm@openssh.com† | 1000 (800–1200) 5.00× | – |"; !strings.Contains(lanMD, want) {
+		t.Errorf("lan's markdown lacks %q:\n%s", want, lanMD)
+	}
+}
+
+func TestSOCKSRow(t *testing.T) {
+	for name, want := range map[string]bool{
+		"ssh-D": true, "sshvpn-D→sshd": true, "sshvpn-D→sshvpn-netstack": true,
+		"openssh": false, "ssh-channel": false, "ssh→sshvpn-netstack": false,
+		"sshvpn⇄sshvpn-netstack": false, "sshvpn→sshd": false, "openssh-ethernet": false,
+	} {
+		if got := SOCKSRow(name); got != want {
+			t.Errorf("SOCKSRow(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
 func TestRatio(t *testing.T) {
 	for _, tc := range []struct {
 		a, b float64
