@@ -20,7 +20,7 @@ fmt-check: ## fail on unformatted Go files
 
 vet: vet-cross ## go vet, here and for a non-Linux target; staticcheck, pinned in tools/go.mod
 	$(GO) vet ./...
-	$(GO) vet -tags integration ./cmd/sshvpn/ ./bench/
+	$(GO) vet -tags integration ./cmd/sshvpn/ ./bench/ ./bench/socksfwd/
 	$(GO) tool -modfile=tools/go.mod staticcheck -tags integration ./...
 
 vet-cross: ## go vet for GOOS=darwin, so the non-Linux stubs keep compiling
@@ -30,7 +30,7 @@ unit: ## unit tests (and root-only kernel tests) under the race detector, three 
 	$(GO) test -race -count=3 ./...
 
 integration: ## end-to-end tests against stock OpenSSH 9.2 and 10.0 in network namespaces (root)
-	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ ./bench/delaylink/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
+	$(GO) test -tags integration -count=1 -timeout 20m -v ./cmd/sshvpn/ ./bench/delaylink/ ./bench/socksfwd/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitL3$$' -fuzztime $(FUZZTIME) ./relay/wire/

@@ -1,10 +1,10 @@
 // Package bench is sshvpn's reproducible comparison harness: iperf3 TCP,
 // ping and the tunnel processes' CPU and memory, through stock OpenSSH
-// tunnels, sshuttle, sshvpn in every pairing with stock peers and with
-// itself, and the two ceilings (the bare path, and one x/crypto/ssh
-// channel), in network namespaces on 198.18.0.0/15. README.md beside this
-// file says how to run it, what each row means and shows the latest
-// figures.
+// tunnels and SOCKS proxies (ssh -D), sshuttle, sshvpn in every pairing
+// with stock peers and with itself, and the two ceilings (the bare path,
+// and one x/crypto/ssh channel), in network namespaces on 198.18.0.0/15.
+// README.md beside this file says how to run it, what each row means and
+// shows the latest figures.
 //
 // The pieces:
 //
@@ -12,7 +12,8 @@
 //     default, quick, full) and the runner, which interleaves rounds;
 //   - configs_test.go: one start function per configuration, returning a
 //     path (the client host, the iperf3 and ping targets, how to restart
-//     its client, how to tell it died);
+//     its client, how to tell it died); configs_socks_test.go those of the
+//     rootless client's SOCKS rows;
 //   - topo_test.go: the three hosts each configuration gets (client ⇄
 //     gateway ⇄ LAN, the underlay a veth or delaylink) and softTB, which
 //     turns a configuration's Fatal into that row's error;
@@ -23,5 +24,7 @@
 //     writes them under results/ and into README.md (rerender_test.go
 //     does it again from a stored JSON);
 //   - sshchannel/: the x/crypto/ssh channel helper of the ssh-channel row;
+//   - socksfwd/: the adapter that carries iperf3's connections through a
+//     SOCKS5 proxy, for the SOCKS rows;
 //   - delaylink/: the userspace delay-and-loss link of the 40 ms profiles.
 package bench
