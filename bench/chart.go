@@ -52,9 +52,11 @@ func SVG(r Run) string {
 	return b.String()
 }
 
-// palette holds distinguishable colours (Tableau 10, then two more).
+// palette holds distinguishable colours (Tableau 10, then eight more):
+// one per row of a default run, so that no two rows share a colour.
 var palette = []string{"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-	"#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#8c564b"}
+	"#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#8c564b",
+	"#17becf", "#bcbd22", "#7f7f7f", "#e377c2", "#393b79", "#637939"}
 
 // colorMap gives each configuration the same colour in every panel.
 type colorMap struct {
