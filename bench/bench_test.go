@@ -111,9 +111,11 @@ func lanOnly() []string {
 	return names
 }
 
-// quickConfigs are BENCH=quick's rows: the anchor, the two ceilings and
-// one row per sshvpn backend.
-var quickConfigs = []string{"raw", "ssh-channel", "openssh", "ssh→sshvpn-kernel", "sshvpn⇄sshvpn-kernel", "sshvpn⇄sshvpn-netstack"}
+// quickConfigs are BENCH=quick's rows: the anchor, the two ceilings, one
+// row per sshvpn backend, and the rootless client into the rootless
+// gateway with its own anchor (without ssh-D its row has no ratios).
+var quickConfigs = []string{"raw", "ssh-channel", "openssh", "ssh→sshvpn-kernel", "sshvpn⇄sshvpn-kernel", "sshvpn⇄sshvpn-netstack",
+	"ssh-D", "sshvpn-D→sshvpn-netstack"}
 
 // makePlan reads BENCH (default, quick, full) and the development
 // overrides BENCH_PROFILES, BENCH_CONFIGS (comma-separated names; "->" and
