@@ -132,6 +132,12 @@ func socksPath(t *topo) *path {
 		cipher: func() string { return "" }, alive: func() error { return nil }}
 }
 
+// socksDialer is x/net/proxy's SOCKS5 dialer doing the CONNECT over a
+// connection dialled inside the client's namespace.
+type socksDialer interface {
+	DialWithConn(ctx context.Context, c net.Conn, network, address string) (net.Addr, error)
+}
+
 // timeToFirstConnect starts a proxy client with start and measures the
 // time from just before its exec until a SOCKS5 CONNECT through
 // socksAddr reaches the LAN host's probe listener, trying every 20 ms:
@@ -143,9 +149,10 @@ func timeToFirstConnect(t *topo, timeout time.Duration, start func(), alive func
 	if err != nil {
 		return 0, err
 	}
-	sd := d.(interface {
-		DialWithConn(ctx context.Context, c net.Conn, network, address string) (net.Addr, error)
-	})
+	sd, ok := d.(socksDialer)
+	if !ok {
+		return 0, fmt.Errorf("x/net/proxy's SOCKS5 dialer (%T) has no DialWithConn any more", d)
+	}
 	target := net.JoinHostPort(lanHost.Addr().String(), probePort)
 	try := func() error {
 		c, err := t.client.Connect("tcp", socksAddr)

@@ -541,6 +541,9 @@ func floorCells(p Profile, row, ref Summary, floor float64) string {
 			r := x.Med / y.Med
 			cell = fmt.Sprintf("%.2f", r)
 			if r < floor {
+				if cell == fmt.Sprintf("%.2f", floor) {
+					cell = fmt.Sprintf("%.3f", r) // not "1.00 < 1"
+				}
 				cell = "**" + cell + "** < " + fmt.Sprint(floor)
 			}
 		}
