@@ -45,11 +45,10 @@ func main() {
 	if *listen == "" || *proxyAddr == "" || *target == "" {
 		log.Fatal("usage: socksfwd -listen ADDR -proxy ADDR -target HOST:PORT")
 	}
-	if err := run(*listen, *proxyAddr, *target); err != nil {
-		log.Fatal(err)
-	}
+	log.Fatal(run(*listen, *proxyAddr, *target))
 }
 
+// run serves until accepting fails, and returns why.
 func run(listen, proxyAddr, target string) error {
 	d, err := proxy.SOCKS5("tcp", proxyAddr, nil, nil)
 	if err != nil {
