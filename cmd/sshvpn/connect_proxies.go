@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -54,30 +55,50 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 			return nil, err
 		}
 	)
-	// listen opens every address of one spec; an address of a family the
-	// host lacks (::1 without IPv6) may fail if another opens, as in ssh.
+	// listen opens every address of one spec. An address of a family
+	// the host lacks (::1 without IPv6) is skipped if another opens, as in
+	// ssh; any other failure, a port in use above all, is the user's to
+	// hear: a port another user holds would take the proxy's clients and
+	// their passwords. Port 0 takes the first address's port for the rest.
 	listen := func(flag, spec string, binds []string, serve func(context.Context, net.Listener) error, stats *proxy.Stats) error {
-		opened := 0
-		var errs []error
+		var skipped []error
+		port := ""
 		for _, b := range binds {
 			if seen[b] {
 				continue // --http-proxy on the -D port: the -D listener answers both
 			}
+			if host, p, err := net.SplitHostPort(b); err == nil && p == "0" && port != "" {
+				b = net.JoinHostPort(host, port)
+			}
 			ln, err := net.Listen("tcp", b)
-			if err != nil {
-				errs = append(errs, err)
+			if errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT) {
+				skipped = append(skipped, err)
 				continue
 			}
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", flag, spec, err)
+			}
 			seen[b] = true
-			opened++
+			if port == "" {
+				_, port, _ = net.SplitHostPort(ln.Addr().String())
+			}
 			out = append(out, proxyListener{ln, serve, stats})
 			if flag != "-L" && auth == nil && !loopbackBind(ln.Addr()) {
 				log.Warn("the proxy listens beyond this host with no password: anyone who reaches it uses your connection; give --socks-auth FILE or a loopback address", "flag", flag, "listen", ln.Addr().String())
 			}
-			log.Info("listening", "flag", flag, "on", ln.Addr().String())
+			if strings.HasSuffix(b, ":0") {
+				// As ssh says which port it took; a Warn so that -f, which
+				// prints warnings only, shows it too.
+				log.Warn("allocated a port", "flag", flag, "on", ln.Addr().String())
+			} else {
+				log.Info("listening", "flag", flag, "on", ln.Addr().String())
+			}
 		}
-		if opened == 0 && len(errs) > 0 {
-			return fmt.Errorf("%s %s: %w", flag, spec, errors.Join(errs...))
+		switch {
+		case port == "" && len(skipped) > 0:
+			return fmt.Errorf("%s %s: %w", flag, spec, errors.Join(skipped...))
+		case len(skipped) > 0:
+			log.Info("an address of this host's missing family was skipped", "flag", flag, "err", errors.Join(skipped...))
 		}
 		return nil
 	}
@@ -171,33 +192,71 @@ func serveProxies(ctx context.Context, ls []proxyListener, log *slog.Logger) (wa
 
 // flows dials the proxies' TCP flows: each as a direct-tcpip channel of
 // its own on the connection that is up (no TCP inside TCP, and the far end
-// resolves names), or through the client's stack on the tunnel when the
-// server forbids forwarding but gave a tunnel.
+// resolves names), or through the client's stack on the tunnel once the
+// server has forbidden forwarding on that connection but gave a tunnel.
+// The key's rights are the union of both, as with OpenSSH, whose permitopen
+// does not bound a tunnel either: the tunnel is under the gateway's own
+// egress policy.
 type flows struct {
 	client *reconnect.Client
 	stack  *localStack // nil on a kernel device: no fallback
 	log    *slog.Logger
+
+	mu         sync.Mutex
+	prohibited *ssh.Client // the connection that forbade forwarding
 }
 
 func (f *flows) dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
-	wctx, cancel := context.WithTimeout(ctx, flowWait)
-	sc, err := f.client.Connection(wctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", proxy.ErrUnavailable, err)
-	}
 	target := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	conn, err := sc.DialContext(ctx, "tcp", target)
-	if err == nil {
-		return conn, nil
-	}
-	if oe, ok := errors.AsType[*ssh.OpenChannelError](err); ok && oe.Reason == ssh.Prohibited {
-		if l := f.stack.get(); l != nil {
-			f.log.Debug("the server forbids forwarding; dialling through the tunnel", "to", target)
+	var last *ssh.Client
+	for try := 0; ; try++ {
+		wctx, cancel := context.WithTimeout(ctx, flowWait)
+		sc, err := f.client.Connection(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", proxy.ErrUnavailable, err)
+		}
+		if l := f.stack.get(); l != nil && f.forbidden(sc) {
 			return dialThrough(ctx, l, host, port)
 		}
+		conn, err := sc.DialContext(ctx, "tcp", target)
+		if err == nil {
+			return conn, nil
+		}
+		oe, refused := errors.AsType[*ssh.OpenChannelError](err)
+		switch {
+		case refused && oe.Reason == ssh.Prohibited:
+			if l := f.stack.get(); l != nil {
+				f.forbid(sc, oe)
+				return dialThrough(ctx, l, host, port)
+			}
+		case !refused && try == 0 && sc != last:
+			// The connection died under the open: once more, on the
+			// next one.
+			last = sc
+			continue
+		}
+		return nil, flowError(target, err)
 	}
-	return nil, flowError(target, err)
+}
+
+// forbidden reports whether sc forbade forwarding.
+func (f *flows) forbidden(sc *ssh.Client) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.prohibited == sc
+}
+
+// forbid remembers that sc refuses forwarding, so that later flows go
+// through the tunnel at once rather than pay a refused open each, and says
+// so once per connection.
+func (f *flows) forbid(sc *ssh.Client, why *ssh.OpenChannelError) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.prohibited != sc {
+		f.prohibited = sc
+		f.log.Info("the server forbids forwarding on this connection: TCP flows go through the tunnel instead", "why", why.Message)
+	}
 }
 
 // dialThrough dials host:port from the client's stack, resolving a name
@@ -247,15 +306,27 @@ func flowError(target string, err error) error {
 	if why == "" || why == "open failed" {
 		why = oe.Reason.String()
 	}
+	if oe.Reason == ssh.Prohibited {
+		return fmt.Errorf("%w: the server refuses to forward to %s: %s", kind, target, why)
+	}
 	return fmt.Errorf("%w: the server could not connect to %s: %s", kind, target, why)
 }
 
 // localStack is the client's own stack once a tunnel brought one: the
 // proxies' UDP, and their TCP where forwarding is forbidden.
 type localStack struct {
-	mu  sync.Mutex
-	l   *stack.Local
-	why string // why there is none, for the proxies' errors
+	mu     sync.Mutex
+	l      *stack.Local
+	why    string // why there is none, for the proxies' errors
+	warned bool   // a refused UDP request was logged
+	log    *slog.Logger
+}
+
+// noTunnelBecause records why the connection has no tunnel.
+func (s *localStack) noTunnelBecause(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.why = why
 }
 
 func (s *localStack) get() *stack.Local {
@@ -291,14 +362,21 @@ func (s *localStack) LookupHost(ctx context.Context, host string) ([]netip.Addr,
 	return l.LookupHost(ctx, host)
 }
 
+// noTunnel is the proxies' error for UDP without a tunnel; the first one
+// is also logged, once, since the SOCKS client shows only a reply code.
 func (s *localStack) noTunnel() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	why := s.why
 	if why == "" {
-		why = "the server gave none (the log says why), or it is not up yet"
+		why = "it is not up yet"
 	}
-	return fmt.Errorf("%w: UDP goes through the tunnel, and there is none: %s", proxy.ErrUnavailable, why)
+	err := fmt.Errorf("%w: UDP goes through the tunnel, and there is none: %s", proxy.ErrUnavailable, why)
+	if !s.warned && s.log != nil {
+		s.warned = true
+		s.log.Warn("a UDP request was refused (further ones are only answered)", "err", err)
+	}
+	return err
 }
 
 // errNoDevice marks the kernel path's UDP: a device carries UDP itself.
@@ -318,19 +396,16 @@ func (deviceDatagrams) LookupHost(context.Context, string) ([]netip.Addr, error)
 // the process's own that holds the tunnel's address. Nothing on the host
 // changes.
 func connectNetstack(ctx context.Context, c *connectConfig, client *reconnect.Client, log *slog.Logger) error {
-	ls := &localStack{}
+	ls := &localStack{log: log}
 	client.Flows = true
 	client.GSO = false
 	client.SkipTunnel = func(server []byte) string {
 		if len(c.addrs) > 0 || sshchan.PeerOf(server) == sshchan.SSHVPN {
 			return ""
 		}
-		why := "the server is not an sshvpn gateway, which would give the tunnel an address: pass --address (and have PermitTunnel yes on the server) for UDP"
-		ls.mu.Lock()
-		ls.why = why
-		ls.mu.Unlock()
-		return why
+		return "the server is not an sshvpn gateway, which would give the tunnel an address: pass --address (and have PermitTunnel yes on the server) for UDP"
 	}
+	client.NoTunnel = ls.noTunnelBecause
 	client.Setup = func(gw *relay.TunnelConfig) (relay.Device, error) {
 		lc := stack.LocalConfig{MTU: c.mtu, Addresses: c.addrs, Log: log}
 		if gw != nil {

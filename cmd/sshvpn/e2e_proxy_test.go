@@ -672,3 +672,98 @@ func TestRootlessClientForwardingForbidden(t *testing.T) {
 		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
 	})
 }
+
+// 3: -g opens the proxies to other hosts, and --socks-auth then guards
+// them: RFC 1929 for SOCKS5, Basic for the HTTP proxy, SOCKS4 refused. A
+// host next to the client (here the gateway's namespace, on the client's
+// link) is the other host.
+func TestRootlessClientAuthAndGatewayPorts(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "curl")
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanWeb(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	tp.startRootless(t, pub+"\n")
+	dir, err := os.MkdirTemp("/tmp", "sshvpn-socks-auth-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(dir, "socks-auth")
+	if err := os.WriteFile(creds, []byte("# who may use the proxies\nalice:s3cret pass\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(creds, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c := rootlessClient(t, tp.client, w, priv, "-g", "-D", socksPort, "--http-proxy", httpPort, "--socks-auth", creds,
+		"-p", "2222", "root@"+underGW.Addr().String())
+	if strings.Contains(c.Log(), "no password") {
+		t.Errorf("a warning about a proxy without a password although --socks-auth is given:\n%s", c.Log())
+	}
+	proxyAt := underClient.Addr().String()
+	web := "http://" + lanHost.Addr().String() + ":" + webPort + "/"
+	curl := func(args ...string) (string, error) {
+		out, err := tp.gw.Cmd(append(append([]string{"curl", "-sS", "-m", "10", "--fail"}, args...), web)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, ok := range [][]string{
+		{"--socks5-hostname", proxyAt + ":" + socksPort, "--proxy-user", "alice:s3cret pass"},
+		{"-x", "http://" + proxyAt + ":" + httpPort, "--proxy-user", "alice:s3cret pass"},
+		{"-p", "-x", "http://" + proxyAt + ":" + socksPort, "--proxy-user", "alice:s3cret pass"},
+	} {
+		if body, err := curl(ok...); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("from the next host with the password, curl %v: %q %v", ok, body, err)
+		}
+	}
+	for _, bad := range [][]string{
+		{"--socks5-hostname", proxyAt + ":" + socksPort},
+		{"--socks5-hostname", proxyAt + ":" + socksPort, "--proxy-user", "alice:wrong"},
+		{"--socks4a", proxyAt + ":" + socksPort},
+		{"-x", "http://" + proxyAt + ":" + httpPort},
+		{"-x", "http://" + proxyAt + ":" + httpPort, "--proxy-user", "mallory:s3cret pass"},
+	} {
+		if body, err := curl(bad...); err == nil {
+			t.Fatalf("curl %v got through without the right password: %q", bad, body)
+		}
+	}
+}
+
+// 3: without -g and a bind address the proxies are on loopback only, and a
+// non-loopback bind without --socks-auth is warned about; a port another
+// process holds is an error, not a listener quietly missing.
+func TestRootlessClientBinds(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	tp.startRootless(t, pub+"\n")
+	c := rootlessClient(t, tp.client, w, priv, "-D", socksPort, "--http-proxy", underClient.Addr().String()+":"+httpPort,
+		"-p", "2222", "root@"+underGW.Addr().String())
+	if !strings.Contains(c.Log(), "no password") {
+		t.Errorf("no warning for an HTTP proxy on %s without --socks-auth:\n%s", underClient.Addr(), c.Log())
+	}
+	if conn, err := tp.gw.Dial(t, "tcp", underClient.Addr().String()+":"+socksPort); err == nil {
+		conn.Close()
+		t.Fatalf("-D %s without a bind address answers on %s", socksPort, underClient.Addr())
+	}
+	for _, a := range []string{"127.0.0.1:" + socksPort, "[::1]:" + socksPort} {
+		conn, err := tp.client.Dial(t, "tcp", a)
+		if err != nil {
+			t.Fatalf("-D %s does not listen on %s: %v", socksPort, a, err)
+		}
+		conn.Close()
+	}
+	squat := tp.client.Listen(t, "tcp", "127.0.0.1:1090")
+	defer squat.Close()
+	out, code, _ := runIn(t, tp.client, 20*time.Second, connectArgs(priv, "", "-D", "1090", "-p", "2222", "root@"+underGW.Addr().String())...)
+	if code == 0 || !strings.Contains(out, "address already in use") {
+		t.Fatalf("-D on a port another process holds on 127.0.0.1: exit %d\n%s\nwant an error naming it", code, out)
+	}
+}

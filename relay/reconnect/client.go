@@ -71,6 +71,9 @@ type Client struct {
 	// opened on a connection; a non-empty answer is why this connection
 	// goes without one.
 	SkipTunnel func(serverVersion []byte) string
+	// NoTunnel, when set with Flows, hears why a connection goes without
+	// a tunnel, each time one does.
+	NoTunnel func(why string)
 	// Log may be nil.
 	Log *slog.Logger
 
@@ -127,6 +130,8 @@ func (c *Client) Run(ctx context.Context) error {
 		wait := backoff(attempt)
 		if !t.everUp {
 			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
+		} else if t.local == nil {
+			log.Warn("connection lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		} else {
 			log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
@@ -319,8 +324,13 @@ func (t *tunnel) announce() {
 // connection's, so a reconnect loop does not repeat it.
 func (t *tunnel) flowsOnly(ctx context.Context, sc *ssh.Client, why string, stopLeave func() bool, leave func()) (time.Time, error) {
 	if why != t.noTunnel {
-		t.log.Warn("no tunnel on this connection: UDP through the proxies is off, TCP flows go as direct-tcpip channels", "why", why)
+		// Not a warning: against a stock sshd this is the usual case, and
+		// TCP, what most proxied traffic is, does not need the tunnel.
+		t.log.Info("no tunnel on this connection: TCP flows go as direct-tcpip channels, UDP through the proxies is off", "why", why)
 		t.noTunnel = why
+	}
+	if t.client.NoTunnel != nil {
+		t.client.NoTunnel(why)
 	}
 	t.log.Info("connection up", "server", string(sc.ServerVersion()))
 	t.announce()
