@@ -478,6 +478,7 @@ func TestRootlessClientStockSSHD(t *testing.T) {
 // key.
 func TestRootlessClientLocalForward(t *testing.T) {
 	nstest.RequireRoot(t)
+	t.Parallel()
 	o := nstest.OpenSSHs(t)[len(nstest.OpenSSHs(t))-1]
 	tp := newTopo(t)
 	tp.lanServices(t)
@@ -511,6 +512,7 @@ func TestRootlessClientLocalForward(t *testing.T) {
 // fds and goroutines come back to where they were.
 func TestRootlessClientThousandFlows(t *testing.T) {
 	nstest.RequireRoot(t)
+	t.Parallel()
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
 	tp.lanServices(t)
@@ -589,6 +591,7 @@ func TestRootlessClientThousandFlows(t *testing.T) {
 // refused port, and flows go through again on the next connection.
 func TestRootlessClientReconnects(t *testing.T) {
 	nstest.RequireRoot(t)
+	t.Parallel()
 	nstest.RequireTool(t, "curl")
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
@@ -679,6 +682,7 @@ func TestRootlessClientForwardingForbidden(t *testing.T) {
 // link) is the other host.
 func TestRootlessClientAuthAndGatewayPorts(t *testing.T) {
 	nstest.RequireRoot(t)
+	t.Parallel()
 	nstest.RequireTool(t, "curl")
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
@@ -739,6 +743,7 @@ func TestRootlessClientAuthAndGatewayPorts(t *testing.T) {
 // process holds is an error, not a listener quietly missing.
 func TestRootlessClientBinds(t *testing.T) {
 	nstest.RequireRoot(t)
+	t.Parallel()
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
 	w := tp.watchLeaks(t)
