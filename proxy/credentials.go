@@ -63,7 +63,8 @@ func (c *Credentials) Valid(user, password []byte) bool {
 // LoadCredentials reads a file of "user:password" lines; blank lines and
 // lines starting with '#' are skipped, and the password is everything
 // after the first ':'. Like ssh with a private key, it refuses a file that
-// its group or others may read or write.
+// its group or others may read or write, and one that belongs to neither
+// the user running it nor root.
 func LoadCredentials(path string) (*Credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -76,6 +77,9 @@ func LoadCredentials(path string) (*Credentials, error) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("proxy credentials: permissions %04o for %s are too open: it holds passwords; run chmod 600 %s", perm, path, path)
+	}
+	if err := checkOwner(path, fi); err != nil {
+		return nil, err
 	}
 	c := &Credentials{}
 	sc := bufio.NewScanner(f)
