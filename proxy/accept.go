@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,12 @@ import (
 // DefaultMaxConns is the per-listener limit when a config leaves MaxConns
 // zero: far above what one user's browser opens, far below the file limit.
 const DefaultMaxConns = 1024
+
+// maxHandshakes bounds connections per listener that are still in their
+// handshake. Past it, or at MaxConns, a new connection closes the oldest
+// of them: a real client finishes its handshake in milliseconds, so idle
+// or slow sockets, not it, are what give way.
+const maxHandshakes = 64
 
 // maxRefusing bounds connections being told "too many": past it a
 // connection over the limit is closed without a reply, so a flood cannot
@@ -59,10 +66,13 @@ func (o *owner) stop() {
 // acceptLoop is what Server and Forward share: accept, hold MaxConns, own
 // each connection's goroutine, and on return leave nothing running.
 type acceptLoop struct {
-	max    int
-	log    *slog.Logger
-	stats  *Stats
-	handle func(o *owner, c net.Conn)
+	max   int
+	log   *slog.Logger
+	stats *Stats
+	// handle serves one connection, which begins in its handshake;
+	// handle calls handshakeDone once the client has said what it wants,
+	// after which the connection can no longer be evicted.
+	handle func(o *owner, c net.Conn, handshakeDone func())
 	refuse func(o *owner, c net.Conn) // nil: close at once
 }
 
@@ -77,7 +87,8 @@ func (a *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 	if limit <= 0 {
 		limit = DefaultMaxConns
 	}
-	var active, refusing atomic.Int64
+	sl := &slots{limit: limit, budget: min(maxHandshakes, limit), stats: a.stats}
+	var refusing atomic.Int64
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -96,24 +107,101 @@ func (a *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		a.stats.accepted.Add(1)
-		if active.Add(1) > int64(limit) {
-			active.Add(-1)
+		s := sl.take(c)
+		if s == nil {
 			a.refuseConn(o, c, &refusing, limit)
 			continue
 		}
-		a.stats.active.Add(1)
 		if !o.spawn(func() {
-			defer active.Add(-1)
-			defer a.stats.active.Add(-1)
+			defer sl.release(s)
 			defer c.Close()
 			stop := o.closeOnDone(c)
 			defer stop()
-			a.handle(o, c)
+			a.handle(o, c, func() { sl.handshakeDone(s) })
 		}) {
-			active.Add(-1)
-			a.stats.active.Add(-1)
+			sl.release(s)
 			c.Close()
 		}
+	}
+}
+
+// slots counts one listener's connections against MaxConns and keeps
+// those still in their handshake, oldest first, to evict.
+type slots struct {
+	limit, budget int
+	stats         *Stats
+
+	mu          sync.Mutex
+	active      int
+	handshaking []*slot // at most budget
+}
+
+// slot is one connection's hold on a slot.
+type slot struct {
+	c           net.Conn
+	held        bool // counts in active
+	inHandshake bool // listed in handshaking
+}
+
+// take holds a slot for c, first evicting the oldest connection in its
+// handshake when the handshake budget is spent or the listener is full;
+// nil when every slot is held by a connection past its handshake.
+func (sl *slots) take(c net.Conn) *slot {
+	sl.mu.Lock()
+	var evicted net.Conn
+	if n := len(sl.handshaking); n > 0 && (n >= sl.budget || sl.active >= sl.limit) {
+		old := sl.handshaking[0]
+		sl.handshaking = slices.Delete(sl.handshaking, 0, 1)
+		old.inHandshake = false
+		// The slot passes to c now; the evicted goroutine ends on its own.
+		sl.free(old)
+		evicted = old.c
+	}
+	var s *slot
+	if sl.active < sl.limit {
+		s = &slot{c: c, held: true, inHandshake: true}
+		sl.active++
+		sl.stats.active.Add(1)
+		sl.handshaking = append(sl.handshaking, s)
+	}
+	sl.mu.Unlock()
+	if evicted != nil {
+		sl.stats.handshakeEvicted.Add(1)
+		evicted.Close()
+	}
+	return s
+}
+
+// handshakeDone takes s off the list of connections that may be evicted.
+func (sl *slots) handshakeDone(s *slot) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.leaveHandshake(s)
+}
+
+// release gives s's slot back, unless an eviction already did.
+func (sl *slots) release(s *slot) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.leaveHandshake(s)
+	sl.free(s)
+}
+
+func (sl *slots) leaveHandshake(s *slot) {
+	if !s.inHandshake {
+		return
+	}
+	s.inHandshake = false
+	if i := slices.Index(sl.handshaking, s); i >= 0 {
+		sl.handshaking = slices.Delete(sl.handshaking, i, i+1)
+	}
+}
+
+func (sl *slots) free(s *slot) {
+	if s.held {
+		s.held = false
+		sl.active--
+		sl.stats.active.Add(-1)
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"syscall"
 )
@@ -16,10 +17,16 @@ var (
 	ErrHostUnreachable = errors.New("host unreachable from the far end")
 	ErrTimeout         = errors.New("connection timed out at the far end")
 	ErrUnavailable     = errors.New("the far end is unavailable")
+	// ErrNotSupported says the far side cannot do what was asked at all
+	// (UDP when there is no tunnel), as opposed to failing this time.
+	ErrNotSupported = errors.New("not supported by the far end")
 
 	// errTooMany answers a connection past MaxConns; it is reported as
 	// ErrUnavailable is.
 	errTooMany = errors.New("too many connections on this proxy listener")
+	// errTooManyUDP answers a UDP ASSOCIATE past maxAssociations, as
+	// ErrUnavailable is.
+	errTooManyUDP = fmt.Errorf("too many UDP associations on this proxy listener (limit %d)", maxAssociations)
 )
 
 // Reason classifies a failed dial; Stats counts failures by it.
@@ -33,10 +40,11 @@ const (
 	ReasonHostUnreachable
 	ReasonTimeout
 	ReasonUnavailable
+	ReasonNotSupported
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"other", "refused", "not-allowed", "net-unreachable", "host-unreachable", "timeout", "unavailable"}
+var reasonNames = [numReasons]string{"other", "refused", "not-allowed", "net-unreachable", "host-unreachable", "timeout", "unavailable", "not-supported"}
 
 func (r Reason) String() string {
 	if r < 0 || r >= numReasons {
@@ -59,8 +67,10 @@ func ReasonOf(err error) Reason {
 		return ReasonHostUnreachable
 	case errors.Is(err, ErrTimeout), errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
-	case errors.Is(err, ErrUnavailable), errors.Is(err, errTooMany):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, errTooMany), errors.Is(err, errTooManyUDP):
 		return ReasonUnavailable
+	case errors.Is(err, ErrNotSupported):
+		return ReasonNotSupported
 	}
 	return ReasonOther
 }
@@ -94,6 +104,7 @@ var socks5Reply = [numReasons]byte{
 	ReasonHostUnreachable: socks5HostUnreachable,
 	ReasonTimeout:         socks5TTLExpired,
 	ReasonUnavailable:     socks5GeneralFailure,
+	ReasonNotSupported:    socks5CmdUnsupported,
 }
 
 // httpStatus is the HTTP status for each reason.
@@ -105,6 +116,7 @@ var httpStatus = [numReasons]int{
 	ReasonHostUnreachable: http.StatusBadGateway,
 	ReasonTimeout:         http.StatusGatewayTimeout,
 	ReasonUnavailable:     http.StatusServiceUnavailable,
+	ReasonNotSupported:    http.StatusNotImplemented,
 }
 
 // SOCKS5Reply, SOCKS4Reply and HTTPStatus say how each protocol reports err.

@@ -13,6 +13,9 @@ func TestReplyMapping(t *testing.T) {
 		socks5 byte
 		http   int
 	}{
+		{ErrNotSupported, 0x07, 501},
+		{fmt.Errorf("UDP ASSOCIATE: no tunnel: %w", ErrNotSupported), 0x07, 501},
+		{errTooManyUDP, 0x01, 503},
 		{ErrRefused, 0x05, 502},
 		{ErrNotAllowed, 0x02, 403},
 		{ErrNetUnreachable, 0x03, 502},

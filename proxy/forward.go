@@ -30,7 +30,8 @@ func (f *Forward) Serve(ctx context.Context, ln net.Listener) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &acceptLoop{max: f.MaxConns, log: log, stats: &f.stats, handle: func(o *owner, c net.Conn) {
+	a := &acceptLoop{max: f.MaxConns, log: log, stats: &f.stats, handle: func(o *owner, c net.Conn, handshakeDone func()) {
+		handshakeDone() // a forward has no handshake: its client waits for the far end
 		ctx, cancel := context.WithTimeout(o.ctx, dialTimeout)
 		far, err := f.Dial(ctx, f.Host, f.Port)
 		cancel()

@@ -109,8 +109,7 @@ func (cn *conn) authorized(req *http.Request) bool {
 	}
 	msg := "proxy authentication required"
 	if h != "" {
-		cn.s.stats.authFailures.Add(1)
-		cn.log.Debug("proxy: HTTP authentication failed", "client", cn.c.RemoteAddr())
+		cn.authFailed("HTTP proxy authentication failed: wrong user name or password")
 		msg = "proxy authentication failed"
 	}
 	cn.httpError(req, http.StatusProxyAuthRequired, msg, "Proxy-Authenticate: Basic realm=\"sshvpn\"\r\n")

@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	xproxy "golang.org/x/net/proxy"
 )
 
 // TestMaxConns fills the listener's slots with live flows; each protocol's
@@ -63,4 +66,86 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c
+}
+
+// idleSockets opens n connections that never send a byte, and waits until
+// the listener has accepted them all.
+func idleSockets(t *testing.T, s *Server, addr string, n int) []net.Conn {
+	t.Helper()
+	before := s.Stats().Snapshot().Accepted
+	cs := make([]net.Conn, n)
+	for i := range cs {
+		cs[i] = dialRaw(t, addr)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Snapshot().Accepted < before+uint64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("accepted %d of %d idle sockets", s.Stats().Snapshot().Accepted-before, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cs
+}
+
+// TestIdleSocketsCannotLockOut: sockets that never finish their handshake
+// hold every slot, and the client with the password still gets through,
+// by closing the oldest of them.
+func TestIdleSocketsCannotLockOut(t *testing.T) {
+	d := &recordingDialer{to: echoServer(t)}
+	creds := &Credentials{}
+	if err := creds.Add("alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Config{Dial: d.Dial, SOCKS: true, HTTP: true, Auth: creds, MaxConns: 4})
+	addr := serve(t, s)
+	idle := idleSockets(t, s, addr, 10)
+
+	client, _ := xproxy.SOCKS5("tcp", addr, &xproxy.Auth{User: "alice", Password: "secret"}, xproxy.Direct)
+	c, err := client.Dial("tcp", "example.invalid:7")
+	if err != nil {
+		t.Fatalf("the client with the password, behind idle sockets: %v", err)
+	}
+	defer c.Close()
+	roundTrip(t, c, "through")
+	// The oldest idle socket was closed to make room, the newest kept.
+	if _, err := idle[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("oldest idle socket: read %v, want EOF", err)
+	}
+	idle[9].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := idle[9].Read(make([]byte, 1)); !isTimeout(err) {
+		t.Errorf("newest idle socket: read %v, want it still open", err)
+	}
+	if st := s.Stats().Snapshot(); st.HandshakeEvicted != 7 || st.Refused != 0 || st.Active != 4 {
+		t.Fatalf("HandshakeEvicted %d Refused %d Active %d, want 7, 0 and 4", st.HandshakeEvicted, st.Refused, st.Active)
+	}
+}
+
+// TestHandshakeBudget: far below MaxConns, no more than maxHandshakes
+// connections wait in their handshake; each one past it closes the oldest.
+func TestHandshakeBudget(t *testing.T) {
+	d := &recordingDialer{to: echoServer(t)}
+	s := NewServer(Config{Dial: d.Dial, SOCKS: true})
+	addr := serve(t, s)
+	idle := idleSockets(t, s, addr, maxHandshakes+3)
+	for i, c := range idle[:3] {
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("idle socket %d: read %v, want EOF", i, err)
+		}
+	}
+	if st := s.Stats().Snapshot(); st.HandshakeEvicted != 3 || st.Active != maxHandshakes {
+		t.Fatalf("HandshakeEvicted %d Active %d, want 3 and %d", st.HandshakeEvicted, st.Active, maxHandshakes)
+	}
+	// A connection past its handshake is no longer anyone's to evict.
+	c := rawSOCKS5(t, addr)
+	c.Write([]byte{5, cmdConnect, 0, atypName, 1, 'h', 0, 7})
+	if rep, _ := readReply5(t, c); rep != socks5Succeeded {
+		t.Fatalf("reply %02x", rep)
+	}
+	idleSockets(t, s, addr, maxHandshakes)
+	roundTrip(t, c, "still here")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

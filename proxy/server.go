@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,8 +43,9 @@ type Config struct {
 	// SOCKS and HTTP say what the listener speaks; with both, the first
 	// byte decides (0x04 or 0x05: SOCKS, anything else: HTTP).
 	SOCKS, HTTP bool
-	// MaxConns bounds connections per listener (0: DefaultMaxConns);
-	// beyond it a connection gets its protocol's failure reply.
+	// MaxConns bounds connections per listener (0: DefaultMaxConns). At
+	// it a new connection closes the oldest one still in its handshake;
+	// when none is, it gets its protocol's failure reply.
 	MaxConns int
 	Log      *slog.Logger
 }
@@ -94,18 +96,38 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		limit = DefaultMaxConns
 	}
 	tooMany := fmt.Errorf("%w (limit %d)", errTooMany, limit)
+	l := &listenerState{}
 	a := &acceptLoop{
 		max: s.cfg.MaxConns, log: s.log, stats: &s.stats,
-		handle: func(o *owner, c net.Conn) { s.serveConn(o, c, nil) },
-		refuse: func(o *owner, c net.Conn) { s.serveConn(o, c, tooMany) },
+		handle: func(o *owner, c net.Conn, handshakeDone func()) { s.serveConn(o, l, c, handshakeDone, nil) },
+		refuse: func(o *owner, c net.Conn) { s.serveConn(o, l, c, func() {}, tooMany) },
 	}
 	return a.run(ctx, ln)
+}
+
+// listenerState is what one Serve call keeps for its listener beside its
+// connection slots.
+type listenerState struct {
+	associations atomic.Int64
+	// Each first of a kind is a warning that tells the user why clients
+	// fail; the rest are only counted (and logged at Debug).
+	warnedAuth, warnedSOCKS4, warnedUDPLimit, warnedUnverified atomic.Bool
+}
+
+// warnOnce logs msg at Warn the first time flag is raised, then at Debug.
+func (cn *conn) warnOnce(flag *atomic.Bool, msg string, args ...any) {
+	if flag.CompareAndSwap(false, true) {
+		cn.log.Warn(msg+"; further ones are only counted", args...)
+		return
+	}
+	cn.log.Debug(msg, args...)
 }
 
 // conn is one client connection being served.
 type conn struct {
 	s   *Server
 	o   *owner
+	l   *listenerState
 	c   net.Conn
 	br  *bufio.Reader
 	lim *headerLimit  // beneath br: bounds what a request head may take
@@ -114,18 +136,21 @@ type conn struct {
 	// refuse, when set, is the error every request is answered with:
 	// the connection is over the limit.
 	refuse error
+	// handshakeDone ends the handshake: the client has said what it
+	// wants, and its connection may no longer be evicted for a newer one.
+	handshakeDone func()
 }
 
 // readBufSize holds any SOCKS request and a typical HTTP request head.
 const readBufSize = 4096
 
-func (s *Server) serveConn(o *owner, c net.Conn, refuse error) {
+func (s *Server) serveConn(o *owner, l *listenerState, c net.Conn, handshakeDone func(), refuse error) {
 	deadline := time.Now().Add(HandshakeTimeout)
 	if refuse != nil {
 		deadline = time.Now().Add(HandshakeTimeout / 5)
 	}
 	c.SetDeadline(deadline)
-	cn := &conn{s: s, o: o, c: c, refuse: refuse, log: s.log}
+	cn := &conn{s: s, o: o, l: l, c: c, refuse: refuse, handshakeDone: handshakeDone, log: s.log}
 	cn.lim = &headerLimit{r: c, n: maxHeaderBytes}
 	cn.br = bufio.NewReaderSize(cn.lim, readBufSize)
 	first, err := cn.br.Peek(1)
@@ -179,6 +204,7 @@ func (cn *conn) dial(ctx context.Context, host string, port uint16) (net.Conn, e
 	// takes) must still be written after a dial slower than the
 	// handshake's deadline, such as one that waits for a reconnect.
 	cn.c.SetDeadline(time.Time{})
+	cn.handshakeDone()
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	far, err := cn.s.cfg.Dial(ctx, host, port)

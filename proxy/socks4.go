@@ -11,12 +11,16 @@ func (cn *conn) serveSOCKS4() {
 		return n, err
 	})
 	if err != nil {
+		if err == errNameLen || err == errTooLong {
+			cn.reply4(socks4Rejected) // a request we cannot parse is answered
+		}
 		cn.log.Debug("proxy: bad SOCKS4 request", "client", cn.c.RemoteAddr(), "err", err)
 		return
 	}
 	if cn.s.cfg.Auth != nil {
 		cn.s.stats.authFailures.Add(1)
-		cn.log.Debug("proxy: SOCKS4 refused: this proxy requires a password, use SOCKS5", "client", cn.c.RemoteAddr())
+		cn.warnOnce(&cn.l.warnedSOCKS4, "proxy: SOCKS4 refused: this proxy requires a password, which SOCKS4 cannot carry; use SOCKS5",
+			"listener", cn.c.LocalAddr(), "client", cn.c.RemoteAddr())
 		cn.reply4(socks4Rejected)
 		return
 	}

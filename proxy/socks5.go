@@ -17,8 +17,13 @@ func (cn *conn) serveSOCKS5() {
 		return n, err
 	})
 	if err != nil {
-		if err == errAddrType {
+		// A request we cannot parse is answered; a connection that
+		// failed or timed out is not.
+		switch err {
+		case errAddrType:
 			cn.reply5(socks5AddrUnsupported, netip.AddrPort{})
+		case errNameLen, errVersion:
+			cn.reply5(socks5GeneralFailure, netip.AddrPort{})
 		}
 		cn.log.Debug("proxy: bad SOCKS5 request", "client", cn.c.RemoteAddr(), "err", err)
 		return
@@ -42,6 +47,11 @@ func (cn *conn) negotiate() bool {
 		methods = bytes.Clone(methods)
 		return n, err
 	})
+	if err == errMethods {
+		// RFC 1928: FF is the answer when no offered method is acceptable.
+		cn.c.Write([]byte{socks5Version, methodNone})
+		return false
+	}
 	if err != nil {
 		return false
 	}
@@ -52,7 +62,8 @@ func (cn *conn) negotiate() bool {
 	if bytes.IndexByte(methods, want) < 0 {
 		cn.c.Write([]byte{socks5Version, methodNone})
 		if want == methodPassword {
-			cn.s.stats.authFailures.Add(1)
+			cn.authFailed("a SOCKS5 client offered no username/password method, which this proxy requires", "offered", methods)
+			return false
 		}
 		cn.log.Debug("proxy: no acceptable SOCKS5 method", "client", cn.c.RemoteAddr(), "offered", methods)
 		return false
@@ -77,8 +88,7 @@ func (cn *conn) authenticate() bool {
 		return false
 	}
 	if !ok {
-		cn.s.stats.authFailures.Add(1)
-		cn.log.Debug("proxy: SOCKS5 authentication failed", "client", cn.c.RemoteAddr())
+		cn.authFailed("SOCKS5 authentication failed: wrong user name or password")
 		cn.c.Write([]byte{authVersion, 0x01})
 		return false
 	}
@@ -103,4 +113,11 @@ func (cn *conn) connect5(req request) {
 		return
 	}
 	cn.spliceTo(far)
+}
+
+// authFailed counts a client that did not authenticate; the first on a
+// listener is a warning, so the user learns why clients fail.
+func (cn *conn) authFailed(why string, args ...any) {
+	cn.s.stats.authFailures.Add(1)
+	cn.warnOnce(&cn.l.warnedAuth, "proxy: "+why, append([]any{"listener", cn.c.LocalAddr(), "client", cn.c.RemoteAddr()}, args...)...)
 }

@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +165,101 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	}
 	if el := time.Since(start); el < HandshakeTimeout-time.Second {
 		t.Fatalf("closed after %v, before the handshake timeout", el)
+	}
+}
+
+// TestMalformedRequestsAnswered: requests that parse to nothing usable
+// get their protocol's failure reply, not a silent close.
+func TestMalformedRequestsAnswered(t *testing.T) {
+	d := &recordingDialer{to: echoServer(t)}
+	addr := serve(t, NewServer(Config{Dial: d.Dial, SOCKS: true}))
+
+	c := dialRaw(t, addr)
+	c.Write([]byte{5, 0})
+	var sel [2]byte
+	if _, err := io.ReadFull(c, sel[:]); err != nil || sel != [2]byte{5, methodNone} {
+		t.Errorf("NMETHODS=0: reply %x, %v; want 05 ff", sel, err)
+	}
+
+	c = rawSOCKS5(t, addr)
+	c.Write([]byte{5, cmdConnect, 0, atypName, 0, 0, 80})
+	if rep, _ := readReply5(t, c); rep != socks5GeneralFailure {
+		t.Errorf("SOCKS5 empty name: reply %02x, want 01", rep)
+	}
+
+	c = dialRaw(t, addr)
+	c.Write([]byte{4, cmdConnect, 0, 80, 0, 0, 0, 1, 'u', 0, 0})
+	var r4 [8]byte
+	if _, err := io.ReadFull(c, r4[:]); err != nil || r4[1] != socks4Rejected {
+		t.Errorf("SOCKS4a empty name: reply %x, %v; want 5b", r4, err)
+	}
+	if n := len(d.seen()); n != 0 {
+		t.Errorf("Dial called %d times for malformed requests", n)
+	}
+}
+
+// warnings records the messages of Warn records.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return true }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
+func (w *warnings) WithGroup(string) slog.Handler                { return w }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, r.Message)
+		w.mu.Unlock()
+	}
+	return nil
+}
+
+func (w *warnings) count(substr string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuthFailuresWarnOnce: the first failed authentication and the first
+// SOCKS4 client refused under auth on a listener are warnings, so the user
+// learns why clients fail; the rest are only counted.
+func TestAuthFailuresWarnOnce(t *testing.T) {
+	d := &recordingDialer{to: echoServer(t)}
+	creds := &Credentials{}
+	if err := creds.Add("alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	w := &warnings{}
+	s := NewServer(Config{Dial: d.Dial, SOCKS: true, HTTP: true, Auth: creds, Log: slog.New(w)})
+	addr := serve(t, s)
+	for range 3 {
+		bad, _ := xproxy.SOCKS5("tcp", addr, &xproxy.Auth{User: "alice", Password: "wrong"}, xproxy.Direct)
+		if c, err := bad.Dial("tcp", "example.invalid:7"); err == nil {
+			c.Close()
+			t.Fatal("wrong password: dial succeeded")
+		}
+		c := dialRaw(t, addr)
+		c.Write([]byte{4, cmdConnect, 0, 80, 198, 18, 0, 1, 0})
+		var r4 [8]byte
+		if _, err := io.ReadFull(c, r4[:]); err != nil || r4[1] != socks4Rejected {
+			t.Fatalf("SOCKS4 under auth: reply %x, %v", r4, err)
+		}
+	}
+	if st := s.Stats().Snapshot(); st.AuthFailures != 6 {
+		t.Fatalf("AuthFailures %d, want 6", st.AuthFailures)
+	}
+	if n := w.count("authentication failed"); n != 1 {
+		t.Errorf("%d warnings of a failed authentication, want 1: %q", n, w.msgs)
+	}
+	if n := w.count("SOCKS4 refused"); n != 1 {
+		t.Errorf("%d warnings of SOCKS4 refused, want 1: %q", n, w.msgs)
 	}
 }

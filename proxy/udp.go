@@ -13,8 +13,20 @@ import (
 )
 
 // udpBufSize holds the largest UDP payload with the largest header in
-// front of it.
+// front of it. Each association holds two for its life, one per loop
+// blocked in a read (a socket offers no "datagram ready" without a buffer
+// to read it into): about 130 KiB and three goroutines per association,
+// which maxAssociations bounds per listener.
 const udpBufSize = 64<<10 + maxUDPHeader
+
+// maxAssociations bounds UDP associations per listener: a DNS resolver or
+// a game holds one or two, and 128 of them take about 16 MiB of buffers.
+const maxAssociations = 128
+
+// numRemembered is how many refused source ports an association
+// remembers, so that a flood from a few sockets costs one owner lookup
+// each rather than one per datagram.
+const numRemembered = 8
 
 var udpBufs = sync.Pool{New: func() any { return new([udpBufSize]byte) }}
 
@@ -27,9 +39,18 @@ type association struct {
 	local    *net.UDPConn
 	far      net.PacketConn
 	clientIP netip.Addr
-	// clientPort is the one source port accepted: the one the client
-	// named, else the first seen; 0 until then.
+	// clientPort is the one source port accepted, 0 until the association
+	// locks onto one: the port the client named (namedPort), else the
+	// first seen, and on loopback only once its socket's owner is the
+	// control connection's (checkOwner, ownerUID, ownerErr).
 	clientPort atomic.Uint32
+	namedPort  uint16
+	checkOwner bool
+	ownerUID   uint32
+	ownerErr   error
+	// refused holds the last source ports that failed the owner check.
+	refused     [numRemembered]uint16
+	refusedNext int
 	// farAddr is reused for far sockets without WriteToUDPAddrPort, so a
 	// datagram costs no allocation.
 	farAddr net.UDPAddr
@@ -43,17 +64,22 @@ type association struct {
 // associate answers UDP ASSOCIATE, runs the association until the control
 // connection closes or Serve ends, then tears it down.
 func (cn *conn) associate(req request) {
-	if cn.s.cfg.UDP == nil || cn.refuse != nil {
-		if cn.refuse == nil {
-			cn.s.udpOnce.Do(func() {
-				cn.log.Info("proxy: SOCKS5 UDP ASSOCIATE answered 'command not supported'", "why", cn.s.cfg.UDPOff)
-			})
-			cn.reply5(socks5CmdUnsupported, netip.AddrPort{})
-			return
-		}
+	switch {
+	case cn.refuse != nil:
 		cn.reply5(SOCKS5Reply(cn.refuse), netip.AddrPort{})
 		return
+	case cn.s.cfg.UDP == nil:
+		cn.s.udpOnce.Do(func() {
+			cn.log.Info("proxy: SOCKS5 UDP ASSOCIATE answered 'command not supported'", "why", cn.s.cfg.UDPOff)
+		})
+		cn.reply5(socks5CmdUnsupported, netip.AddrPort{})
+		return
+	case !cn.takeAssociation():
+		cn.reply5(SOCKS5Reply(errTooManyUDP), netip.AddrPort{})
+		return
 	}
+	defer cn.l.associations.Add(-1)
+	cn.handshakeDone()
 	a, err := cn.newAssociation(req)
 	if err != nil {
 		cn.log.Debug("proxy: UDP ASSOCIATE failed", "client", cn.c.RemoteAddr(), "err", err)
@@ -70,14 +96,31 @@ func (cn *conn) associate(req request) {
 	a.run()
 }
 
+// takeAssociation holds one of the listener's maxAssociations, or counts
+// and reports the refusal.
+func (cn *conn) takeAssociation() bool {
+	if cn.l.associations.Add(1) <= maxAssociations {
+		return true
+	}
+	cn.l.associations.Add(-1)
+	cn.s.stats.udpRefused.Add(1)
+	cn.warnOnce(&cn.l.warnedUDPLimit, "proxy: UDP ASSOCIATE refused: the listener is at its association limit",
+		"listener", cn.c.LocalAddr(), "client", cn.c.RemoteAddr(), "max", maxAssociations)
+	return false
+}
+
 func (cn *conn) newAssociation(req request) (*association, error) {
 	remote, ok1 := cn.c.RemoteAddr().(*net.TCPAddr)
 	local, ok2 := cn.c.LocalAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
 		return nil, errors.New("UDP ASSOCIATE needs a TCP control connection")
 	}
-	a := &association{cn: cn, ctx: cn.o.ctx, clientIP: remote.AddrPort().Addr().Unmap()}
-	a.clientPort.Store(uint32(req.port))
+	a := &association{cn: cn, ctx: cn.o.ctx, clientIP: remote.AddrPort().Addr().Unmap(), namedPort: req.port}
+	if a.clientIP.IsLoopback() {
+		// Looked up now, while the client's socket is surely there.
+		a.checkOwner = true
+		a.ownerUID, a.ownerErr = tcpPeerOwner(remote.AddrPort(), local.AddrPort())
+	}
 	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: local.AddrPort().Addr().Unmap().AsSlice()})
 	if err != nil {
 		return nil, err
@@ -123,8 +166,8 @@ func (a *association) toFar() {
 		if err != nil {
 			return
 		}
-		if !a.fromClient(src) {
-			st.dropUDP(UDPDropForeign)
+		if d, ok := a.admit(src); !ok {
+			st.dropUDP(d)
 			continue
 		}
 		h, err := parseUDPHeader(buf[:n])
@@ -154,17 +197,53 @@ func (a *association) toFar() {
 	}
 }
 
-// fromClient accepts src when it is the control connection's peer IP and
-// the port the client named, or the first port seen.
-func (a *association) fromClient(src netip.AddrPort) bool {
+// admit accepts src when it is the control connection's peer IP and the
+// port the association locked onto. Before that it locks onto the port
+// the client named, else the first port seen, and on loopback, where
+// every local user shares the IP, only onto a port whose socket the
+// control connection's owner holds. Only toFar calls it.
+func (a *association) admit(src netip.AddrPort) (UDPDrop, bool) {
 	if src.Addr().Unmap() != a.clientIP {
-		return false
+		return UDPDropForeign, false
 	}
-	p := uint32(src.Port())
-	if a.clientPort.CompareAndSwap(0, p) {
+	p := uint16(a.clientPort.Load())
+	switch {
+	case p != 0 && p == src.Port():
+		return 0, true
+	case p != 0, a.namedPort != 0 && a.namedPort != src.Port():
+		return UDPDropForeign, false
+	}
+	if !a.ownedByClient(src) {
+		return UDPDropUnverified, false
+	}
+	a.clientPort.Store(uint32(src.Port()))
+	return 0, true
+}
+
+// ownedByClient checks, once per source port, that the socket sending
+// from src belongs to the control connection's owner; a lookup that
+// fails refuses.
+func (a *association) ownedByClient(src netip.AddrPort) bool {
+	if !a.checkOwner {
 		return true
 	}
-	return a.clientPort.Load() == p
+	for _, p := range a.refused {
+		if p == src.Port() {
+			return false
+		}
+	}
+	err := a.ownerErr
+	if err == nil {
+		err = udpSenderOwnedBy(src, a.ownerUID)
+	}
+	if err == nil {
+		return true
+	}
+	a.refused[a.refusedNext] = src.Port()
+	a.refusedNext = (a.refusedNext + 1) % numRemembered
+	a.cn.warnOnce(&a.cn.l.warnedUnverified, "proxy: UDP datagrams refused: their socket's owner is not the control connection's",
+		"client", a.cn.c.RemoteAddr(), "source", src, "err", err)
+	return false
 }
 
 // resolve looks a destination name up at the far end, remembering the

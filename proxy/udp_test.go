@@ -210,3 +210,35 @@ func numGoroutines() int {
 	time.Sleep(20 * time.Millisecond)
 	return runtimeNumGoroutine()
 }
+
+// TestUDPAssociationLimit: a listener holds maxAssociations; the next
+// ASSOCIATE gets 01 and is counted, and a closed one makes room again.
+func TestUDPAssociationLimit(t *testing.T) {
+	d := &recordingDialer{to: echoServer(t)}
+	s := NewServer(Config{Dial: d.Dial, SOCKS: true, UDP: &loopbackDatagrams{}})
+	addr := serve(t, s)
+	ctls := make([]net.Conn, maxAssociations)
+	for i := range ctls {
+		ctls[i], _ = associateUDP(t, addr)
+	}
+	over := func() byte {
+		c := rawSOCKS5(t, addr)
+		c.Write([]byte{5, cmdUDPAssociate, 0, atypIPv4, 0, 0, 0, 0, 0, 0})
+		rep, _ := readReply5(t, c)
+		return rep
+	}
+	if rep := over(); rep != socks5GeneralFailure {
+		t.Fatalf("ASSOCIATE past the limit: reply %02x, want 01", rep)
+	}
+	if st := s.Stats().Snapshot(); st.UDPRefused != 1 {
+		t.Fatalf("UDPRefused %d, want 1", st.UDPRefused)
+	}
+	ctls[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for over() != socks5Succeeded {
+		if time.Now().After(deadline) {
+			t.Fatal("no room for an association after one closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
