@@ -341,7 +341,7 @@ func (s *localStack) get() *stack.Local {
 func (s *localStack) set(l *stack.Local) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.l = l
+	s.l, s.why = l, ""
 }
 
 // ListenUDP implements proxy.Datagrams.
@@ -367,11 +367,13 @@ func (s *localStack) LookupHost(ctx context.Context, host string) ([]netip.Addr,
 func (s *localStack) noTunnel() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	why := s.why
+	// The server's refusal is "not supported" (SOCKS5 07) until a
+	// reconnect brings a tunnel; one not up yet is a passing failure.
+	why, kind := s.why, proxy.ErrNotSupported
 	if why == "" {
-		why = "it is not up yet"
+		why, kind = "it is not up yet", proxy.ErrUnavailable
 	}
-	err := fmt.Errorf("%w: UDP goes through the tunnel, and there is none: %s", proxy.ErrUnavailable, why)
+	err := fmt.Errorf("%w: UDP goes through the tunnel, and there is none: %s", kind, why)
 	if !s.warned && s.log != nil {
 		s.warned = true
 		s.log.Warn("a UDP request was refused (further ones are only answered)", "err", err)
@@ -380,7 +382,7 @@ func (s *localStack) noTunnel() error {
 }
 
 // errNoDevice marks the kernel path's UDP: a device carries UDP itself.
-var errNoDevice = fmt.Errorf("%w: UDP ASSOCIATE needs --backend netstack; with a tun device, send UDP through the device", proxy.ErrUnavailable)
+var errNoDevice = fmt.Errorf("%w: UDP ASSOCIATE needs --backend netstack; with a tun device, send UDP through the device", proxy.ErrNotSupported)
 
 // deviceDatagrams is proxy.Datagrams beside a kernel device: none.
 type deviceDatagrams struct{}

@@ -772,3 +772,47 @@ func TestRootlessClientBinds(t *testing.T) {
 		t.Fatalf("-D on a port another process holds on 127.0.0.1: exit %d\n%s\nwant an error naming it", code, out)
 	}
 }
+
+// b: against a stock sshd with no tunnel for this client (no --address,
+// so none is asked for), TCP goes on, and a UDP ASSOCIATE is answered
+// "command not supported" with the reason in the log, once.
+func TestRootlessClientNoTunnel(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "curl")
+	t.Parallel()
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanWeb(t)
+	w := tp.watchLeaks(t)
+	priv, pub := tp.key(t, o, "client")
+	o.StartSSHD(t, tp.gw, nstest.SSHDConfig{ListenAddr: "198.18.1.1:22", AuthorizedKeys: pub + "\n"})
+	c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "root@198.18.1.1")
+	if body, err := socksGet(tp.client, "--socks5-hostname", "http://"+lanHost.Addr().String()+":"+webPort+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+		t.Fatalf("SOCKS5 through stock sshd without a tunnel: %q %v\n%s", body, err, c.Log())
+	}
+	for range 2 {
+		var ctl net.Conn
+		tp.client.Do(t, func() {
+			var err error
+			if ctl, err = net.Dial("tcp", "127.0.0.1:"+socksPort); err != nil {
+				t.Fatal(err)
+			}
+		})
+		ctl.SetDeadline(time.Now().Add(10 * time.Second))
+		ctl.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+		var reply [4]byte
+		if _, err := io.ReadFull(ctl, reply[:2]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(ctl, reply[:]); err != nil || reply[1] != 7 {
+			t.Fatalf("UDP ASSOCIATE with no tunnel: reply %v %v, want 07 (command not supported)", reply, err)
+		}
+		ctl.Close()
+	}
+	if n := strings.Count(c.Log(), "a UDP request was refused"); n != 1 || !strings.Contains(c.Log(), "pass --address") {
+		t.Fatalf("the refused UDP requests were logged %d times (want once, with the reason):\n%s", n, c.Log())
+	}
+	if strings.Contains(c.Log(), "level=WARN msg=\"no tunnel") {
+		t.Errorf("a connection without a tunnel is a warning:\n%s", c.Log())
+	}
+}
