@@ -19,6 +19,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
 	"github.com/sshvpn/sshvpn/relay/sshchan"
+	"github.com/sshvpn/sshvpn/relay/sshclient"
 	"github.com/sshvpn/sshvpn/stack"
 )
 
@@ -204,6 +205,34 @@ type flows struct {
 
 	mu         sync.Mutex
 	prohibited *ssh.Client // the connection that forbade forwarding
+	measured   *ssh.Client // the connection extra is for
+	extra      uint32      // its flows' window beyond x/crypto's, once its round trip is known
+}
+
+// windowExtra is the window a new flow on sc grants beyond x/crypto's
+// 2 MiB: sized to sc's round trip, measured once per connection in the
+// background; flows opened before it is known keep 2 MiB, all a slow
+// start's first round trips need.
+func (f *flows) windowExtra(sc *ssh.Client) uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.measured != sc {
+		f.measured, f.extra = sc, 0
+		go func() {
+			rtt, err := sshchan.PathRTT(sc)
+			if err != nil {
+				return // the connection went: the next one measures again
+			}
+			extra := sshchan.FlowWindowExtra(rtt)
+			f.mu.Lock()
+			if f.measured == sc {
+				f.extra = extra
+			}
+			f.mu.Unlock()
+			f.log.Debug("flows' window sized to the path", "rtt", rtt.Round(100*time.Microsecond), "window_mib", (2<<20+extra)>>20)
+		}()
+	}
+	return f.extra
 }
 
 func (f *flows) dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
@@ -219,7 +248,7 @@ func (f *flows) dial(ctx context.Context, host string, port uint16) (net.Conn, e
 		if l := f.stack.get(); l != nil && f.forbidden(sc) {
 			return dialThrough(ctx, l, host, port)
 		}
-		conn, err := sc.DialContext(ctx, "tcp", target)
+		conn, err := sshclient.DialFlow(ctx, sc, host, port, f.windowExtra(sc))
 		if err == nil {
 			return conn, nil
 		}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/ssh"
 
@@ -31,6 +32,26 @@ type connState struct {
 	forwards int           // open direct-tcpip channels, for Limits.MaxForwardsPerConn
 	opened   chan struct{} // closed when the first tunnel is up
 	openOnce sync.Once
+
+	// The window this connection's forwards grant beyond x/crypto's,
+	// from its round trip, measured once when the first forward comes.
+	measureOnce sync.Once
+	flowExtra   atomic.Uint32
+}
+
+// forwardWindow is the window a forward grants beyond x/crypto's 2 MiB, so
+// that an upload through ssh -D over a long path is not held to 2 MiB a
+// round trip: 0 until the connection's round trip is known (measured in
+// the background, once), then sized to it.
+func (cs *connState) forwardWindow() uint32 {
+	cs.measureOnce.Do(func() {
+		cs.wg.Go(func() {
+			if rtt, err := sshchan.PathRTT(cs.conn); err == nil {
+				cs.flowExtra.Store(sshchan.FlowWindowExtra(rtt))
+			}
+		})
+	})
+	return cs.flowExtra.Load()
 }
 
 // serve handles the connection's channel opens until the connection ends.

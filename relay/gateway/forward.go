@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/relay/sshchan"
 )
 
 // directTCPIP is the payload of a direct-tcpip channel open (RFC 4254
@@ -63,6 +64,9 @@ func (cs *connState) forward(ctx context.Context, nc ssh.NewChannel) {
 	if err != nil {
 		conn.Close()
 		return
+	}
+	if extra := cs.forwardWindow(); extra > 0 {
+		sshchan.WidenWindow(cs.conn, ch, extra) // without it, x/crypto's 2 MiB
 	}
 	cs.log.Debug("port forwarding", "to", target, "from", net.JoinHostPort(req.OriginHost, strconv.Itoa(int(req.OriginPort))))
 	splice(ctx, ch, reqs, conn)

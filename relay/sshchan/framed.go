@@ -99,6 +99,25 @@ func FramedWindowExtra(rtt time.Duration) uint32 {
 	return uint32(want) - xcryptoWindow
 }
 
+// FlowWindowExtra is the window beyond x/crypto's 2 MiB that the receiver
+// of a direct-tcpip flow (ssh -L, -D) grants for a path of this round
+// trip: a round trip's worth at flowRate, up to flowMaxWindow. A flow's
+// window is also memory: what the sender may send that the application
+// has not read yet waits in the receiving process, so it is sized for one
+// fast flow, not for the most a path carries (the framed channel's 16 MiB).
+func FlowWindowExtra(rtt time.Duration) uint32 {
+	want := min(rtt.Seconds()*flowRate, flowMaxWindow)
+	if want <= xcryptoWindow {
+		return 0
+	}
+	return uint32(want) - xcryptoWindow
+}
+
+const (
+	flowMaxWindow = 8 << 20
+	flowRate      = 1.5e9 / 8 // bytes per second
+)
+
 // PathRTT measures a round trip on conn with a global request nobody
 // answers but with a reply (keepalive@openssh.com, as OpenSSH's own
 // keepalives): what the framed channel's window is sized by. It costs one
