@@ -122,6 +122,43 @@ func (w *leakWatch) seen() []string {
 	return append([]string(nil), w.names...)
 }
 
+// heardNothing fails the test if the client host's resolver was asked
+// anything: a name leaked.
+func (w *leakWatch) heardNothing(t *testing.T) {
+	t.Helper()
+	if names := w.seen(); len(names) > 0 {
+		t.Fatalf("the client host's resolver was asked %v: names leaked", names)
+	}
+}
+
+// stopClean stops the client with Ctrl-C and wants it gone cleanly, the
+// client host as it was before it started, and no name leaked.
+func stopClean(t *testing.T, c *nstest.Proc, ns *nstest.NS, before string, w *leakWatch) {
+	t.Helper()
+	c.Signal(os.Interrupt)
+	if err := c.Wait(10 * time.Second); err != nil {
+		t.Fatalf("sshvpn connect did not stop cleanly: %v\n%s", err, c.Log())
+	}
+	if after := untouchedState(t, ns); after != before {
+		t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	w.heardNothing(t)
+}
+
+// throughHTTPProxy fetches url through the HTTP proxies with curl: plain
+// requests and CONNECT on the --http-proxy port, and a plain request on
+// the -D port, which answers HTTP too.
+func throughHTTPProxy(t *testing.T, ns *nstest.NS, url string) {
+	t.Helper()
+	httpProxy := "http://127.0.0.1:" + httpPort
+	for _, args := range [][]string{{"-x", httpProxy}, {"-p", "-x", httpProxy}, {"-x", "http://127.0.0.1:" + socksPort}} {
+		out, err := ns.Cmd(append(append([]string{"curl", "-sS", "-m", "20", "--fail"}, args...), url)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "hello from the lan web") {
+			t.Fatalf("curl %v (the HTTP proxy): %q %v", args, out, err)
+		}
+	}
+}
+
 // rootlessClient runs sshvpn connect in ns as uid 65534 with no
 // capabilities, /etc/resolv.conf replaced by w's in a mount namespace of
 // its own, and waits for the line that says its connection is up.
@@ -349,14 +386,8 @@ func TestRootlessClientSOCKS(t *testing.T) {
 		t.Fatalf("curl --socks4a: %q %v", body, err)
 	}
 	bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
-	httpProxy := "http://127.0.0.1:" + httpPort
-	for _, args := range [][]string{{"-x", httpProxy}, {"-p", "-x", httpProxy}, {"-x", "http://127.0.0.1:" + socksPort}} {
-		out, err := tp.client.Cmd(append(append([]string{"curl", "-sS", "-m", "20", "--fail"}, args...), web+"/")...).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "hello from the lan web") {
-			t.Fatalf("curl %v (the HTTP proxy): %q %v", args, out, err)
-		}
-	}
-	bigThrough(t, tp.client, web, "-p", "-x", httpProxy)
+	throughHTTPProxy(t, tp.client, web+"/")
+	bigThrough(t, tp.client, web, "-p", "-x", "http://127.0.0.1:"+httpPort)
 	// IPv6: a literal through SOCKS5 (the gateway dials it), and UDP
 	// through the client's stack.
 	if body, err := socksGet(tp.client, "--socks5-hostname", "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan") {
@@ -375,16 +406,7 @@ func TestRootlessClientSOCKS(t *testing.T) {
 	if during := untouchedState(t, tp.client); during != before {
 		t.Fatalf("the client host changed while the rootless client ran:\nbefore:\n%s\nduring:\n%s", before, during)
 	}
-	c.Signal(os.Interrupt)
-	if err := c.Wait(10 * time.Second); err != nil {
-		t.Fatalf("sshvpn connect did not stop cleanly: %v\n%s", err, c.Log())
-	}
-	if after := untouchedState(t, tp.client); after != before {
-		t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-	if names := w.seen(); len(names) > 0 {
-		t.Fatalf("the client host's resolver was asked %v: names leaked", names)
-	}
+	stopClean(t, c, tp.client, before, w)
 }
 
 // f's control: the leak watch hears what a process in the same setup
@@ -446,12 +468,7 @@ func TestRootlessClientStockSSHD(t *testing.T) {
 			t.Fatalf("SOCKS4a through stock sshd: %q %v", body, err)
 		}
 		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
-		for _, args := range [][]string{{"-x", "http://127.0.0.1:" + httpPort}, {"-p", "-x", "http://127.0.0.1:" + httpPort}, {"-x", "http://127.0.0.1:" + socksPort}} {
-			out, err := tp.client.Cmd(append(append([]string{"curl", "-sS", "-m", "20", "--fail"}, args...), web+"/")...).CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "hello from the lan web") {
-				t.Fatalf("curl %v (the HTTP proxy) through stock sshd: %q %v", args, out, err)
-			}
-		}
+		throughHTTPProxy(t, tp.client, web+"/")
 		if body, err := socksGet(tp.client, "--socks5-hostname", "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan") {
 			t.Fatalf("SOCKS5 to an IPv6 destination through stock sshd: %q %v", body, err)
 		}
@@ -460,16 +477,7 @@ func TestRootlessClientStockSSHD(t *testing.T) {
 		if !strings.Contains(c.Log(), "channel=tun@openssh.com") {
 			t.Errorf("the UDP went through no tun@openssh.com tunnel:\n%s", c.Log())
 		}
-		c.Signal(os.Interrupt)
-		if err := c.Wait(10 * time.Second); err != nil {
-			t.Fatalf("sshvpn connect did not stop cleanly: %v\n%s", err, c.Log())
-		}
-		if after := untouchedState(t, tp.client); after != before {
-			t.Fatalf("the client host changed:\nbefore:\n%s\nafter:\n%s", before, after)
-		}
-		if names := w.seen(); len(names) > 0 {
-			t.Fatalf("the client host's resolver was asked %v", names)
-		}
+		stopClean(t, c, tp.client, before, w)
 	})
 }
 
@@ -503,9 +511,7 @@ func TestRootlessClientLocalForward(t *testing.T) {
 			t.Fatalf("stock ssh through -L %v: %q %v\n%s", dst, out, err, c.Log())
 		}
 	}
-	if names := w.seen(); len(names) > 0 {
-		t.Fatalf("the client host's resolver was asked %v", names)
-	}
+	w.heardNothing(t)
 }
 
 // e: 1,000 SOCKS connections open at once all complete, and the client's
@@ -654,9 +660,7 @@ func TestRootlessClientForwardingForbidden(t *testing.T) {
 		if !strings.Contains(gw.Log(), "port forwarding refused") {
 			t.Fatalf("the gateway refused no forward, so the fallback was not tried:\n%s", gw.Log())
 		}
-		if names := w.seen(); len(names) > 0 {
-			t.Fatalf("the client host's resolver was asked %v", names)
-		}
+		w.heardNothing(t)
 	})
 	t.Run("sshd", func(t *testing.T) {
 		o := nstest.OpenSSHs(t)[len(nstest.OpenSSHs(t))-1]
