@@ -3,10 +3,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,28 +16,9 @@ import (
 // bin is the delaylink binary TestMain builds.
 var bin string
 
-// TestMain builds the real binary once, so the tests run the program exactly
-// as the harness does, and fails the run if a namespace outlives the tests.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "delaylink-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	nstest.SweepDead()
-	bin = filepath.Join(dir, "delaylink")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build delaylink: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if left, err := nstest.Leftovers(); err != nil || len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "namespaces left behind: %v (err %v)\n", left, err)
-		code = 1
-	}
-	os.Exit(code)
-}
+// TestMain builds the real binary once, so the tests run the program as the
+// harness does, and fails the run if a namespace outlives the tests.
+func TestMain(m *testing.M) { nstest.MainBuilding(m, ".", &bin, nil) }
 
 // link starts delaylink with args and wires it the way the harness does: the
 // taps are born in a namespace of their own (so their names never meet the

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,28 +17,9 @@ import (
 // bin is the socksfwd binary TestMain builds.
 var bin string
 
-// TestMain builds the real binary once, so the test runs the program as the
+// TestMain builds the real binary once, so the tests run the program as the
 // harness does, and fails the run if a namespace outlives the tests.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "socksfwd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	nstest.SweepDead()
-	bin = filepath.Join(dir, "socksfwd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build socksfwd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if left, err := nstest.Leftovers(); err != nil || len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "namespaces left behind: %v (err %v)\n", left, err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.MainBuilding(m, ".", &bin, nil) }
 
 // TestHalfClosesThroughSSHD sends a request through socksfwd and a stock
 // ssh -D into stock sshd, ends it with a half-close, and expects the

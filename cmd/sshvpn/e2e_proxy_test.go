@@ -145,6 +145,20 @@ func stopClean(t *testing.T, c *nstest.Proc, ns *nstest.NS, before string, w *le
 	w.heardNothing(t)
 }
 
+// throughEveryProxy fetches web (a name the far end's DNS knows) through
+// SOCKS5 with the name resolved by the proxy, SOCKS4a and the HTTP
+// proxies, and moves 100 MiB each way byte for byte through SOCKS5.
+func throughEveryProxy(t *testing.T, ns *nstest.NS, c *nstest.Proc, web string) {
+	t.Helper()
+	for _, flag := range []string{"--socks5-hostname", "--socks4a"} {
+		if body, err := socksGet(ns, flag, web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
+			t.Fatalf("curl %s to a name only the far end's DNS knows: %q %v\n%s", flag, body, err, c.Log())
+		}
+	}
+	bigThrough(t, ns, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
+	throughHTTPProxy(t, ns, web+"/")
+}
+
 // throughHTTPProxy fetches url through the HTTP proxies with curl: plain
 // requests and CONNECT on the --http-proxy port, and a plain request on
 // the -D port, which answers HTTP too.
@@ -379,14 +393,7 @@ func TestRootlessClientSOCKS(t *testing.T) {
 	checkUnprivileged(t, c)
 
 	web := "http://lan.test:" + webPort
-	if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
-		t.Fatalf("curl --socks5-hostname to a name only the gateway's DNS knows: %q %v\n%s", body, err, c.Log())
-	}
-	if body, err := socksGet(tp.client, "--socks4a", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
-		t.Fatalf("curl --socks4a: %q %v", body, err)
-	}
-	bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
-	throughHTTPProxy(t, tp.client, web+"/")
+	throughEveryProxy(t, tp.client, c, web)
 	bigThrough(t, tp.client, web, "-p", "-x", "http://127.0.0.1:"+httpPort)
 	// IPv6: a literal through SOCKS5 (the gateway dials it), and UDP
 	// through the client's stack.
@@ -460,15 +467,7 @@ func TestRootlessClientStockSSHD(t *testing.T) {
 			"--backend", "netstack", "-w", "any:0", "--address", tunClient.String(), "root@198.18.1.1")
 		nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
 		checkUnprivileged(t, c)
-		web := "http://lan.test:" + webPort
-		if body, err := socksGet(tp.client, "--socks5-hostname", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
-			t.Fatalf("SOCKS5 through stock sshd to a name only the LAN's DNS knows: %q %v\n%s", body, err, c.Log())
-		}
-		if body, err := socksGet(tp.client, "--socks4a", web+"/"); err != nil || !strings.Contains(body, "hello from the lan web") {
-			t.Fatalf("SOCKS4a through stock sshd: %q %v", body, err)
-		}
-		bigThrough(t, tp.client, web, "--socks5-hostname", "127.0.0.1:"+socksPort)
-		throughHTTPProxy(t, tp.client, web+"/")
+		throughEveryProxy(t, tp.client, c, "http://lan.test:"+webPort)
 		if body, err := socksGet(tp.client, "--socks5-hostname", "http://["+lanHost6.Addr().String()+"]/"); err != nil || !strings.Contains(body, "hello from the lan") {
 			t.Fatalf("SOCKS5 to an IPv6 destination through stock sshd: %q %v", body, err)
 		}

@@ -13,16 +13,23 @@ import (
 // this process outlives the tests. after, if not nil, runs once the tests
 // are done. Call it from TestMain.
 func Main(m *testing.M, bin *string, after func()) {
+	MainBuilding(m, "github.com/sshvpn/sshvpn/cmd/sshvpn", bin, after)
+}
+
+// MainBuilding is Main for the program in pkg (a package path, or "." for
+// the package under test), so that its tests run the real binary as the
+// harness does.
+func MainBuilding(m *testing.M, pkg string, bin *string, after func()) {
 	dir, err := os.MkdirTemp("", "sshvpn-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	SweepDead()
-	*bin = filepath.Join(dir, "sshvpn")
-	out, err := exec.Command("go", "build", "-o", *bin, "github.com/sshvpn/sshvpn/cmd/sshvpn").CombinedOutput()
+	*bin = filepath.Join(dir, "prog")
+	out, err := exec.Command("go", "build", "-o", *bin, pkg).CombinedOutput()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build sshvpn: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
