@@ -146,8 +146,18 @@ func TestUDPAssociateOtherUser(t *testing.T) {
 	defer victim.Close()
 	victim.WriteToUDPAddrPort(udpRequest(0, echo, "mine"), relay)
 	expectReply(t, victim, echo, "mine")
-	if st := s.Stats().Snapshot(); st.UDPDropped["unverified"] != 1 || st.UDPOut != 1 || st.UDPIn != 1 {
-		t.Fatalf("stats %+v, want 1 unverified drop and the victim's datagram both ways", st)
+	// The relay counts a datagram out after its write returns, which
+	// may be after the echo came back: wait for the counters to settle.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		st := s.Stats().Snapshot()
+		if st.UDPDropped["unverified"] == 1 && st.UDPOut == 1 && st.UDPIn == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want 1 unverified drop and the victim's datagram both ways", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -242,7 +242,7 @@ func (f *flows) dial(ctx context.Context, host string, port uint16) (net.Conn, e
 	var last *ssh.Client
 	for try := 0; ; try++ {
 		wctx, cancel := context.WithTimeout(ctx, flowWait)
-		sc, err := f.client.Connection(wctx)
+		sc, err := f.client.NextConnection(wctx, last)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", proxy.ErrUnavailable, err)
@@ -261,7 +261,7 @@ func (f *flows) dial(ctx context.Context, host string, port uint16) (net.Conn, e
 				f.forbid(sc, oe)
 				return dialThrough(ctx, l, host, port)
 			}
-		case !refused && try == 0 && sc != last:
+		case !refused && try == 0:
 			// The connection died under the open: once more, on the
 			// next one.
 			last = sc

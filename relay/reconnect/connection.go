@@ -26,6 +26,13 @@ var ErrStopped = errors.New("sshvpn connect is stopping")
 // the client connects or reconnects, until ctx ends: the caller bounds the
 // wait. The error then says why there is none. Only with Flows.
 func (c *Client) Connection(ctx context.Context) (*ssh.Client, error) {
+	return c.NextConnection(ctx, nil)
+}
+
+// NextConnection is Connection for a caller whose flow failed on dead:
+// the client may not have noticed yet that dead is gone, so it waits for
+// another connection.
+func (c *Client) NextConnection(ctx context.Context, dead *ssh.Client) (*ssh.Client, error) {
 	cn := &c.conn
 	for {
 		cn.mu.Lock()
@@ -33,7 +40,7 @@ func (c *Client) Connection(ctx context.Context) (*ssh.Client, error) {
 		wake := cn.waitLocked()
 		cn.mu.Unlock()
 		switch {
-		case sc != nil:
+		case sc != nil && sc != dead:
 			return sc, nil
 		case ended:
 			return nil, ErrStopped

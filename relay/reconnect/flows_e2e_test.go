@@ -67,11 +67,11 @@ func TestFlowsWithoutATunnel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	flow := func() {
+	flow := func(dead *ssh.Client) {
 		t.Helper()
 		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer wcancel()
-		sc, err := c.Connection(wctx)
+		sc, err := c.NextConnection(wctx, dead)
 		if err != nil {
 			t.Fatalf("Connection: %v", err)
 		}
@@ -91,11 +91,12 @@ func TestFlowsWithoutATunnel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Up was not called for a connection without a tunnel")
 	}
-	flow()
+	flow(nil)
 	mu.Lock()
-	conns[0].Close() // the connection dies
+	dead := conns[0]
 	mu.Unlock()
-	flow() // on the next one
+	dead.Close() // the connection dies
+	flow(dead)   // on the next one
 	if setups != 0 {
 		t.Errorf("Setup ran %d times with no tunnel", setups)
 	}
