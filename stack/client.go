@@ -15,9 +15,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
@@ -238,10 +235,11 @@ func newClient(cfg clientConfig) (*client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.ep = newEndpoint(uint32(cfg.MTU), cfg.QueueLen, &c.stats)
-	c.s = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
+	var err error
+	if c.s, err = newTunnelStack(c.ep); err != nil {
+		c.cancel()
+		return nil, err
+	}
 	if err := c.setup(cfg.Local); err != nil {
 		c.cancel()
 		c.s.Destroy()
@@ -265,16 +263,6 @@ func newClient(cfg clientConfig) (*client, error) {
 // spoofing (it answers from any), with catch-all routes back to the
 // client, and gives it the gateway's own addresses.
 func (c *client) setup(local []netip.Prefix) error {
-	sack := tcpip.TCPSACKEnabled(true)
-	if err := c.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
-		return fmt.Errorf("stack: enable TCP SACK: %s", err)
-	}
-	if err := tuneTCP(c.s); err != nil {
-		return err
-	}
-	if err := c.s.CreateNICWithOptions(nicID, c.ep, stack.NICOptions{Name: "tunnel"}); err != nil {
-		return fmt.Errorf("stack: create NIC: %s", err)
-	}
 	if err := c.s.SetPromiscuousMode(nicID, true); err != nil {
 		return fmt.Errorf("stack: promiscuous NIC: %s", err)
 	}

@@ -14,12 +14,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/sshvpn/sshvpn/relay"
 )
@@ -97,11 +92,17 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.ep = newEndpoint(uint32(cfg.MTU), 0, &l.stats)
-	l.s = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
-	if err := l.setup(cfg.Addresses); err != nil {
+	var err error
+	if l.s, err = newTunnelStack(l.ep); err != nil {
+		l.cancel()
+		l.ep.Close()
+		return nil, err
+	}
+	// An ordinary host's NIC: neither promiscuous nor spoofing, the
+	// defaults. A stack that answered for any address would take the
+	// gateway's packets for others, and could not tell its own sockets'
+	// traffic from a stray one.
+	if err := l.setAddresses(cfg.Addresses); err != nil {
 		l.cancel()
 		l.ep.Close()
 		l.s.Destroy()
@@ -128,24 +129,6 @@ func checkLocal(mtu int, addrs []netip.Prefix) error {
 		}
 	}
 	return nil
-}
-
-// setup makes the NIC, an ordinary host's: neither promiscuous nor
-// spoofing, the defaults. A stack that answered for any address would
-// take the gateway's packets for others, and could not tell its own
-// sockets' traffic from a stray one.
-func (l *Local) setup(addrs []netip.Prefix) error {
-	sack := tcpip.TCPSACKEnabled(true)
-	if err := l.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
-		return fmt.Errorf("stack: enable TCP SACK: %s", err)
-	}
-	if err := tuneTCP(l.s); err != nil {
-		return err
-	}
-	if err := l.s.CreateNICWithOptions(nicID, l.ep, stack.NICOptions{Name: "tunnel"}); err != nil {
-		return fmt.Errorf("stack: create NIC: %s", err)
-	}
-	return l.setAddresses(addrs)
 }
 
 // setAddresses makes addrs the NIC's addresses, removing those it held

@@ -4,8 +4,12 @@ import (
 	"fmt"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
 // TCP buffer limits of each client's stack. gVisor's default ceiling of
@@ -49,4 +53,28 @@ func tuneTCP(s *stack.Stack) error {
 		}
 	}
 	return nil
+}
+
+// newTunnelStack makes a stack for one tunnel, the gateway's per-client
+// one or the client's own: IPv4 and IPv6, TCP with SACK and the settings
+// above, UDP and ICMP, and ep as its one NIC. On error nothing is left.
+func newTunnelStack(ep *endpoint) (*stack.Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		s.Destroy()
+		return nil, fmt.Errorf("stack: enable TCP SACK: %s", err)
+	}
+	if err := tuneTCP(s); err != nil {
+		s.Destroy()
+		return nil, err
+	}
+	if err := s.CreateNICWithOptions(nicID, ep, stack.NICOptions{Name: "tunnel"}); err != nil {
+		s.Destroy()
+		return nil, fmt.Errorf("stack: create NIC: %s", err)
+	}
+	return s, nil
 }
