@@ -85,11 +85,7 @@ func TestLocalUDP(t *testing.T) {
 // TestLocalUDPNoFamily: a socket of an IPv4-only tunnel refuses an IPv6
 // destination at once, saying why.
 func TestLocalUDPNoFamily(t *testing.T) {
-	l, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := localV4(t)
 	pc, err := l.ListenUDP(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -131,14 +131,10 @@ func TestLocalDialRefused(t *testing.T) {
 // ETIMEDOUT when the context's deadline passes, and the error says which
 // dial it was.
 func TestLocalDialTimeout(t *testing.T) {
-	l, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := localV4(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = l.DialTCP(ctx, netip.MustParseAddrPort("198.18.0.1:80")) // nothing reads the Device
+	_, err := l.DialTCP(ctx, netip.MustParseAddrPort("198.18.0.1:80")) // nothing reads the Device
 	if !errors.Is(err, syscall.ETIMEDOUT) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("dial into a silent tunnel: %v, want ETIMEDOUT and DeadlineExceeded", err)
 	}
@@ -151,12 +147,8 @@ func TestLocalDialTimeout(t *testing.T) {
 // TestLocalNoFamily: a Local with an IPv4 address only fails an IPv6
 // destination at once, saying why.
 func TestLocalNoFamily(t *testing.T) {
-	l, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, err = l.DialTCP(context.Background(), netip.MustParseAddrPort("[2001:2::1]:80"))
+	l := localV4(t)
+	_, err := l.DialTCP(context.Background(), netip.MustParseAddrPort("[2001:2::1]:80"))
 	if !errors.Is(err, syscall.ENETUNREACH) || !bytes.Contains([]byte(err.Error()), []byte("no IPv6 address on the tunnel")) {
 		t.Errorf("dial IPv6 from an IPv4-only tunnel: %v, want ENETUNREACH saying there is no IPv6 address", err)
 	}
@@ -180,11 +172,7 @@ func TestLocalConfigRefused(t *testing.T) {
 // TestLocalNotPromiscuous: the stack takes packets to its own addresses
 // only, and counts the rest.
 func TestLocalNotPromiscuous(t *testing.T) {
-	l, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := localV4(t)
 	pc, err := l.ListenUDP(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -283,4 +271,16 @@ func udp4(src, dst netip.AddrPort, payload []byte) []byte {
 	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(b) - header.IPv4MinimumSize)})
 	copy(u.Payload(), payload)
 	return b
+}
+
+// localV4 is a Local with one IPv4 address and no name server, closed
+// when the test ends.
+func localV4(t *testing.T) *Local {
+	t.Helper()
+	l, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -67,7 +66,7 @@ func openFlow(sc *ssh.Client, host string, port uint16, extra uint32) (net.Conn,
 	if a, err := netip.ParseAddr(host); err == nil {
 		remote.IP = a.AsSlice()
 	}
-	return &flowConn{Channel: ch, local: sc.LocalAddr(), remote: remote, name: net.JoinHostPort(host, strconv.Itoa(int(port)))}, nil
+	return &flowConn{Channel: ch, local: sc.LocalAddr(), remote: remote}, nil
 }
 
 // flowConn is a direct-tcpip channel as a net.Conn. Deadlines are not
@@ -75,7 +74,6 @@ func openFlow(sc *ssh.Client, host string, port uint16, extra uint32) (net.Conn,
 type flowConn struct {
 	ssh.Channel
 	local, remote net.Addr
-	name          string
 }
 
 var errNoDeadline = errors.New("direct-tcpip channel: deadlines are not supported")
