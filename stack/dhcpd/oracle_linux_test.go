@@ -337,14 +337,9 @@ func oracleConfig() Config {
 // udhcpcScript records what busybox udhcpc hands its script (udhcpc(8):
 // $1 is the event, options come as variables) and applies the lease; it
 // never touches /etc/resolv.conf, which the namespace shares with the host.
+// The record follows the change, so a test that sees the event sees the
+// address.
 const udhcpcScript = `#!/bin/sh
-{
-	echo "event=$1"
-	for v in interface ip mask subnet router dns domain search mtu lease serverid; do
-		eval "echo $v=\$$v"
-	done
-	echo end
-} >> OUT
 case "$1" in
 deconfig)
 	ip -4 addr flush dev "$interface" ;;
@@ -353,6 +348,13 @@ bound|renew)
 	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
 	for r in $router; do ip route replace default via "$r" dev "$interface"; done ;;
 esac
+{
+	echo "event=$1"
+	for v in interface ip mask subnet router dns domain search mtu lease serverid; do
+		eval "echo $v=\$$v"
+	done
+	echo end
+} >> OUT
 exit 0
 `
 
@@ -460,16 +462,10 @@ func dsts(rs []Reply) []netip.Addr {
 
 // dhclientScript records what ISC dhclient hands its script
 // (dhclient-script(8): $reason, options as new_* variables) and applies
-// the lease; it never touches /etc/resolv.conf.
+// the lease; it never touches /etc/resolv.conf. The record is written
+// after the lease is applied, so a test that sees the event sees the
+// address too.
 const dhclientScript = `#!/bin/sh
-{
-	echo "reason=$reason"
-	for v in ip_address subnet_mask routers domain_name_servers domain_name domain_search interface_mtu \
-		dhcp_lease_time dhcp_renewal_time dhcp_rebinding_time dhcp_server_identifier; do
-		eval "echo $v=\$new_$v"
-	done
-	echo end
-} >> OUT
 case "$reason" in
 PREINIT)
 	ip link set dev "$interface" up ;;
@@ -481,6 +477,14 @@ BOUND|RENEW|REBIND|REBOOT)
 EXPIRE|FAIL|RELEASE|STOP)
 	ip -4 addr flush dev "$interface" ;;
 esac
+{
+	echo "reason=$reason"
+	for v in ip_address subnet_mask routers domain_name_servers domain_name domain_search interface_mtu \
+		dhcp_lease_time dhcp_renewal_time dhcp_rebinding_time dhcp_server_identifier; do
+		eval "echo $v=\$new_$v"
+	done
+	echo end
+} >> OUT
 exit 0
 `
 
