@@ -129,15 +129,23 @@ func checkMTU(mtu int, mode relay.Mode) error {
 	return nil
 }
 
-func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
-	c := &connectConfig{}
+// connectAbout heads connect's -h and its man page.
+const connectAbout = "Usage: sshvpn connect [flags] [user@]host\n\n" +
+	"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n" +
+	"Without root: -D (SOCKS), --http-proxy and -L serve the far network from local ports, no device needed.\n" +
+	"ssh's flags work as in ssh: -p -i -F -o -w -D -L -g -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value)."
+
+// connectFlagValues are connect's flags that parseConnect turns into c.
+type connectFlagValues struct {
+	family4, family6, quiet, version bool
+	verbose                          countFlag
+}
+
+// connectFlags defines connect's flags on c and v: parseConnect parses
+// them, and the man page and completions are made from them.
+func connectFlags(c *connectConfig, v *connectFlagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("sshvpn connect", flag.ContinueOnError)
-	about := "Usage: sshvpn connect [flags] [user@]host\n\n" +
-		"Opens a tunnel to a stock sshd (PermitTunnel yes) or an sshvpn gateway and keeps it up.\n" +
-		"Without root: -D (SOCKS), --http-proxy and -L serve the far network from local ports, no device needed.\n" +
-		"ssh's flags work as in ssh: -p -i -F -o -w -D -L -g -J -l -4 -6 -v -q -f -N -T, glued or not (-p2222, -oKey=Value)."
-	var family4, family6, quiet, version bool
-	var verbose countFlag
+	family4, family6, quiet, version, verbose := &v.family4, &v.family6, &v.quiet, &v.version, &v.verbose
 	fs.Var(portFlag{&c.ssh.Port}, "p", "`port` to connect to (as ssh -p)")
 	fs.Var((*strs)(&c.ssh.Identities), "i", "identity `file` (as ssh -i; repeatable)")
 	fs.StringVar(&c.ssh.ConfigFile, "F", "", "ssh_config `file` (default ~/.ssh/config, then /etc/ssh/ssh_config; none for no file)")
@@ -148,14 +156,14 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		fs.Var(optFlag{&c.ssh.Opts, f.Keyword}, string(f.Letter), f.Usage)
 	}
 	fs.StringVar(&c.logFile, "E", "", "append the log to `file` instead of stderr (as ssh -E)")
-	fs.BoolVar(&family4, "4", false, "IPv4 addresses only (as ssh -4)")
-	fs.BoolVar(&family6, "6", false, "IPv6 addresses only (as ssh -6)")
+	fs.BoolVar(family4, "4", false, "IPv4 addresses only (as ssh -4)")
+	fs.BoolVar(family6, "6", false, "IPv6 addresses only (as ssh -6)")
 	fs.BoolVar(&c.background, "f", false, "go to the background once the tunnel is up (as ssh -f)")
 	fs.Bool("N", false, "accepted for ssh's sake: sshvpn runs no command anyway")
 	fs.Bool("T", false, "accepted for ssh's sake: sshvpn allocates no tty anyway")
-	fs.BoolVar(&quiet, "q", false, "quiet: errors only (as ssh -q)")
-	fs.Var(&verbose, "v", "debug log (as ssh -v)")
-	fs.BoolVar(&version, "V", false, "print the version")
+	fs.BoolVar(quiet, "q", false, "quiet: errors only (as ssh -q)")
+	fs.Var(verbose, "v", "debug log (as ssh -v)")
+	fs.BoolVar(version, "V", false, "print the version")
 	fs.Var(prefixList(&c.addrs), "address", "local tunnel `address/prefix` (repeatable; an sshvpn gateway assigns one when omitted); with --backend netstack, the proxies' stack's address: toward a stock sshd, UDP through the proxies needs it")
 	fs.Var(addrList(&c.peer), "peer", "the point-to-point peer's `address` on the tunnel")
 	fs.Var(addrList(&c.via), "via", "next hop `address` on an ethernet tunnel for the --route networks: the gateway's (or the LAN router's) address on the tap (one per family; an sshvpn gateway tells its own)")
@@ -172,13 +180,20 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 	fs.BoolVar(&c.gatewayPorts, "g", false, "-D, -L and --http-proxy without a bind address listen on every interface (as ssh -g)")
 	fs.Var(mtuFlag{&c.mtu}, "mtu", fmt.Sprintf("`MTU` of the local device or the proxies' stack, %d to %d (%d for ethernet) (default: the gateway's, else 1500)", minMTU, maxL3MTU, maxL2MTU))
 	fs.Var(&c.level, "log-level", "log `level`: debug, info, warn or error")
+	return fs
+}
+
+func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
+	c := &connectConfig{}
+	var v connectFlagValues
+	fs := connectFlags(c, &v)
 	long := func(name string) bool { return fs.Lookup(name) != nil }
 	parse := func(args []string) error {
 		args, err := sshclient.Getopt(args, long)
 		if err != nil {
 			return err
 		}
-		return parseFlags(fs, args, stderr, about)
+		return parseFlags(fs, args, stderr, connectAbout)
 	}
 	if err := parse(args); err != nil {
 		return nil, err
@@ -190,7 +205,7 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 			return nil, err
 		}
 	}
-	if version {
+	if v.version {
 		c.version = true
 		return c, nil
 	}
@@ -201,19 +216,19 @@ func parseConnect(args []string, stderr io.Writer) (*connectConfig, error) {
 		return nil, fmt.Errorf("connect takes one destination and runs no command, got: %s", strings.Join(fs.Args(), " "))
 	}
 	switch {
-	case verbose > 0:
+	case v.verbose > 0:
 		c.level.Level = slog.LevelDebug
-	case quiet:
+	case v.quiet:
 		c.level.Level = slog.LevelError
 		c.ssh.Opts = append([]string{"LogLevel=QUIET"}, c.ssh.Opts...) // as ssh -q
 	}
 	// ssh's -4 and -6 beat AddressFamily wherever it is given.
 	switch {
-	case family4 && family6:
+	case v.family4 && v.family6:
 		return nil, errors.New("-4 and -6 together: give one")
-	case family4:
+	case v.family4:
 		c.ssh.Opts = append([]string{"AddressFamily=inet"}, c.ssh.Opts...)
-	case family6:
+	case v.family6:
 		c.ssh.Opts = append([]string{"AddressFamily=inet6"}, c.ssh.Opts...)
 	}
 	ids := c.ssh.Identities[:0]

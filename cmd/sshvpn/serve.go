@@ -54,8 +54,12 @@ type serveConfig struct {
 	rootless       rootlessConfig
 }
 
-func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
-	c := &serveConfig{permit: gateway.PermitYes, backend: "netstack"}
+// serveAbout heads serve's -h and its man page.
+const serveAbout = "Usage: sshvpn serve [flags]\n\nRuns a gateway that stock \"ssh -w\" clients and sshvpn connect tunnel into."
+
+// serveFlags defines serve's flags on c: parseServe parses them, and the
+// man page and completions are made from them, so the three agree.
+func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
@@ -84,7 +88,13 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	c.rootless.flags(fs)
-	if err := parseFlags(fs, args, stderr, "Usage: sshvpn serve [flags]\n\nRuns a gateway that stock \"ssh -w\" clients and sshvpn connect tunnel into."); err != nil {
+	return fs
+}
+
+func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{permit: gateway.PermitYes, backend: "netstack"}
+	fs := serveFlags(c)
+	if err := parseFlags(fs, args, stderr, serveAbout); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
