@@ -79,6 +79,13 @@ func TestImportGraph(t *testing.T) {
 			t.Errorf("proxy depends on %s: the proxies' front imports the standard library only", d)
 		}
 	}
+	// Metrics are text made from a status.Report: no client library,
+	// and nothing that a Report does not already say.
+	for _, d := range get("metrics").Deps {
+		if !pkgs[d].Standard && d != module+"/status" {
+			t.Errorf("metrics depends on %s: the metrics writer imports the standard library and status only", d)
+		}
+	}
 	pure := func(d string) bool { return pkgs[d].Standard || d == module+"/relay" || d == module+"/relay/offload" }
 	// The wire format is pure: the standard library, the core and offload.
 	for _, d := range get("relay/wire").Deps {
