@@ -27,6 +27,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	// As ssh does, stop when the terminal goes.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
+	started := time.Now()
 	c, err := parseConnect(args, stderr)
 	if err != nil {
 		return err
@@ -53,6 +54,12 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	log := newLogger(logTo, c.level.Level)
 	defer footprintOnUSR1(log)()
+	// Opened after -f forked: the process that stays serves them.
+	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), processReport("client", started), log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	cfg, err := sshclient.Resolve(c.ssh)
 	if err != nil {
 		return err

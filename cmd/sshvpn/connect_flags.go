@@ -53,6 +53,8 @@ type connectConfig struct {
 	persist bool
 	// background is -f: the tunnel goes to the background once up.
 	background bool
+	// metricsListen is where Prometheus metrics are served; empty: not.
+	metricsListen metricsAddr
 	// logFile is -E.
 	logFile string
 	// version is -V.
@@ -180,6 +182,7 @@ func connectFlags(c *connectConfig, v *connectFlagValues) *flag.FlagSet {
 	fs.BoolVar(&c.gatewayPorts, "g", false, "-D, -L and --http-proxy without a bind address listen on every interface (as ssh -g)")
 	fs.Var(mtuFlag{&c.mtu}, "mtu", fmt.Sprintf("`MTU` of the local device or the proxies' stack, %d to %d (%d for ethernet) (default: the gateway's, else 1500)", minMTU, maxL3MTU, maxL2MTU))
 	fs.Var(&c.level, "log-level", "log `level`: debug, info, warn or error")
+	fs.Var(&c.metricsListen, "metrics-listen", metricsUsage)
 	return fs
 }
 

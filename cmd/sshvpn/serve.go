@@ -51,6 +51,7 @@ type serveConfig struct {
 	limits         gateway.Limits
 	claimsPerKey   int
 	level          logLevel
+	metricsListen  metricsAddr
 	rootless       rootlessConfig
 }
 
@@ -87,6 +88,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.IntVar(&c.limits.MaxForwardsPerKey, "max-forwards-per-key", d.MaxForwardsPerKey, "forwarded connections one key may hold at once, over all its connections")
 	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
+	fs.Var(&c.metricsListen, "metrics-listen", metricsUsage)
 	c.rootless.flags(fs)
 	return fs
 }
@@ -193,11 +195,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	log := newLogger(stderr, c.level.Level)
+	started := time.Now()
 	ln, err := listen(c.listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), processReport("gateway", started), log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	var backend relay.Opener
 	var details []any
 	if c.backend == "kernel" {
