@@ -34,11 +34,15 @@ func TestMetricsListenFlag(t *testing.T) {
 	if c.metricsListen != "" {
 		t.Errorf("connect: --metrics-listen defaults to %q, want off", c.metricsListen)
 	}
-	if s, err = parseServe([]string{"--metrics-listen", "9100"}, io.Discard); err != nil || s.metricsListen != "9100" {
-		t.Errorf("serve --metrics-listen 9100: %q, %v", s.metricsListen, err)
+	if s, err = parseServe([]string{"--metrics-listen", "9100"}, io.Discard); err != nil {
+		t.Errorf("serve --metrics-listen 9100: %v", err)
+	} else if s.metricsListen != "9100" {
+		t.Errorf("serve --metrics-listen 9100: got %q", s.metricsListen)
 	}
-	if c, err = parseConnect([]string{"--metrics-listen=[::1]:9100", "-D", "1080", "gw"}, io.Discard); err != nil || c.metricsListen != "[::1]:9100" {
-		t.Errorf("connect --metrics-listen [::1]:9100: %q, %v", c.metricsListen, err)
+	if c, err = parseConnect([]string{"--metrics-listen=[::1]:9100", "-D", "1080", "gw"}, io.Discard); err != nil {
+		t.Errorf("connect --metrics-listen [::1]:9100: %v", err)
+	} else if c.metricsListen != "[::1]:9100" {
+		t.Errorf("connect --metrics-listen [::1]:9100: got %q", c.metricsListen)
 	}
 	for _, bad := range []string{"", "nope", "99999", ":99999", "-1", "::1", "1.2.3.4", "host.example:9100", "[::1]", "1.2.3.4:", ":"} {
 		if _, err := parseServe([]string{"--metrics-listen", bad}, io.Discard); err == nil || !strings.Contains(err.Error(), "metrics-listen") {
