@@ -81,7 +81,7 @@ type AuthorizedKeys struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	keys  []authorizedKey
+	file  keyFile
 	stamp fileStamp
 	reads int // how often the file was parsed, for tests
 }
@@ -119,7 +119,7 @@ func (a *AuthorizedKeys) Path() string { return a.path }
 func (a *AuthorizedKeys) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.keys)
+	return len(a.file.keys)
 }
 
 // Reload reads the file again now (SIGHUP), whether it changed or not.
@@ -129,88 +129,125 @@ func (a *AuthorizedKeys) Reload() error {
 }
 
 func (a *AuthorizedKeys) reload(strict bool) error {
-	keys, stamp, err := a.read(strict)
+	kf, stamp, err := a.read(strict)
 	if err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.keys, a.stamp = keys, stamp
+	a.file, a.stamp = kf, stamp
 	a.mu.Unlock()
 	return nil
 }
 
 // current returns the keys, reading the file again if it changed.
-func (a *AuthorizedKeys) current() ([]authorizedKey, error) {
+func (a *AuthorizedKeys) current() (keyFile, error) {
 	st, err := stampOf(a.path)
 	a.mu.Lock()
-	keys, same := a.keys, err == nil && st == a.stamp
+	kf, same := a.file, err == nil && st == a.stamp
 	a.mu.Unlock()
 	if same {
-		return keys, nil
+		return kf, nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		a.mu.Lock()
-		a.keys, a.stamp = nil, fileStamp{}
+		a.file, a.stamp = keyFile{}, fileStamp{}
 		a.mu.Unlock()
-		return nil, nil
+		return keyFile{}, nil
 	}
-	keys, st, err = a.read(false)
+	kf, st, err = a.read(false)
 	if err != nil {
-		return nil, err
+		return keyFile{}, err
 	}
 	a.mu.Lock()
-	a.keys, a.stamp = keys, st
+	a.file, a.stamp = kf, st
 	a.mu.Unlock()
-	return keys, nil
+	return kf, nil
 }
 
-func (a *AuthorizedKeys) read(strict bool) ([]authorizedKey, fileStamp, error) {
+// keyFile is what one read of the file found.
+type keyFile struct {
+	keys    []authorizedKey
+	skipped []*LineError // lines not used, in order
+}
+
+// LineError is a line of authorized_keys the gateway does not use, and why.
+type LineError struct {
+	File string
+	Line int
+	Err  error // why, without the place; errors.Is(Err, errSkipped) for lines sshd skips too
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// CheckAuthorizedKeys reads path as the gateway reads it, and returns how
+// many keys it would use and every line it would skip, in order: what
+// sshvpn serve --check prints, from the same parser the gateway runs, so
+// the two never disagree. err is a file the gateway would not read at all
+// (unsafe modes, unreadable); a missing file is neither.
+func CheckAuthorizedKeys(path string) (keys int, skipped []*LineError, err error) {
+	a := &AuthorizedKeys{path: path, log: slog.New(slog.DiscardHandler)}
+	kf, _, err := a.read(false)
+	return len(kf.keys), kf.skipped, err
+}
+
+// read parses the file. strict (at start) makes a malformed line an error;
+// otherwise it and the lines sshd skips are logged and left out.
+func (a *AuthorizedKeys) read(strict bool) (keyFile, fileStamp, error) {
 	f, err := os.Open(a.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fileStamp{}, nil
+		return keyFile{}, fileStamp{}, nil
 	}
 	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
+		return keyFile{}, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
 	}
 	defer f.Close()
 	a.mu.Lock()
 	a.reads++
 	a.mu.Unlock()
 	if err := checkModes(f, a.path); err != nil {
-		return nil, fileStamp{}, err
+		return keyFile{}, fileStamp{}, err
 	}
 	// The stamp of the file read, not of what the path names by now: a
 	// rename in between must not file the old keys under the new stamp.
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
+		return keyFile{}, fileStamp{}, fmt.Errorf("authorized keys: %w", err)
 	}
-	st := stampFrom(fi)
-	var keys []authorizedKey
+	kf, err := a.parse(f, strict)
+	if err != nil {
+		return keyFile{}, fileStamp{}, err
+	}
+	return kf, stampFrom(fi), nil
+}
+
+func (a *AuthorizedKeys) parse(f io.Reader, strict bool) (keyFile, error) {
+	var kf keyFile
 	r := bufio.NewReaderSize(f, 64<<10)
 	for line := 1; ; line++ {
 		text, long, err := readLine(r)
-		src := fmt.Sprintf("%s:%d", a.path, line)
 		if err != nil && err != io.EOF {
-			return nil, fileStamp{}, fmt.Errorf("authorized keys: %s: %w", src, err)
+			return keyFile{}, fmt.Errorf("authorized keys: %s:%d: %w", a.path, line, err)
+		}
+		var k *authorizedKey
+		var lerr error
+		if long {
+			lerr = fmt.Errorf("%w: longer than %d bytes", errSkipped, maxKeyLine)
+		} else {
+			k, lerr = parseKeyLine(fmt.Sprintf("%s:%d", a.path, line), bytes.TrimSpace(text))
 		}
 		switch {
-		case long:
-			a.log.Warn("authorized_keys line skipped", "line", src, "why", fmt.Sprintf("longer than %d bytes", maxKeyLine))
-		default:
-			k, lerr := parseKeyLine(src, bytes.TrimSpace(text))
-			switch {
-			case lerr == nil && k != nil:
-				keys = append(keys, *k)
-			case lerr == nil:
-			case strict && !errors.Is(lerr, errSkipped):
-				return nil, fileStamp{}, lerr
-			default:
-				a.log.Warn("authorized_keys line skipped", "why", lerr)
-			}
+		case lerr != nil && strict && !errors.Is(lerr, errSkipped):
+			return keyFile{}, &LineError{a.path, line, lerr}
+		case lerr != nil:
+			le := &LineError{a.path, line, lerr}
+			a.log.Warn("authorized_keys line skipped", "line", fmt.Sprintf("%s:%d", a.path, line), "why", lerr)
+			kf.skipped = append(kf.skipped, le)
+		case k != nil:
+			kf.keys = append(kf.keys, *k)
 		}
 		if err == io.EOF {
-			return keys, st, nil
+			return kf, nil
 		}
 	}
 }
@@ -248,7 +285,7 @@ func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
 	}
 	key, _, options, _, err := ssh.ParseAuthorizedKey(text)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a public key line: %w", src, err)
+		return nil, fmt.Errorf("not a public key line: %w", err)
 	}
 	opts, err := parseKeyOptions(src, options)
 	if err != nil {
@@ -256,12 +293,12 @@ func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
 	}
 	if opts.principals != nil && !opts.certAuthority {
 		// sshd takes the line and refuses every login through it.
-		return nil, fmt.Errorf("%s: %w: principals= on a key without cert-authority", src, errSkipped)
+		return nil, fmt.Errorf("%w: principals= on a key without cert-authority", errSkipped)
 	}
 	if _, ok := key.(*ssh.Certificate); ok {
 		// sshd compares a certificate written here with neither the key
 		// it certifies nor a certificate offered: nothing logs in by it.
-		return nil, fmt.Errorf("%s: %w: a certificate, not a key (list its CA with cert-authority instead)", src, errSkipped)
+		return nil, fmt.Errorf("%w: a certificate, not a key (list its CA with cert-authority instead)", errSkipped)
 	}
 	return &authorizedKey{key: key, opts: opts.KeyOptions, certAuthority: opts.certAuthority,
 		principals: opts.principals, command: opts.command}, nil
@@ -298,7 +335,7 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 		value := func() (string, error) {
 			v, ok := dequote(raw)
 			if !ok {
-				return "", fmt.Errorf("%s: option %s: value must be in double quotes", src, name)
+				return "", fmt.Errorf("option %s: value must be in double quotes", name)
 			}
 			return v, nil
 		}
@@ -314,7 +351,7 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 		case lname == "permitopen" && valued:
 			var v string
 			if v, err = value(); err == nil {
-				err = checkPermitOpen(src, v)
+				err = checkPermitOpen(v)
 				o.PermitOpen = append(o.PermitOpen, v)
 			}
 		case lname == "cert-authority" && !valued:
@@ -322,34 +359,34 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 		case lname == "verify-required" && !valued:
 			// A FIDO key's user verification is not checked here: taking
 			// the key would ignore the requirement.
-			return o, fmt.Errorf("%s: %w: verify-required (FIDO user verification) is not supported", src, errSkipped)
+			return o, fmt.Errorf("%w: verify-required (FIDO user verification) is not supported", errSkipped)
 		case lname == "tunnel" && valued:
 			var v string
 			if v, err = value(); err == nil {
 				var u uint32
 				if u, err = parseUnit(v); err != nil {
-					err = fmt.Errorf("%s: option tunnel=%q: %w", src, v, err)
+					err = fmt.Errorf("option tunnel=%q: %w", v, err)
 				}
 				o.ForceUnit = &u
 			}
 		case lname == "from" && valued:
 			var v string
 			if v, err = value(); err == nil && o.From != nil {
-				err = fmt.Errorf("%s: more than one from= option", src)
+				err = errors.New("more than one from= option")
 			} else if err == nil {
 				o.From = strings.Split(v, ",")
 			}
 		case lname == "principals" && valued:
 			var v string
 			if v, err = value(); err == nil && o.principals != nil {
-				err = fmt.Errorf("%s: more than one principals= option", src)
+				err = errors.New("more than one principals= option")
 			} else if err == nil {
 				o.principals = &v
 			}
 		case lname == "command" && valued:
 			var v string
 			if v, err = value(); err == nil && o.command != nil {
-				err = fmt.Errorf("%s: more than one command= option", src)
+				err = errors.New("more than one command= option")
 			} else if err == nil {
 				o.command, o.ForceCommand = &v, v
 			}
@@ -358,7 +395,7 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 			if v, err = value(); err == nil {
 				var t time.Time
 				if t, err = parseExpiry(v); err != nil {
-					err = fmt.Errorf("%s: option expiry-time=%q: %w", src, v, err)
+					err = fmt.Errorf("option expiry-time=%q: %w", v, err)
 				} else if o.Expiry.IsZero() || t.Before(o.Expiry) {
 					// sshd keeps the earliest.
 					o.Expiry = t
@@ -367,12 +404,12 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 		case lname == "environment" && valued:
 			var v string
 			if v, err = value(); err == nil {
-				err = o.environment(src, v)
+				err = o.environment(v)
 			}
 		case sshdFlags[lname] && !valued, sshdValued[lname] && valued:
 			// sshd's business (commands, forwarding, ptys): no tunnel's.
 		default:
-			return o, fmt.Errorf("%s: %w: unknown option %q", src, errSkipped, truncate(opt, 64))
+			return o, fmt.Errorf("%w: unknown option %q", errSkipped, truncate(opt, 64))
 		}
 		if err != nil {
 			return o, err
@@ -385,10 +422,10 @@ func parseKeyOptions(src string, options []string) (keyLineOptions, error) {
 // options because sshd parses every environment="NAME=value" (whether or
 // not PermitUserEnvironment lets it set them), so the file stays valid for
 // sshd. Other variables are sshd's.
-func (o *keyLineOptions) environment(src, v string) error {
+func (o *keyLineOptions) environment(v string) error {
 	name, value, ok := strings.Cut(v, "=")
 	if !ok {
-		return fmt.Errorf("%s: option environment=%q: want NAME=value", src, v)
+		return fmt.Errorf("option environment=%q: want NAME=value", v)
 	}
 	if !strings.HasPrefix(name, "SSHVPN_") {
 		return nil
@@ -397,7 +434,7 @@ func (o *keyLineOptions) environment(src, v string) error {
 	case "SSHVPN_ALLOW", "SSHVPN_DENY":
 		for _, r := range strings.Split(value, ",") {
 			if r = strings.TrimSpace(r); r == "" {
-				return fmt.Errorf("%s: %s=%q: empty rule", src, name, value)
+				return fmt.Errorf("%s=%q: empty rule", name, value)
 			}
 			o.KeyRules = append(o.KeyRules, relay.KeyRule{Allow: name == "SSHVPN_ALLOW", Rule: r})
 		}
@@ -406,19 +443,19 @@ func (o *keyLineOptions) environment(src, v string) error {
 		for _, s := range strings.Split(value, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(s))
 			if err != nil {
-				return fmt.Errorf("%s: %s=%q: %w", src, name, value, err)
+				return fmt.Errorf("%s=%q: %w", name, value, err)
 			}
 			o.AllowedIPs = append(o.AllowedIPs, p.Masked())
 		}
 		return nil
 	}
 	// A typo must not drop a setting silently: refuse the line.
-	return fmt.Errorf("%s: %w: unknown sshvpn setting %s (want SSHVPN_ALLOWED_IPS, SSHVPN_ALLOW or SSHVPN_DENY)", src, errSkipped, name)
+	return fmt.Errorf("%w: unknown sshvpn setting %s (want SSHVPN_ALLOWED_IPS, SSHVPN_ALLOW or SSHVPN_DENY)", errSkipped, name)
 }
 
 // checkPermitOpen refuses a permitopen value sshd would refuse: host:port,
 // the host in brackets when it holds colons, * for any host or port.
-func checkPermitOpen(src, v string) error {
+func checkPermitOpen(v string) error {
 	host, port, err := net.SplitHostPort(v)
 	if err == nil && host == "" {
 		err = errors.New("missing host")
@@ -429,7 +466,7 @@ func checkPermitOpen(src, v string) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%s: option permitopen=%q: %w (want host:port, * for any)", src, v, err)
+		return fmt.Errorf("option permitopen=%q: %w (want host:port, * for any)", v, err)
 	}
 	return nil
 }
@@ -497,17 +534,18 @@ func parseUnit(s string) (uint32, error) {
 // key was refused; it goes to the log, the client only learns
 // "Permission denied".
 func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, user string, remote net.Addr) (*KeyOptions, error) {
-	keys, err := a.current()
+	kf, err := a.current()
 	if err != nil {
 		return nil, err
 	}
+	keys := kf.keys
 	if cert, ok := key.(*ssh.Certificate); ok {
 		return a.lookupCert(keys, cert, user, remote, time.Now())
 	}
 	want := key.Marshal()
 	why := fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path)
 	if len(keys) == 0 {
-		why = fmt.Errorf("key %s refused: %s is missing or empty", ssh.FingerprintSHA256(key), a.path)
+		why = fmt.Errorf("key %s refused: %s", ssh.FingerprintSHA256(key), kf.noKeys(a.path))
 	}
 	for i := range keys {
 		if keys[i].certAuthority || !bytes.Equal(keys[i].key.Marshal(), want) {
@@ -522,6 +560,31 @@ func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, user string, remote net.Addr)
 	}
 	return nil, why
 }
+
+// noKeys says why a file gave no key: it is missing or empty, or every
+// line in it was skipped, and then which and why, so that an operator
+// who wrote keys is not told there are none.
+func (kf keyFile) noKeys(path string) string {
+	if len(kf.skipped) == 0 {
+		return path + " is missing or empty"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s has no usable key", path)
+	sep := ":"
+	for i, le := range kf.skipped {
+		if i == maxNamed {
+			fmt.Fprintf(&b, ", and %d more", len(kf.skipped)-i)
+			break
+		}
+		fmt.Fprintf(&b, "%s line %d: %v", sep, le.Line, le.Err)
+		sep = ","
+	}
+	return b.String()
+}
+
+// maxNamed bounds the skipped lines a refusal names: the log line stays
+// readable and --check lists them all.
+const maxNamed = 5
 
 // check applies the line's own conditions on a login: from= and
 // expiry-time=. The error reads after the key's name.

@@ -75,7 +75,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 			})
 		case wire.ChannelType, wire.StreamChannelType, "session":
 			if !cs.take() {
-				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.limits.MaxChannelsPerConn))
+				nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many channels: this gateway allows %d per connection", cs.srv.lim().MaxChannelsPerConn))
 				continue
 			}
 			cs.wg.Go(func() {
@@ -188,7 +188,7 @@ func (cs *connState) run(ctx context.Context, c relay.Device, t relay.Tunnel, mo
 func (cs *connState) take() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.channels >= cs.srv.limits.MaxChannelsPerConn {
+	if cs.channels >= cs.srv.lim().MaxChannelsPerConn {
 		cs.srv.refused.ChannelsPerConn.Add(1)
 		return false
 	}
@@ -207,9 +207,9 @@ func (cs *connState) give() {
 func (cs *connState) takeForward() string {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.forwards >= cs.srv.limits.MaxForwardsPerConn {
+	if most := cs.srv.lim().MaxForwardsPerConn; cs.forwards >= most {
 		cs.srv.refused.ForwardsPerConn.Add(1)
-		why := fmt.Sprintf("this gateway allows %d per connection", cs.srv.limits.MaxForwardsPerConn)
+		why := fmt.Sprintf("this gateway allows %d per connection", most)
 		if n, ok := cs.srv.refuse.Allow("forwards per connection"); ok {
 			cs.log.Warn("refused: a per-connection limit", "why", why, "refused_since_last", n)
 		}

@@ -63,6 +63,20 @@ var DefaultLimits = Limits{
 	MaxForwardsPerKey:    2048,
 }
 
+// SetLimits puts l (its zero fields from DefaultLimits) in force for what
+// is admitted from now on: connections, logins, channels and forwards
+// already held stay, even above a lowered limit, and count against it.
+// sshvpn serve calls it on SIGHUP.
+func (s *Server) SetLimits(l Limits) {
+	l = l.withDefaults()
+	s.limits.Store(&l)
+}
+
+// Limits are the limits in force.
+func (s *Server) Limits() Limits { return *s.lim() }
+
+func (s *Server) lim() *Limits { return s.limits.Load() }
+
 // maxPenalty bounds what repeated GracePenalty add up to.
 const maxPenalty = 10 * time.Minute
 
@@ -115,7 +129,7 @@ type sourceState struct {
 // admit decides whether a new connection from src may start its handshake;
 // the caller holds s.mu. It returns why not.
 func (s *Server) admit(src source, now time.Time) string {
-	l := s.limits
+	l := s.lim()
 	if s.closing {
 		return "the gateway is stopping"
 	}
@@ -170,7 +184,7 @@ func (s *Server) handshakeDone(src source, graceExceeded bool) {
 		if from.Before(now) {
 			from = now
 		}
-		st.penaltyUntil = from.Add(s.limits.GracePenalty)
+		st.penaltyUntil = from.Add(s.lim().GracePenalty)
 		if limit := now.Add(maxPenalty); st.penaltyUntil.After(limit) {
 			st.penaltyUntil = limit
 		}
@@ -222,7 +236,7 @@ func (s *Server) takeKey(key string, r keyResource) bool {
 	if u == nil {
 		u = new(keyUse)
 	}
-	if u[r] >= s.limits.perKey(r) {
+	if u[r] >= s.lim().perKey(r) {
 		s.refused.keyRefused(r).Add(1)
 		return false
 	}
@@ -246,7 +260,7 @@ func (s *Server) giveKey(key string, r keyResource) {
 // keyRefusal says why a key was refused one more r, and logs it, a line
 // per kind every few seconds however fast a client asks.
 func (s *Server) keyRefusal(log *slog.Logger, key string, r keyResource) string {
-	why := fmt.Sprintf("key %s already holds %d %s, the most this gateway allows one key", key, s.limits.perKey(r), r)
+	why := fmt.Sprintf("key %s already holds %d %s, the most this gateway allows one key", key, s.lim().perKey(r), r)
 	if n, ok := s.refuse.Allow("per-key " + r.String()); ok {
 		log.Warn("refused: a per-key limit", "why", why, "refused_since_last", n)
 	}

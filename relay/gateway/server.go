@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -77,7 +78,7 @@ const (
 // Server is an SSH server that carries tun@openssh.com tunnels.
 type Server struct {
 	cfg    Config
-	limits Limits
+	limits atomic.Pointer[Limits] // SetLimits replaces it whole
 	ssh    *ssh.ServerConfig
 	log    *slog.Logger
 	refuse *relay.Throttle // refused connections, logged a few at a time
@@ -116,8 +117,9 @@ func New(cfg Config) (*Server, error) {
 	if err := CheckCiphers(cfg.Ciphers); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
+	s := &Server{cfg: cfg, log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
 		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keys: make(map[string]*keyUse)}
+	s.SetLimits(cfg.Limits)
 	s.ssh = &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers, KeyExchanges: keyExchanges()},
 		PublicKeyCallback: s.authenticate,
@@ -244,12 +246,12 @@ func (s *Server) authenticated(c net.Conn, cs *connState) {
 }
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
-	grace := time.Now().Add(s.limits.LoginGraceTime)
+	grace := time.Now().Add(s.lim().LoginGraceTime)
 	c.SetDeadline(grace)
 	conn, chans, reqs, err := ssh.NewServerConn(sshchan.BufferReads(c), s.ssh)
 	s.handshakeDone(src, err != nil && !time.Now().Before(grace))
 	if err != nil {
-		s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)
+		s.logHandshakeFailure(c, err)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -279,6 +281,18 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	cs.serve(ctx, chans)
 	alive()
 	log.Info("client disconnected")
+}
+
+// logHandshakeFailure logs why a connection never logged in. A login that
+// failed carries the refusal of every key it offered, each already logged
+// by authenticate with the user: said again here it would be one refusal
+// on two lines, so that goes to debug.
+func (s *Server) logHandshakeFailure(c net.Conn, err error) {
+	if _, ok := errors.AsType[*ssh.ServerAuthError](err); ok {
+		s.log.Debug("login failed", "remote", c.RemoteAddr(), "err", err)
+		return
+	}
+	s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)
 }
 
 // refuseAll refuses every channel a connection that is being refused
