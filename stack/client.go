@@ -129,7 +129,7 @@ type Stats struct {
 type clientConfig struct {
 	MTU      int
 	QueueLen int
-	Policy   *egress.Policy
+	Policy   *livePolicy // nil: the default policy alone
 	Dial     DialFunc
 	Limits   Limits
 	Logger   *slog.Logger
@@ -164,7 +164,7 @@ type clientConfig struct {
 type client struct {
 	s      *stack.Stack
 	ep     *endpoint
-	policy *egress.Policy
+	policy *livePolicy
 	dial   DialFunc
 	limits Limits
 	log    *slog.Logger
@@ -225,7 +225,7 @@ func newClient(cfg clientConfig) (*client, error) {
 		c.pingTimeout = pingTimeout
 	}
 	if c.policy == nil {
-		c.policy = egress.New(egress.Config{})
+		c.policy = fixedPolicy(egress.New(egress.Config{}))
 	}
 	if c.dial == nil {
 		var d net.Dialer

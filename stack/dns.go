@@ -81,7 +81,7 @@ func (c *client) admitDNS(local netip.AddrPort, network string) bool {
 	if network == "tcp" {
 		proto = egress.ProtoTCP
 	}
-	ok, why := c.policy.Decide(local, proto)
+	ok, why := c.policy.get().Decide(local, proto)
 	if !ok {
 		c.log.Debug("dns refused by egress policy: queries get REFUSED", "dst", local, "proto", network, "rule", why)
 	}

@@ -12,6 +12,8 @@
 //
 //   - gateway.go: Gateway, the relay.Opener: subnets, the gateway's and
 //     clients' addresses, one client stack per tunnel.
+//   - policy.go: the egress policy and DNS a reload (SetRules, SetDNS)
+//     changes, and each client's policy rebuilt on the gateway's.
 //   - client.go: one client's stack, its Limits and Stats; Close ends
 //     everything the client holds at once.
 //   - group.go: the per-client owner of goroutines and host sockets.

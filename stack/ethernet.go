@@ -40,7 +40,9 @@ func (g *Gateway) ethernetMTU(req relay.TunnelRequest) int {
 // CheckEthernet reports what would keep every ethernet tunnel from
 // opening, so that a gateway refuses to start instead: today a DHCP
 // reply the routes, name servers and domains make too large to send.
-func (g *Gateway) CheckEthernet() error {
+func (g *Gateway) CheckEthernet() error { return g.checkEthernet(g.adv()) }
+
+func (g *Gateway) checkEthernet(a *advertised) error {
 	for i, s := range g.subnets {
 		if !s.Addr().Is4() {
 			continue
@@ -49,8 +51,8 @@ func (g *Gateway) CheckEthernet() error {
 		if lease.Addr() == g.gateways[i] {
 			lease = netip.PrefixFrom(relay.AddOffset(s.Addr(), 3), s.Bits())
 		}
-		_, err := dhcpd.New(dhcpd.Config{Lease: lease, ServerID: g.gateways[i], DNS: g.cfg.DNS,
-			Domains: g.cfg.Domains, MTU: min(g.cfg.MTU, DefaultEthernetMTU), Routes: g.cfg.Routes})
+		_, err := dhcpd.New(dhcpd.Config{Lease: lease, ServerID: g.gateways[i], DNS: a.DNS,
+			Domains: a.Domains, MTU: min(g.cfg.MTU, DefaultEthernetMTU), Routes: g.cfg.Routes})
 		if err != nil {
 			return fmt.Errorf("ethernet tunnels' DHCP: %w", err)
 		}
@@ -62,15 +64,16 @@ func (g *Gateway) CheckEthernet() error {
 // DHCP hands out its IPv4 address, router advertisements its IPv6 prefix.
 func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel, error) {
 	l := &l2Tunnel{tunnel: t, claims: &keyClaims{gw: g, key: req.Key}, dialled: dialled(req.Local)}
+	adv := g.adv()
 	cfg := segment.Config{
 		Inner: t, Injector: t.ep, Local: g.localAddrs(), Routed: req.AllowedIPs,
-		DNS: g.cfg.DNS, Domains: g.cfg.Domains, Claims: l.claims, Stats: &t.stats.L2, Log: t.log,
+		DNS: adv.DNS, Domains: adv.Domains, Claims: l.claims, Stats: &t.stats.L2, Log: t.log,
 	}
 	for i, a := range t.addrs {
 		if a.Addr().Is4() {
 			cfg.Lease = a
-			srv, err := dhcpd.New(dhcpd.Config{Lease: a, ServerID: g.gateways[i], DNS: g.cfg.DNS,
-				Domains: g.cfg.Domains, MTU: t.MTU(), Routes: g.cfg.Routes, Log: t.log})
+			srv, err := dhcpd.New(dhcpd.Config{Lease: a, ServerID: g.gateways[i], DNS: adv.DNS,
+				Domains: adv.Domains, MTU: t.MTU(), Routes: g.cfg.Routes, Log: t.log})
 			if err != nil {
 				t.Close()
 				return nil, fmt.Errorf("stack: ethernet tunnel: %w", err)
@@ -173,7 +176,7 @@ func (l *l2Tunnel) Status() string {
 			}
 		}
 	}
-	for _, d := range g.cfg.DNS {
+	for _, d := range g.adv().DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
 	b.WriteString("  on your side, as root (tap0: the device ssh -w opened there):\n")

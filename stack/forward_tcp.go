@@ -94,7 +94,7 @@ func (c *client) abortHandshake(id stack.TransportEndpointID) {
 // limits are logged too, since they mean a client is pushing.
 func (c *client) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 	dst = c.target(dst)
-	if ok, why := c.policy.Decide(dst, egress.ProtoTCP); !ok {
+	if ok, why := c.policy.get().Decide(dst, egress.ProtoTCP); !ok {
 		c.stats.TCPDenied.Add(1)
 		c.log.Debug("tcp refused by egress policy", "dst", dst, "rule", why)
 		return nil, errDenied

@@ -32,7 +32,7 @@ func (c *client) installUDP() {
 func (c *client) forwardUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := c.target(netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort))
-	if ok, why := c.policy.Decide(dst, egress.ProtoUDP); !ok {
+	if ok, why := c.policy.get().Decide(dst, egress.ProtoUDP); !ok {
 		c.stats.UDPDenied.Add(1)
 		c.log.Debug("udp refused by egress policy", "dst", dst, "rule", why)
 		return false

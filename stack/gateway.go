@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
@@ -98,8 +99,10 @@ type Gateway struct {
 	subnets      []netip.Prefix
 	gateways     []netip.Addr
 	dnsAddrs     []netip.Addr
-	local        []netip.Prefix // gateway and DNS addresses, as each stack owns them
-	policy       *egress.Policy
+	local        []netip.Prefix                // gateway and DNS addresses, as each stack owns them
+	policy       atomic.Pointer[egress.Policy] // SetRules replaces it
+	advert       atomic.Pointer[advertised]    // SetDNS replaces it
+	rules        atomic.Pointer[[]egress.Rule] // the policy's, for LogValue
 	ping4, ping6 bool
 	sockets      *hostSockets
 
@@ -151,9 +154,8 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.addressing(); err != nil {
 		return nil, err
 	}
-	g.policy = egress.New(egress.Config{
-		Rules: cfg.Rules, Subnets: g.subnets, GatewayAddrs: g.localAddrs(), HostAddrs: cfg.HostAddrs,
-	})
+	g.policy.Store(g.newPolicy(cfg.Rules))
+	g.advert.Store(&advertised{DNS: g.cfg.DNS, Domains: g.cfg.Domains})
 	if g.cfg.PolicyFor == nil {
 		g.cfg.PolicyFor = keyPolicy
 	}
@@ -271,9 +273,9 @@ func (g *Gateway) LogValue() slog.Value {
 	if len(g.dnsAddrs) > 0 {
 		attrs = append(attrs, slog.String("dns", joinStrings(g.dnsAddrs)))
 	}
-	if len(g.cfg.Rules) > 0 {
-		rs := make([]string, len(g.cfg.Rules))
-		for i, r := range g.cfg.Rules {
+	if rules := *g.rules.Load(); len(rules) > 0 {
+		rs := make([]string, len(rules))
+		for i, r := range rules {
 			rs[i] = "--deny " + r.String()
 			if r.Allow {
 				rs[i] = "--allow " + r.String()
@@ -293,7 +295,7 @@ func joinStrings[T fmt.Stringer](xs []T) string {
 }
 
 // Policy is the gateway's egress policy, before per-key rules.
-func (g *Gateway) Policy() *egress.Policy { return g.policy }
+func (g *Gateway) Policy() *egress.Policy { return g.policy.Load() }
 
 // Open implements relay.Opener. An ethernet tunnel gets the same stack
 // as a point-to-point one, behind an Ethernet segment (openSegment).
@@ -304,7 +306,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stack: open tunnel: %w", err)
 	}
-	policy, err := g.cfg.PolicyFor(req, g.policy)
+	policy, err := g.livePolicy(req)
 	if err != nil {
 		return nil, err
 	}
@@ -409,14 +411,15 @@ func (t *tunnel) SetPathRTT(rtt time.Duration) { t.ep.pathRTT.Store(int64(rtt)) 
 
 // Config implements relay.Tunnel.
 func (t *tunnel) Config() relay.TunnelConfig {
+	adv := t.gw.adv()
 	return relay.TunnelConfig{
 		Device:    "netstack",
 		MTU:       t.MTU(),
 		Addresses: append([]netip.Prefix(nil), t.addrs...),
 		Gateways:  append([]netip.Addr(nil), t.gw.gateways...),
 		Routes:    append([]netip.Prefix(nil), t.gw.cfg.Routes...),
-		DNS:       append([]netip.Addr(nil), t.gw.cfg.DNS...),
-		Domains:   append([]string(nil), t.gw.cfg.Domains...),
+		DNS:       append([]netip.Addr(nil), adv.DNS...),
+		Domains:   append([]string(nil), adv.Domains...),
 	}
 }
 
@@ -428,7 +431,7 @@ func (t *tunnel) Status() string {
 	for i, a := range t.addrs {
 		fmt.Fprintf(&b, "  your address %s, the gateway's %s\n", a, t.gw.gateways[i])
 	}
-	for _, d := range t.gw.cfg.DNS {
+	for _, d := range t.gw.adv().DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
 	b.WriteString("  on your side, as root (tun0: the device ssh -w opened there):\n")

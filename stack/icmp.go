@@ -59,7 +59,7 @@ func (c *client) echo(v6, avail bool, id stack.TransportEndpointID, ident, seq u
 	if c.pingTarget != nil {
 		to = c.pingTarget(dst)
 	}
-	if ok, _ := c.policy.Decide(netip.AddrPortFrom(to, 0), egress.ProtoICMP); !ok || !avail {
+	if ok, _ := c.policy.get().Decide(netip.AddrPortFrom(to, 0), egress.ProtoICMP); !ok || !avail {
 		c.stats.ICMPDenied.Add(1)
 		return true
 	}

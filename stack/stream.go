@@ -23,7 +23,7 @@ var _ relay.StreamDialer = (*Gateway)(nil)
 // the gateway's virtual addresses stand for the host's loopback, as in a
 // tunnel.
 func (g *Gateway) DialStream(ctx context.Context, req relay.StreamRequest) (net.Conn, error) {
-	policy, err := g.cfg.PolicyFor(req.Client, g.policy)
+	policy, err := g.cfg.PolicyFor(req.Client, g.Policy())
 	if err != nil {
 		return nil, err
 	}
