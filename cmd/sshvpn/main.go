@@ -36,9 +36,10 @@ func main() {
 // onSignals stops the command on the first SIGINT or SIGTERM, which tears
 // everything down, and exits at once on the second, as ssh does: what is
 // left is in the undo journal for the next run or sshvpn cleanup. SIGHUP
-// is each command's: serve re-reads authorized_keys, connect stops as ssh
-// does when its terminal goes. The signals are caught before it returns:
-// one that came before would kill the process with whatever it had set up.
+// is each command's: serve re-reads authorized_keys and its --config file,
+// connect stops as ssh does when its terminal goes. The signals are caught
+// before it returns: one that came before would kill the process with
+// whatever it had set up.
 func onSignals(stop context.CancelFunc) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -113,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], stderr)
+		return serve(ctx, args[1:], stdout, stderr)
 	case "connect":
 		if err := connect(ctx, args[1:], stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 			if _, ok := errors.AsType[*exitError](err); !ok {

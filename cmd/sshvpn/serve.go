@@ -53,6 +53,8 @@ type serveConfig struct {
 	level          logLevel
 	metricsListen  metricsAddr
 	rootless       rootlessConfig
+	configFile     string // --config
+	check          bool   // --check: validate and exit
 }
 
 // serveAbout heads serve's -h and its man page.
@@ -62,6 +64,8 @@ const serveAbout = "Usage: sshvpn serve [flags]\n\nRuns a gateway that stock \"s
 // man page and completions are made from them, so the three agree.
 func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
+	fs.StringVar(&c.configFile, "config", "", "config `file` of serve's flags in sshd_config's form (Keyword value; keywords are the flag names, like max-startups or MaxStartups); flags given here win, a repeatable one replacing the file's values")
+	fs.BoolVar(&c.check, "check", false, "check the flags, the --config file and the authorized_keys file, print every problem as file:line, and exit 1 if there is one (as sshd -t)")
 	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
 	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, expiry-time=, restrict, no-port-forwarding, permitopen=, cert-authority)")
@@ -94,21 +98,55 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 }
 
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
-	c := &serveConfig{permit: gateway.PermitYes, backend: "netstack"}
-	fs := serveFlags(c)
+	c, _, errs := loadServe(args, stderr)
+	switch {
+	case len(errs) == 1:
+		return nil, errs[0]
+	case len(errs) > 0:
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// loadServe parses serve's command line and its --config file, the
+// command line winning. It goes on past a problem in the file to report
+// them all (serve --check); c and fs are the flags as they came out, nil
+// when the command line itself could not be parsed.
+func loadServe(args []string, stderr io.Writer) (c *serveConfig, fs *flag.FlagSet, errs []error) {
+	c = &serveConfig{permit: gateway.PermitYes, backend: "netstack"}
+	fs = serveFlags(c)
 	if err := parseFlags(fs, args, stderr, serveAbout); err != nil {
-		return nil, err
+		return nil, nil, []error{err}
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+		return nil, nil, []error{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
 	}
+	if c.configFile != "" {
+		set := visited(fs)
+		entries, ferrs := readConfig(c.configFile, fs)
+		errs = sortByLine(append(ferrs, applyConfig(c.configFile, entries, fs, set)...))
+	}
+	if err := checkServe(c, visited(fs)); err != nil {
+		errs = append(errs, err)
+	}
+	return c, fs, errs
+}
+
+// visited are the flags fs was given.
+func visited(fs *flag.FlagSet) map[string]bool {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// checkServe checks what no single flag can: flags that go together or
+// exclude each other. set are the flags given.
+func checkServe(c *serveConfig, set map[string]bool) error {
 	if err := checkBackendFlags(c, set); err != nil {
-		return nil, err
+		return err
 	}
 	if c.mtu != 0 && (c.mtu < 576 || c.mtu > wire.MaxFrame-4) {
-		return nil, fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
+		return fmt.Errorf("--mtu %d: want 576 to %d (stock OpenSSH reads tunnel packets into a %d-byte buffer)", c.mtu, wire.MaxFrame-4, wire.MaxFrame)
 	}
 	// An ethernet frame is the MTU plus its 14-byte header and a VLAN tag,
 	// and must fit the same 16 KiB buffer. A kernel gateway's taps take
@@ -116,25 +154,25 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	// that (stack.DefaultEthernetMTU) and --mtu to point-to-point ones, so
 	// its default and largest --mtu stay what they were.
 	if maxL2 := wire.MaxFrame - 14 - 4; c.backend == "kernel" && c.mtu > maxL2 && c.permit.Allows(relay.Ethernet) {
-		return nil, fmt.Errorf("--mtu %d: an ethernet tunnel's frames would exceed the %d bytes stock OpenSSH reads; use --mtu %d or less, or --permit-tunnel point-to-point",
+		return fmt.Errorf("--mtu %d: an ethernet tunnel's frames would exceed the %d bytes stock OpenSSH reads; use --mtu %d or less, or --permit-tunnel point-to-point",
 			c.mtu, wire.MaxFrame, maxL2)
 	}
 	if err := gateway.CheckCiphers(strings.Split(c.ciphers, ",")); err != nil {
-		return nil, fmt.Errorf("--ciphers: %w", err)
+		return fmt.Errorf("--ciphers: %w", err)
 	}
 	if err := checkDNSDomains(c); err != nil {
-		return nil, err
+		return err
 	}
 	if c.bridge != "" && c.createBridge != "" {
-		return nil, errors.New("--bridge and --create-bridge: give one; --create-bridge makes the bridge that --bridge names")
+		return errors.New("--bridge and --create-bridge: give one; --create-bridge makes the bridge that --bridge names")
 	}
 	if (c.bridge != "" || c.createBridge != "") && !c.permit.Allows(relay.Ethernet) {
-		return nil, fmt.Errorf("--bridge bridges ethernet tunnels, which --permit-tunnel %s refuses", c.permit)
+		return fmt.Errorf("--bridge bridges ethernet tunnels, which --permit-tunnel %s refuses", c.permit)
 	}
 	if c.nat && len(c.tunAddrs) == 0 {
-		return nil, errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
+		return errors.New("--nat needs --tun-address: it masquerades the tunnel network's traffic")
 	}
-	return c, nil
+	return nil
 }
 
 // checkDNSDomains refuses --dns-domain values a client would refuse, and
@@ -189,12 +227,20 @@ func defaultAuthorizedKeys() string {
 	return filepath.Join(home, ".ssh", "authorized_keys")
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
-	c, err := parseServe(args, stderr)
-	if err != nil {
-		return err
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	c, fs, errs := loadServe(args, stderr)
+	if c != nil && c.check {
+		return checkServeConfig(c, errs, stdout, stderr)
 	}
-	log := newLogger(stderr, c.level.Level)
+	switch {
+	case len(errs) == 1:
+		return errs[0]
+	case len(errs) > 0:
+		return errors.Join(errs...)
+	}
+	level := new(slog.LevelVar)
+	level.Set(c.level.Level)
+	log := newLogger(stderr, level)
 	started := time.Now()
 	ln, err := listen(c.listen)
 	if err != nil {
@@ -208,6 +254,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	defer stopMetrics()
 	var backend relay.Opener
 	var details []any
+	var ns *stack.Gateway
 	if c.backend == "kernel" {
 		kb, stop, err := kernelBackend(c, log)
 		if err != nil {
@@ -224,7 +271,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			return err
 		}
 		defer stop()
-		backend, details = nb, []any{"netstack", nb}
+		backend, details, ns = nb, []any{"netstack", nb}, nb
 	}
 	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
@@ -255,7 +302,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	log.Info("sshvpn gateway listening", append([]any{"addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
-	stopHUP := reloadOnHangup(keys, log)
+	stopHUP := reloadOnHangup(newReloader(args, c, fs, keys, srv, ns, level, log))
 	defer stopHUP()
 	stopUSR1 := footprintOnUSR1(log)
 	defer stopUSR1()
@@ -301,32 +348,6 @@ func kernelBackend(c *serveConfig, log *slog.Logger) (*kernel.Gateway, func() er
 		}
 		return errors.Join(err, journal.Close())
 	}, nil
-}
-
-// reloadOnHangup reads authorized_keys again on SIGHUP, as sshd re-reads
-// its configuration, and keeps every tunnel up.
-func reloadOnHangup(keys *gateway.AuthorizedKeys, log *slog.Logger) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-				if err := keys.Reload(); err != nil {
-					log.Error("SIGHUP: authorized_keys not reloaded; the keys read before stay in force", "err", err)
-					continue
-				}
-				log.Info("SIGHUP: authorized_keys reloaded", "file", keys.Path(), "keys", keys.Len())
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-	}
 }
 
 // footprintOnUSR1 logs the process's goroutines and heap on SIGUSR1: what
