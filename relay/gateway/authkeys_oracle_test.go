@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -508,4 +510,112 @@ func probe(c *ssh.Client, p string) (bool, error) {
 
 func openTunnelChannel(c *ssh.Client, unit uint32) (ssh.Channel, <-chan *ssh.Request, error) {
 	return c.OpenChannel("tun@openssh.com", ssh.Marshal(struct{ Mode, Unit uint32 }{uint32(relay.PointToPoint), unit}))
+}
+
+// checkLines are authorized_keys lines, {K} a key, that sshd or sshvpn may
+// skip: serve --check must name every line sshd skips, and skip no other
+// but those of checkStricter.
+var checkLines = []string{
+	`{K}`,                                               // 1
+	`tunnel="x" {K}`,                                    // 2
+	`expiry-time="2026" {K}`,                            // 3
+	`permitopen="nohost" {K}`,                           // 4
+	`form="198.18.0.1" {K}`,                             // 5
+	`from="198.18.0.1 {K}`,                              // 6
+	`no-pty,restrict,pty {K}`,                           // 7
+	`ssh-ed25519 AAAAnotbase64`,                         // 8
+	`environment="NOEQUALS" {K}`,                        // 9
+	`command="a",command="b" {K}`,                       // 10
+	`from="198.18.0.1",from="198.18.0.2" {K}`,           // 11
+	`tunnel="any",expiry-time="20300101" {K}`,           // 12
+	`Cert-Authority,No-Pty {K}`,                         // 13
+	`principals="x" {K}`,                                // 14
+	`verify-required {K}`,                               // 15
+	`environment="SSHVPN_X=1" {K}`,                      // 16
+	`tunnel="0x10" {K}`,                                 // 17
+	`expiry-time="20301301" {K}`,                        // 18
+	`permitopen="host:*",permitlisten="7000" {K}`,       // 19
+	`no-touch-required,no-user-rc,agent-forwarding {K}`, // 20
+}
+
+// checkStricter are lines sshd takes and sshvpn skips on purpose: a
+// principals= without cert-authority lets nothing log in through sshd
+// either, a FIDO requirement sshvpn cannot check, and a misspelt sshvpn
+// setting that must not drop a restriction silently.
+var checkStricter = map[int]bool{14: true, 15: true, 16: true}
+
+// sshdSkips reads sshd's debug log for the authorized_keys lines it
+// skipped: options it refused ("bad key options"), no key where one should
+// be ("advance"), or options it could not even delimit, which it reports
+// on a line of its own after the line's "check options".
+func sshdSkips(log string) map[int]bool {
+	at := regexp.MustCompile(`authorized_keys:(\d+): (check options|bad key options|advance)`)
+	skipped, cur := map[int]bool{}, 0
+	for _, l := range strings.Split(log, "\n") {
+		if m := at.FindStringSubmatch(l); m != nil {
+			cur, _ = strconv.Atoi(m[1])
+			if m[2] != "check options" {
+				skipped[cur] = true
+			}
+		} else if strings.Contains(l, "invalid key option string") {
+			skipped[cur] = true
+		}
+	}
+	return skipped
+}
+
+// CheckAuthorizedKeys (serve --check) and sshd skip the same lines. sshd
+// parses every line's options before it compares the key, so one login
+// with a key on no line makes it judge, and log, each line.
+func TestCheckAuthorizedKeysMatchesSSHD(t *testing.T) {
+	nstest.RequireRoot(t)
+	for _, o := range nstest.OpenSSHs(t) {
+		t.Run(o.Version, func(t *testing.T) {
+			dir := t.TempDir()
+			runKeygen(t, o, "-q", "-N", "", "-t", "ed25519", "-f", filepath.Join(dir, "k"))
+			content := strings.ReplaceAll(strings.Join(checkLines, "\n")+"\n", "{K}", keyField(t, filepath.Join(dir, "k.pub")))
+			ns := nstest.New(t)
+			sshd := o.StartSSHD(t, ns, nstest.SSHDConfig{ListenAddr: oracleSSHD, Extra: []string{"LogLevel DEBUG2"}})
+			path := filepath.Join(filepath.Dir(sshd.ConfigPath), "authorized_keys")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stranger := gatewaytest.NewSigner(t)
+			c, err := ns.Dial(t, "tcp", oracleSSHD)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err = ssh.NewClientConn(c, oracleSSHD, &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(stranger)},
+				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+			if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+				t.Fatalf("a key on no line: %v, want a refusal", err)
+			}
+			c.Close()
+			nstest.WaitFor(t, 5*time.Second, "sshd to read the file", func() bool {
+				return strings.Contains(sshd.Log(), fmt.Sprintf("authorized_keys:%d", len(checkLines)))
+			})
+			skipped := sshdSkips(sshd.Log())
+			_, ours, err := gateway.CheckAuthorizedKeys(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine := map[int]bool{}
+			for _, le := range ours {
+				mine[le.Line] = true
+			}
+			for n := 1; n <= len(checkLines); n++ {
+				switch {
+				case skipped[n] && !mine[n]:
+					t.Errorf("line %d %q: sshd skips it, serve --check does not", n, checkLines[n-1])
+				case mine[n] && !skipped[n] && !checkStricter[n]:
+					t.Errorf("line %d %q: serve --check skips it, sshd does not", n, checkLines[n-1])
+				case !mine[n] && checkStricter[n]:
+					t.Errorf("line %d %q: serve --check takes it; sshvpn means to skip it", n, checkLines[n-1])
+				}
+			}
+			if t.Failed() {
+				t.Logf("sshd's log:\n%s", sshd.Log())
+			}
+		})
+	}
 }
