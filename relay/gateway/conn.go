@@ -32,6 +32,11 @@ type connState struct {
 	forwards int           // open direct-tcpip channels, for Limits.MaxForwardsPerConn
 	opened   chan struct{} // closed when the first tunnel is up
 	openOnce sync.Once
+	// end ends the connection's tunnels and forwards (its context) when
+	// the user hangs up its terminal session; left is closed once the
+	// client has gone.
+	end  context.CancelFunc
+	left chan struct{}
 
 	// The window this connection's forwards grant beyond x/crypto's,
 	// from its round trip, measured once when the first forward comes.
@@ -62,6 +67,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cs.opened = make(chan struct{})
+	cs.end, cs.left = cancel, make(chan struct{})
 	for nc := range chans {
 		switch t := nc.ChannelType(); t {
 		case "direct-tcpip":
@@ -90,6 +96,7 @@ func (cs *connState) serve(ctx context.Context, chans <-chan ssh.NewChannel) {
 			nc.Reject(ssh.UnknownChannelType, fmt.Sprintf("sshvpn opens no %q channels: it carries tunnels (ssh -w), a status session and, on the netstack backend, ssh -L and -D", truncate(t, 64)))
 		}
 	}
+	close(cs.left)
 	cancel()
 	cs.wg.Wait()
 }

@@ -61,7 +61,7 @@ func (cs *connState) greet(ch ssh.Channel, pty bool, gone <-chan struct{}) {
 	}
 	text := cs.status() + "This session runs no command; the tunnel stays up while it is open."
 	if pty {
-		text += " Press Ctrl-D to close it."
+		text += " Press Ctrl-D to close it and the tunnel."
 	}
 	text += "\n"
 	if pty {
@@ -76,19 +76,47 @@ func (cs *connState) greet(ch ssh.Channel, pty bool, gone <-chan struct{}) {
 		io.Copy(io.Discard, ch)
 		return
 	}
-	waitForHangup(ch)
+	hungUp := waitForHangup(ch)
 	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
 	ch.Close()
+	if hungUp {
+		cs.hangUp()
+	}
 }
 
 // waitForHangup reads a terminal session's input until Ctrl-C, Ctrl-D or
-// its end.
-func waitForHangup(ch ssh.Channel) {
+// its end, and reports whether the user typed one of the two.
+func waitForHangup(ch ssh.Channel) bool {
 	buf := make([]byte, 256)
 	for {
 		n, err := ch.Read(buf)
-		if err != nil || strings.ContainsAny(string(buf[:n]), "\x03\x04") {
-			return
+		if strings.ContainsAny(string(buf[:n]), "\x03\x04") {
+			return true
 		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// hangUpWait is how long a client that hung up has to leave on its own
+// once its channels are closed, before the gateway drops the connection.
+const hangUpWait = 2 * time.Second
+
+// hangUp ends the connection whose user pressed Ctrl-D or Ctrl-C, as the
+// session's text promises. Closing the session alone would not do: a
+// stock ssh stays while its tun channel is open, and so would the tunnel.
+// Its tunnels and forwards are closed first, so that ssh sees every
+// channel close and exits with the session's status; a client that still
+// stays is disconnected.
+func (cs *connState) hangUp() {
+	cs.log.Info("the client hung up its session: closing its tunnels and the connection")
+	cs.end()
+	t := time.NewTimer(hangUpWait)
+	defer t.Stop()
+	select {
+	case <-cs.left:
+	case <-t.C:
+		cs.conn.Close()
 	}
 }
