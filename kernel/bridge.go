@@ -758,9 +758,11 @@ func bridgedStatus(dev, bridge string, mtu int) string {
 	// accept_ra before up: the answer to the solicitation the tap sends as
 	// it comes up is otherwise ignored on a host that forwards, and SLAAC
 	// waits for the router's next unsolicited advertisement.
-	b.WriteString("  on your side, IPv6 from the LAN's routers (SLAAC): sysctl -w net.ipv6.conf.<your tap>.accept_ra=2\n")
-	b.WriteString("  then: ip link set <your tap> up\n")
-	b.WriteString("  IPv4 from the LAN's DHCP server: udhcpc -i <your tap>   (or: dhclient <your tap>)\n")
+	b.WriteString("  on your side, as root, in one shell:\n")
+	fmt.Fprintf(&b, "    %s\n", relay.ClientDeviceLine(relay.Ethernet))
+	b.WriteString("    sysctl -w net.ipv6.conf.$dev.accept_ra=2   # IPv6 from the LAN's routers (SLAAC)\n")
+	b.WriteString("    ip link set $dev up\n")
+	b.WriteString("    udhcpc -i $dev   # IPv4 from the LAN's DHCP server (or: dhclient $dev)\n")
 	b.WriteString("  The gateway passes frames from your tap's first MAC only, and no router advertisements or DHCP server replies from you.\n")
 	return b.String()
 }

@@ -194,8 +194,11 @@ func TestDHCPFragment(t *testing.T) {
 // solicitation, and SLAAC wait for the next unsolicited advertisement.
 func TestBridgedStatusAcceptRAFirst(t *testing.T) {
 	s := bridgedStatus("tap0", "br0", 1500)
-	ra, up := strings.Index(s, "accept_ra=2"), strings.Index(s, "ip link set <your tap> up")
+	dev, ra, up := strings.Index(s, "    dev=tapN "), strings.Index(s, "net.ipv6.conf.$dev.accept_ra=2"), strings.Index(s, "ip link set $dev up")
 	if ra < 0 || up < 0 || ra > up {
 		t.Errorf("accept_ra=2 does not come before the tap is brought up:\n%s", s)
+	}
+	if dev < 0 || dev > ra || strings.Contains(s, "<your") || strings.Contains(s, "tunN") {
+		t.Errorf("the commands do not start by naming the client's tap:\n%s", s)
 	}
 }

@@ -326,16 +326,12 @@ func (t *gatewayTunnel) Config() relay.TunnelConfig {
 }
 
 // Status implements relay.Tunnel: what the client must do on its side,
-// commands a stock client runs as they stand once it puts its device's
-// name for <your tun> (or <your tap>). Over a tap, routes go via the
-// gateway's address on the link: a route that names the tap alone makes
-// the client ask ARP for every host of the network, and nobody answers.
+// commands a stock client pastes into one shell, the first of which sets
+// $dev to its device (the gateway cannot know it). Over a tap, routes go
+// via the gateway's address on the link: a route that names the tap alone
+// makes the client ask ARP for every host of the network, and nobody
+// answers.
 func (t *gatewayTunnel) Status() string {
-	ethernet := t.guard.mode == relay.Ethernet
-	dev := "<your tun>"
-	if ethernet {
-		dev = "<your tap>"
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "sshvpn: tunnel up on the gateway's %s (MTU %d).\n", t.Name(), t.LinkMTU())
 	if len(t.cfg.Addrs) == 0 {
@@ -345,38 +341,22 @@ func (t *gatewayTunnel) Status() string {
 	for i, a := range t.cfg.Addrs {
 		fmt.Fprintf(&b, "  gateway address %s; yours: %s\n", a.Addr(), t.clients[i])
 	}
-	fmt.Fprintf(&b, "  on your side: ip link set %s up", dev)
+	b.WriteString("  on your side, as root, in one shell:\n")
+	fmt.Fprintf(&b, "    %s\n", relay.ClientDeviceLine(t.guard.mode))
+	b.WriteString("    ip link set $dev up\n")
 	for _, c := range t.clients {
-		fmt.Fprintf(&b, " && ip addr add %s dev %s", c, dev)
+		fmt.Fprintf(&b, "    ip addr add %s dev $dev\n", c)
 	}
-	b.WriteString("\n")
-	// route is the command that routes network through the tunnel, or ""
-	// when an ethernet tunnel has no gateway address of its family.
-	route := func(network string, v6 bool) string {
-		if !ethernet {
-			return fmt.Sprintf("ip route add %s dev %s", network, dev)
-		}
-		for _, a := range t.cfg.Addrs {
-			if a.Addr().Is6() == v6 {
-				return fmt.Sprintf("ip route add %s via %s dev %s", network, a.Addr(), dev)
-			}
-		}
-		return ""
-	}
-	var routes []string
 	for _, r := range t.cfg.Routes {
-		if c := route(r.String(), r.Addr().Is6()); c != "" {
-			routes = append(routes, c)
+		if c := t.routeCommand(r.String(), r.Addr().Is6()); c != "" {
+			fmt.Fprintf(&b, "    %s\n", c)
 		}
-	}
-	if len(routes) > 0 {
-		fmt.Fprintf(&b, "  routes: %s\n", strings.Join(routes, " && "))
 	}
 	if !t.cfg.NAT {
 		return b.String()
 	}
-	if !ethernet {
-		fmt.Fprintf(&b, "  NAT is on: route any network through it: %s\n", route("<network>", false))
+	if t.guard.mode != relay.Ethernet {
+		fmt.Fprintf(&b, "  NAT is on: route any network through it:\n    %s\n", t.routeCommand("<network>", false))
 		return b.String()
 	}
 	b.WriteString("  NAT is on: route any network through it, via the gateway's address on the link:\n")
@@ -385,9 +365,24 @@ func (t *gatewayTunnel) Status() string {
 		if v6 {
 			network = "<IPv6 network>"
 		}
-		if c := route(network, v6); c != "" {
+		if c := t.routeCommand(network, v6); c != "" {
 			fmt.Fprintf(&b, "    %s\n", c)
 		}
 	}
 	return b.String()
+}
+
+// routeCommand is the client's command that routes network through the
+// tunnel, or "" when an ethernet tunnel has no gateway address of its
+// family to route it via.
+func (t *gatewayTunnel) routeCommand(network string, v6 bool) string {
+	if t.guard.mode != relay.Ethernet {
+		return fmt.Sprintf("ip route add %s dev $dev", network)
+	}
+	for _, a := range t.cfg.Addrs {
+		if a.Addr().Is6() == v6 {
+			return fmt.Sprintf("ip route add %s via %s dev $dev", network, a.Addr())
+		}
+	}
+	return ""
 }

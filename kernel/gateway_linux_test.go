@@ -70,7 +70,7 @@ func TestGatewayTunnels(t *testing.T) {
 			}
 		}
 		status := tunnels[1].Status()
-		for _, w := range []string{"tun1", "MTU 1400", "yours: 198.18.3.3/24", "ip addr add 198.18.3.3/24 dev <your tun>"} {
+		for _, w := range []string{"tun1", "MTU 1400", "yours: 198.18.3.3/24", "ip addr add 198.18.3.3/24 dev $dev"} {
 			if !strings.Contains(status, w) {
 				t.Errorf("status lacks %q:\n%s", w, status)
 			}

@@ -131,16 +131,18 @@ func TestGatewayStatusText(t *testing.T) {
 		wantNone []string
 	}{
 		{"tap", tap.Status(), []string{
-			"on your side: ip link set <your tap> up && ip addr add 198.18.3.2/24 dev <your tap> && ip addr add 2001:2:3::2/64 dev <your tap>\n",
-			"routes: ip route add 198.18.2.0/24 via 198.18.3.1 dev <your tap> && ip route add 2001:2:2::/64 via 2001:2:3::1 dev <your tap>\n",
-			"ip route add <IPv4 network> via 198.18.3.1 dev <your tap>\n",
-			"ip route add <IPv6 network> via 2001:2:3::1 dev <your tap>\n",
-		}, []string{"<your tun>", "dev <your tap>\n    ip route add <network> dev"}},
+			"on your side, as root, in one shell:\n    dev=tapN   # the tap ssh opened on your side",
+			"    ip link set $dev up\n    ip addr add 198.18.3.2/24 dev $dev\n    ip addr add 2001:2:3::2/64 dev $dev\n",
+			"    ip route add 198.18.2.0/24 via 198.18.3.1 dev $dev\n    ip route add 2001:2:2::/64 via 2001:2:3::1 dev $dev\n",
+			"ip route add <IPv4 network> via 198.18.3.1 dev $dev\n",
+			"ip route add <IPv6 network> via 2001:2:3::1 dev $dev\n",
+		}, []string{"tunN", "tun0", "tap0", "<your", "dev $dev\n    ip route add <network> dev"}},
 		{"tun", tunnel.Status(), []string{
-			"on your side: ip link set <your tun> up && ip addr add 198.18.3.2/24 dev <your tun>",
-			"routes: ip route add 198.18.2.0/24 dev <your tun> && ip route add 2001:2:2::/64 dev <your tun>\n",
-			"NAT is on: route any network through it: ip route add <network> dev <your tun>\n",
-		}, []string{"<your tap>", " via "}},
+			"on your side, as root, in one shell:\n    dev=tunN   # the tun ssh opened on your side",
+			"    ip link set $dev up\n    ip addr add 198.18.3.2/24 dev $dev\n",
+			"    ip route add 198.18.2.0/24 dev $dev\n    ip route add 2001:2:2::/64 dev $dev\n",
+			"NAT is on: route any network through it:\n    ip route add <network> dev $dev\n",
+		}, []string{"tapN", "tap0", "tun0", "<your", " via "}},
 	} {
 		for _, w := range c.want {
 			if !strings.Contains(c.status, w) {

@@ -24,3 +24,15 @@ func (m Mode) String() string {
 	}
 	return fmt.Sprintf("mode(%d)", uint32(m))
 }
+
+// ClientDeviceLine is the first of the commands a tunnel's Status gives a
+// stock client: it sets the shell variable dev, which the commands after
+// it use, to the device ssh -w opened on the client's side. The gateway
+// cannot name that device: the channel carries only the gateway's unit.
+func ClientDeviceLine(m Mode) string {
+	kind := "tun"
+	if m == Ethernet {
+		kind = "tap"
+	}
+	return fmt.Sprintf("dev=%sN   # the %s ssh opened on your side: -w N:… opens %sN, -w any the first free one (see ip -br link)", kind, kind, kind)
+}

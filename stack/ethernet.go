@@ -139,7 +139,7 @@ func (l *l2Tunnel) SetPathRTT(rtt time.Duration) { l.tunnel.SetPathRTT(rtt) }
 func (l *l2Tunnel) Config() relay.TunnelConfig { return l.tunnel.Config() }
 
 // Status implements relay.Tunnel: what a stock ethernet client gets and
-// the commands that get it, tap0 standing for the device ssh opened, in
+// the commands that get it, $dev standing for the device ssh opened, in
 // the order they must run:
 //
 //   - first a host route to the gateway's address via the client's
@@ -179,20 +179,21 @@ func (l *l2Tunnel) Status() string {
 	for _, d := range g.adv().DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
-	b.WriteString("  on your side, as root (tap0: the device ssh -w opened there):\n")
+	b.WriteString("  on your side, as root, in one shell:\n")
+	fmt.Fprintf(&b, "    %s\n", relay.ClientDeviceLine(relay.Ethernet))
 	if a := l.dialled; a.IsValid() {
 		fmt.Fprintf(&b, "    ip %sroute add %s $(ip %sroute get %s | grep -oE 'via [^ ]+|dev [^ ]+')   # first: keeps this SSH connection out of the tunnel\n",
 			family(a), netip.PrefixFrom(a, a.BitLen()), family(a), a)
 	}
 	if gw6.IsValid() {
-		b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra=2\n")
+		b.WriteString("    sysctl -w net.ipv6.conf.$dev.accept_ra=2\n")
 		if len(g.cfg.Routes) > 0 {
-			b.WriteString("    sysctl -w net.ipv6.conf.tap0.accept_ra_defrtr=0   # the routes below, no IPv6 default route\n")
+			b.WriteString("    sysctl -w net.ipv6.conf.$dev.accept_ra_defrtr=0   # the routes below, no IPv6 default route\n")
 		}
 	}
-	b.WriteString("    ip link set tap0 up\n")
+	b.WriteString("    ip link set $dev up\n")
 	if gw4.IsValid() {
-		b.WriteString("    udhcpc -i tap0    # or: dhclient tap0\n")
+		b.WriteString("    udhcpc -i $dev    # or: dhclient $dev\n")
 	}
 	for _, r := range g.cfg.Routes {
 		via := gw4
@@ -200,7 +201,7 @@ func (l *l2Tunnel) Status() string {
 			via = gw6
 		}
 		if via.IsValid() {
-			fmt.Fprintf(&b, "    ip %sroute replace %s via %s dev tap0\n", family(r.Addr()), r, via)
+			fmt.Fprintf(&b, "    ip %sroute replace %s via %s dev $dev\n", family(r.Addr()), r, via)
 		}
 	}
 	return b.String()

@@ -157,7 +157,7 @@ func TestEthernetTunnel(t *testing.T) {
 		t.Errorf("DropsSource = %d, want 1", got)
 	}
 	for _, want := range []string{"ethernet, MTU 1500", "DHCP gives you " + lease.String() + ", router " + gw4.String() + "\n",
-		"SLAAC address in " + cfg.Addresses[1].Masked().String(), "ip link set tap0 up", "udhcpc -i tap0", "accept_ra=2"} {
+		"SLAAC address in " + cfg.Addresses[1].Masked().String(), "dev=tapN   # the tap ssh opened", "ip link set $dev up", "udhcpc -i $dev", "accept_ra=2"} {
 		if !strings.Contains(tun.Status(), want) {
 			t.Errorf("status lacks %q:\n%s", want, tun.Status())
 		}
@@ -181,17 +181,17 @@ func TestEthernetStatus(t *testing.T) {
 		want, lack []string
 	}{
 		{"no routes", Config{}, local,
-			[]string{pin, "accept_ra=2\n", "ip link set tap0 up", "udhcpc -i tap0"},
+			[]string{pin, "net.ipv6.conf.$dev.accept_ra=2\n", "ip link set $dev up", "udhcpc -i $dev"},
 			nil, []string{"accept_ra_defrtr", "route replace", "option 121"}},
 		{"routes", Config{Routes: routes}, local,
-			[]string{pin, "accept_ra=2\n", "accept_ra_defrtr=0", "ip link set tap0 up", "udhcpc -i tap0",
-				"ip route replace 198.19.0.0/16 via 100.77.0.1 dev tap0", "ip -6 route replace 2001:2:9::/48 via fe80::1 dev tap0"},
+			[]string{pin, "net.ipv6.conf.$dev.accept_ra=2\n", "accept_ra_defrtr=0", "ip link set $dev up", "udhcpc -i $dev",
+				"ip route replace 198.19.0.0/16 via 100.77.0.1 dev $dev", "ip -6 route replace 2001:2:9::/48 via fe80::1 dev $dev"},
 			[]string{"classless static routes (option 121: a client that takes it adds no default route)"}, nil},
 		{"IPv6 to the gateway", Config{}, &net.TCPAddr{IP: net.ParseIP("2001:2:9::1"), Port: 22},
-			[]string{"ip -6 route add 2001:2:9::1/128 $(ip -6 route get 2001:2:9::1 | grep", "ip link set tap0 up"}, nil, nil},
+			[]string{"ip -6 route add 2001:2:9::1/128 $(ip -6 route get 2001:2:9::1 | grep", "ip link set $dev up"}, nil, nil},
 		{"loopback", Config{}, &net.TCPAddr{IP: net.IPv6loopback, Port: 22}, nil, nil, []string{"route add"}},
 		{"no IPv6", Config{Subnets: []netip.Prefix{DefaultSubnet4}, Routes: routes}, local,
-			[]string{pin, "ip link set tap0 up", "udhcpc -i tap0", "ip route replace 198.19.0.0/16"},
+			[]string{pin, "ip link set $dev up", "udhcpc -i $dev", "ip route replace 198.19.0.0/16"},
 			nil, []string{"accept_ra", "SLAAC", "fe80::1", "2001:2:9::/48"}},
 	}
 	for _, tt := range tests {
@@ -215,10 +215,13 @@ func TestEthernetStatus(t *testing.T) {
 					t.Errorf("status lacks %q:\n%s", w, s)
 				}
 			}
-			for _, w := range tt.lack {
+			for _, w := range append(tt.lack, "tap0", "tun0", "tunN") {
 				if strings.Contains(s, w) {
 					t.Errorf("status has %q:\n%s", w, s)
 				}
+			}
+			if !strings.HasPrefix(s[strings.Index(s, "in one shell:\n")+len("in one shell:\n"):], "    dev=tapN ") {
+				t.Errorf("the commands do not start by naming the client's tap:\n%s", s)
 			}
 		})
 	}

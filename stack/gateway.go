@@ -424,7 +424,8 @@ func (t *tunnel) Config() relay.TunnelConfig {
 }
 
 // Status implements relay.Tunnel: the commands a stock ssh -w client
-// pastes, as root, with tun0 standing for the device ssh opened.
+// pastes, as root, into one shell: the first sets $dev to the device ssh
+// opened, which the gateway cannot know.
 func (t *tunnel) Status() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sshvpn: rootless gateway (userspace stack), point-to-point, MTU %d.\n", t.MTU())
@@ -434,16 +435,17 @@ func (t *tunnel) Status() string {
 	for _, d := range t.gw.adv().DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
-	b.WriteString("  on your side, as root (tun0: the device ssh -w opened there):\n")
-	fmt.Fprintf(&b, "    ip link set tun0 mtu %d up\n", t.MTU())
+	b.WriteString("  on your side, as root, in one shell:\n")
+	fmt.Fprintf(&b, "    %s\n", relay.ClientDeviceLine(relay.PointToPoint))
+	fmt.Fprintf(&b, "    ip link set $dev mtu %d up\n", t.MTU())
 	for _, a := range t.addrs {
-		fmt.Fprintf(&b, "    ip %saddr add %s dev tun0\n", family(a.Addr()), a)
+		fmt.Fprintf(&b, "    ip %saddr add %s dev $dev\n", family(a.Addr()), a)
 	}
 	for _, r := range t.gw.cfg.Routes {
-		fmt.Fprintf(&b, "    ip %sroute add %s dev tun0\n", family(r.Addr()), r)
+		fmt.Fprintf(&b, "    ip %sroute add %s dev $dev\n", family(r.Addr()), r)
 	}
 	if len(t.gw.cfg.Routes) == 0 {
-		b.WriteString("    ip route add <network> dev tun0   # each network to reach through the gateway\n")
+		b.WriteString("    ip route add <network> dev $dev   # each network to reach through the gateway\n")
 	}
 	return b.String()
 }

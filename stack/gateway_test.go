@@ -74,15 +74,20 @@ func TestStatus(t *testing.T) {
 	s := tun.Status()
 	cfg := tun.Config()
 	for _, want := range []string{
-		"ip link set tun0 mtu 16380 up",
-		"ip addr add " + cfg.Addresses[0].String() + " dev tun0",
-		"ip -6 addr add " + cfg.Addresses[1].String() + " dev tun0",
-		"ip route add 10.1.0.0/16 dev tun0",
+		"    dev=tunN   # the tun ssh opened on your side",
+		"ip link set $dev mtu 16380 up",
+		"ip addr add " + cfg.Addresses[0].String() + " dev $dev",
+		"ip -6 addr add " + cfg.Addresses[1].String() + " dev $dev",
+		"ip route add 10.1.0.0/16 dev $dev",
 		"name server 100.77.0.1",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("status lacks %q:\n%s", want, s)
 		}
+	}
+	// The gateway cannot know the client's device: it names none.
+	if strings.Contains(s, "tun0") || strings.Contains(s, "tap") {
+		t.Errorf("status names a device of the client's:\n%s", s)
 	}
 }
 

@@ -127,7 +127,7 @@ func TestBridgeHome(t *testing.T) {
 		h := newHome(t)
 		gw, ssh := h.bridgedClient(t, o, "--bridge", "br0")
 		nstest.WaitFor(t, 5*time.Second, "the bridged status in the ssh session", func() bool {
-			return strings.Contains(ssh.Log(), "a port of its bridge br0") && strings.Contains(ssh.Log(), "udhcpc -i <your tap>")
+			return strings.Contains(ssh.Log(), "a port of its bridge br0") && strings.Contains(ssh.Log(), "udhcpc -i $dev")
 		})
 		if out := h.gw.Run(t, "ip", "-o", "link", "show", "master", "br0"); !strings.Contains(out, "tap0") {
 			t.Fatalf("tap0 is not on br0:\n%s", out)

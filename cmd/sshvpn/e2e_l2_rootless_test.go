@@ -98,17 +98,23 @@ func statusCommands(t *testing.T, log string) []string {
 }
 
 // followStatus runs in ns the commands the session printed, in their
-// order, each through sh as a user pasting them would; the DHCP line
-// runs dhcp instead, the tests' own client scripts in place of the stock
-// ones (which rewrite the host's /etc/resolv.conf).
+// order, each through sh as a user pasting them into one shell would: the
+// first sets $dev, with tapN, as the user does, made the test's tap0. The
+// DHCP line runs dhcp instead, the tests' own client scripts in place of
+// the stock ones (which rewrite the host's /etc/resolv.conf).
 func followStatus(t *testing.T, ns *nstest.NS, log string, dhcp func()) {
 	t.Helper()
-	for _, c := range statusCommands(t, log) {
+	cmds := statusCommands(t, log)
+	if !strings.HasPrefix(cmds[0], "dev=tapN ") {
+		t.Fatalf("the session's commands do not start by naming the client's tap: %q", cmds)
+	}
+	set := "dev=tap0; "
+	for _, c := range cmds[1:] {
 		if strings.HasPrefix(c, "udhcpc ") {
 			dhcp()
 			continue
 		}
-		if out, err := ns.Cmd("sh", "-c", c).CombinedOutput(); err != nil {
+		if out, err := ns.Cmd("sh", "-c", set+c).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", c, err, out)
 		}
 	}
@@ -183,7 +189,7 @@ func TestRootlessEthernet(t *testing.T) {
 			if ssh.Exited() {
 				t.Fatalf("ssh exited: %s", ssh.Log())
 			}
-			return gives.MatchString(ssh.Log()) && strings.Contains(ssh.Log(), "udhcpc -i tap0")
+			return gives.MatchString(ssh.Log()) && strings.Contains(ssh.Log(), "udhcpc -i $dev")
 		})
 		stable := gives.FindStringSubmatch(ssh.Log())[1]
 		waitTunnel(t, tp.client, "tap0", ssh, gw, 1)
@@ -317,7 +323,7 @@ func TestRootlessEthernetRoutes(t *testing.T) {
 		return strings.Contains(ssh.Log(), "ip -6 route replace")
 	})
 	for _, want := range []string{"option 121", "accept_ra_defrtr=0",
-		"ip route replace 198.18.2.0/24 via 198.18.3.1 dev tap0", "ip -6 route replace 2001:2:0:2::/64 via fe80::1 dev tap0"} {
+		"ip route replace 198.18.2.0/24 via 198.18.3.1 dev $dev", "ip -6 route replace 2001:2:0:2::/64 via fe80::1 dev $dev"} {
 		if !strings.Contains(ssh.Log(), want) {
 			t.Errorf("the session text lacks %q:\n%s", want, ssh.Log())
 		}
