@@ -203,7 +203,20 @@ func (l *Local) configure(gw *relay.TunnelConfig) error {
 		}
 	}
 	l.cfg.Log.Info("local device configured", "device", name, "addresses", addrs, "routes", routes)
+	if len(routes) == 0 && len(l.deferred) == 0 {
+		l.cfg.Log.Info(noRoutes(gw != nil), "device", name)
+	}
 	return nil
+}
+
+// noRoutes says what a tunnel without routes reaches, and how to route
+// more through it: the gateway's --route only an sshvpn gateway sends.
+func noRoutes(sshvpnGateway bool) string {
+	msg := "no routes through the tunnel: only the gateway and the tunnel's own network are reachable through it; to reach a network behind the gateway, pass --route NET (or --route default for everything) here"
+	if sshvpnGateway {
+		msg += ", or start the gateway with sshvpn serve --route NET"
+	}
+	return msg
 }
 
 // slaacSysctls let the kernel form IPv6 addresses on a tap from the

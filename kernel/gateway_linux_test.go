@@ -305,3 +305,53 @@ func TestLocalDevice(t *testing.T) {
 		}
 	})
 }
+
+// A tunnel without routes says, at INFO, that it reaches only the gateway
+// and how to route more; with routes, it says nothing of the kind.
+func TestLocalSaysWhenNothingIsRouted(t *testing.T) {
+	requireTool(t, "ip")
+	inNewNS(t, func() {
+		addr := []netip.Prefix{netip.MustParsePrefix("198.18.3.2/24")}
+		for _, tc := range []struct {
+			name   string
+			gw     *relay.TunnelConfig
+			routes []netip.Prefix
+			want   []string // in the log; nil: no such message at all
+		}{
+			{"sshvpn gateway, no routes", &relay.TunnelConfig{Addresses: addr},
+				nil, []string{"level=INFO", "no routes through the tunnel", "--route NET", "sshvpn serve --route NET"}},
+			{"stock sshd", nil, nil, []string{"level=INFO", "no routes through the tunnel", "--route NET"}},
+			{"the gateway's routes", &relay.TunnelConfig{Addresses: addr, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}}, nil, nil},
+			{"--route", nil, []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, nil},
+		} {
+			var buf logBuffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			cfg := LocalConfig{Mode: relay.PointToPoint, Unit: relay.AnyUnit, Routes: tc.routes, Log: log}
+			if tc.gw == nil {
+				cfg.Addrs = addr
+			}
+			l, err := OpenLocal(cfg, tc.gw)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			l.Close()
+			line := ""
+			for l := range strings.Lines(buf.String()) {
+				if strings.Contains(l, "no routes through the tunnel") {
+					line = l
+				}
+			}
+			if tc.want == nil && line != "" {
+				t.Errorf("%s: %s", tc.name, line)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("%s: the no-routes line lacks %q: %q", tc.name, w, line)
+				}
+			}
+			if tc.gw == nil && strings.Contains(line, "sshvpn serve") {
+				t.Errorf("%s: a stock sshd is told of sshvpn serve: %q", tc.name, line)
+			}
+		}
+	})
+}
