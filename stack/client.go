@@ -135,8 +135,9 @@ type clientConfig struct {
 	Logger   *slog.Logger
 	// Local are the gateway's virtual addresses: the stack owns them, and
 	// flows to them are never dialled on the host's network.
-	Local        []netip.Prefix
-	Ping4, Ping6 bool
+	Local []netip.Prefix
+	// Ping says whether echoes can be forwarded (nil: never).
+	Ping *pingSockets
 	// DNS, when set, answers on port 53 of DNSAddrs (which are in Local).
 	DNS      *dnsproxy.Proxy
 	DNSAddrs []netip.Addr
@@ -247,7 +248,7 @@ func newClient(cfg clientConfig) (*client, error) {
 	}
 	c.installTCP()
 	c.installUDP()
-	c.installICMP(cfg.Ping4, cfg.Ping6)
+	c.installICMP(cfg.Ping)
 	if cfg.DNS != nil {
 		c.dns = cfg.DNS.Share(c.admitDNS)
 		if err := c.serveDNS(c.dns, cfg.DNSAddrs); err != nil {

@@ -22,7 +22,8 @@
 //   - forward_tcp.go, forward_udp.go: TCP (dialled before the handshake
 //     completes) and UDP flows.
 //   - icmp.go, pinger.go: echo requests through one unprivileged ping
-//     socket per client and family, never a fake reply.
+//     socket per client and family, never a fake reply; pingsockets.go:
+//     whether the host allows them, looked for again while it does not.
 //   - dns.go: the gateway's DNS on its virtual addresses (dnsproxy), judged
 //     by the client's policy.
 //   - stream.go: direct-tcpip (ssh -L, -D, -W) under the same policy.

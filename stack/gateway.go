@@ -95,16 +95,16 @@ type Config struct {
 // goroutines when idle), whose forwarders re-originate the client's flows
 // from the gateway process's ordinary sockets.
 type Gateway struct {
-	cfg          Config
-	subnets      []netip.Prefix
-	gateways     []netip.Addr
-	dnsAddrs     []netip.Addr
-	local        []netip.Prefix                // gateway and DNS addresses, as each stack owns them
-	policy       atomic.Pointer[egress.Policy] // SetRules replaces it
-	advert       atomic.Pointer[advertised]    // SetDNS replaces it
-	rules        atomic.Pointer[[]egress.Rule] // the policy's, for LogValue
-	ping4, ping6 bool
-	sockets      *hostSockets
+	cfg      Config
+	subnets  []netip.Prefix
+	gateways []netip.Addr
+	dnsAddrs []netip.Addr
+	local    []netip.Prefix                // gateway and DNS addresses, as each stack owns them
+	policy   atomic.Pointer[egress.Policy] // SetRules replaces it
+	advert   atomic.Pointer[advertised]    // SetDNS replaces it
+	rules    atomic.Pointer[[]egress.Rule] // the policy's, for LogValue
+	ping     *pingSockets
+	sockets  *hostSockets
 
 	mu     sync.Mutex
 	owners map[netip.Addr]*owner // client addresses in use
@@ -159,11 +159,7 @@ func New(cfg Config) (*Gateway, error) {
 	if g.cfg.PolicyFor == nil {
 		g.cfg.PolicyFor = keyPolicy
 	}
-	g.ping4, g.ping6 = PingAvailable(false), PingAvailable(true)
-	if !g.ping4 {
-		cfg.Logger.Warn("no unprivileged ping sockets: clients' pings get no replies; " +
-			"allow this process's group in sysctl net.ipv4.ping_group_range to forward them")
-	}
+	g.ping = newPingSockets(PingAvailable, cfg.Logger)
 	return g, nil
 }
 
@@ -326,7 +322,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 	}
 	c, err := newClient(clientConfig{
 		MTU: mtu, QueueLen: g.cfg.QueueLen, Policy: policy, Dial: g.cfg.Dial,
-		Limits: g.cfg.Limits, Local: local, Ping4: g.ping4, Ping6: g.ping6,
+		Limits: g.cfg.Limits, Local: local, Ping: g.ping,
 		pingTarget: g.pingTarget, listenPing: g.listenPing, pingTimeout: g.pingTimeout,
 		DNS: g.cfg.DNSProxy, DNSAddrs: g.dnsAddrs, Key: req.Key, Sockets: g.sockets,
 		Logger: g.cfg.Logger.With("key", req.Key, "remote", req.Remote),

@@ -30,26 +30,26 @@ func PingAvailable(v6 bool) bool {
 // from the handler also keeps gVisor, which in promiscuous mode owns every
 // address, from answering on the destination's behalf. Echo to the
 // gateway's own addresses is left to gVisor: that answer is true.
-func (c *client) installICMP(ping4, ping6 bool) {
+func (c *client) installICMP(ping *pingSockets) {
 	c.s.SetTransportProtocolHandler(icmp.ProtocolNumber4, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 		h := header.ICMPv4(pkt.TransportHeader().Slice())
 		if len(h) < header.ICMPv4MinimumSize || h.Type() != header.ICMPv4Echo {
 			return false
 		}
-		return c.echo(false, ping4, id, h.Ident(), h.Sequence(), pkt)
+		return c.echo(false, ping, id, h.Ident(), h.Sequence(), pkt)
 	})
 	c.s.SetTransportProtocolHandler(icmp.ProtocolNumber6, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 		h := header.ICMPv6(pkt.TransportHeader().Slice())
 		if len(h) < header.ICMPv6EchoMinimumSize || h.Type() != header.ICMPv6EchoRequest {
 			return false
 		}
-		return c.echo(true, ping6, id, h.Ident(), h.Sequence(), pkt)
+		return c.echo(true, ping, id, h.Ident(), h.Sequence(), pkt)
 	})
 }
 
 // echo decides on one request and, when allowed, hands it to the client's
 // pinger of its family. It runs on the inbound path and must not block.
-func (c *client) echo(v6, avail bool, id stack.TransportEndpointID, ident, seq uint16, pkt *stack.PacketBuffer) bool {
+func (c *client) echo(v6 bool, ping *pingSockets, id stack.TransportEndpointID, ident, seq uint16, pkt *stack.PacketBuffer) bool {
 	dst := addrFrom(id.LocalAddress)
 	if c.isLocal(dst) {
 		return false
@@ -59,7 +59,7 @@ func (c *client) echo(v6, avail bool, id stack.TransportEndpointID, ident, seq u
 	if c.pingTarget != nil {
 		to = c.pingTarget(dst)
 	}
-	if ok, _ := c.policy.get().Decide(netip.AddrPortFrom(to, 0), egress.ProtoICMP); !ok || !avail {
+	if ok, _ := c.policy.get().Decide(netip.AddrPortFrom(to, 0), egress.ProtoICMP); !ok || !ping.available(v6) {
 		c.stats.ICMPDenied.Add(1)
 		return true
 	}

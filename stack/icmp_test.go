@@ -80,7 +80,7 @@ func TestEcho(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGateway(t, tc.rule)
-			if tc.v6 && !g.ping6 {
+			if tc.v6 && !g.ping.available(true) {
 				t.Skip("no IPv6 ping sockets here")
 			}
 			g.pingTarget = func(a netip.Addr) netip.Addr {
@@ -200,7 +200,7 @@ func silentGateway(t *testing.T, wait time.Duration) (*Gateway, *silentPings) {
 	t.Helper()
 	g := newGateway(t)
 	pings := &silentPings{}
-	g.ping4, g.ping6, g.listenPing, g.pingTimeout = true, true, pings.listen, wait
+	g.ping, g.listenPing, g.pingTimeout = newPingSockets(func(bool) bool { return true }, g.cfg.Logger), pings.listen, wait
 	return g, pings
 }
 

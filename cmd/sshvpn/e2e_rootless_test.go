@@ -31,8 +31,15 @@ var rootlessSubnet = netip.MustParsePrefix("198.18.3.0/24")
 // sysctl is per namespace, and set before anything is compared).
 func (tp *topo) startRootless(t *testing.T, authKeys string, args ...string) *gatewayProc {
 	t.Helper()
+	return tp.startRootlessPinging(t, "0 2147483647", authKeys, args...)
+}
+
+// startRootlessPinging is startRootless with the namespace's
+// net.ipv4.ping_group_range set to pingGroups first.
+func (tp *topo) startRootlessPinging(t *testing.T, pingGroups, authKeys string, args ...string) *gatewayProc {
+	t.Helper()
 	nstest.RequireTool(t, "setpriv")
-	tp.gw.Run(t, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+	tp.gw.Run(t, "sysctl", "-qw", "net.ipv4.ping_group_range="+pingGroups)
 	dir, err := os.MkdirTemp("/tmp", "sshvpn-rootless-")
 	if err != nil {
 		t.Fatal(err)
