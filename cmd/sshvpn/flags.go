@@ -130,6 +130,9 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, about string)
 		msg := err.Error()
 		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
 			msg = "unknown flag " + name
+			if near := nearestFlag(fs, strings.TrimLeft(name, "-")); near != "" {
+				msg += ": did you mean --" + near + "?"
+			}
 		}
 		return fmt.Errorf("%s (%s -h lists the flags)", msg, fs.Name())
 	}

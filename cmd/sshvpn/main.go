@@ -132,6 +132,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
+	if near := nearest(args[0], commands); near != "" {
+		return fmt.Errorf("unknown command %q: did you mean %q? (sshvpn help lists the commands)", args[0], near)
+	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
+
+// commands are run's commands, for the suggestion after a mistyped one.
+var commands = []string{"serve", "connect", "cleanup", "version", "help"}

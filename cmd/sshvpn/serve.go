@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -66,7 +67,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet("sshvpn serve", flag.ContinueOnError)
 	fs.StringVar(&c.configFile, "config", "", "config `file` of serve's flags in sshd_config's form (Keyword value; keywords are the flag names, like max-startups or MaxStartups); flags given here win, a repeatable one replacing the file's values")
 	fs.BoolVar(&c.check, "check", false, "check the flags, the --config file and the authorized_keys file, print every problem as file:line, and exit 1 if there is one (as sshd -t)")
-	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on")
+	fs.StringVar(&c.listen, "listen", ":2222", "`address` to accept SSH connections on: host:port, [ipv6]:port, or a port alone for every address")
 	fs.StringVar(&c.hostKey, "host-key", defaultHostKey(), "host key `file`; an Ed25519 key is generated there (mode 0600) when missing")
 	fs.StringVar(&c.authorizedKeys, "authorized-keys", defaultAuthorizedKeys(), "authorized_keys `file` (options honoured: tunnel=, from=, expiry-time=, restrict, no-port-forwarding, permitopen=, cert-authority)")
 	fs.Var(&c.permit, "permit-tunnel", "tunnel modes to accept: yes, point-to-point, ethernet or no (sshd's PermitTunnel)")
@@ -125,6 +126,11 @@ func loadServe(args []string, stderr io.Writer) (c *serveConfig, fs *flag.FlagSe
 		set := visited(fs)
 		entries, ferrs := readConfig(c.configFile, fs)
 		errs = sortByLine(append(ferrs, applyConfig(c.configFile, entries, fs, set)...))
+	}
+	if isPort(c.listen) {
+		// sshd's ListenAddress takes no port alone (Port does), but a
+		// number here can only mean a port: every address.
+		c.listen = ":" + c.listen
 	}
 	if err := checkServe(c, visited(fs)); err != nil {
 		errs = append(errs, err)
@@ -376,6 +382,12 @@ func footprintOnUSR1(log *slog.Logger) (stop func()) {
 		signal.Stop(usr1)
 		close(done)
 	}
+}
+
+// isPort reports whether s is a port number and nothing else.
+func isPort(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && n > 0
 }
 
 func listen(addr string) (net.Listener, error) {

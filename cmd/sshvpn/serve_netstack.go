@@ -162,7 +162,27 @@ func netstackBackend(c *serveConfig, log *slog.Logger) (*stack.Gateway, func(), 
 		stop()
 		return nil, nil, fmt.Errorf("netstack backend: %w", err)
 	}
+	if off := familyOff(c.rootless.subnets); off != "" {
+		log.Warn(off)
+	}
 	return g, stop, nil
+}
+
+// familyOff says which family the tunnels lose when --subnet names one
+// family only, and how to keep it; "" when both are there (or neither is
+// given, which means the defaults of both).
+func familyOff(subnets []netip.Prefix) string {
+	var have4, have6 bool
+	for _, s := range subnets {
+		have4, have6 = have4 || s.Addr().Is4(), have6 || s.Addr().Is6()
+	}
+	switch {
+	case have4 && !have6:
+		return fmt.Sprintf("--subnet names an IPv4 network only: the tunnels carry no IPv6; add --subnet %s (or another IPv6 /64) to turn it on", stack.DefaultSubnet6)
+	case have6 && !have4:
+		return fmt.Sprintf("--subnet names an IPv6 network only: the tunnels carry no IPv4; add --subnet %s (or another IPv4 network) to turn it on", stack.DefaultSubnet4)
+	}
+	return ""
 }
 
 // followHostAddrs gives the host's own addresses, which the egress policy

@@ -197,3 +197,99 @@ func TestServeRefusesUnsendableDHCP(t *testing.T) {
 		}
 	}
 }
+
+// --listen takes a port alone as every address's: sshd's ListenAddress
+// has no such form, but a number can mean nothing else here.
+func TestParseServeListenPort(t *testing.T) {
+	for arg, want := range map[string]string{"2223": ":2223", "198.18.0.1:22": "198.18.0.1:22", "[2001:2::1]:22": "[2001:2::1]:22", ":22": ":22"} {
+		c, err := parseServe([]string{"--listen", arg}, io.Discard)
+		if err != nil || c.listen != want {
+			t.Errorf("--listen %s: %q, %v; want %q", arg, c.listen, err, want)
+		}
+	}
+}
+
+// A --subnet of one family turns the other off: the gateway says which,
+// and how to keep it.
+func TestServeSaysWhichFamilyIsOff(t *testing.T) {
+	for _, c := range []struct {
+		subnets []string
+		want    []string // nil: no such warning
+	}{
+		{[]string{"198.18.3.0/24"}, []string{"level=WARN", "tunnels carry no IPv6", "add --subnet " + stack.DefaultSubnet6.String()}},
+		{[]string{"2001:2:0:3::/64"}, []string{"level=WARN", "tunnels carry no IPv4", "add --subnet " + stack.DefaultSubnet4.String()}},
+		{[]string{"198.18.3.0/24", "2001:2:0:3::/64"}, nil},
+		{nil, nil},
+	} {
+		args := []string{"--resolv-conf", "/dev/null"}
+		for _, s := range c.subnets {
+			args = append(args, "--subnet", s)
+		}
+		cfg, err := parseServe(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		_, stop, err := netstackBackend(cfg, newLogger(&log, slog.LevelInfo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		line := ""
+		for l := range strings.Lines(log.String()) {
+			if strings.Contains(l, "--subnet names") {
+				line = l
+			}
+		}
+		if c.want == nil && line != "" {
+			t.Errorf("%q: %s", c.subnets, line)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%q: the warning lacks %q: %q", c.subnets, w, line)
+			}
+		}
+	}
+}
+
+// A mistyped command or long flag is answered with the nearest one; a name
+// near none gets no guess.
+func TestSuggestions(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"serv"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), `unknown command "serv": did you mean "serve"?`) {
+		t.Errorf("sshvpn serv: %v", err)
+	}
+	err = run(context.Background(), []string{"frobnicate"}, &out, &errOut)
+	if err == nil || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("sshvpn frobnicate: %v", err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-tunnel-per-key", "3"}, "unknown flag -max-tunnel-per-key: did you mean --max-tunnels-per-key? (sshvpn serve -h lists the flags)"},
+		{[]string{"--authorised-keys", "f"}, "did you mean --authorized-keys?"},
+		{[]string{"--permit-tunel", "yes"}, "did you mean --permit-tunnel?"},
+		{[]string{"--max-client"}, "did you mean --max-client-memory?"},
+		{[]string{"--bogus"}, "unknown flag -bogus (sshvpn serve -h lists the flags)"},
+	} {
+		if _, err := parseServe(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("serve %q: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if _, err := parseConnect([]string{"--rout", "198.18.2.0/24", "gw"}, io.Discard); err == nil || !strings.Contains(err.Error(), "did you mean --route?") {
+		t.Errorf("connect --rout: %v", err)
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		d    int
+	}{{"", "", 0}, {"serv", "serve", 1}, {"kitten", "sitting", 3}, {"", "abc", 3}, {"conect", "connect", 1}, {"abc", "cba", 2}} {
+		if d := editDistance(c.a, c.b); d != c.d {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, d, c.d)
+		}
+	}
+}
