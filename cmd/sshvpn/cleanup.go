@@ -18,7 +18,9 @@ import (
 func cleanup(args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
 	dir := flags.String("state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
-	if err := parseFlags(flags, args, stderr, "Usage: sshvpn cleanup [--state-dir dir]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
+	var format logFormat
+	flags.Var(&format, "log-format", logFormatUsage)
+	if err := parseFlags(flags, args, stderr, "Usage: sshvpn cleanup [--state-dir dir] [--log-format text|json]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
 		return err
 	}
 	if flags.NArg() > 0 {
@@ -29,7 +31,7 @@ func cleanup(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "sshvpn cleanup: nothing to undo: %s does not exist\n", *dir)
 		return nil
 	}
-	log := newLogger(stderr, slog.LevelInfo)
+	log := newLogger(stderr, slog.LevelInfo, format)
 	n, err := kernel.Recover(*dir, log)
 	fmt.Fprintf(stdout, "sshvpn cleanup: %d host changes undone from %s\n", n, *dir)
 	return err

@@ -52,7 +52,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if ready != nil && c.level.Level == slog.LevelInfo {
 		c.level.Level = slog.LevelWarn // in the background, as ssh -f: problems only
 	}
-	log := newLogger(logTo, c.level.Level)
+	log := newLogger(logTo, c.level.Level, c.logFormat)
 	defer footprintOnUSR1(log)()
 	// Opened after -f forked: the process that stays serves them.
 	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), processReport("client", started), log)

@@ -41,6 +41,7 @@ type connectConfig struct {
 	gatewayPorts                 bool
 	mtu                          int
 	level                        logLevel
+	logFormat                    logFormat
 	// stateDir holds the undo journal of what the client changed on this
 	// host, so a client killed outright is undone by the next run or
 	// sshvpn cleanup.
@@ -183,6 +184,7 @@ func connectFlags(c *connectConfig, v *connectFlagValues) *flag.FlagSet {
 	fs.Var(mtuFlag{&c.mtu}, "mtu", fmt.Sprintf("`MTU` of the local device or the proxies' stack, %d to %d (%d for ethernet) (default: the gateway's, else 1500)", minMTU, maxL3MTU, maxL2MTU))
 	fs.Var(&c.level, "log-level", "log `level`: debug, info, warn or error")
 	fs.Var(&c.metricsListen, "metrics-listen", metricsUsage)
+	fs.Var(&c.logFormat, "log-format", logFormatUsage)
 	return fs
 }
 

@@ -2,17 +2,51 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
 )
 
-// newLogger is every command's logger: text lines on w, without the
+// newLogger is every command's logger: lines on w in format, without the
 // attributes that say nothing (a nil error, an empty list), which would
 // read as err=<nil>, routes=[] or drops=map[].
-func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {
-	return slog.New(tidyHandler{slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})})
+func newLogger(w io.Writer, level slog.Leveler, format logFormat) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == logJSON {
+		return slog.New(tidyHandler{slog.NewJSONHandler(w, opts)})
+	}
+	return slog.New(tidyHandler{slog.NewTextHandler(w, opts)})
 }
+
+// logFormat is --log-format: key=value text for people, or one JSON
+// object a line for a log collector.
+type logFormat string
+
+const (
+	logText logFormat = "text"
+	logJSON logFormat = "json"
+)
+
+func (f *logFormat) String() string {
+	if *f == "" {
+		return string(logText)
+	}
+	return string(*f)
+}
+
+// Set implements flag.Value.
+func (f *logFormat) Set(s string) error {
+	switch logFormat(s) {
+	case logText, logJSON:
+		*f = logFormat(s)
+		return nil
+	}
+	return fmt.Errorf("unknown log format %q (want text or json)", s)
+}
+
+// logFormatUsage is --log-format's help, the same for every command.
+const logFormatUsage = "log line `format`: text (key=value) or json (one object a line)"
 
 // tidyHandler drops empty attributes before its Handler formats them.
 type tidyHandler struct{ slog.Handler }

@@ -53,6 +53,7 @@ type serveConfig struct {
 	claimsPerKey   int
 	level          logLevel
 	metricsListen  metricsAddr
+	logFormat      logFormat
 	rootless       rootlessConfig
 	configFile     string // --config
 	check          bool   // --check: validate and exit
@@ -94,6 +95,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.IntVar(&c.claimsPerKey, "max-claims-per-key", kernel.DefaultClaimsPerKey, "tunnel-network addresses one key may take by sending from them, beyond the one it is given")
 	fs.Var(&c.level, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&c.metricsListen, "metrics-listen", metricsUsage)
+	fs.Var(&c.logFormat, "log-format", logFormatUsage)
 	c.rootless.flags(fs)
 	return fs
 }
@@ -246,7 +248,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	}
 	level := new(slog.LevelVar)
 	level.Set(c.level.Level)
-	log := newLogger(stderr, level)
+	log := newLogger(stderr, level, c.logFormat)
 	started := time.Now()
 	ln, err := listen(c.listen)
 	if err != nil {

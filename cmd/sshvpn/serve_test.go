@@ -230,7 +230,7 @@ func TestServeSaysWhichFamilyIsOff(t *testing.T) {
 			t.Fatal(err)
 		}
 		var log bytes.Buffer
-		_, stop, err := netstackBackend(cfg, newLogger(&log, slog.LevelInfo))
+		_, stop, err := netstackBackend(cfg, newLogger(&log, slog.LevelInfo, logText))
 		if err != nil {
 			t.Fatal(err)
 		}
