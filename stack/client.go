@@ -341,7 +341,7 @@ func (c *client) Close() error {
 		}
 		c.group.close(c.abortEndpoints)
 		c.s.Destroy()
-		c.log.Info("tunnel stack closed", "flows", &c.stats)
+		c.log.Debug("tunnel stack closed", "flows", &c.stats)
 	})
 	return nil
 }

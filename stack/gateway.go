@@ -149,7 +149,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, owners: map[netip.Addr]*owner{}, slaac: map[netip.Addr]*owner{}, slaacPerKey: map[string]int{},
 		sockets: newHostSockets(cfg.HostSockets)}
 	if g.sockets.max > 0 {
-		cfg.Logger.Info("host sockets for the clients' flows", "all", g.sockets.max, "per_key", g.sockets.perKey)
+		cfg.Logger.Debug("host sockets for the clients' flows", "all", g.sockets.max, "per_key", g.sockets.perKey)
 	}
 	if err := g.addressing(); err != nil {
 		return nil, err

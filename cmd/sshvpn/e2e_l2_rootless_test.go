@@ -290,7 +290,7 @@ func TestRootlessEthernet(t *testing.T) {
 			t.Errorf("RS→RA took %v, want under 100 ms", rsra)
 		}
 		ssh.Signal(os.Interrupt)
-		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel stack closed") })
+		nstest.WaitFor(t, 10*time.Second, "tunnel down", func() bool { return strings.Contains(gw.Log(), "tunnel down") })
 		if !strings.Contains(gw.Log(), "ethernet client's MAC learnt") || !strings.Contains(gw.Log(), "ethernet client's SLAAC address accepted") {
 			t.Errorf("the gateway did not log the client's MAC and SLAAC address:\n%s", gw.Log())
 		}

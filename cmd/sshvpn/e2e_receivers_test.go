@@ -57,9 +57,9 @@ func receiverIntoServe(t *testing.T, pol sshchantest.Policy, netstack bool) {
 	key, authKeys := goKey(t)
 	var gw *gatewayProc
 	if netstack {
-		gw = tp.startRootless(t, authKeys+"\n")
+		gw = tp.startRootless(t, authKeys+"\n", "--log-level", "debug")
 	} else {
-		gw = tp.startGateway(t, authKeys+"\n", "--tun-address", tunGW.String(), "--nat")
+		gw = tp.startGateway(t, authKeys+"\n", "--tun-address", tunGW.String(), "--nat", "--log-level", "debug")
 	}
 	conn, err := tp.client.Dial(t, "tcp", gwListen)
 	if err != nil {
@@ -94,7 +94,7 @@ func connectToReceiver(t *testing.T, pol sshchantest.Policy) {
 		p, err := sshchantest.Server{Authorized: key.PublicKey()}.Accept(ln, pol)
 		got <- accepted{p, err}
 	}()
-	c := tp.client.Start(t, connectArgs(file, "", "-w", "any:0",
+	c := tp.client.Start(t, connectArgs(file, "", "-w", "any:0", "--log-level", "debug",
 		"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
 	var peer *sshchantest.Peer
 	select {

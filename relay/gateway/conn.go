@@ -171,7 +171,8 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 func (cs *connState) run(ctx context.Context, c relay.Device, t relay.Tunnel, mode relay.Mode, framed bool, in *relay.Counters) {
 	cs.add(t)
 	log := cs.log.With("tunnel", t.Config().Device)
-	log.Info("tunnel up", "mode", mode, "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t))
+	log.Info("tunnel up", "mode", mode, "channel", wire.TunnelChannelType(framed), "addresses", t.Config().Addresses)
+	log.Debug("tunnel offloads", "gso", relay.GSO(t))
 	// The backend's device is the pump's first side because the pump
 	// closes its sides in order, and closing the channel can wait behind a
 	// write to a stalled client: the device and its routes must go at once.

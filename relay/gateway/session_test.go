@@ -10,6 +10,8 @@ import (
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/relay/gateway/gatewaytest"
+	"github.com/sshvpn/sshvpn/relay/relaytest"
 )
 
 // startSession opens a shell session on c, on a terminal when pty is set,
@@ -121,5 +123,28 @@ func TestSessionEndKeepsTheTunnel(t *testing.T) {
 				t.Fatalf("tunnel after the session: %v", err)
 			}
 		})
+	}
+}
+
+// The INFO line of a tunnel says what a person needs (the client's
+// addresses), not the gateway's internals (GSO), which go to DEBUG.
+func TestTunnelUpLogSaysAddresses(t *testing.T) {
+	var log relaytest.Buffer
+	g := gatewaytest.Start(t, gatewaytest.Options{Log: &log})
+	c := g.Dial(t)
+	if _, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(log.String(), `msg="tunnel up"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tunnel up line:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for line := range strings.Lines(log.String()) {
+		if strings.Contains(line, `msg="tunnel up"`) && (!strings.Contains(line, "addresses=[198.18.3.2/24]") || strings.Contains(line, "gso")) {
+			t.Errorf("tunnel up without the client's addresses, or with GSO: %s", line)
+		}
 	}
 }

@@ -301,7 +301,8 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	if err != nil {
 		return up, err
 	}
-	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed), "gso", relay.GSO(t.local))
+	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed))
+	t.log.Debug("tunnel offloads", "gso", relay.GSO(t.local))
 	t.noTunnel = ""
 	t.announce()
 	if !stopLeave() {

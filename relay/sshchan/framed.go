@@ -165,7 +165,7 @@ func SizeWindow(conn ssh.Conn, ch ssh.Channel, log *slog.Logger) time.Duration {
 		log.Warn("the tunnel keeps x/crypto's 2 MiB window, which slows long paths", "rtt", rtt, "err", err)
 		return rtt
 	}
-	log.Info("tunnel window sized to the path", "rtt", rtt.Round(100*time.Microsecond), "window_mib", (xcryptoWindow+extra)>>20)
+	log.Debug("tunnel window sized to the path", "rtt", rtt.Round(100*time.Microsecond), "window_mib", (xcryptoWindow+extra)>>20)
 	return rtt
 }
 

@@ -61,7 +61,8 @@ func TestStockReceivers(t *testing.T) {
 				if int(st.Charge) != pol.Charge {
 					t.Errorf("the sender charges len%+d per datagram, the receiver len%+d", st.Charge, pol.Charge)
 				}
-				if want := fmt.Sprintf(`charge=len%+d adjusts=`, pol.Charge); !strings.Contains(log.String(), want) ||
+				// Learnt at DEBUG: the peer's window is sshvpn's business.
+				if want := fmt.Sprintf(`level=DEBUG msg="the peer's window: what each datagram costs it" charge=len%+d adjusts=`, pol.Charge); !strings.Contains(log.String(), want) ||
 					!strings.Contains(log.String(), `from="its adjusts"`) {
 					t.Errorf("the log does not say the charge was learnt from the adjusts (%s):\n%s", want, log.String())
 				}
@@ -147,7 +148,7 @@ func pair(t *testing.T, pol sshchantest.Policy, gateway bool, log io.Writer) (*s
 func wrap(t *testing.T, ch ssh.Channel, version []byte, log io.Writer) *sshchan.Channel {
 	t.Helper()
 	tx, err := sshchan.New(ch, sshchan.Config{Mode: relay.PointToPoint, MTU: 1500, PeerVersion: version,
-		Log: slog.New(slog.NewTextHandler(log, nil))})
+		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}

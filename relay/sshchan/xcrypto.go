@@ -251,11 +251,11 @@ func (s *chanShim) logEvents(ev event, l learnt) {
 		if !l.fits {
 			from = "its version: its adjusts fit no count per datagram"
 		}
-		s.log.Info("the peer's window: what each datagram costs it", "charge", fmt.Sprintf("len%+d", l.charge),
+		s.log.Debug("the peer's window: what each datagram costs it", "charge", fmt.Sprintf("len%+d", l.charge),
 			"adjusts", l.adjusts, "from", from)
 	}
 	if ev&capLifted != 0 {
-		s.log.Info("the peer holds more than the in-flight cap and returns no window: the cap is off until its adjusts are small again",
+		s.log.Debug("the peer holds more than the in-flight cap and returns no window: the cap is off until its adjusts are small again",
 			"cap_kib", s.maxInFlight.Load()>>10)
 	}
 	if ev&learnGaveUp != 0 {
@@ -263,7 +263,7 @@ func (s *chanShim) logEvents(ev event, l learnt) {
 			"charge", fmt.Sprintf("len%+d", l.charge))
 	}
 	if ev&capRestored != 0 {
-		s.log.Info("the peer returns window early again: the in-flight cap is back", "cap_kib", s.maxInFlight.Load()>>10)
+		s.log.Debug("the peer returns window early again: the in-flight cap is back", "cap_kib", s.maxInFlight.Load()>>10)
 	}
 }
 
