@@ -12,4 +12,5 @@
 //   - certs.go: user certificates signed by a cert-authority line's CA,
 //     judged and their options merged with the line's as sshd does.
 //   - hostkey.go: the gateway's host key, made on first start.
+//   - load.go: how many connections and tunnels it carries now, cheaply.
 package gateway
