@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +35,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	if c.version {
-		fmt.Fprintln(stderr, "sshvpn", version)
+		fmt.Fprint(stderr, versionText())
 		return nil
 	}
 	ready := readyNotifier()
@@ -63,6 +65,14 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	cfg, err := sshclient.Resolve(c.ssh)
 	if err != nil {
 		return err
+	}
+	service := &clientNotifier{n: serviceNotifier(log), server: net.JoinHostPort(cfg.HostName, strconv.Itoa(cfg.Port))}
+	defer service.watchdog(ctx, log)()
+	defer context.AfterFunc(ctx, func() { service.n.Stopping() })()
+	if up := ready; up != nil {
+		ready = func() { up(); service.up() }
+	} else {
+		ready = service.up
 	}
 	for _, n := range cfg.Notes {
 		log.Debug("ssh_config: not applied", "what", n)
@@ -106,6 +116,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			Unit:      remote,
 			Persist:   c.persist,
 			Up:        ready,
+			OnState:   service.change,
 			Log:       log.With("host", cfg.HostName, "port", cfg.Port),
 		}
 		return exitStatus(connectNetstack(ctx, c, client, log))
@@ -165,6 +176,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		Update:  func(gw *relay.TunnelConfig) error { return device().Update(gw) },
 		Persist: c.persist,
 		Up:      ready,
+		OnState: service.change,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
 	}
 	// The tunnel runs until told to stop, and then a moment more: a DHCP

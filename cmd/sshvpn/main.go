@@ -98,13 +98,10 @@ Usage:
   sshvpn serve [flags]             run a gateway that stock "ssh -w" clients tunnel into
   sshvpn connect [flags] [user@]host  open a tunnel to sshd (PermitTunnel) or an sshvpn gateway
   sshvpn cleanup [--state-dir dir] undo what a killed sshvpn left on this host
-  sshvpn version                   print the version
+  sshvpn version                   print the version, the commit and the Go it was built with
 
 Run "sshvpn serve -h" or "sshvpn connect -h" for their flags.
 `
-
-// version is set by the linker for releases.
-var version = "devel"
 
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -126,7 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "cleanup":
 		return cleanup(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "sshvpn", version)
+		fmt.Fprint(stdout, versionText())
 		return nil
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
+	"github.com/sshvpn/sshvpn/sdnotify"
 	"github.com/sshvpn/sshvpn/stack"
 )
 
@@ -145,8 +146,9 @@ func errorLines(errs []error) string {
 	return errors.Join(errs...).Error()
 }
 
-// reloadOnHangup calls reload on every SIGHUP until stop.
-func reloadOnHangup(r *reloader) (stop func()) {
+// reloadOnHangup calls reload on every SIGHUP until stop. systemd hears
+// of each reload's start and end: systemctl reload waits for them.
+func reloadOnHangup(r *reloader, notify *sdnotify.Notifier) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -154,7 +156,9 @@ func reloadOnHangup(r *reloader) (stop func()) {
 		for {
 			select {
 			case <-hup:
+				notify.Reloading()
 				r.reload()
+				notify.Ready()
 			case <-done:
 				return
 			}

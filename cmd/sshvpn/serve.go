@@ -250,6 +250,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	level.Set(c.level.Level)
 	log := newLogger(stderr, level, c.logFormat)
 	started := time.Now()
+	notify := serviceNotifier(log)
 	ln, err := listen(c.listen)
 	if err != nil {
 		return err
@@ -310,10 +311,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	}
 	log.Info("sshvpn gateway listening", append([]any{"addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
-	stopHUP := reloadOnHangup(newReloader(args, c, fs, keys, srv, ns, level, log))
+	stopHUP := reloadOnHangup(newReloader(args, c, fs, keys, srv, ns, level, log), notify)
 	defer stopHUP()
 	stopUSR1 := footprintOnUSR1(log)
 	defer stopUSR1()
+	defer notifyGateway(ctx, notify, srv, log)()
 	err = srv.Serve(ctx, ln)
 	log.Info("sshvpn gateway stopped")
 	return err

@@ -74,6 +74,11 @@ type Client struct {
 	// NoTunnel, when set with Flows, hears why a connection goes without
 	// a tunnel, each time one does.
 	NoTunnel func(why string)
+	// OnState, when set, hears each change of state: "connecting" before
+	// the first dial, "up" each time a tunnel (with Flows, a connection)
+	// is, "reconnecting" with the reason each time one is lost or a dial
+	// fails and another will follow.
+	OnState func(state string, why error)
 	// Log may be nil.
 	Log *slog.Logger
 
@@ -113,6 +118,7 @@ func (c *Client) Run(ctx context.Context) error {
 	t := &tunnel{client: c, log: log}
 	defer t.stop(cancel)
 	defer c.conn.end()
+	c.onState("connecting", nil)
 	for attempt := 0; ; attempt++ {
 		up, err := t.session(ctx)
 		if ctx.Err() != nil {
@@ -128,6 +134,7 @@ func (c *Client) Run(ctx context.Context) error {
 			attempt = 0 // that tunnel lived: start the backoff over
 		}
 		wait := backoff(attempt)
+		c.onState("reconnecting", err)
 		if !t.everUp {
 			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
 		} else if t.local == nil {
@@ -140,6 +147,12 @@ func (c *Client) Run(ctx context.Context) error {
 			return t.ended()
 		case <-time.After(wait):
 		}
+	}
+}
+
+func (c *Client) onState(state string, why error) {
+	if c.OnState != nil {
+		c.OnState(state, why)
 	}
 }
 
@@ -314,6 +327,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 // announce marks the run as up, and tells Client.Up the first time.
 func (t *tunnel) announce() {
 	t.everUp = true
+	t.client.onState("up", nil)
 	if c := t.client; c.Up != nil && !t.announced {
 		t.announced = true
 		c.Up()

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +28,7 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 	var mu sync.Mutex
 	var conns []*ssh.Client
 	var setups atomic.Int32
+	var states []string // OnState's, with whether a reason came
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &reconnect.Client{
 		Dial: func(ctx context.Context) (*ssh.Client, error) {
@@ -41,6 +44,11 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 		Setup: func(*relay.TunnelConfig) (relay.Device, error) {
 			setups.Add(1)
 			return local, nil
+		},
+		OnState: func(state string, why error) {
+			mu.Lock()
+			defer mu.Unlock()
+			states = append(states, fmt.Sprintf("%s %v", state, why != nil))
 		},
 		Log: slog.New(slog.DiscardHandler),
 	}
@@ -79,6 +87,12 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 	if setups.Load() != 1 {
 		t.Errorf("the local device was set up %d times, want once", setups.Load())
 	}
+	mu.Lock()
+	want := []string{"connecting false", "up false", "reconnecting true", "up false"}
+	if !slices.Equal(states, want) {
+		t.Errorf("OnState heard %q, want %q", states, want)
+	}
+	mu.Unlock()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
