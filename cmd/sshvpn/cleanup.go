@@ -13,14 +13,24 @@ import (
 	"github.com/sshvpn/sshvpn/kernel"
 )
 
+// cleanupAbout heads cleanup's -h and its man page.
+const cleanupAbout = "Usage: sshvpn cleanup [--state-dir dir] [--log-format text|json]\n\nUndoes what a gateway or client killed outright left on this host."
+
+// cleanupFlags defines cleanup's flags, for it, its man page and the
+// completions.
+func cleanupFlags(dir *string, format *logFormat) *flag.FlagSet {
+	flags := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
+	flags.StringVar(dir, "state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
+	flags.Var(format, "log-format", logFormatUsage)
+	return flags
+}
+
 // cleanup undoes, by hand, what a gateway or client killed outright left
 // on this host: what its undo journal lists. A start does the same.
 func cleanup(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("sshvpn cleanup", flag.ContinueOnError)
-	dir := flags.String("state-dir", kernel.DefaultStateDir(), "`directory` of the undo journals")
-	var format logFormat
-	flags.Var(&format, "log-format", logFormatUsage)
-	if err := parseFlags(flags, args, stderr, "Usage: sshvpn cleanup [--state-dir dir] [--log-format text|json]\n\nUndoes what a gateway or client killed outright left on this host."); err != nil {
+	dir, format := new(string), new(logFormat)
+	flags := cleanupFlags(dir, format)
+	if err := parseFlags(flags, args, stderr, cleanupAbout); err != nil {
 		return err
 	}
 	if flags.NArg() > 0 {
@@ -31,7 +41,7 @@ func cleanup(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "sshvpn cleanup: nothing to undo: %s does not exist\n", *dir)
 		return nil
 	}
-	log := newLogger(stderr, slog.LevelInfo, format)
+	log := newLogger(stderr, slog.LevelInfo, *format)
 	n, err := kernel.Recover(*dir, log)
 	fmt.Fprintf(stdout, "sshvpn cleanup: %d host changes undone from %s\n", n, *dir)
 	return err

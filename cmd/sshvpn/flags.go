@@ -20,6 +20,9 @@ const (
 
 func (b *backend) String() string { return string(*b) }
 
+// Choices are the values the completions offer.
+func (b *backend) Choices() []string { return []string{string(backendNetstack), string(backendKernel)} }
+
 // Set implements flag.Value.
 func (b *backend) Set(s string) error {
 	switch backend(s) {
@@ -75,6 +78,9 @@ func addrList(a *[]netip.Addr) listFlag[netip.Addr] {
 
 // logLevel is a slog level flag.
 type logLevel struct{ slog.Level }
+
+// Choices are the values the completions offer.
+func (l *logLevel) Choices() []string { return []string{"debug", "info", "warn", "error"} }
 
 func (l *logLevel) Set(s string) error {
 	if err := l.UnmarshalText([]byte(s)); err != nil {

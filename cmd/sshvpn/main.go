@@ -99,6 +99,8 @@ Usage:
   sshvpn connect [flags] [user@]host  open a tunnel to sshd (PermitTunnel) or an sshvpn gateway
   sshvpn cleanup [--state-dir dir] undo what a killed sshvpn left on this host
   sshvpn version                   print the version, the commit and the Go it was built with
+  sshvpn man [command]             write a manual page (roff)
+  sshvpn completion bash|zsh       write the shell's completion script
 
 Run "sshvpn serve -h" or "sshvpn connect -h" for their flags.
 `
@@ -122,6 +124,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "cleanup":
 		return cleanup(args[1:], stdout, stderr)
+	case "man":
+		return manPages(args[1:], stdout, stderr)
+	case "completion":
+		return completion(args[1:], stdout)
 	case "version", "--version", "-version":
 		fmt.Fprint(stdout, versionText())
 		return nil
@@ -129,12 +135,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	if near := nearest(args[0], commands); near != "" {
+	if near := nearest(args[0], commandNames()); near != "" {
 		return fmt.Errorf("unknown command %q: did you mean %q? (sshvpn help lists the commands)", args[0], near)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
-
-// commands are run's commands, for the suggestion after a mistyped one.
-var commands = []string{"serve", "connect", "cleanup", "version", "help"}
