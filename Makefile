@@ -2,15 +2,46 @@
 SHELL := /bin/bash
 GO       ?= go
 FUZZTIME ?= 30s
-BIN      := bin/sshvpn
+BIN      ?= bin/sshvpn
 
-.PHONY: help build test unit integration fmt-check vet vet-cross fuzz bench clean
+# Where make install puts things: DESTDIR for a package's staging tree.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+UNITS       := sshvpn.service sshvpn-kernel.service sshvpn@.service
+
+# The commit, for sshvpn version where the go command stamps none (a git
+# worktree, GOFLAGS=-buildvcs=false); a stamp it does make wins.
+VCS_LDFLAGS = $(shell git rev-parse HEAD >/dev/null 2>&1 && \
+	echo "-X main.vcsRevision=$$(git rev-parse HEAD)" \
+	"-X main.vcsTime=$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ)" \
+	"-X main.vcsModified=$$(test -z "$$(git status --porcelain --untracked-files=no)" && echo false || echo true)")
+
+.PHONY: help build install uninstall test unit integration fmt-check vet vet-cross fuzz bench clean
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/sshvpn
-	$(GO) build -o $(BIN) ./cmd/sshvpn
+	$(GO) build -ldflags '$(VCS_LDFLAGS)' -o $(BIN) ./cmd/sshvpn
+
+install: build ## install the binary, man pages, bash and zsh completion and systemd units under DESTDIR/PREFIX (default /usr/local)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/sshvpn
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	$(BIN) man --dir $(DESTDIR)$(MANDIR)/man1
+	$(BIN) completion bash > $(DESTDIR)$(BASHCOMPDIR)/sshvpn
+	$(BIN) completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_sshvpn
+	for u in $(UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g' dist/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+
+uninstall: ## remove what make install put under DESTDIR/PREFIX
+	rm -f $(DESTDIR)$(BINDIR)/sshvpn $(DESTDIR)$(MANDIR)/man1/sshvpn.1 $(DESTDIR)$(MANDIR)/man1/sshvpn-*.1 \
+		$(DESTDIR)$(BASHCOMPDIR)/sshvpn $(DESTDIR)$(ZSHCOMPDIR)/_sshvpn
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 
 test: fmt-check vet unit integration ## everything CI runs: gofmt, vet, race unit tests, integration as root
 

@@ -68,7 +68,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	service := &clientNotifier{n: serviceNotifier(log), server: net.JoinHostPort(cfg.HostName, strconv.Itoa(cfg.Port))}
 	defer service.watchdog(ctx, log)()
-	defer context.AfterFunc(ctx, func() { service.n.Stopping() })()
+	defer afterDone(ctx, func() { service.n.Stopping() })()
 	if up := ready; up != nil {
 		ready = func() { up(); service.up() }
 	} else {

@@ -41,7 +41,7 @@ func notifyGateway(ctx context.Context, n *sdnotify.Notifier, srv *gateway.Serve
 		srv.Load()
 		return nil
 	}, log)
-	stopStopping := context.AfterFunc(ctx, func() { n.Stopping() })
+	stopStopping := afterDone(ctx, func() { n.Stopping() })
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -64,6 +64,22 @@ func notifyGateway(ctx context.Context, n *sdnotify.Notifier, srv *gateway.Serve
 		wg.Wait()
 		stopWatchdog()
 		stopStopping()
+	}
+}
+
+// afterDone runs f once ctx ends, as context.AfterFunc does, but its stop
+// waits for an f that has begun: a process that exits as soon as stop
+// returns must not lose the message f sends.
+func afterDone(ctx context.Context, f func()) (stop func()) {
+	ran := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() {
+		defer close(ran)
+		f()
+	})
+	return func() {
+		if !cancel() {
+			<-ran
+		}
 	}
 }
 
