@@ -1,7 +1,6 @@
 package sdnotify
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -145,7 +144,3 @@ func (n *Notifier) Close() error {
 	n.closed = true
 	return nil
 }
-
-// errNoClock is monotonicUsec's answer where the OS gives no
-// CLOCK_MONOTONIC reading to compare with the manager's.
-var errNoClock = errors.New("no CLOCK_MONOTONIC on this system")

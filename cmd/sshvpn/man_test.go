@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sshvpn/sshvpn/sdnotify"
+)
+
+func TestRoffEscapes(t *testing.T) {
+	for in, want := range map[string]string{
+		"--listen":            `\-\-listen`,
+		`C:\path`:             `C:\epath`,
+		".starts a request":   `\&.starts a request`,
+		"'also one":           `\&'also one`,
+		"a\n.b":               "a\n\\&.b",
+		`say "ssh -w" please`: `say \(dqssh \-w\(dq please`,
+		"mid.dle and it's ok": "mid.dle and it's ok",
+	} {
+		if got := roff(in); got != want {
+			t.Errorf("roff(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Every flag of every paged command has its tagged paragraph, and the
+// roff source is the same for every user who makes it.
+func TestManPagesHaveEveryFlag(t *testing.T) {
+	t.Setenv("HOME", "/home/someone")
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1234")
+	for _, name := range pagedCommands() {
+		c, _ := lookupCommand(name)
+		var b bytes.Buffer
+		if err := writeCommandPage(&b, c); err != nil {
+			t.Fatal(err)
+		}
+		page := b.String()
+		for _, f := range c.flagList() {
+			if !strings.Contains(page, ".TP\n.B "+roff(dashed(f.Name))+"\n") && !strings.Contains(page, ".TP\n.BI "+roff(dashed(f.Name))+" ") {
+				t.Errorf("sshvpn-%s(1) has no entry for %s", name, dashed(f.Name))
+			}
+		}
+		if strings.Contains(page, "/home/someone") || strings.Contains(page, "/run/user/1234") {
+			t.Errorf("sshvpn-%s(1) names the builder's own directories:\n%s", name, page)
+		}
+	}
+}
+
+func TestClientNotifierStatus(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	n, err := sdnotify.Open(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clientNotifier{n: n, server: "gw.example:22"}
+	read := func() string {
+		buf := make([]byte, 512)
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:k])
+	}
+	c.change("connecting", nil)
+	if got := read(); got != "STATUS=connecting gw.example:22\n" {
+		t.Errorf("connecting: %q", got)
+	}
+	c.up()
+	if got := read(); got != "READY=1\n" {
+		t.Errorf("up: %q", got)
+	}
+	c.change("up", nil)
+	if got := read(); got != "STATUS=tunnel up to gw.example:22\n" {
+		t.Errorf("up: %q", got)
+	}
+	c.change("reconnecting", net.ErrClosed)
+	if got := read(); got != "STATUS=reconnecting gw.example:22: "+net.ErrClosed.Error()+"\n" {
+		t.Errorf("reconnecting: %q", got)
+	}
+}
