@@ -11,6 +11,7 @@
 //     of the caller's main loop passes.
 //   - monotonic_*.go: CLOCK_MONOTONIC, which RELOADING=1 must carry.
 //
-// Only the standard library: the protocol is small and stable, and the
-// package must build wherever sshvpn builds.
+// The standard library and, for the one clock reading it lacks,
+// golang.org/x/sys/unix: the protocol is small and stable, and needs no
+// systemd library (and no unsafe of our own).
 package sdnotify
