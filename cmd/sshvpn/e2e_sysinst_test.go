@@ -197,7 +197,7 @@ func testNotify(t *testing.T, unit string) {
 			pings++
 		}
 	}
-	if pings < 4 || pings > 8 {
+	if pings < 3 || pings > 9 { // loose: the machine may be busy
 		t.Errorf("%d keepalives in %v; want about 6 (one per %v)", pings, 3*watchdog, watchdog/2)
 	}
 
