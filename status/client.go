@@ -1,0 +1,145 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoProcess is Query's error when no sshvpn process serves its status
+// in the directory.
+var ErrNoProcess = errors.New("no sshvpn process is running")
+
+// maxReport bounds what Fetch reads: a Report of thousands of tunnels is
+// well under it, and a peer that is not sshvpn cannot make it grow.
+const maxReport = 64 << 20
+
+// Fetch asks the process behind the socket at path for its Report.
+func Fetch(ctx context.Context, path string) (Report, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return Report{}, dialError(path, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(peerDeadline))
+	var r Report
+	if err := json.NewDecoder(io.LimitReader(c, maxReport)).Decode(&r); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Report{}, fmt.Errorf("status socket %s closed without an answer: it refuses other users; run sshvpn status as %s or root", path, owner(path))
+		}
+		return Report{}, fmt.Errorf("status socket %s: %w", path, err)
+	}
+	if r.Schema != Schema {
+		return r, fmt.Errorf("status socket %s: schema %d, this sshvpn reads %d: use the sshvpn that runs there", path, r.Schema, Schema)
+	}
+	return r, nil
+}
+
+// StaleError is a socket no process listens on any more.
+type StaleError struct{ Path string }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("status socket %s: no process listens on it (it exited without removing it)", e.Path)
+}
+
+func dialError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return &StaleError{path}
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("status socket %s belongs to %s: run sshvpn status as that user or root", path, owner(path))
+	}
+	return fmt.Errorf("status socket %s: %w", path, err)
+}
+
+// owner names a file's owner for messages: "user nobody (uid 65534)".
+func owner(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "its owner"
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "its owner"
+	}
+	uid := strconv.Itoa(int(st.Uid))
+	if u, err := user.LookupId(uid); err == nil {
+		return fmt.Sprintf("user %s (uid %s)", u.Username, uid)
+	}
+	return "uid " + uid
+}
+
+// Sockets lists the status sockets in dir, in name order.
+func Sockets(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("status directory: %w", err)
+	}
+	var paths []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), socketSuffix) && e.Type()&os.ModeSocket != 0 {
+			paths = append(paths, filepath.Join(dir, e.Name()))
+		}
+	}
+	slices.Sort(paths)
+	return paths, nil
+}
+
+// RemoveStale removes the sockets in dir that no process listens on.
+func RemoveStale(dir string) {
+	paths, _ := Sockets(dir)
+	for _, p := range paths {
+		c, err := net.DialTimeout("unix", p, peerDeadline)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(p)
+		}
+	}
+}
+
+// Query fetches the Report of every process serving one in dir. Stale
+// sockets are removed (when it may) and skipped; a socket it cannot read
+// is an error, with the Reports it could read. With no process at all it
+// returns ErrNoProcess.
+func Query(ctx context.Context, dir string) ([]Report, error) {
+	paths, err := Sockets(dir)
+	if err != nil {
+		return nil, err
+	}
+	var reports []Report
+	var errs []error
+	for _, p := range paths {
+		r, err := Fetch(ctx, p)
+		if _, stale := errors.AsType[*StaleError](err); stale {
+			os.Remove(p)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reports = append(reports, r)
+	}
+	if len(reports) == 0 && len(errs) == 0 {
+		return nil, fmt.Errorf("%w: no status socket in %s (give the process's --state-dir with --state-dir)", ErrNoProcess, dir)
+	}
+	return reports, errors.Join(errs...)
+}

@@ -1,0 +1,160 @@
+package status
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The bounds on what a socket peer can do: it gets one Report per
+// connection and nothing else, within peerDeadline, and at most maxPeers
+// are served at once; the others wait in the listen queue.
+const (
+	peerDeadline = 2 * time.Second
+	maxPeers     = 4
+)
+
+// SocketName is the socket a process of role ("serve" or "connect") with
+// pid serves its Report on, inside the state directory: several sshvpn
+// processes can run on one host, and `sshvpn status` finds every one.
+func SocketName(role string, pid int) string {
+	return fmt.Sprintf("%s-%d%s", role, pid, socketSuffix)
+}
+
+const socketSuffix = ".sock"
+
+// Server serves a process's Report on a unix socket only its user (and
+// root) can open.
+type Server struct {
+	ln     *net.UnixListener
+	path   string
+	report func() Report
+	log    *slog.Logger
+	slots  chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Listen makes dir (mode 0700) when missing, removes the sockets dead
+// processes left there, and listens on SocketName(role, os.Getpid()) in it,
+// mode 0600. report is called once per peer, from the serving goroutine.
+func Listen(dir, role string, report func() Report, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	RemoveStale(dir)
+	path := filepath.Join(dir, SocketName(role, os.Getpid()))
+	os.Remove(path) // a dead process of the same pid (a container's pid 1)
+	// The socket is made 0600 by the umask, not by a chmod after bind: no
+	// moment exists in which another user could connect.
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("status socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	s := &Server{ln: ln, path: path, report: report, log: log, slots: make(chan struct{}, maxPeers)}
+	s.wg.Go(s.serve)
+	return s, nil
+}
+
+// ensureDir makes dir 0700, or checks that the one there is ours and
+// closed to others: a socket in a directory another user controls could
+// be swapped for theirs.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("status directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("status directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return fmt.Errorf("status directory %s: not a directory", dir)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("status directory %s belongs to uid %d, not to this process's uid %d; give --state-dir a directory of its own", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("status directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Close stops serving, removes the socket and waits for the peers being
+// served.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() { err = s.ln.Close() })
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) serve() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("status socket: accept failed; status is no longer served", "socket", s.path, "err", err)
+			}
+			return
+		}
+		s.slots <- struct{}{}
+		s.wg.Go(func() {
+			defer func() { <-s.slots }()
+			s.answer(c)
+		})
+	}
+}
+
+// answer writes one Report to c and closes it. The socket's mode keeps
+// other users out already; the peer's credentials are checked too, so
+// that a socket left open by a wrong umask or mode still refuses them.
+func (s *Server) answer(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(peerDeadline))
+	if uid, err := peerUID(c); err != nil || (uid != 0 && uid != os.Geteuid()) {
+		s.log.Warn("status socket: refused a peer of another user", "socket", s.path, "uid", uid, "err", err)
+		return
+	}
+	r := s.report()
+	r.Schema = Schema
+	if err := json.NewEncoder(c).Encode(r); err != nil {
+		s.log.Debug("status socket: peer left", "err", err)
+	}
+}
+
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *syscall.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, fmt.Errorf("SO_PEERCRED: %w", serr)
+	}
+	return int(cred.Uid), nil
+}

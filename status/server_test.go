@@ -1,0 +1,239 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func listen(t *testing.T, dir, role string, r Report) *Server {
+	t.Helper()
+	s, err := Listen(dir, role, func() Report { return r }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestServeModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s := listen(t, dir, "serve", Report{Role: "gateway", PID: os.Getpid(), Gateway: &Gateway{Listen: ":2222"}})
+	if want := filepath.Join(dir, SocketName("serve", os.Getpid())); s.Path() != want {
+		t.Errorf("socket %s, want %s", s.Path(), want)
+	}
+	for path, want := range map[string]os.FileMode{dir: os.ModeDir | 0o700, s.Path(): os.ModeSocket | 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, fi.Mode(), want)
+		}
+	}
+	rs, err := Query(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || rs[0].Schema != Schema || rs[0].Gateway == nil || rs[0].Gateway.Listen != ":2222" {
+		t.Errorf("got %+v", rs)
+	}
+	s.Close()
+	if _, err := os.Stat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+	if _, err := Query(context.Background(), dir); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("after Close: %v, want ErrNoProcess", err)
+	}
+}
+
+// TestDirTightened: a state directory that others may enter is made
+// 0700 before a socket goes in it.
+func TestDirTightened(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	listen(t, dir, "serve", Report{})
+	fi, _ := os.Stat(dir)
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v, want 0700", fi.Mode().Perm())
+	}
+}
+
+// TestStaleSkipped: a socket whose process died (bound, never closed) is
+// skipped and removed, and the live process still answers.
+func TestStaleSkipped(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, SocketName("connect", 999999))
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale}); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd) // bound and never listened: what a killed process leaves
+	listen(t, dir, "serve", Report{Role: "gateway", PID: 1, Gateway: &Gateway{}})
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Listen left the stale socket: %v", err)
+	}
+	// One more, made after Listen, is for Query to skip.
+	fd, _ = syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale})
+	syscall.Close(fd)
+	rs, err := Query(context.Background(), dir)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("Query: %v, %d reports", err, len(rs))
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Query left the stale socket: %v", err)
+	}
+}
+
+// TestPeersBounded: peers that connect and never read hold a slot each
+// until the deadline, and no more than maxPeers are served at once.
+func TestPeersBounded(t *testing.T) {
+	dir := t.TempDir()
+	var inside, most atomic.Int32
+	s, err := Listen(dir, "serve", func() Report {
+		n := inside.Add(1)
+		defer inside.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		return Report{Gateway: &Gateway{}}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	done := make(chan error)
+	for range 3 * maxPeers {
+		go func() {
+			_, err := Fetch(context.Background(), s.Path())
+			done <- err
+		}()
+	}
+	for range 3 * maxPeers {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	if m := most.Load(); m > maxPeers || m < 2 {
+		t.Errorf("%d peers served at once, want 2..%d", m, maxPeers)
+	}
+}
+
+// TestPeerDeadline: a peer that connects and sits there is cut off.
+func TestPeerDeadline(t *testing.T) {
+	dir := t.TempDir()
+	s := listen(t, dir, "serve", Report{})
+	c, err := net.Dial("unix", s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The report is small enough to sit in the socket buffer; what must
+	// happen is the close after it.
+	c.SetReadDeadline(time.Now().Add(peerDeadline + 2*time.Second))
+	buf := make([]byte, 1<<16)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the server kept the connection open")
+			}
+			return
+		}
+	}
+}
+
+// TestOtherUserRefused runs a status query as uid 65534 against a socket
+// of root's: the socket's mode refuses it, and the message says whose it
+// is and what to do.
+func TestOtherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to run a peer as another uid")
+		}
+		t.Skip("needs root to run a peer as another uid")
+	}
+	// t.TempDir's parent is 0700: uid 65534 must reach the binary it
+	// runs and the state directory's name.
+	base, err := os.MkdirTemp("", "status-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	dir := filepath.Join(base, "state")
+	s := listen(t, dir, "serve", Report{Role: "gateway", Gateway: &Gateway{}})
+
+	// The peer is this test binary, run as uid 65534, asked to Fetch.
+	bin := filepath.Join(base, "status.test")
+	if err := copyFile(bin, os.Args[0]); err != nil {
+		t.Fatal(err)
+	}
+	out, err := asNobody(bin, s.Path()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "FETCH ERR") || !strings.Contains(string(out), "root") {
+		t.Errorf("uid 65534 was not refused, or not told whose the socket is:\n%s", out)
+	}
+
+	// With the directory open and the socket 0666, the credentials check
+	// still refuses it.
+	os.Chmod(dir, 0o755)
+	os.Chmod(s.Path(), 0o666)
+	out, err = asNobody(bin, s.Path()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "FETCH ERR") {
+		t.Errorf("uid 65534 read the report through an open socket:\n%s", out)
+	}
+}
+
+// copyFile copies the test binary where uid 65534 may run it: go test's
+// own directory is its user's alone.
+func copyFile(dst, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+// asNobody runs the test binary bin as uid 65534 to Fetch path.
+func asNobody(bin, path string) *exec.Cmd {
+	cmd := exec.Command(bin, "-test.run=^TestFetchHelper$")
+	cmd.Env = append(os.Environ(), "STATUS_FETCH="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd
+}
+
+// TestFetchHelper is TestOtherUserRefused's peer; alone it does nothing.
+func TestFetchHelper(t *testing.T) {
+	path := os.Getenv("STATUS_FETCH")
+	if path == "" {
+		t.Skip("a helper of TestOtherUserRefused")
+	}
+	if _, err := Fetch(context.Background(), path); err != nil {
+		println("FETCH ERR", err.Error())
+		return
+	}
+	println("FETCH OK")
+}
