@@ -113,3 +113,30 @@ type TunnelConfig struct {
 	// a client whose device can too sends them as they are.
 	GSO bool `json:"gso,omitempty"`
 }
+
+// Reporter is a Tunnel that tells sshvpn status what its backend holds for
+// the client. Report is called from another goroutine than the packets',
+// at any time while the tunnel is open, and must not block on them.
+type Reporter interface {
+	Report() TunnelReport
+}
+
+// TunnelReport is what a backend holds for one tunnel.
+type TunnelReport struct {
+	// Claimed are addresses the client took by sending from them, beyond
+	// those it was given; Leased those a DHCP server in the backend
+	// leased it.
+	Claimed []netip.Addr
+	Leased  []netip.Addr
+	// Flows and Memory are the backend's per-client limits: connections
+	// it holds for the client and the memory they buffer; nil where the
+	// backend has no such limit.
+	Flows  *Usage
+	Memory *Usage
+}
+
+// Usage is how much of a limit is taken.
+type Usage struct {
+	Used, Limit int64 // Limit 0: none
+	Refused     uint64
+}

@@ -101,7 +101,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		interval = defaultKeepAlive
 	}
 	keepAlive := func(ctx context.Context, sc *ssh.Client) error {
-		return keepalive.Watch(ctx, sc, interval, count)
+		return keepalive.Watch(ctx, sc, interval, count, nil)
 	}
 	if c.backend == backendNetstack {
 		if mode != relay.PointToPoint {

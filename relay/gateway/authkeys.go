@@ -52,6 +52,8 @@ type KeyOptions struct {
 	// Certificate names the certificate a client logged in with (its ID,
 	// serial and CA), for the log; empty for a plain key.
 	Certificate string
+	// Comment is the line's comment (after the key), for sshvpn status.
+	Comment string
 }
 
 type authorizedKey struct {
@@ -283,7 +285,7 @@ func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
 	if len(text) == 0 || text[0] == '#' {
 		return nil, nil
 	}
-	key, _, options, _, err := ssh.ParseAuthorizedKey(text)
+	key, comment, options, _, err := ssh.ParseAuthorizedKey(text)
 	if err != nil {
 		return nil, fmt.Errorf("not a public key line: %w", err)
 	}
@@ -291,6 +293,7 @@ func parseKeyLine(src string, text []byte) (*authorizedKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Comment = comment
 	if opts.principals != nil && !opts.certAuthority {
 		// sshd takes the line and refuses every login through it.
 		return nil, fmt.Errorf("%w: principals= on a key without cert-authority", errSkipped)
@@ -543,9 +546,9 @@ func (a *AuthorizedKeys) Lookup(key ssh.PublicKey, user string, remote net.Addr)
 		return a.lookupCert(keys, cert, user, remote, time.Now())
 	}
 	want := key.Marshal()
-	why := fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path)
+	why := refused(refusedUnknownKey, fmt.Errorf("key %s is not in %s", ssh.FingerprintSHA256(key), a.path))
 	if len(keys) == 0 {
-		why = fmt.Errorf("key %s refused: %s", ssh.FingerprintSHA256(key), kf.noKeys(a.path))
+		why = refused(refusedUnknownKey, fmt.Errorf("key %s refused: %s", ssh.FingerprintSHA256(key), kf.noKeys(a.path)))
 	}
 	for i := range keys {
 		if keys[i].certAuthority || !bytes.Equal(keys[i].key.Marshal(), want) {
@@ -591,9 +594,9 @@ const maxNamed = 5
 func (o *KeyOptions) check(remote net.Addr, now time.Time) error {
 	switch {
 	case o.From != nil && !matchFrom(o.From, remote):
-		return fmt.Errorf("at %s is not allowed from %s (from=%q)", o.Source, remote, strings.Join(o.From, ","))
+		return refused(refusedFrom, fmt.Errorf("at %s is not allowed from %s (from=%q)", o.Source, remote, strings.Join(o.From, ",")))
 	case !o.Expiry.IsZero() && now.After(o.Expiry):
-		return fmt.Errorf("at %s expired at %s", o.Source, o.Expiry)
+		return refused(refusedExpired, fmt.Errorf("at %s expired at %s", o.Source, o.Expiry))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -26,12 +27,17 @@ type connState struct {
 	log   *slog.Logger
 	wg    sync.WaitGroup
 
+	since time.Time
+	rtt   atomic.Int64 // the last keepalive's round trip, in nanoseconds
+
 	mu       sync.Mutex
-	tunnels  []relay.Tunnel
-	channels int           // open tunnels and sessions, for Limits.MaxChannelsPerConn
-	forwards int           // open direct-tcpip channels, for Limits.MaxForwardsPerConn
-	opened   chan struct{} // closed when the first tunnel is up
-	openOnce sync.Once
+	tunnels  []*tunnelState
+	channels int // open tunnels and sessions, for Limits.MaxChannelsPerConn
+	forwards int // open direct-tcpip channels, for Limits.MaxForwardsPerConn
+	// forwardsRefused counts the forwards its limits refused.
+	forwardsRefused uint64
+	opened          chan struct{} // closed when the first tunnel is up
+	openOnce        sync.Once
 	// end ends the connection's tunnels and forwards (its context) when
 	// the user hangs up its terminal session; left is closed once the
 	// client has gone.
@@ -169,22 +175,24 @@ func (cs *connState) tunnel(ctx context.Context, nc ssh.NewChannel) {
 
 // run pumps one tunnel until either side ends, then tears it down.
 func (cs *connState) run(ctx context.Context, c relay.Device, t relay.Tunnel, mode relay.Mode, framed bool, in *relay.Counters) {
-	cs.add(t)
-	log := cs.log.With("tunnel", t.Config().Device)
-	log.Info("tunnel up", "mode", mode, "channel", wire.TunnelChannelType(framed), "addresses", t.Config().Addresses)
+	var out relay.Counters
+	ts := &tunnelState{t: t, channel: wire.TunnelChannelType(framed), mode: mode, since: time.Now(), in: in, out: &out}
+	cs.add(ts)
+	cfg := t.Config()
+	log := cs.log.With("tunnel", cfg.Device)
+	log.Info("tunnel up", "mode", mode, "channel", ts.channel, "addresses", cfg.Addresses)
 	log.Debug("tunnel offloads", "gso", relay.GSO(t))
 	// The backend's device is the pump's first side because the pump
 	// closes its sides in order, and closing the channel can wait behind a
 	// write to a stalled client: the device and its routes must go at once.
-	var out relay.Counters
 	err := relay.NewPump(t, c, &out, in, log).Run(ctx)
 	c.Close()
 	// The pump closed both already; this Close covers a pump that never ran.
 	if cerr := t.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = cerr
 	}
-	cs.remove(t)
 	i, o := in.Snapshot(), out.Snapshot()
+	cs.remove(ts, i, o)
 	why := "the client or the gateway closed it"
 	if err != nil {
 		why = err.Error()
@@ -217,6 +225,7 @@ func (cs *connState) takeForward() string {
 	defer cs.mu.Unlock()
 	if most := cs.srv.lim().MaxForwardsPerConn; cs.forwards >= most {
 		cs.srv.refused.ForwardsPerConn.Add(1)
+		cs.forwardsRefused++
 		why := fmt.Sprintf("this gateway allows %d per connection", most)
 		if n, ok := cs.srv.refuse.Allow("forwards per connection"); ok {
 			cs.log.Warn("refused: a per-connection limit", "why", why, "refused_since_last", n)
@@ -224,6 +233,7 @@ func (cs *connState) takeForward() string {
 		return why
 	}
 	if !cs.srv.takeKey(cs.login.key, keyForwards) {
+		cs.forwardsRefused++
 		return cs.srv.keyRefusal(cs.log, cs.login.key, keyForwards)
 	}
 	cs.forwards++
@@ -237,22 +247,29 @@ func (cs *connState) giveForward() {
 	cs.mu.Unlock()
 }
 
-func (cs *connState) add(d relay.Tunnel) {
+func (cs *connState) add(ts *tunnelState) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	cs.tunnels = append(cs.tunnels, d)
+	cs.tunnels = append(cs.tunnels, ts)
 	cs.openOnce.Do(func() { close(cs.opened) })
 }
 
-func (cs *connState) remove(d relay.Tunnel) {
+// remove forgets a tunnel that ended, and adds its last counts, in and
+// out, to the gateway's departed traffic in the same step, so that no
+// Status sees it twice or not at all.
+func (cs *connState) remove(ts *tunnelState, in, out relay.Snapshot) {
+	cs.srv.statusMu.Lock()
+	defer cs.srv.statusMu.Unlock()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for i, t := range cs.tunnels {
-		if t == d {
+		if t == ts {
 			cs.tunnels = append(cs.tunnels[:i], cs.tunnels[i+1:]...)
 			break
 		}
 	}
+	addSnapshot(&cs.srv.departed[0], in)
+	addSnapshot(&cs.srv.departed[1], out)
 }
 
 // status is the text the session channel shows.
@@ -263,8 +280,8 @@ func (cs *connState) status() string {
 		return "sshvpn: no tunnel is open on this connection. Ask for one with ssh -w any -o Tunnel=point-to-point (or ethernet).\n"
 	}
 	var b strings.Builder
-	for _, t := range cs.tunnels {
-		b.WriteString(t.Status())
+	for _, ts := range cs.tunnels {
+		b.WriteString(ts.t.Status())
 	}
 	return b.String()
 }

@@ -91,6 +91,14 @@ type Server struct {
 	keys        map[string]*keyUse // by key fingerprint
 	refused     Refused
 	closing     bool
+	// authFailures counts refused logins by reason: for Status.
+	authFailures map[string]uint64
+
+	// statusMu orders a departing tunnel against Status: held from
+	// before a connection's mu, it makes moving a tunnel's counts into
+	// departed (the traffic of tunnels that are gone) one step.
+	statusMu sync.Mutex
+	departed [2]relay.Snapshot // in, out
 }
 
 // keyOptionsKey is where the authorized_keys options travel from the
@@ -118,7 +126,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, refuse: relay.NewThrottle(10 * time.Second),
-		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keys: make(map[string]*keyUse)}
+		conns: make(map[net.Conn]*connState), sources: make(map[source]*sourceState), keys: make(map[string]*keyUse),
+		authFailures: make(map[string]uint64)}
 	s.SetLimits(cfg.Limits)
 	s.ssh = &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: cfg.Ciphers, KeyExchanges: keyExchanges()},
@@ -134,6 +143,8 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	opts, err := s.cfg.Keys.Lookup(key, meta.User(), meta.RemoteAddr())
 	if err != nil {
+		_, cert := key.(*ssh.Certificate)
+		s.countAuthFailure(refusalReason(err, cert))
 		s.log.Info("key refused", "user", truncate(meta.User(), 64), "remote", meta.RemoteAddr(), "why", err)
 		return nil, err
 	}
@@ -251,6 +262,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	conn, chans, reqs, err := ssh.NewServerConn(sshchan.BufferReads(c), s.ssh)
 	s.handshakeDone(src, err != nil && !time.Now().Before(grace))
 	if err != nil {
+		s.handshakeFailed(err)
 		s.logHandshakeFailure(c, err)
 		return
 	}
@@ -275,8 +287,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src source) {
 	defer s.giveKey(l.key, keyConns)
 	log.Info("client connected", "version", truncate(string(conn.ClientVersion()), 64))
 	l.opts.logLogin(log)
-	alive := s.watch(ctx, conn, log)
-	cs := &connState{srv: s, conn: conn, login: l, log: log}
+	cs := &connState{srv: s, conn: conn, login: l, log: log, since: time.Now()}
+	alive := s.watch(ctx, conn, log, cs.rtt.Store)
 	s.authenticated(c, cs)
 	cs.serve(ctx, chans)
 	alive()
@@ -314,7 +326,7 @@ func (s *Server) Refused() *Refused { return &s.refused }
 
 // watch sends the client keepalives until the returned stop is called,
 // which also waits for the watcher to end.
-func (s *Server) watch(ctx context.Context, conn ssh.Conn, log *slog.Logger) (stop func()) {
+func (s *Server) watch(ctx context.Context, conn ssh.Conn, log *slog.Logger, rtt func(int64)) (stop func()) {
 	if s.cfg.ClientAliveInterval <= 0 {
 		return func() {}
 	}
@@ -322,7 +334,7 @@ func (s *Server) watch(ctx context.Context, conn ssh.Conn, log *slog.Logger) (st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := keepalive.Watch(ctx, conn, s.cfg.ClientAliveInterval, s.cfg.ClientAliveCountMax); err != nil && ctx.Err() == nil {
+		if err := keepalive.Watch(ctx, conn, s.cfg.ClientAliveInterval, s.cfg.ClientAliveCountMax, func(d time.Duration) { rtt(int64(d)) }); err != nil && ctx.Err() == nil {
 			log.Warn("client not responding; disconnecting it", "err", err)
 		}
 	}()

@@ -17,9 +17,12 @@ import (
 // It returns ctx.Err() when ctx ends, and an error when c closes. With
 // interval 0 it only waits for ctx. countMax below 1 counts as 1.
 //
+// rtt, when not nil, is told each answered keepalive's round trip, from
+// the goroutine that waited for it: what sshvpn status shows.
+//
 // At most one request is outstanding; a request the server never answers
 // ends when c is closed.
-func Watch(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int) error {
+func Watch(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int, rtt func(time.Duration)) error {
 	if interval <= 0 {
 		<-ctx.Done()
 		return ctx.Err()
@@ -48,12 +51,16 @@ func Watch(ctx context.Context, c ssh.Conn, interval time.Duration, countMax int
 		misses = 0
 		inFlight.Store(true)
 		go func() {
+			sent := time.Now()
 			if _, _, err := c.SendRequest("keepalive@openssh.com", true, nil); err != nil {
 				select {
 				case failed <- err:
 				default:
 				}
 				return
+			}
+			if rtt != nil {
+				rtt(time.Since(sent))
 			}
 			inFlight.Store(false)
 		}()

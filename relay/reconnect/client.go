@@ -82,7 +82,8 @@ type Client struct {
 	// Log may be nil.
 	Log *slog.Logger
 
-	conn connection
+	conn  connection
+	state state
 }
 
 // Backoff bounds: the first retry comes after about minBackoff, later ones
@@ -120,6 +121,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer c.conn.end()
 	c.onState("connecting", nil)
 	for attempt := 0; ; attempt++ {
+		c.state.dialing()
 		up, err := t.session(ctx)
 		if ctx.Err() != nil {
 			return t.ended()
@@ -135,6 +137,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		wait := backoff(attempt)
 		c.onState("reconnecting", err)
+		c.state.waiting(err, time.Now().Add(wait), t.everUp)
 		if !t.everUp {
 			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
 		} else if t.local == nil {
@@ -188,6 +191,7 @@ type tunnel struct {
 // start makes the Pump that carries packets for the rest of the Run.
 func (t *tunnel) start(ctx context.Context, local relay.Device) {
 	t.local, t.remote = local, newRemote(local.MTU())
+	t.client.state.counting(&t.in, &t.out)
 	t.pumpDone = make(chan struct{})
 	pump := relay.NewPump(local, t.remote, &t.out, &t.in, t.log)
 	t.wg.Go(func() {
@@ -316,6 +320,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	}
 	t.log.Info("tunnel up", "mode", c.Mode, "server", string(sc.ServerVersion()), "channel", wire.TunnelChannelType(framed))
 	t.log.Debug("tunnel offloads", "gso", relay.GSO(t.local))
+	c.state.up(sc.ServerVersion(), wire.TunnelChannelType(framed), cfg)
 	t.noTunnel = ""
 	t.announce()
 	if !stopLeave() {
@@ -348,6 +353,7 @@ func (t *tunnel) flowsOnly(ctx context.Context, sc *ssh.Client, why string, stop
 		t.client.NoTunnel(why)
 	}
 	t.log.Info("connection up", "server", string(sc.ServerVersion()))
+	t.client.state.up(sc.ServerVersion(), "", nil)
 	t.announce()
 	if !stopLeave() {
 		return time.Time{}, ctx.Err()

@@ -52,6 +52,9 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 		},
 		Log: slog.New(slog.DiscardHandler),
 	}
+	if s := c.State(); s.Phase != reconnect.Connecting {
+		t.Errorf("before Run: phase %q, want connecting", s.Phase)
+	}
 	done := make(chan error)
 	go func() { done <- c.Run(ctx) }()
 
@@ -80,10 +83,18 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 		}
 	}
 	send(0)
+	s := c.State()
+	if s.Phase != reconnect.Up || !s.Tunnel || s.PeerVersion != "SSH-2.0-sshvpn" || s.Channel == "" || s.Config == nil ||
+		s.Out.Packets == 0 || s.Reconnects != 0 || s.Since.IsZero() {
+		t.Errorf("with the tunnel up: %+v", s)
+	}
 	mu.Lock()
 	conns[0].Close() // the connection dies
 	mu.Unlock()
 	send(1)
+	if s := c.State(); s.Phase != reconnect.Up || s.Reconnects != 1 || s.LastError == "" || s.Out.Packets < 2 {
+		t.Errorf("after a reconnect: %+v; want up again, one reconnect, the loss and both packets out", s)
+	}
 	if setups.Load() != 1 {
 		t.Errorf("the local device was set up %d times, want once", setups.Load())
 	}

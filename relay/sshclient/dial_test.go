@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,11 +389,19 @@ func TestKeepAlive(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- keepalive.Watch(ctx, c, 20*time.Millisecond, 3) }()
+	var rtts atomic.Int64
+	var last atomic.Int64
+	go func() {
+		errc <- keepalive.Watch(ctx, c, 20*time.Millisecond, 3, func(d time.Duration) { rtts.Add(1); last.Store(int64(d)) })
+	}()
 	select {
 	case err := <-errc:
 		t.Fatalf("KeepAlive failed while the server answered (false replies): %v", err)
 	case <-time.After(300 * time.Millisecond):
+	}
+	// Every answered keepalive is a round trip, on loopback well under a second.
+	if n, d := rtts.Load(), time.Duration(last.Load()); n < 3 || d <= 0 || d > time.Second {
+		t.Errorf("%d round trips told, the last %v; want several, each in (0, 1s]", n, d)
 	}
 	proxy.frozen.Lock()
 	select {
@@ -415,7 +424,7 @@ func TestKeepAlive(t *testing.T) {
 func TestKeepAliveDisabledWaitsForContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := keepalive.Watch(ctx, nil, 0, 3); !errors.Is(err, context.DeadlineExceeded) {
+	if err := keepalive.Watch(ctx, nil, 0, 3, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -29,6 +29,9 @@ import (
 // MTU is the fake devices' MTU, and the gateway's.
 const MTU = 1500
 
+// KeyComment is the comment on Client's authorized_keys line.
+const KeyComment = "client@gatewaytest"
+
 // Gateway is a running server.
 type Gateway struct {
 	Addr   string
@@ -47,6 +50,8 @@ type Options struct {
 	KeyOptions string               // authorized_keys options for Client
 	Log        io.Writer            // the server's log; nil for the test's output
 	Limits     gateway.Limits
+	// ClientAliveInterval is the gateway's keepalive interval; 0: none.
+	ClientAliveInterval time.Duration
 	// Dial, when set, makes the backend a relay.StreamDialer that carries
 	// direct-tcpip channels (ssh -L, -D, -W) through it.
 	Dial func(ctx context.Context, req relay.StreamRequest) (net.Conn, error)
@@ -74,7 +79,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		o.Permit = gateway.PermitYes
 	}
 	g := &Gateway{Client: NewSigner(t)}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.Client.PublicKey())))
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.Client.PublicKey()))) + " " + KeyComment
 	if o.KeyOptions != "" {
 		line = o.KeyOptions + " " + line
 	}
@@ -96,7 +101,7 @@ func Start(t testing.TB, o Options) *Gateway {
 	}
 	srv, err := gateway.New(gateway.Config{
 		HostKeys: []ssh.Signer{NewSigner(t)}, Keys: keys, PermitTunnel: o.Permit,
-		Backend: backend, Log: log, Limits: o.Limits,
+		Backend: backend, Log: log, Limits: o.Limits, ClientAliveInterval: o.ClientAliveInterval, ClientAliveCountMax: 3,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -208,3 +213,9 @@ func (Tunnel) Config() relay.TunnelConfig {
 
 // Status implements relay.Tunnel.
 func (Tunnel) Status() string { return "sshvpn: fake tunnel up (MTU 1500)\n" }
+
+// Report implements relay.Reporter with fixed figures, which a gateway's
+// Status passes on.
+func (Tunnel) Report() relay.TunnelReport {
+	return relay.TunnelReport{Claimed: []netip.Addr{netip.MustParseAddr("198.18.3.9")}, Flows: &relay.Usage{Used: 2, Limit: 100}}
+}
