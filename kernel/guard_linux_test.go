@@ -54,6 +54,10 @@ func TestSourceGuardRoutesAndRefusesSpoofing(t *testing.T) {
 		if !g0.Check(ipv4From("198.18.3.20")) || g0.Check(ipv4From("198.18.3.21")) {
 			t.Fatal("the per-key claim limit of 2 does not hold")
 		}
+		// sshvpn status shows what each tunnel claimed by sending.
+		if got := g0.Claimed(); len(got) != 2 || got[0] != netip.MustParseAddr("198.18.3.2") || got[1] != netip.MustParseAddr("198.18.3.20") {
+			t.Errorf("tunnel 0 claimed %v, want 198.18.3.2 and 198.18.3.20", got)
+		}
 		routes := run(t, "ip", "route")
 		for _, want := range []string{"198.18.3.2 dev " + dev0, "198.18.3.3 dev " + dev1, "198.18.3.20 dev " + dev0} {
 			if !strings.Contains(routes, want) {
@@ -105,6 +109,9 @@ func TestSourceGuardStableAddressAndTakeover(t *testing.T) {
 		}
 		if !again.Check(src) {
 			t.Error("the newer tunnel cannot send from its address")
+		}
+		if got := again.Claimed(); len(got) != 0 {
+			t.Errorf("a reserved address counts as claimed: %v", got)
 		}
 		if r := run(t, "ip", "route", "get", a[0].Addr().String()); !strings.Contains(r, "dev "+devNew) {
 			t.Errorf("the address is not routed to the newer tunnel: %s", r)

@@ -145,6 +145,14 @@ func TestLimits(t *testing.T) {
 	if n := st.UDPFlows.Load(); n != 1 {
 		t.Errorf("%d UDP flows, want 1", n)
 	}
+	// sshvpn status sees the same through relay.Reporter.
+	r := tun.(relay.Reporter).Report()
+	if f := r.Flows; f == nil || f.Used != 2 || f.Limit != 2 || f.Refused != 2 {
+		t.Errorf("reported flows %+v, want 2 of 2 used and 2 refused", f)
+	}
+	if m := r.Memory; m == nil || m.Limit != DefaultLimits.Memory || m.Used < 0 {
+		t.Errorf("reported memory %+v, want the default limit", m)
+	}
 }
 
 // A gateway told no MTU takes the largest packets its peers carry: 16380

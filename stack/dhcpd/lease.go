@@ -3,6 +3,7 @@ package dhcpd
 import (
 	"encoding/hex"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -52,4 +53,14 @@ func (s *Server) free() {
 	s.mu.Lock()
 	s.lease.expires = time.Time{}
 	s.mu.Unlock()
+}
+
+// Leased is the lease's address while a client holds it at now.
+func (s *Server) Leased(now time.Time) (netip.Addr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lease.expires.IsZero() || !now.Before(s.lease.expires) {
+		return netip.Addr{}, false
+	}
+	return s.cfg.Lease.Addr(), true
 }
