@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 )
 
 var (
@@ -46,4 +47,13 @@ func (l *l2Tunnel) Report() relay.TunnelReport {
 	r.Claimed = slices.Clone(l.claims.held)
 	l.claims.mu.Unlock()
 	return r
+}
+
+// DNSStats are the counters of the resolver the clients' stacks answer
+// DNS with; false when the gateway has none.
+func (g *Gateway) DNSStats() (dnsproxy.Stats, bool) {
+	if g.cfg.DNSProxy == nil {
+		return dnsproxy.Stats{}, false
+	}
+	return g.cfg.DNSProxy.Stats(), true
 }

@@ -100,8 +100,10 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if interval == 0 {
 		interval = defaultKeepAlive
 	}
+	st := newClientStatus(cfg.User, cfg.HostName, cfg.Port, string(c.backend), mode)
+	st.addrs, st.routes = c.addrs, c.routes
 	keepAlive := func(ctx context.Context, sc *ssh.Client) error {
-		return keepalive.Watch(ctx, sc, interval, count, nil)
+		return keepalive.Watch(ctx, sc, interval, count, st.keptAlive)
 	}
 	if c.backend == backendNetstack {
 		if mode != relay.PointToPoint {
@@ -119,7 +121,9 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			OnState:   service.change,
 			Log:       log.With("host", cfg.HostName, "port", cfg.Port),
 		}
-		return exitStatus(connectNetstack(ctx, c, client, log))
+		st.client = client
+		defer serveStatus(c.stateDir, "connect", st.report, log)()
+		return exitStatus(connectNetstack(ctx, c, client, st, log))
 	}
 	host, err := openLocalHost(mode, local, c.stateDir, log)
 	if err != nil {
@@ -179,6 +183,13 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		OnState: service.change,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
 	}
+	st.client, st.device = client, func() string {
+		if d := device(); d != nil {
+			return d.Name()
+		}
+		return ""
+	}
+	defer serveStatus(c.stateDir, "connect", st.report, log)()
 	// The tunnel runs until told to stop, and then a moment more: a DHCP
 	// lease goes back through it before it closes.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -199,6 +210,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		st.setProxies(ls)
 		waitProxies = serveProxies(runCtx, ls, log)
 	}
 	err = client.Run(runCtx)

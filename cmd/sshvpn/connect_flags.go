@@ -172,7 +172,7 @@ func connectFlags(c *connectConfig, v *connectFlagValues) *flag.FlagSet {
 	fs.Var(addrList(&c.via), "via", "next hop `address` on an ethernet tunnel for the --route networks: the gateway's (or the LAN router's) address on the tap (one per family; an sshvpn gateway tells its own)")
 	fs.BoolVar(&c.dhcp, "dhcp", false, "ethernet tunnel: take the tap's IPv4 address, the next hop for --route and the name servers from a DHCP server on the link (released on exit)")
 	fs.Var(routeList{&c.routes}, "route", "`network` to route through the tunnel (repeatable, IPv4 and IPv6); default (or 0.0.0.0/0, ::/0) for a full tunnel")
-	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
+	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the status socket (sshvpn status) and the undo journal, so a client killed outright is undone by the next run or sshvpn cleanup")
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
 	fs.BoolVar(&c.persist, "persist", false, "keep retrying when the first connection fails (ssh gives up; after a tunnel was up sshvpn always reconnects)")
 	fs.Var(&c.backend, "backend", "the `backend` packets go to: kernel (a local tun/tap: root, or a device root made for you) or netstack (no device: the proxies' own stack) (default: netstack when -D, -L or --http-proxy is given without -w, else kernel)")

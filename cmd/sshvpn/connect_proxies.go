@@ -32,9 +32,11 @@ const flowWait = 10 * time.Second
 // proxyListener is one listening socket of -D, --http-proxy or -L and what
 // it serves.
 type proxyListener struct {
-	ln    net.Listener
-	serve func(ctx context.Context, ln net.Listener) error
-	stats *proxy.Stats
+	ln     net.Listener
+	serve  func(ctx context.Context, ln net.Listener) error
+	stats  *proxy.Stats
+	kind   string // for sshvpn status: socks (which answers HTTP too), http or forward
+	target string // -L's host:port
 }
 
 // openProxies opens every listener the flags ask for, before the first
@@ -63,7 +65,7 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 	// ssh; any other failure, a port in use above all, is the user's to
 	// hear: a port another user holds would take the proxy's clients and
 	// their passwords. Port 0 takes the first address's port for the rest.
-	listen := func(flag, spec string, binds []string, serve func(context.Context, net.Listener) error, stats *proxy.Stats) error {
+	listen := func(flag, spec string, binds []string, serve func(context.Context, net.Listener) error, stats *proxy.Stats, target string) error {
 		var skipped []error
 		port := ""
 		for _, b := range binds {
@@ -85,7 +87,7 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 			if port == "" {
 				_, port, _ = net.SplitHostPort(ln.Addr().String())
 			}
-			out = append(out, proxyListener{ln, serve, stats})
+			out = append(out, proxyListener{ln, serve, stats, proxyKinds[flag], target})
 			if flag != "-L" && auth == nil && !loopbackBind(ln.Addr()) {
 				log.Warn("the proxy listens beyond this host with no password: anyone who reaches it uses your connection; give --socks-auth FILE or a loopback address", "flag", flag, "listen", ln.Addr().String())
 			}
@@ -113,7 +115,7 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 		binds, err := proxy.ParseDynamic(c.everyInterface(spec, 1))
 		if err == nil {
 			s := server(true, true)
-			err = listen("-D", spec, binds, s.Serve, s.Stats())
+			err = listen("-D", spec, binds, s.Serve, s.Stats(), "")
 		}
 		if err != nil {
 			return fail(err)
@@ -123,7 +125,7 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 		binds, err := proxy.ParseDynamic(c.everyInterface(spec, 1))
 		if err == nil {
 			s := server(false, true)
-			err = listen("--http-proxy", spec, binds, s.Serve, s.Stats())
+			err = listen("--http-proxy", spec, binds, s.Serve, s.Stats(), "")
 		}
 		if err != nil {
 			return fail(err)
@@ -133,7 +135,7 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 		binds, host, port, err := proxy.ParseLocal(c.everyInterface(spec, 3))
 		if err == nil {
 			f := &proxy.Forward{Dial: dial, Host: host, Port: port, Log: log}
-			err = listen("-L", spec, binds, f.Serve, f.Stats())
+			err = listen("-L", spec, binds, f.Serve, f.Stats(), net.JoinHostPort(host, strconv.Itoa(int(port))))
 		}
 		if err != nil {
 			return fail(err)
@@ -141,6 +143,9 @@ func openProxies(c *connectConfig, dial proxy.DialFunc, udp proxy.Datagrams, log
 	}
 	return out, nil
 }
+
+// proxyKinds names each proxy flag's listeners for sshvpn status.
+var proxyKinds = map[string]string{"-D": "socks", "--http-proxy": "http", "-L": "forward"}
 
 // everyInterface gives a spec of n fields with no bind address the "*"
 // bind of every interface when -g is set, as ssh's GatewayPorts does.
@@ -428,7 +433,7 @@ func (deviceDatagrams) LookupHost(context.Context, string) ([]netip.Addr, error)
 // as direct-tcpip channels; their UDP through the tunnel into a stack of
 // the process's own that holds the tunnel's address. Nothing on the host
 // changes.
-func connectNetstack(ctx context.Context, c *connectConfig, client *reconnect.Client, log *slog.Logger) error {
+func connectNetstack(ctx context.Context, c *connectConfig, client *reconnect.Client, st *clientStatus, log *slog.Logger) error {
 	tuneGC()
 	ls := &localStack{log: log}
 	client.Flows = true
@@ -474,6 +479,7 @@ func connectNetstack(ctx context.Context, c *connectConfig, client *reconnect.Cl
 	if err != nil {
 		return err
 	}
+	st.setProxies(listeners)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	wait := serveProxies(runCtx, listeners, log)

@@ -97,6 +97,7 @@ const usage = `sshvpn turns any SSH connection into a VPN.
 Usage:
   sshvpn serve [flags]             run a gateway that stock "ssh -w" clients tunnel into
   sshvpn connect [flags] [user@]host  open a tunnel to sshd (PermitTunnel) or an sshvpn gateway
+  sshvpn status [flags] [dump]     show the gateways and clients running on this host
   sshvpn cleanup [--state-dir dir] undo what a killed sshvpn left on this host
   sshvpn version                   print the version, the commit and the Go it was built with
   sshvpn man [command]             write a manual page (roff)
@@ -122,6 +123,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return nil
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
 	case "cleanup":
 		return cleanup(args[1:], stdout, stderr)
 	case "man":

@@ -27,6 +27,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/wire"
 	"github.com/sshvpn/sshvpn/stack"
+	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/stack/hostaddr"
 )
 
@@ -84,7 +85,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.ciphers, "ciphers", strings.Join(gateway.DefaultCiphers, ","), "SSH ciphers to offer, most preferred first")
 	fs.DurationVar(&c.aliveInterval, "client-alive-interval", gateway.DefaultClientAliveInterval, "keepalive `interval` toward clients (sshd's ClientAliveInterval; 0 disables)")
 	fs.IntVar(&c.aliveCount, "client-alive-count-max", gateway.DefaultClientAliveCountMax, "unanswered keepalives before a client is disconnected and its tunnels torn down")
-	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the undo journal, so a gateway killed outright is undone by the next start or sshvpn cleanup")
+	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` for the status socket (sshvpn status) and, on the kernel backend, the undo journal, so a gateway killed outright is undone by the next start or sshvpn cleanup")
 	d := gateway.DefaultLimits
 	fs.IntVar(&c.limits.PerSourceMaxStartups, "per-source-max-startups", d.PerSourceMaxStartups, "unauthenticated connections allowed from one address (an IPv6 /64) at once (sshd's PerSourceMaxStartups)")
 	fs.IntVar(&c.limits.MaxStartups, "max-startups", d.MaxStartups, "unauthenticated connections allowed at once from everyone (sshd's MaxStartups)")
@@ -264,6 +265,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	var backend relay.Opener
 	var details []any
 	var ns *stack.Gateway
+	var dns func() (dnsproxy.Stats, bool)
 	if c.backend == "kernel" {
 		kb, stop, err := kernelBackend(c, log)
 		if err != nil {
@@ -280,7 +282,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 			return err
 		}
 		defer stop()
-		backend, details, ns = nb, []any{"netstack", nb}, nb
+		backend, details, ns, dns = nb, []any{"netstack", nb}, nb, nb.DNSStats
 	}
 	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
 	if err != nil {
@@ -311,6 +313,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	}
 	log.Info("sshvpn gateway listening", append([]any{"addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
+	gs := &gatewayStatus{srv: srv, listen: ln.Addr().String(), hostKey: ssh.FingerprintSHA256(signer.PublicKey()), backend: c.backend.String(), dns: dns}
+	defer serveStatus(c.stateDir, "serve", gs.report, log)()
 	stopHUP := reloadOnHangup(newReloader(args, c, fs, keys, srv, ns, level, log), notify)
 	defer stopHUP()
 	stopUSR1 := footprintOnUSR1(log)

@@ -88,7 +88,7 @@ func (f sizeFlag) Set(s string) error {
 // other would ignore; naming one with the wrong backend is an error, so
 // that nobody believes --nat changed a rootless gateway.
 var (
-	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "state-dir", "bridge", "create-bridge"}
+	kernelOnly   = []string{"tun-address", "nat", "max-claims-per-key", "bridge", "create-bridge"}
 	netstackOnly = []string{"subnet", "dns-address", "allow", "deny", "resolv-conf", "max-tcp-in-flight", "max-tcp-connections", "max-udp-flows", "max-icmp-in-flight", "max-client-memory"}
 )
 
