@@ -64,11 +64,15 @@ func dialError(path string, err error) error {
 	return fmt.Errorf("status socket %s: %w", path, err)
 }
 
-// owner names a file's owner for messages: "user nobody (uid 65534)".
+// owner names a file's owner for messages: "user nobody (uid 65534)";
+// its directory's when the file is out of reach, as a socket in another
+// user's 0700 directory is.
 func owner(path string) string {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "its owner"
+		if fi, err = os.Stat(filepath.Dir(path)); err != nil {
+			return "its owner"
+		}
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -87,6 +91,9 @@ func Sockets(dir string) ([]string, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("status directory %s belongs to %s: run sshvpn status as that user or root", dir, owner(dir))
 		}
 		return nil, fmt.Errorf("status directory: %w", err)
 	}
