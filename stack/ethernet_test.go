@@ -240,6 +240,13 @@ func TestSLAACClaims(t *testing.T) {
 	if b.claims.Claim(a.tunnel.addrs[1].Addr()) {
 		t.Error("key b took key a's stable address")
 	}
+	// sshvpn status shows each tunnel's SLAAC claims; no lease yet.
+	if r := a.Report(); len(r.Claimed) != 1 || r.Claimed[0] != addr(0) || len(r.Leased) != 0 || r.Flows == nil {
+		t.Errorf("tunnel a reports %+v, want the claim of %s, no lease, and its stack's flows", r, addr(0))
+	}
+	if r := b.Report(); len(r.Claimed) != 0 {
+		t.Errorf("tunnel b reports claims %v, want none", r.Claimed)
+	}
 	a2 := openEthernet(t, g, "SHA256:a").(*l2Tunnel)
 	for i := 1; i < MaxSLAACPerKey; i++ {
 		if !a2.claims.Claim(addr(i)) {

@@ -495,3 +495,27 @@ func BenchmarkHandleDiscover(b *testing.B) {
 		}
 	}
 }
+
+// TestLeased: sshvpn status shows the lease while a client holds it: from
+// its ACK until it expires or is released.
+func TestLeased(t *testing.T) {
+	s := newServer(t, testConfig())
+	if _, ok := s.Leased(clock); ok {
+		t.Fatal("leased before any REQUEST")
+	}
+	if _, _, err := s.Handle(build(t, dhcpv4.MessageTypeRequest, fromLease), clock); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := s.Leased(clock); !ok || a != leaseAddr {
+		t.Errorf("after the ACK: %v %v, want %v", a, ok, leaseAddr)
+	}
+	if _, ok := s.Leased(clock.Add(s.cfg.LeaseTime + time.Second)); ok {
+		t.Error("leased after the lease expired")
+	}
+	if _, _, err := s.Handle(build(t, dhcpv4.MessageTypeRelease, fromLease), clock); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Leased(clock); ok {
+		t.Error("leased after the RELEASE")
+	}
+}
