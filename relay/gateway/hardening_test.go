@@ -183,6 +183,10 @@ func TestPerSourceStartups(t *testing.T) {
 	if _, err := ssh.Dial("tcp", g.Addr, g.ClientConfig("")); err == nil {
 		t.Error("the flooding source logged in past its share of unauthenticated connections")
 	}
+	// sshvpn status counts them: 60 of the 64, and the last dial.
+	if n := g.Server.Status().Refused["startups"]; n < 61 {
+		t.Errorf("status counts %d connections refused before their handshake, want at least 61", n)
+	}
 }
 
 // group14-sha1 is not offered, as sshd 9.x does not offer it by default.

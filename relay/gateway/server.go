@@ -91,8 +91,10 @@ type Server struct {
 	keys        map[string]*keyUse // by key fingerprint
 	refused     Refused
 	closing     bool
-	// authFailures counts refused logins by reason: for Status.
-	authFailures map[string]uint64
+	// authFailures counts refused logins by reason, startupsRefused the
+	// connections refused before their handshake: for Status.
+	authFailures    map[string]uint64
+	startupsRefused uint64
 
 	// statusMu orders a departing tunnel against Status: held from
 	// before a connection's mu, it makes moving a tunnel's counts into
@@ -236,6 +238,9 @@ func (s *Server) track(c net.Conn, src source) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if why := s.admit(src, time.Now()); why != "" {
+		if !s.closing {
+			s.startupsRefused++
+		}
 		return why
 	}
 	s.conns[c] = nil

@@ -36,7 +36,7 @@ func (s *Server) Status() status.Gateway {
 	g := status.Gateway{
 		Handshaking:  handshaking,
 		Connections:  []status.Connection{},
-		Refused:      s.refused.counts(),
+		Refused:      s.refused.counts(s.startupsRefused),
 		AuthFailures: maps.Clone(s.authFailures),
 	}
 	s.mu.Unlock()
@@ -128,10 +128,13 @@ func addCounters(a *relay.Snapshot, c status.Counters) {
 	addSnapshot(a, relay.Snapshot{Packets: c.Packets, Bytes: c.Bytes, Drops: c.Drops})
 }
 
-// counts names what the limits refused, only the limits that refused.
-func (r *Refused) counts() map[string]uint64 {
+// counts names what the limits refused, only the limits that refused;
+// startups are the connections MaxStartups, PerSourceMaxStartups and the
+// grace penalty refused.
+func (r *Refused) counts(startups uint64) map[string]uint64 {
 	m := map[string]uint64{}
 	for name, v := range map[string]uint64{
+		"startups":                startups,
 		"connections_per_key":     r.ConnsPerKey.Load(),
 		"tunnels_per_key":         r.TunnelsPerKey.Load(),
 		"forwards_per_key":        r.ForwardsPerKey.Load(),
