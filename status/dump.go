@@ -13,16 +13,18 @@ import (
 // DumpColumns documents WriteDump's lines, for -h: one line per kind,
 // its columns in order.
 const DumpColumns = `Each line starts with its kind and the process's pid; then, tab-separated:
-  gateway     pid listen host-key backend handshaking connections
-              in-bytes in-packets out-bytes out-packets refused auth-failures
-  connection  pid remote user key key-comment peer-version since rtt
-              forwards-used forwards-limit
-  tunnel      pid remote channel mode backend device addresses claimed leased
-              since latest-packet in-bytes in-packets out-bytes out-packets
-              in-drops out-drops flows-used flows-limit memory-used memory-limit
-  client      pid server state since last-error next-try reconnects
-              peer-version rtt routes dns in-bytes in-packets out-bytes
-              out-packets
+  gateway     listen host-key backend handshaking connections
+      in-bytes in-packets out-bytes out-packets refused auth-failures
+  connection  remote user key key-comment peer-version since rtt
+      forwards-used forwards-limit
+  tunnel      remote channel mode backend device addresses claimed
+      leased since latest-packet in-bytes in-packets out-bytes
+      out-packets in-drops out-drops flows-used flows-limit
+      memory-used memory-limit
+  client      server state since last-error next-try reconnects
+      peer-version rtt routes dns in-bytes in-packets out-bytes
+      out-packets
+
 A tunnel's remote is its connection's (a client's: its server). Times are
 Unix seconds (0: never), rtt is seconds, lists are comma-separated,
 counts by reason are name=n,..., and an empty field is "-".

@@ -27,12 +27,14 @@ func commands() []command {
 			func() *flag.FlagSet { return serveFlags(&serveConfig{}) }, ""},
 		{"connect", "open a tunnel to sshd (PermitTunnel) or an sshvpn gateway and keep it up", connectAbout,
 			func() *flag.FlagSet { return connectFlags(&connectConfig{}, &connectFlagValues{}) }, "host"},
+		{"status", "show the gateways and clients running on this host", statusAbout,
+			func() *flag.FlagSet { return statusFlags(&statusConfig{}) }, "dump"},
 		{"cleanup", "undo what a killed sshvpn left on this host", cleanupAbout,
 			func() *flag.FlagSet { return cleanupFlags(new(string), new(logFormat)) }, ""},
 		{"version", "print the version, the commit and the Go it was built with",
 			"Usage: sshvpn version\n\nPrints the version, the commit it was built from (and whether the tree had changes), and the Go that built it.", nil, ""},
 		{"man", "write the manual pages", manAbout,
-			func() *flag.FlagSet { return manFlags(new(string)) }, "serve connect cleanup"},
+			func() *flag.FlagSet { return manFlags(new(string)) }, "serve connect status cleanup"},
 		{"completion", "write the bash or zsh completion script", completionAbout, nil, "bash zsh"},
 	}
 }

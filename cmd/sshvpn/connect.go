@@ -29,7 +29,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	// As ssh does, stop when the terminal goes.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
-	started := time.Now()
+	self := newSelfReport("client", time.Now())
 	c, err := parseConnect(args, stderr)
 	if err != nil {
 		return err
@@ -57,7 +57,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	log := newLogger(logTo, c.level.Level, c.logFormat)
 	defer footprintOnUSR1(log)()
 	// Opened after -f forked: the process that stays serves them.
-	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), processReport("client", started), log)
+	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), self.report, log)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			Log:       log.With("host", cfg.HostName, "port", cfg.Port),
 		}
 		st.client = client
-		defer serveStatus(c.stateDir, "connect", st.report, log)()
+		self.set(st.report)
+		defer serveStatus(c.stateDir, "connect", self.report, log)()
 		return exitStatus(connectNetstack(ctx, c, client, st, log))
 	}
 	host, err := openLocalHost(mode, local, c.stateDir, log)
@@ -189,7 +190,8 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		}
 		return ""
 	}
-	defer serveStatus(c.stateDir, "connect", st.report, log)()
+	self.set(st.report)
+	defer serveStatus(c.stateDir, "connect", self.report, log)()
 	// The tunnel runs until told to stop, and then a moment more: a DHCP
 	// lease goes back through it before it closes.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))

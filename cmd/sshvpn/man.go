@@ -100,7 +100,9 @@ func writeMainPage(w io.Writer) error {
 	fmt.Fprintf(w, ".SH COMMANDS\n")
 	for _, c := range commands() {
 		usage, about := splitAbout(c.about)
-		fmt.Fprintf(w, ".TP\n.B %s\n%s\n", roff(strings.TrimPrefix(usage, "sshvpn ")), roff(about))
+		fmt.Fprintf(w, ".TP\n.B %s\n", roff(strings.TrimPrefix(usage, "sshvpn ")))
+		first, _, _ := strings.Cut(about, "\n\n")
+		fmt.Fprintln(w, roff(strings.Join(strings.Fields(first), " ")))
 		if c.flags != nil && c.name != "man" {
 			fmt.Fprintf(w, "See\n.BR sshvpn\\-%s (1).\n", roff(c.name))
 		}
@@ -125,18 +127,35 @@ func writeCommandPage(w io.Writer, c command) error {
 	fmt.Fprintf(w, ".SH NAME\nsshvpn\\-%s \\- %s\n", roff(c.name), roff(c.summary))
 	fmt.Fprintf(w, ".SH SYNOPSIS\n.B sshvpn %s\n%s\n", roff(c.name), roff(strings.TrimPrefix(usage, "sshvpn "+c.name+" ")))
 	fmt.Fprintf(w, ".SH DESCRIPTION\n")
-	for i, line := range strings.Split(about, "\n") {
-		if i > 0 {
-			fmt.Fprintln(w, ".PP")
-		}
-		fmt.Fprintln(w, roff(line))
-	}
+	writeParagraphs(w, about)
 	fmt.Fprintf(w, ".SH OPTIONS\n")
 	for _, f := range c.flagList() {
 		writeFlag(w, f)
 	}
 	fmt.Fprintf(w, ".SH SEE ALSO\n.BR sshvpn (1)\n")
 	return nil
+}
+
+// writeParagraphs writes -h's text as the page's: blank lines part
+// paragraphs, whose lines are filled; indented lines (a table of
+// columns) are kept as they are laid out.
+func writeParagraphs(w io.Writer, text string) {
+	for i, par := range strings.Split(strings.TrimSpace(text), "\n\n") {
+		if i > 0 {
+			fmt.Fprintln(w, ".PP")
+		}
+		table := false
+		for _, l := range strings.Split(strings.Trim(par, "\n"), "\n") {
+			if indented := strings.HasPrefix(l, " "); indented != table {
+				table = indented
+				fmt.Fprintln(w, map[bool]string{true: ".nf", false: ".fi"}[table])
+			}
+			fmt.Fprintln(w, roff(l))
+		}
+		if table {
+			fmt.Fprintln(w, ".fi")
+		}
+	}
 }
 
 // writeFlag writes one flag as a tagged paragraph: its name in bold, its

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,13 +156,4 @@ func listenMetrics(addr string, binds []string, log *slog.Logger) ([]net.Listene
 		log.Info("metrics: an address of this host's missing family was skipped", "err", errors.Join(skipped...))
 	}
 	return lns, nil
-}
-
-// processReport is the Report of what the process knows of itself, taken
-// at each call.
-func processReport(role string, started time.Time) func() status.Report {
-	pid := os.Getpid()
-	return func() status.Report {
-		return status.Report{Schema: status.Schema, Role: role, PID: pid, Version: version, Started: started}
-	}
 }

@@ -90,7 +90,7 @@ func TestServeMetricsOff(t *testing.T) {
 	}
 	for _, addr := range []metricsAddr{s.metricsListen, c.metricsListen} {
 		before := listeningSockets(t)
-		stop, err := serveMetrics(t.Context(), string(addr), processReport("gateway", time.Now()), slog.New(slog.DiscardHandler))
+		stop, err := serveMetrics(t.Context(), string(addr), newSelfReport("gateway", time.Now()).report, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestServeMetricsLoopback(t *testing.T) {
 		t.Run(addr, func(t *testing.T) {
 			before := listeningSockets(t)
 			started := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
-			stop, err := serveMetrics(t.Context(), addr, processReport("gateway", started), slog.New(slog.DiscardHandler))
+			stop, err := serveMetrics(t.Context(), addr, newSelfReport("gateway", started).report, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +161,7 @@ func TestServeMetricsInUse(t *testing.T) {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	before := listeningSockets(t)
-	stop, err := serveMetrics(t.Context(), port, processReport("client", time.Now()), slog.New(slog.DiscardHandler))
+	stop, err := serveMetrics(t.Context(), port, newSelfReport("client", time.Now()).report, slog.New(slog.DiscardHandler))
 	if err == nil {
 		stop()
 		t.Fatalf("--metrics-listen %s served with the port held on %s", port, ln.Addr())

@@ -250,14 +250,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	level := new(slog.LevelVar)
 	level.Set(c.level.Level)
 	log := newLogger(stderr, level, c.logFormat)
-	started := time.Now()
+	self := newSelfReport("gateway", time.Now())
 	notify := serviceNotifier(log)
 	ln, err := listen(c.listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), processReport("gateway", started), log)
+	stopMetrics, err := serveMetrics(ctx, string(c.metricsListen), self.report, log)
 	if err != nil {
 		return err
 	}
@@ -314,7 +314,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	log.Info("sshvpn gateway listening", append([]any{"addr", ln.Addr(), "host_key", ssh.FingerprintSHA256(signer.PublicKey()),
 		"authorized_keys", c.authorizedKeys, "keys", keys.Len(), "permit_tunnel", c.permit, "backend", c.backend}, details...)...)
 	gs := &gatewayStatus{srv: srv, listen: ln.Addr().String(), hostKey: ssh.FingerprintSHA256(signer.PublicKey()), backend: c.backend.String(), dns: dns}
-	defer serveStatus(c.stateDir, "serve", gs.report, log)()
+	self.set(gs.report)
+	defer serveStatus(c.stateDir, "serve", self.report, log)()
 	stopHUP := reloadOnHangup(newReloader(args, c, fs, keys, srv, ns, level, log), notify)
 	defer stopHUP()
 	stopUSR1 := footprintOnUSR1(log)

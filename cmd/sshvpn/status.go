@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/term"
@@ -34,6 +35,7 @@ tunnels, clients with their state. Each process serves its status on a
 unix socket in its --state-dir that only its user and root may open.
 
 "sshvpn status dump" prints tab-separated lines for scripts instead.
+
 ` + status.DumpColumns
 
 // statusFlags defines status's flags on c.
@@ -176,15 +178,37 @@ func queryStatus(ctx context.Context, c *statusConfig) ([]status.Report, error) 
 // the returned stop is called. A socket that cannot be made costs the
 // status command, not the tunnel: it is logged.
 func serveStatus(dir, role string, report func() status.Report, log *slog.Logger) (stop func()) {
-	started := time.Now()
-	srv, err := status.Listen(dir, role, func() status.Report {
-		r := report()
-		r.PID, r.Version, r.Started = os.Getpid(), version, started
-		return r
-	}, log)
+	srv, err := status.Listen(dir, role, report, log)
 	if err != nil {
 		log.Warn("sshvpn status will not see this process", "err", err)
 		return func() {}
 	}
 	return func() { srv.Close() }
+}
+
+// selfReport is the process's Report as its status socket and its
+// metrics page give it: who the process is from its start, and its role's
+// state once that is known (set), so that the metrics page, which listens
+// before the gateway or the tunnel exists, shows the same as status.
+type selfReport struct {
+	role    string
+	pid     int
+	started time.Time
+	state   atomic.Pointer[func() status.Report]
+}
+
+func newSelfReport(role string, started time.Time) *selfReport {
+	return &selfReport{role: role, pid: os.Getpid(), started: started}
+}
+
+// set makes state the source of the role's part of the report.
+func (s *selfReport) set(state func() status.Report) { s.state.Store(&state) }
+
+func (s *selfReport) report() status.Report {
+	var r status.Report
+	if f := s.state.Load(); f != nil {
+		r = (*f)()
+	}
+	r.Schema, r.Role, r.PID, r.Version, r.Started = status.Schema, s.role, s.pid, version, s.started
+	return r
 }
