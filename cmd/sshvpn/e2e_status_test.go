@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
@@ -88,7 +91,19 @@ func TestStatus(t *testing.T) {
 		}
 		stockPriv, stockPub := tp.key(t, o, "stock-client")
 		vpnPriv, vpnPub := tp.key(t, o, "sshvpn-client")
-		gw := tp.startRootless(t, stockPub+"\n"+vpnPub+"\n", "--state-dir", stateDir, "--client-alive-interval", "300ms")
+		nstest.RequireTool(t, "curl")
+		gw := tp.startRootless(t, stockPub+"\n"+vpnPub+"\n", "--state-dir", stateDir, "--client-alive-interval", "300ms",
+			"--metrics-listen", "127.0.0.1:9300")
+		scrape := func() map[string]*dto.MetricFamily {
+			t.Helper()
+			out := tp.gw.Run(t, "curl", "-sf", "http://127.0.0.1:9300/metrics")
+			p := expfmt.NewTextParser(model.LegacyValidation)
+			fams, err := p.TextToMetricFamilies(strings.NewReader(out))
+			if err != nil {
+				t.Fatalf("the metrics page does not parse: %v\n%s", err, out)
+			}
+			return fams
+		}
 
 		// The stock client, its tun0 numbered as the session says.
 		sshc := tp.sshTunnel(t, o, stockPriv, "point-to-point", "any:any")
@@ -147,17 +162,61 @@ func TestStatus(t *testing.T) {
 		}
 
 		// A few MiB through the stock client's tunnel: its bytes in grow by
-		// at least that much, and so do the gateway's totals.
+		// at least that much, and so do the gateway's totals and the
+		// metrics page's counters.
 		before := connectionOf(t, rs, "stock-client").Tunnels[0]
+		mBefore := scrape()
 		nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 4<<20, false)
+		// And one packet the gateway must drop: an IPv4 header that
+		// claims 60 bytes on a 32-byte packet, sent into the client's tun
+		// as its kernel would; ssh passes it on, being longer than a header.
+		truncated := make([]byte, 32)
+		truncated[0], truncated[3] = 0x45, 60
+		sendFrames(t, tp.client, "tun0", map[string][]byte{"truncated": truncated})
 		rs = statusJSON(t, "65534", stateDir)
 		after := connectionOf(t, rs, "stock-client").Tunnels[0]
 		if after.In.Bytes < before.In.Bytes+4<<20 || after.Out.Packets <= before.Out.Packets || !after.LastReceived.After(before.LastReceived) {
 			t.Errorf("after 4 MiB up: in %+v → %+v, out packets %d → %d, latest packet %v → %v",
 				before.In, after.In, before.Out.Packets, after.Out.Packets, before.LastReceived, after.LastReceived)
 		}
+		if after.In.Drops["truncated"] == 0 {
+			t.Errorf("after a truncated packet: drops in %v, want truncated counted", after.In.Drops)
+		}
 		if g := rs[0].Gateway; g.Totals.In.Bytes < 4<<20 {
 			t.Errorf("gateway totals %+v after 4 MiB up", g.Totals)
+		}
+		mAfter := scrape()
+		in := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+			f := fams[name]
+			if f == nil {
+				t.Fatalf("metrics page lacks %s", name)
+			}
+		next:
+			for _, m := range f.GetMetric() {
+				for i := 0; i+1 < len(labels); i += 2 {
+					found := false
+					for _, l := range m.GetLabel() {
+						found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+					}
+					if !found {
+						continue next
+					}
+				}
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+			return 0
+		}
+		if b, a := in(mBefore, "sshvpn_tunnel_bytes_total", "direction", "in"), in(mAfter, "sshvpn_tunnel_bytes_total", "direction", "in"); a < b+4<<20 {
+			t.Errorf("sshvpn_tunnel_bytes_total{direction=in}: %v → %v after 4 MiB up", b, a)
+		}
+		if d := in(mAfter, "sshvpn_tunnel_drops_total", "direction", "in", "reason", "truncated"); d < 1 {
+			t.Errorf("sshvpn_tunnel_drops_total{direction=in,reason=truncated} = %v after a truncated packet", d)
+		}
+		if n := in(mAfter, "sshvpn_connections"); n != 2 {
+			t.Errorf("sshvpn_connections = %v, want 2", n)
+		}
+		if n := in(mAfter, "sshvpn_tunnels", "channel", "tun@openssh.com") + in(mAfter, "sshvpn_tunnels", "channel", "tun-stream@sshvpn"); n != 2 {
+			t.Errorf("sshvpn_tunnels = %v over both channel types, want 2", n)
 		}
 
 		// Keepalives measure each connection's round trip, the client's too
