@@ -79,6 +79,13 @@ func TestImportGraph(t *testing.T) {
 			t.Errorf("proxy depends on %s: the proxies' front imports the standard library only", d)
 		}
 	}
+	// A Report is plain data and a socket: the status command and the
+	// metrics page link nothing of SSH, gVisor or a backend through it.
+	for _, d := range get("status").Deps {
+		if !pkgs[d].Standard {
+			t.Errorf("status depends on %s: the status report imports the standard library only", d)
+		}
+	}
 	// Metrics are text made from a status.Report: no client library,
 	// and nothing that a Report does not already say.
 	for _, d := range get("metrics").Deps {
