@@ -64,7 +64,7 @@ func gateway(t *text, g *status.Gateway) {
 	t.int("sshvpn_forwards", forwards)
 	flows(t, tunnels, g.Backend == "netstack")
 	traffic(t, &g.Totals, "Every tunnel's since the gateway started, departed tunnels' included.")
-	byLabel(t, "sshvpn_limit_refused_total", "Connections, tunnels and forwards a limit refused, by limit.", "limit", g.Refused)
+	byLabel(t, "sshvpn_limit_refused_total", "What a limit refused, by limit: connections, tunnels and forwards per key or connection, and the flows and memory of one client's stack (flows_per_client, memory_per_client).", "limit", g.Refused)
 	byLabel(t, "sshvpn_auth_failures_total", "Logins refused, by reason.", "reason", g.AuthFailures)
 	if g.DNS != nil {
 		dns(t, g.DNS)

@@ -258,6 +258,7 @@ func (cs *connState) add(ts *tunnelState) {
 // out, to the gateway's departed traffic in the same step, so that no
 // Status sees it twice or not at all.
 func (cs *connState) remove(ts *tunnelState, in, out relay.Snapshot) {
+	flows, memory := ts.limitRefusals()
 	cs.srv.statusMu.Lock()
 	defer cs.srv.statusMu.Unlock()
 	cs.mu.Lock()
@@ -270,6 +271,8 @@ func (cs *connState) remove(ts *tunnelState, in, out relay.Snapshot) {
 	}
 	addSnapshot(&cs.srv.departed[0], in)
 	addSnapshot(&cs.srv.departed[1], out)
+	cs.srv.departedFlowsRefused += flows
+	cs.srv.departedMemoryRefused += memory
 }
 
 // status is the text the session channel shows.

@@ -101,6 +101,9 @@ type Server struct {
 	// departed (the traffic of tunnels that are gone) one step.
 	statusMu sync.Mutex
 	departed [2]relay.Snapshot // in, out
+	// What the per-client limits of departed tunnels refused (their
+	// backend's flows and memory), so that the counts never go back.
+	departedFlowsRefused, departedMemoryRefused uint64
 }
 
 // keyOptionsKey is where the authorized_keys options travel from the

@@ -45,13 +45,28 @@ func (s *Server) Status() status.Gateway {
 	defer s.statusMu.Unlock()
 	in, out := s.departed[0], s.departed[1]
 	in.Drops, out.Drops = maps.Clone(in.Drops), maps.Clone(out.Drops)
+	flows, memory := s.departedFlowsRefused, s.departedMemoryRefused
 	for _, cs := range conns {
 		c := cs.report()
 		for _, t := range c.Tunnels {
 			addCounters(&in, t.In)
 			addCounters(&out, t.Out)
+			if t.Flows != nil {
+				flows += t.Flows.Refused
+			}
+			if t.Memory != nil {
+				memory += t.Memory.Refused
+			}
 		}
 		g.Connections = append(g.Connections, c)
+	}
+	for name, n := range map[string]uint64{"flows_per_client": flows, "memory_per_client": memory} {
+		if n > 0 {
+			if g.Refused == nil {
+				g.Refused = map[string]uint64{}
+			}
+			g.Refused[name] = n
+		}
 	}
 	slices.SortFunc(g.Connections, func(a, b status.Connection) int { return a.Since.Compare(b.Since) })
 	g.Totals = status.Traffic{In: counters(in), Out: counters(out)}
@@ -99,6 +114,23 @@ func (ts *tunnelState) report() status.Tunnel {
 		t.Flows, t.Memory = usage(rep.Flows), usage(rep.Memory)
 	}
 	return t
+}
+
+// limitRefusals are what the tunnel's per-client limits refused: flows
+// and memory, on a backend that has them.
+func (ts *tunnelState) limitRefusals() (flows, memory uint64) {
+	r, ok := ts.t.(relay.Reporter)
+	if !ok {
+		return 0, 0
+	}
+	rep := r.Report()
+	if rep.Flows != nil {
+		flows = rep.Flows.Refused
+	}
+	if rep.Memory != nil {
+		memory = rep.Memory.Refused
+	}
+	return flows, memory
 }
 
 func usage(u *relay.Usage) *status.Usage {

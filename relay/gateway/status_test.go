@@ -97,6 +97,9 @@ func TestStatus(t *testing.T) {
 	if s.Totals.In.Packets != 3 {
 		t.Errorf("totals %+v, want the live tunnel's 3 packets in", s.Totals)
 	}
+	if s.Refused["flows_per_client"] != 5 || s.Refused["memory_per_client"] != 1 {
+		t.Errorf("refused %v: want the live tunnel's per-client limit hits, 5 flows and 1 memory", s.Refused)
+	}
 
 	// Out: a packet from the device.
 	if err := g.Devs()[0].Inject(relaytest.IPv4("out")); err != nil {
@@ -112,5 +115,8 @@ func TestStatus(t *testing.T) {
 	s = waitStatus(t, g, "the client gone", func(s status.Gateway) bool { return len(s.Connections) == 0 })
 	if s.Totals.In.Packets != 3 || s.Totals.Out.Packets != 1 {
 		t.Errorf("totals after the tunnel went: %+v, want 3 in and 1 out", s.Totals)
+	}
+	if s.Refused["flows_per_client"] != 5 || s.Refused["memory_per_client"] != 1 {
+		t.Errorf("refused after the tunnel went: %v; want its per-client limit hits kept, 5 flows and 1 memory", s.Refused)
 	}
 }

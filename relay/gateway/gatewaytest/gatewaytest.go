@@ -217,5 +217,6 @@ func (Tunnel) Status() string { return "sshvpn: fake tunnel up (MTU 1500)\n" }
 // Report implements relay.Reporter with fixed figures, which a gateway's
 // Status passes on.
 func (Tunnel) Report() relay.TunnelReport {
-	return relay.TunnelReport{Claimed: []netip.Addr{netip.MustParseAddr("198.18.3.9")}, Flows: &relay.Usage{Used: 2, Limit: 100}}
+	return relay.TunnelReport{Claimed: []netip.Addr{netip.MustParseAddr("198.18.3.9")}, Flows: &relay.Usage{Used: 2, Limit: 100, Refused: 5},
+		Memory: &relay.Usage{Used: 1 << 20, Limit: 64 << 20, Refused: 1}}
 }
