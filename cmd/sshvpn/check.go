@@ -47,7 +47,7 @@ func checkFiles(c *serveConfig) []error {
 	}
 	// A missing host key is made at start; an existing one must load.
 	if _, err := os.Stat(c.hostKey); err == nil {
-		if _, err := gateway.LoadOrCreateHostKey(c.hostKey); err != nil {
+		if _, err := gateway.LoadOrCreateHostKey(c.hostKey, nil); err != nil {
 			errs = append(errs, err)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {

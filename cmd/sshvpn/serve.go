@@ -284,7 +284,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 		defer stop()
 		backend, details, ns, dns = nb, []any{"netstack", nb}, nb, nb.DNSStats
 	}
-	signer, err := gateway.LoadOrCreateHostKey(c.hostKey)
+	signer, err := gateway.LoadOrCreateHostKey(c.hostKey, log)
 	if err != nil {
 		return err
 	}

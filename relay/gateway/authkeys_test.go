@@ -192,11 +192,11 @@ func TestAuthorizedKeysParsedOncePerChange(t *testing.T) {
 // A host key others may read is refused, as sshd refuses it.
 func TestHostKeyTooOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "host_key")
-	if _, err := gateway.LoadOrCreateHostKey(path); err != nil {
+	if _, err := gateway.LoadOrCreateHostKey(path, nil); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(path, 0o644)
-	if _, err := gateway.LoadOrCreateHostKey(path); err == nil || !strings.Contains(err.Error(), "too open") {
+	if _, err := gateway.LoadOrCreateHostKey(path, nil); err == nil || !strings.Contains(err.Error(), "too open") {
 		t.Fatalf("a world-readable host key: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -17,11 +18,18 @@ import (
 // LoadOrCreateHostKey reads an OpenSSH private key from path, or, when there
 // is none, generates an Ed25519 key there with mode 0600 so that clients see
 // the same host key on every start. Like sshd it refuses a key file that
-// others can read: whoever reads it can impersonate the gateway.
-func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
+// others can read: whoever reads it can impersonate the gateway. A key it
+// generates is logged to log (if not nil) with its path and fingerprint:
+// what a user compares when ssh first asks them to trust the gateway.
+func LoadOrCreateHostKey(path string, log *slog.Logger) (ssh.Signer, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return createHostKey(path)
+		s, err := createHostKey(path)
+		if err == nil && log != nil {
+			log.Info("host key generated: clients are shown this fingerprint when they first connect",
+				"path", path, "fingerprint", ssh.FingerprintSHA256(s.PublicKey()), "type", s.PublicKey().Type())
+		}
+		return s, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -279,10 +280,18 @@ func TestLoadAuthorizedKeysErrorsNameTheLine(t *testing.T) {
 
 func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "host_key")
-	k1, err := gateway.LoadOrCreateHostKey(path)
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	k1, err := gateway.LoadOrCreateHostKey(path, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Generating it is said, with where and what a user compares.
+	if fp := ssh.FingerprintSHA256(k1.PublicKey()); !strings.Contains(logged.String(), "host key generated") ||
+		!strings.Contains(logged.String(), "path="+path) || !strings.Contains(logged.String(), "fingerprint="+fp) {
+		t.Errorf("log %q: want the generated key's path and fingerprint %s", logged.String(), fp)
+	}
+	logged.Reset()
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -290,9 +299,12 @@ func TestHostKeyIsCreatedPrivateAndReused(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("host key mode %v, want 0600", fi.Mode().Perm())
 	}
-	k2, err := gateway.LoadOrCreateHostKey(path)
+	k2, err := gateway.LoadOrCreateHostKey(path, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if logged.Len() != 0 {
+		t.Errorf("loading the key again logged %q: only a new key is news", logged.String())
 	}
 	if !bytes.Equal(k1.PublicKey().Marshal(), k2.PublicKey().Marshal()) {
 		t.Fatal("a second start made a new host key")
