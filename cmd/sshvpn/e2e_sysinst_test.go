@@ -157,14 +157,14 @@ func awaitMsg(t *testing.T, msgs <-chan string, want string, within time.Duratio
 
 func testNotify(t *testing.T, unit string) {
 	ns := nstest.New(t)
-	state, conf := t.TempDir(), t.TempDir()
+	state, conf, runtime := t.TempDir(), t.TempDir(), t.TempDir()
 	client := gatewaytest.NewSigner(t)
 	if err := os.WriteFile(filepath.Join(conf, "authorized_keys"), ssh.MarshalAuthorizedKey(client.PublicKey()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const listen = "127.0.0.1:2222"
 	argv := execStart(t, unit, map[string]string{
-		"STATE_DIRECTORY": state, "CONFIGURATION_DIRECTORY": conf, "SERVE_ARGS": "--listen " + listen,
+		"STATE_DIRECTORY": state, "CONFIGURATION_DIRECTORY": conf, "RUNTIME_DIRECTORY": runtime, "SERVE_ARGS": "--listen " + listen,
 	})
 	argv[0] = sshvpnBin
 	socket, msgs := notifySocket(t)
@@ -187,6 +187,11 @@ func testNotify(t *testing.T, unit string) {
 	}
 	if fi, err := os.Stat(filepath.Join(state, "ssh_host_ed25519_key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("host key in the unit's StateDirectory: %v, %v", fi, err)
+	}
+	// Its status socket is in the unit's RuntimeDirectory, where
+	// sshvpn status looks.
+	if out, err := exec.Command(sshvpnBin, "status", "--state-dir", runtime).CombinedOutput(); err != nil || !strings.Contains(string(out), "listen: "+listen) {
+		t.Errorf("sshvpn status in the unit's RuntimeDirectory: %v\n%s", err, out)
 	}
 
 	// WATCHDOG=1 at half of WATCHDOG_USEC: count them over 3 timeouts.

@@ -19,11 +19,12 @@ import (
 
 // statusConfig is what `sshvpn status` was asked to do.
 type statusConfig struct {
-	stateDir string
-	socket   string
-	json     bool
-	watch    watchFlag
-	dump     bool
+	stateDir    string
+	stateDirSet bool // --state-dir given: ask there alone
+	socket      string
+	json        bool
+	watch       watchFlag
+	dump        bool
 }
 
 // statusAbout heads status's -h and its man page.
@@ -41,7 +42,7 @@ unix socket in its --state-dir that only its user and root may open.
 // statusFlags defines status's flags on c.
 func statusFlags(c *statusConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet("sshvpn status", flag.ContinueOnError)
-	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` the processes were started with (their --state-dir)")
+	fs.StringVar(&c.stateDir, "state-dir", kernel.DefaultStateDir(), "`directory` the processes were started with (their --state-dir); root also looks in "+gatewayServiceDir+", sshvpn.service's")
 	fs.StringVar(&c.socket, "socket", "", "ask only the process at this status socket `path`")
 	fs.BoolVar(&c.json, "json", false, "print the reports as a JSON array, each with its schema version")
 	fs.Var(&c.watch, "watch", "redraw every `interval` (--watch alone: 1s) until interrupted")
@@ -81,6 +82,7 @@ func parseStatus(args []string, stderr io.Writer) (*statusConfig, error) {
 	if err := parseFlags(fs, args, stderr, statusAbout); err != nil {
 		return nil, err
 	}
+	c.stateDirSet = visited(fs)["state-dir"]
 	rest := fs.Args()
 	// --watch 2s: the interval given apart, as watch(1) takes it.
 	if c.watch.every != 0 && len(rest) > 0 {
@@ -97,6 +99,7 @@ func parseStatus(args []string, stderr io.Writer) (*statusConfig, error) {
 			return nil, fmt.Errorf("%v (sshvpn status -h lists the flags)", err)
 		}
 		rest = fs.Args()
+		c.stateDirSet = visited(fs)["state-dir"]
 	}
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("status takes flags and dump, got %q", rest)
@@ -162,7 +165,7 @@ func showStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 
 func queryStatus(ctx context.Context, c *statusConfig) ([]status.Report, error) {
 	if c.socket == "" {
-		return status.Query(ctx, c.stateDir)
+		return queryDirs(ctx, c.stateDirs())
 	}
 	r, err := status.Fetch(ctx, c.socket)
 	if err != nil {
@@ -172,6 +175,46 @@ func queryStatus(ctx context.Context, c *statusConfig) ([]status.Report, error) 
 		return nil, err
 	}
 	return []status.Report{r}, nil
+}
+
+// gatewayServiceDir is where sshvpn.service, the rootless gateway's
+// unit, keeps its state: a directory of its own, as its dynamic user owns
+// it and root's processes keep theirs in the default one.
+const gatewayServiceDir = "/run/sshvpn-gateway"
+
+// stateDirs are the directories status asks in: --state-dir if given;
+// else the default one, and for root the rootless gateway service's too,
+// so that "sudo sshvpn status" finds every sshvpn of this host's units.
+func (c *statusConfig) stateDirs() []string {
+	if c.stateDirSet || os.Geteuid() != 0 {
+		return []string{c.stateDir}
+	}
+	dirs := []string{c.stateDir}
+	if _, err := os.Stat(gatewayServiceDir); err == nil && c.stateDir != gatewayServiceDir {
+		dirs = append(dirs, gatewayServiceDir)
+	}
+	return dirs
+}
+
+// queryDirs asks the processes of every dir; it says that none runs only
+// when no dir has one.
+func queryDirs(ctx context.Context, dirs []string) ([]status.Report, error) {
+	var reports []status.Report
+	var errs, none []error
+	for _, dir := range dirs {
+		rs, err := status.Query(ctx, dir)
+		reports = append(reports, rs...)
+		switch {
+		case errors.Is(err, status.ErrNoProcess):
+			none = append(none, err)
+		case err != nil:
+			errs = append(errs, err)
+		}
+	}
+	if len(reports) == 0 && len(errs) == 0 {
+		return nil, errors.Join(none...)
+	}
+	return reports, errors.Join(errs...)
 }
 
 // serveStatus serves report on the process's status socket in dir until
