@@ -191,8 +191,7 @@ func (cs *connState) run(ctx context.Context, c relay.Device, t relay.Tunnel, mo
 	if cerr := t.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = cerr
 	}
-	i, o := in.Snapshot(), out.Snapshot()
-	cs.remove(ts, i, o)
+	i, o := cs.remove(ts)
 	why := "the client or the gateway closed it"
 	if err != nil {
 		why = err.Error()
@@ -256,11 +255,14 @@ func (cs *connState) add(ts *tunnelState) {
 
 // remove forgets a tunnel that ended, and adds its last counts, in and
 // out, to the gateway's departed traffic in the same step, so that no
-// Status sees it twice or not at all.
-func (cs *connState) remove(ts *tunnelState, in, out relay.Snapshot) {
-	flows, memory := ts.limitRefusals()
+// Status sees it twice or not at all. The counts are read under statusMu:
+// a Status that read them live before cannot have seen more than the
+// departed totals then get, so no counter goes back.
+func (cs *connState) remove(ts *tunnelState) (in, out relay.Snapshot) {
 	cs.srv.statusMu.Lock()
 	defer cs.srv.statusMu.Unlock()
+	in, out = ts.in.Snapshot(), ts.out.Snapshot()
+	flows, memory := ts.limitRefusals()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for i, t := range cs.tunnels {
@@ -273,6 +275,7 @@ func (cs *connState) remove(ts *tunnelState, in, out relay.Snapshot) {
 	addSnapshot(&cs.srv.departed[1], out)
 	cs.srv.departedFlowsRefused += flows
 	cs.srv.departedMemoryRefused += memory
+	return in, out
 }
 
 // status is the text the session channel shows.
