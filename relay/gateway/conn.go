@@ -34,6 +34,7 @@ type connState struct {
 	tunnels  []*tunnelState
 	channels int // open tunnels and sessions, for Limits.MaxChannelsPerConn
 	forwards int // open direct-tcpip channels, for Limits.MaxForwardsPerConn
+	sessions int // open session channels: a hangup in one of several ends only it
 	// forwardsRefused counts the forwards its limits refused.
 	forwardsRefused uint64
 	opened          chan struct{} // closed when the first tunnel is up

@@ -18,6 +18,8 @@ func (cs *connState) session(nc ssh.NewChannel) {
 		return
 	}
 	defer ch.Close()
+	cs.countSession(1)
+	defer cs.countSession(-1)
 	// One status writer per session, as sshd runs one command: a second
 	// shell or exec is refused, so a client cannot start writers that
 	// race on the channel or pile up goroutines.
@@ -60,8 +62,11 @@ func (cs *connState) greet(ch ssh.Channel, pty bool, gone <-chan struct{}) {
 		return
 	}
 	text := cs.status() + "This session runs no command; the tunnel stays up while it is open."
-	if pty {
+	switch {
+	case pty && cs.sessionCount() == 1:
 		text += " Press Ctrl-D to close it and the tunnel."
+	case pty:
+		text += " Press Ctrl-D to close it; another session holds the tunnel."
 	}
 	text += "\n"
 	if pty {
@@ -79,9 +84,24 @@ func (cs *connState) greet(ch ssh.Channel, pty bool, gone <-chan struct{}) {
 	hungUp := waitForHangup(ch)
 	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
 	ch.Close()
-	if hungUp {
+	// A hangup ends the connection only from its one session: another
+	// (ssh -S ctl -t gw beside a ControlMaster's ssh -w) closes just itself.
+	if hungUp && cs.sessionCount() == 1 {
 		cs.hangUp()
 	}
+}
+
+// countSession counts the connection's open session channels.
+func (cs *connState) countSession(d int) {
+	cs.mu.Lock()
+	cs.sessions += d
+	cs.mu.Unlock()
+}
+
+func (cs *connState) sessionCount() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.sessions
 }
 
 // waitForHangup reads a terminal session's input until Ctrl-C, Ctrl-D or

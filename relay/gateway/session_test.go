@@ -94,6 +94,47 @@ func TestSessionHangUpClosesTheTunnel(t *testing.T) {
 	}
 }
 
+// With two sessions on one connection (a ControlMaster's ssh -w and an
+// ssh -S ctl -t beside it), a hangup in one closes only that one; the
+// tunnel goes with the hangup of the last.
+func TestSessionHangUpOfOneOfTwo(t *testing.T) {
+	g := startGateway(t, gateway.PermitYes, "")
+	c := g.Dial(t)
+	tun, err := openTunnel(c, relay.PointToPoint, relay.AnyUnit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := make(chan struct{}) // the tunnel's channel closed: one reader for the test
+	go func() {
+		io.Copy(io.Discard, tun)
+		close(gone)
+	}()
+	first, firstIn := startSession(t, c, true)
+	second, secondIn := startSession(t, c, true)
+	if _, err := secondIn.Write([]byte("\x04")); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("the second session ended with %v, want exit status 0", err)
+	}
+	select {
+	case <-gone:
+		t.Fatal("a hangup in the second session closed the tunnel the first holds")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if _, err := firstIn.Write([]byte("\x04")); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err != nil {
+		t.Errorf("the first session ended with %v, want exit status 0", err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the tunnel's channel is still open after the last session hung up")
+	}
+}
+
 // A session's end that is no hangup keeps the tunnel: ssh -N opens none,
 // and a session whose stdin ends (ssh </dev/null, without a terminal, or
 // with one) or that the client closes leaves the tunnel to the client.
