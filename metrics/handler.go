@@ -3,6 +3,8 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/sshvpn/sshvpn/status"
 )
@@ -16,14 +18,30 @@ const index = `<!DOCTYPE html>
 <p>sshvpn's metrics are at <a href="/metrics">/metrics</a>, in Prometheus text format.
 `
 
-// Handler serves /metrics, rendered from report at each request, and a
-// short index on /; every other path is not found, every other method than
-// GET and HEAD not allowed.
+// freshFor is how long a rendered page serves every scrape that comes:
+// a Report takes the gateway's locks, so scrapes in a tight loop (or many
+// at once) must not take them more often than this.
+var freshFor = 250 * time.Millisecond
+
+// Handler serves /metrics, rendered from report (at most once per
+// freshFor, however many scrapes come), and a short index on /; every
+// other path is not found, every other method than GET and HEAD not
+// allowed.
 func Handler(report func() status.Report) http.Handler {
+	var (
+		mu   sync.Mutex // one render at a time; the others wait for it
+		page []byte
+		at   time.Time
+	)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		r := report()
-		page := render(&r, buildInfo())
+		mu.Lock()
+		if page == nil || time.Since(at) >= freshFor {
+			r := report()
+			page, at = render(&r, buildInfo()), time.Now()
+		}
+		page := page
+		mu.Unlock()
 		h := w.Header()
 		h.Set("Content-Type", ContentType)
 		h.Set("Content-Length", strconv.Itoa(len(page)))

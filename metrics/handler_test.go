@@ -5,13 +5,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sshvpn/sshvpn/status"
 )
 
 func TestHandler(t *testing.T) {
+	defer func(d time.Duration) { freshFor = d }(freshFor)
+	freshFor = 0 // every scrape renders
 	var calls atomic.Int64
 	srv := httptest.NewServer(Handler(func() status.Report {
 		r := fullGateway()
@@ -76,5 +80,37 @@ func TestHandler(t *testing.T) {
 	}
 	if n := calls.Load(); n != 3 {
 		t.Errorf("report called %d times, want once per scrape of /metrics (3)", n)
+	}
+}
+
+// Scrapes in a tight loop or at once take one Report per freshFor: each
+// takes the gateway's locks.
+func TestHandlerRendersAtMostOncePerFreshFor(t *testing.T) {
+	defer func(d time.Duration) { freshFor = d }(freshFor)
+	freshFor = time.Hour
+	var calls atomic.Int64
+	srv := httptest.NewServer(Handler(func() status.Report {
+		calls.Add(1)
+		return *fullGateway()
+	}))
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			resp, err := srv.Client().Get(srv.URL + "/metrics")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "sshvpn_connections") {
+				t.Errorf("scrape: %s %.80q", resp.Status, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("20 scrapes within freshFor took %d Reports, want 1", n)
 	}
 }

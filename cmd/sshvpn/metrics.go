@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/net/netutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -72,6 +73,10 @@ const (
 	metricsHeaderTimeout = 5 * time.Second
 	metricsIOTimeout     = 30 * time.Second
 	metricsIdleTimeout   = 2 * time.Minute
+	// metricsMaxConns bounds the connections served at once, per listener:
+	// a scraper needs one, and open connections cost file descriptors the
+	// SSH listener and the tunnels' sockets share.
+	metricsMaxConns = 16
 )
 
 // serveMetrics serves report as Prometheus text on addr (--metrics-listen)
@@ -103,7 +108,7 @@ func serveMetrics(ctx context.Context, addr string, report func() status.Report,
 	for _, ln := range lns {
 		log.Info("serving metrics", "on", "http://"+ln.Addr().String()+"/metrics")
 		wg.Go(func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(netutil.LimitListener(ln, metricsMaxConns)); !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics listener stopped", "on", ln.Addr().String(), "err", err)
 			}
 		})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -288,4 +289,69 @@ func hasIPv6Loopback() bool {
 	}
 	ln.Close()
 	return true
+}
+
+// The metrics listener serves metricsMaxConns connections at once: the
+// next waits until one goes, so idle connections cannot take every file
+// descriptor.
+func TestServeMetricsConnectionLimit(t *testing.T) {
+	stop, err := serveMetrics(t.Context(), "127.0.0.1:0", newSelfReport("gateway", time.Now()).report, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var addr string
+	for _, ap := range diff(listeningSockets(t), nil) {
+		if ap.Addr() == netip.MustParseAddr("127.0.0.1") {
+			addr = ap.String()
+		}
+	}
+	// Each held connection has been served once, so the server holds it.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	get := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	for range metricsMaxConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if err := get(c); err != nil {
+			t.Fatalf("connection %d: %v", len(held), err)
+		}
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if err := get(extra); err == nil {
+		t.Fatalf("connection %d was served beside %d held ones", metricsMaxConns+1, metricsMaxConns)
+	}
+	// The waiting one is served first once a held one goes; it gives up.
+	extra.Close()
+	held[0].Close()
+	again, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := get(again); err != nil {
+		t.Errorf("with a held connection gone, a new one is not served: %v", err)
+	}
 }
