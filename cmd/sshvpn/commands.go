@@ -5,6 +5,8 @@ import (
 	"os"
 	"reflect"
 	"strings"
+
+	"github.com/sshvpn/sshvpn/kernel"
 )
 
 // command is one sshvpn subcommand as its man page and the shell
@@ -102,6 +104,11 @@ func shownDefault(f *flag.Flag) string {
 		return ""
 	}
 	d := f.DefValue
+	if f.Name == "state-dir" && d == kernel.DefaultStateDir() {
+		// Root's, the user's runtime directory or /tmp's: which one
+		// depends on who runs it, not on who built the page.
+		return stateDirDefault
+	}
 	for _, env := range []string{"XDG_RUNTIME_DIR", "XDG_STATE_HOME"} {
 		if v := os.Getenv(env); v != "" && strings.HasPrefix(d, v+"/") {
 			return "$" + env + d[len(v):]
@@ -112,6 +119,9 @@ func shownDefault(f *flag.Flag) string {
 	}
 	return d
 }
+
+// stateDirDefault says kernel.DefaultStateDir for every user.
+const stateDirDefault = "/run/sshvpn as root, else $XDG_RUNTIME_DIR/sshvpn, else /tmp/sshvpn-UID"
 
 // isZeroValue is the flag package's own test of a default not worth
 // printing: the value's zero renders the same.

@@ -48,6 +48,11 @@ func TestManPagesHaveEveryFlag(t *testing.T) {
 		if strings.Contains(page, "/home/someone") || strings.Contains(page, "/run/user/1234") {
 			t.Errorf("sshvpn-%s(1) names the builder's own directories:\n%s", name, page)
 		}
+		// --state-dir's default depends on who runs it (root or not),
+		// not on who built the page.
+		if strings.Contains(page, roff(dashed("state-dir"))) && !strings.Contains(page, roff(stateDirDefault)) {
+			t.Errorf("sshvpn-%s(1) gives --state-dir the builder's default, not every user's", name)
+		}
 	}
 }
 
