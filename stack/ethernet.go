@@ -64,7 +64,7 @@ func (g *Gateway) checkEthernet(a *advertised) error {
 // DHCP hands out its IPv4 address, router advertisements its IPv6 prefix.
 func (g *Gateway) openSegment(t *tunnel, req relay.TunnelRequest) (relay.Tunnel, error) {
 	l := &l2Tunnel{tunnel: t, claims: &keyClaims{gw: g, key: req.Key}, dialled: dialled(req.Local)}
-	adv := g.adv()
+	adv := t.adv
 	cfg := segment.Config{
 		Inner: t, Injector: t.ep, Local: g.localAddrs(), Routed: req.AllowedIPs,
 		DNS: adv.DNS, Domains: adv.Domains, Claims: l.claims, Stats: &t.stats.L2, Log: t.log,
@@ -176,7 +176,7 @@ func (l *l2Tunnel) Status() string {
 			}
 		}
 	}
-	for _, d := range g.adv().DNS {
+	for _, d := range t.adv.DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
 	b.WriteString("  on your side, as root, in one shell:\n")

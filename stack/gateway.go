@@ -331,7 +331,7 @@ func (g *Gateway) Open(ctx context.Context, req relay.TunnelRequest) (relay.Tunn
 		g.release(addrs)
 		return nil, err
 	}
-	t := &tunnel{client: c, gw: g, addrs: addrs}
+	t := &tunnel{client: c, gw: g, addrs: addrs, adv: g.adv()}
 	if req.Mode == relay.Ethernet {
 		return g.openSegment(t, req)
 	}
@@ -388,8 +388,11 @@ func hostBits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
 // tunnel is one client's stack as a relay.Tunnel.
 type tunnel struct {
 	*client
-	gw        *Gateway
-	addrs     []netip.Prefix
+	gw    *Gateway
+	addrs []netip.Prefix
+	// adv is the DNS the client was told at open: a reload changes what
+	// tunnels opened later are told, and this one's status says what it has.
+	adv       *advertised
 	closeOnce sync.Once
 }
 
@@ -407,7 +410,7 @@ func (t *tunnel) SetPathRTT(rtt time.Duration) { t.ep.pathRTT.Store(int64(rtt)) 
 
 // Config implements relay.Tunnel.
 func (t *tunnel) Config() relay.TunnelConfig {
-	adv := t.gw.adv()
+	adv := t.adv
 	return relay.TunnelConfig{
 		Device:    "netstack",
 		MTU:       t.MTU(),
@@ -428,7 +431,7 @@ func (t *tunnel) Status() string {
 	for i, a := range t.addrs {
 		fmt.Fprintf(&b, "  your address %s, the gateway's %s\n", a, t.gw.gateways[i])
 	}
-	for _, d := range t.gw.adv().DNS {
+	for _, d := range t.adv.DNS {
 		fmt.Fprintf(&b, "  name server %s\n", d)
 	}
 	b.WriteString("  on your side, as root, in one shell:\n")

@@ -3,6 +3,8 @@ package stack
 import (
 	"io"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sshvpn/sshvpn/stack/egress"
@@ -49,9 +51,12 @@ func TestSetRulesAppliesToOpenTunnels(t *testing.T) {
 	}
 }
 
-// SetDNS changes what tunnels opened next are told.
+// SetDNS changes what tunnels opened next are told; one open before
+// goes on saying what it was told.
 func TestSetDNSAppliesToNewTunnels(t *testing.T) {
 	g := newGateway(t)
+	old := open(t, g, "SHA256:dns1")
+	before := old.Config()
 	ns := netip.MustParseAddr("198.18.0.53")
 	if err := g.SetDNS([]netip.Addr{ns}, []string{"corp.example"}, true); err != nil {
 		t.Fatal(err)
@@ -59,5 +64,9 @@ func TestSetDNSAppliesToNewTunnels(t *testing.T) {
 	cfg := open(t, g, "SHA256:dns2").Config()
 	if len(cfg.DNS) != 1 || cfg.DNS[0] != ns || len(cfg.Domains) != 1 || cfg.Domains[0] != "corp.example" {
 		t.Errorf("a new tunnel is told DNS %v %v, want [%s] [corp.example]", cfg.DNS, cfg.Domains, ns)
+	}
+	if after := old.Config(); !slices.Equal(after.DNS, before.DNS) || !slices.Equal(after.Domains, before.Domains) ||
+		strings.Contains(old.Status(), ns.String()) {
+		t.Errorf("a tunnel opened before the change now says DNS %v %v (was %v %v), status:\n%s", after.DNS, after.Domains, before.DNS, before.Domains, old.Status())
 	}
 }
