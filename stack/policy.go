@@ -55,8 +55,10 @@ func (l *livePolicy) get() *egress.Policy {
 	p, err := l.gw.cfg.PolicyFor(l.req, base)
 	if err != nil {
 		// The key's rules parsed when the tunnel opened and the
-		// gateway's do not enter this; keep what was in force.
+		// gateway's do not enter this; keep what was in force, for this
+		// base, so that the failure is logged once, not on every flow.
 		l.gw.cfg.Logger.Error("egress policy not rebuilt; the one before stays", "key", l.req.Key, "err", err)
+		l.cur.CompareAndSwap(cur, &builtPolicy{base, cur.p})
 		return cur.p
 	}
 	l.cur.CompareAndSwap(cur, &builtPolicy{base, p})
