@@ -92,5 +92,9 @@ func pingAdvice(gid int, now string) string {
 	if now != "" {
 		msg += fmt.Sprintf(" (now %q)", now)
 	}
+	if lo != gid || hi != gid {
+		// Widened to keep the groups allowed now, it allows those between.
+		msg += fmt.Sprintf(", which also allows every group between; or \"%d %d\" for this group alone", gid, gid)
+	}
 	return msg + "; the gateway notices at the next ping, without a restart"
 }

@@ -52,7 +52,7 @@ func TestPingAdvice(t *testing.T) {
 	for _, tc := range []struct{ now, want string }{
 		{"1 0", `ping_group_range="65534 65534" (now "1 0")`},
 		{"", `ping_group_range="65534 65534";`},
-		{"0 100", `ping_group_range="0 65534" (now "0 100")`},
+		{"0 100", `ping_group_range="0 65534" (now "0 100"), which also allows every group between; or "65534 65534" for this group alone`},
 		{"70000 80000", `ping_group_range="65534 80000"`},
 	} {
 		got := pingAdvice(65534, tc.now)
