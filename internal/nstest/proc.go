@@ -56,8 +56,16 @@ func (n *NS) StartLogged(t testing.TB, logPath string, args ...string) *Proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("in %s: start %s: %v", n.Name, strings.Join(args, " "), err)
 	}
+	n.track(t, p, nil)
+	return p
+}
+
+// track waits for a started process and has it killed by PID at the
+// test's end (after showing its log's tail when the test failed), then
+// runs after, if not nil; the namespace's cleanup kills it too.
+func (n *NS) track(t testing.TB, p *Proc, after func()) {
 	go func() {
-		p.err = cmd.Wait()
+		p.err = p.Cmd.Wait()
 		close(p.done)
 	}()
 	n.mu.Lock()
@@ -68,8 +76,10 @@ func (n *NS) StartLogged(t testing.TB, logPath string, args ...string) *Proc {
 			t.Logf("log of %s (pid %d), last %d lines:\n%s", p.name, p.PID(), logTail, p.Tail(logTail))
 		}
 		p.kill(t)
+		if after != nil {
+			after()
+		}
 	})
-	return p
 }
 
 // PID returns the process ID.

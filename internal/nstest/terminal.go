@@ -44,18 +44,7 @@ func (n *NS) StartTerminal(t testing.TB, args ...string) (*Proc, *os.File) {
 		io.Copy(log, term) // ends with EIO once no process holds the terminal
 		log.Close()
 	}()
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	n.mu.Lock()
-	n.procs = append(n.procs, p)
-	n.mu.Unlock()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of %s (pid %d), last %d lines:\n%s", p.name, p.PID(), logTail, p.Tail(logTail))
-		}
-		p.kill(t)
+	n.track(t, p, func() {
 		term.Close()
 		<-copied
 	})
