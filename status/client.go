@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -27,10 +26,9 @@ const maxReport = 64 << 20
 
 // Fetch asks the process behind the socket at path for its Report.
 func Fetch(ctx context.Context, path string) (Report, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	c, err := dial(ctx, path)
 	if err != nil {
-		return Report{}, dialError(path, err)
+		return Report{}, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(peerDeadline))
@@ -45,23 +43,6 @@ func Fetch(ctx context.Context, path string) (Report, error) {
 		return r, fmt.Errorf("status socket %s: schema %d, this sshvpn reads %d: use the sshvpn that runs there", path, r.Schema, Schema)
 	}
 	return r, nil
-}
-
-// StaleError is a socket no process listens on any more.
-type StaleError struct{ Path string }
-
-func (e *StaleError) Error() string {
-	return fmt.Sprintf("status socket %s: no process listens on it (it exited without removing it)", e.Path)
-}
-
-func dialError(path string, err error) error {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return &StaleError{path}
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("status socket %s belongs to %s: run sshvpn status as that user or root", path, owner(path))
-	}
-	return fmt.Errorf("status socket %s: %w", path, err)
 }
 
 // owner names a file's owner for messages: "user nobody (uid 65534)";
@@ -107,24 +88,10 @@ func Sockets(dir string) ([]string, error) {
 	return paths, nil
 }
 
-// RemoveStale removes the sockets in dir that no process listens on.
-func RemoveStale(dir string) {
-	paths, _ := Sockets(dir)
-	for _, p := range paths {
-		c, err := net.DialTimeout("unix", p, peerDeadline)
-		if err == nil {
-			c.Close()
-			continue
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			os.Remove(p)
-		}
-	}
-}
-
 // Query fetches the Report of every process serving one in dir. Stale
-// sockets are removed (when it may) and skipped; a socket it cannot read
-// is an error, with the Reports it could read. With no process at all it
+// sockets are removed (when it may) and skipped, and so are the sockets
+// of processes still starting; a socket it cannot read is an error, with
+// the Reports it could read. With no process at all it
 // returns ErrNoProcess.
 func Query(ctx context.Context, dir string) ([]Report, error) {
 	paths, err := Sockets(dir)
@@ -137,6 +104,9 @@ func Query(ctx context.Context, dir string) ([]Report, error) {
 		r, err := Fetch(ctx, p)
 		if _, stale := errors.AsType[*StaleError](err); stale {
 			os.Remove(p)
+			continue
+		}
+		if errors.Is(err, errNotListening) {
 			continue
 		}
 		if err != nil {

@@ -69,36 +69,6 @@ func TestDirTightened(t *testing.T) {
 	}
 }
 
-// TestStaleSkipped: a socket whose process died (bound, never closed) is
-// skipped and removed, and the live process still answers.
-func TestStaleSkipped(t *testing.T) {
-	dir := t.TempDir()
-	stale := filepath.Join(dir, SocketName("connect", 999999))
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale}); err != nil {
-		t.Fatal(err)
-	}
-	syscall.Close(fd) // bound and never listened: what a killed process leaves
-	listen(t, dir, "serve", Report{Role: "gateway", PID: 1, Gateway: &Gateway{}})
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Listen left the stale socket: %v", err)
-	}
-	// One more, made after Listen, is for Query to skip.
-	fd, _ = syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale})
-	syscall.Close(fd)
-	rs, err := Query(context.Background(), dir)
-	if err != nil || len(rs) != 1 {
-		t.Fatalf("Query: %v, %d reports", err, len(rs))
-	}
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Query left the stale socket: %v", err)
-	}
-}
-
 // TestPeersBounded: peers that connect and never read hold a slot each
 // until the deadline, and no more than maxPeers are served at once.
 func TestPeersBounded(t *testing.T) {
