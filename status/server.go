@@ -55,23 +55,27 @@ func Listen(dir, role string, report func() Report, log *slog.Logger) (*Server, 
 	RemoveStale(dir)
 	path := filepath.Join(dir, SocketName(role, os.Getpid()))
 	os.Remove(path) // a dead process of the same pid (a container's pid 1)
-	// The socket is made 0600 by the umask, not by a chmod after bind: no
-	// moment exists in which another user could connect.
-	old := syscall.Umask(0o177)
+	// Bound with the process's umask, then made 0600: in between nobody
+	// else can reach it, through a 0700 directory of ours (ensureDir). A
+	// umask around the bind would be the whole process's, every thread's
+	// files made meanwhile included.
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("status socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket %s: %w", path, err)
+	}
 	s := &Server{ln: ln, path: path, report: report, log: log, slots: make(chan struct{}, maxPeers)}
 	s.wg.Go(s.serve)
 	return s, nil
 }
 
 // ensureDir makes dir 0700, or checks that the one there is ours and
-// closed to others: a socket in a directory another user controls could
-// be swapped for theirs.
+// closes it to others: a socket in a directory another user controls could
+// be swapped for theirs, and the socket is reachable before its chmod.
 func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("status directory: %w", err)

@@ -2,7 +2,9 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -107,25 +109,47 @@ func TestPeersBounded(t *testing.T) {
 	}
 }
 
-// TestPeerDeadline: a peer that connects and sits there is cut off.
+// TestPeerDeadline: peers that connect and never read a report larger
+// than the socket buffer hold every slot until the server gives up on
+// them, about peerDeadline later; then the slots serve again, and each
+// stalled peer is left with a cut-off report.
 func TestPeerDeadline(t *testing.T) {
-	dir := t.TempDir()
-	s := listen(t, dir, "serve", Report{})
+	big := Report{Role: "gateway", Gateway: &Gateway{Listen: strings.Repeat("x", 4<<20)}}
+	s := listen(t, t.TempDir(), "serve", big)
+	start := time.Now()
+	var stalled []net.Conn
+	defer func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	}()
+	for range maxPeers {
+		c, err := net.Dial("unix", s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c)
+	}
 	c, err := net.Dial("unix", s.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// The report is small enough to sit in the socket buffer; what must
-	// happen is the close after it.
-	c.SetReadDeadline(time.Now().Add(peerDeadline + 2*time.Second))
-	buf := make([]byte, 1<<16)
-	for {
-		if _, err := c.Read(buf); err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				t.Fatal("the server kept the connection open")
-			}
-			return
+	c.SetDeadline(time.Now().Add(3 * peerDeadline))
+	var r Report
+	if err := json.NewDecoder(c).Decode(&r); err != nil {
+		t.Fatalf("a peer after %d stalled ones got no report in %v: %v", maxPeers, time.Since(start).Round(time.Millisecond), err)
+	}
+	if took := time.Since(start); took > 2*peerDeadline {
+		t.Errorf("a slot came free after %v, want about %v", took.Round(time.Millisecond), peerDeadline)
+	}
+	for i, c := range stalled {
+		c.SetReadDeadline(time.Now().Add(peerDeadline))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Errorf("stalled peer %d: %v after %d bytes: the server kept the connection open", i, err, n)
+		} else if n > 4<<20 {
+			t.Errorf("stalled peer %d: got all %d bytes, want a report cut off", i, n)
 		}
 	}
 }
