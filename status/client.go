@@ -24,13 +24,21 @@ var ErrNoProcess = errors.New("no sshvpn process is running")
 // well under it, and a peer that is not sshvpn cannot make it grow.
 const maxReport = 64 << 20
 
-// Fetch asks the process behind the socket at path for its Report.
+// Fetch asks the process behind the socket at path for its Report. It
+// believes only a server of this process's user or root (see believed).
 func Fetch(ctx context.Context, path string) (Report, error) {
 	c, err := dial(ctx, path)
 	if err != nil {
 		return Report{}, err
 	}
 	defer c.Close()
+	uid, err := peerUID(c)
+	if err != nil {
+		return Report{}, fmt.Errorf("status socket %s: whose server it is: %w", path, err)
+	}
+	if !believed(uid, path) {
+		return Report{}, foreignServer(path, uid)
+	}
 	c.SetDeadline(time.Now().Add(peerDeadline))
 	var r Report
 	if err := json.NewDecoder(io.LimitReader(c, maxReport)).Decode(&r); err != nil {
@@ -59,20 +67,29 @@ func owner(path string) string {
 	if !ok {
 		return "its owner"
 	}
-	uid := strconv.Itoa(int(st.Uid))
-	if u, err := user.LookupId(uid); err == nil {
-		return fmt.Sprintf("user %s (uid %s)", u.Username, uid)
-	}
-	return "uid " + uid
+	return uidName(int(st.Uid))
 }
 
-// Sockets lists the status sockets in dir, in name order.
+// uidName names a uid for messages: "user nobody (uid 65534)".
+func uidName(uid int) string {
+	id := strconv.Itoa(uid)
+	if u, err := user.LookupId(id); err == nil {
+		return fmt.Sprintf("user %s (uid %s)", u.Username, id)
+	}
+	return "uid " + id
+}
+
+// Sockets lists the status sockets in dir, in name order. A directory
+// another user could have filled (see checkDir) is an error.
 func Sockets(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	if _, err := checkDir(dir); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
 		}
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("status directory %s belongs to %s: run sshvpn status as that user or root", dir, owner(dir))
 		}
@@ -90,8 +107,8 @@ func Sockets(dir string) ([]string, error) {
 
 // Query fetches the Report of every process serving one in dir. Stale
 // sockets are removed (when it may) and skipped, and so are the sockets
-// of processes still starting; a socket it cannot read is an error, with
-// the Reports it could read. With no process at all it
+// of processes still starting; a socket it cannot read or believe is an
+// error, with the Reports it could read. With no process at all it
 // returns ErrNoProcess.
 func Query(ctx context.Context, dir string) ([]Report, error) {
 	paths, err := Sockets(dir)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -80,18 +79,14 @@ func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("status directory: %w", err)
 	}
-	fi, err := os.Lstat(dir)
+	st, err := dirStat(dir)
 	if err != nil {
-		return fmt.Errorf("status directory: %w", err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok {
-		return fmt.Errorf("status directory %s: not a directory", dir)
+		return err
 	}
 	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("status directory %s belongs to uid %d, not to this process's uid %d; give --state-dir a directory of its own", dir, st.Uid, os.Geteuid())
+		return fmt.Errorf("status directory %s belongs to %s, not to this process's uid %d; give --state-dir a directory of its own", dir, uidName(int(st.Uid)), os.Geteuid())
 	}
-	if fi.Mode().Perm() != 0o700 {
+	if os.FileMode(st.Mode).Perm() != 0o700 {
 		if err := os.Chmod(dir, 0o700); err != nil {
 			return fmt.Errorf("status directory: %w", err)
 		}
@@ -143,22 +138,4 @@ func (s *Server) answer(c *net.UnixConn) {
 	if err := json.NewEncoder(c).Encode(r); err != nil {
 		s.log.Debug("status socket: peer left", "err", err)
 	}
-}
-
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if serr != nil {
-		return -1, fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	return int(cred.Uid), nil
 }

@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -158,33 +156,12 @@ func TestPeerDeadline(t *testing.T) {
 // of root's: the socket's mode refuses it, and the message says whose it
 // is and what to do.
 func TestOtherUserRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to run a peer as another uid")
-		}
-		t.Skip("needs root to run a peer as another uid")
-	}
-	// t.TempDir's parent is 0700: uid 65534 must reach the binary it
-	// runs and the state directory's name.
-	base, err := os.MkdirTemp("", "status-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	os.Chmod(base, 0o755)
+	requireRoot(t)
+	base, bin := sharedBase(t)
 	dir := filepath.Join(base, "state")
 	s := listen(t, dir, "serve", Report{Role: "gateway", Gateway: &Gateway{}})
-
-	// The peer is this test binary, run as uid 65534, asked to Fetch.
-	bin := filepath.Join(base, "status.test")
-	if err := copyFile(bin, os.Args[0]); err != nil {
-		t.Fatal(err)
-	}
-	out, err := asNobody(bin, s.Path()).CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "FETCH ERR") || !strings.Contains(string(out), "root") {
+	out := runAs(t, bin, 65534, "fetch", s.Path())
+	if !strings.Contains(out, "FETCH ERR") || !strings.Contains(out, "root") {
 		t.Errorf("uid 65534 was not refused, or not told whose the socket is:\n%s", out)
 	}
 
@@ -192,42 +169,7 @@ func TestOtherUserRefused(t *testing.T) {
 	// still refuses it.
 	os.Chmod(dir, 0o755)
 	os.Chmod(s.Path(), 0o666)
-	out, err = asNobody(bin, s.Path()).CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "FETCH ERR") {
+	if out := runAs(t, bin, 65534, "fetch", s.Path()); !strings.Contains(out, "FETCH ERR") {
 		t.Errorf("uid 65534 read the report through an open socket:\n%s", out)
 	}
-}
-
-// copyFile copies the test binary where uid 65534 may run it: go test's
-// own directory is its user's alone.
-func copyFile(dst, src string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o755)
-}
-
-// asNobody runs the test binary bin as uid 65534 to Fetch path.
-func asNobody(bin, path string) *exec.Cmd {
-	cmd := exec.Command(bin, "-test.run=^TestFetchHelper$")
-	cmd.Env = append(os.Environ(), "STATUS_FETCH="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	return cmd
-}
-
-// TestFetchHelper is TestOtherUserRefused's peer; alone it does nothing.
-func TestFetchHelper(t *testing.T) {
-	path := os.Getenv("STATUS_FETCH")
-	if path == "" {
-		t.Skip("a helper of TestOtherUserRefused")
-	}
-	if _, err := Fetch(context.Background(), path); err != nil {
-		println("FETCH ERR", err.Error())
-		return
-	}
-	println("FETCH OK")
 }
