@@ -115,6 +115,10 @@ func (s *Server) serve() {
 			}
 			return
 		}
+		if !s.admit(c) {
+			c.Close()
+			continue
+		}
 		s.slots <- struct{}{}
 		s.wg.Go(func() {
 			defer func() { <-s.slots }()
@@ -123,16 +127,24 @@ func (s *Server) serve() {
 	}
 }
 
-// answer writes one Report to c and closes it. The socket's mode keeps
-// other users out already; the peer's credentials are checked too, so
-// that a socket left open by a wrong umask or mode still refuses them.
+// admit reports whether c's peer is of this process's user or root. The
+// socket's mode keeps other users out already; the credentials are
+// checked too, so that a socket whose mode was opened still refuses them.
+// It runs before a slot is taken, so that their connections never hold one.
+func (s *Server) admit(c *net.UnixConn) bool {
+	uid, err := peerUID(c)
+	if err != nil || (uid != 0 && uid != os.Geteuid()) {
+		s.log.Warn("status socket: refused a peer of another user", "socket", s.path, "uid", uid, "err", err)
+		return false
+	}
+	return true
+}
+
+// answer writes one Report to c and closes it. The deadline bounds how
+// long a peer that does not read holds its slot.
 func (s *Server) answer(c *net.UnixConn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(peerDeadline))
-	if uid, err := peerUID(c); err != nil || (uid != 0 && uid != os.Geteuid()) {
-		s.log.Warn("status socket: refused a peer of another user", "socket", s.path, "uid", uid, "err", err)
-		return
-	}
 	r := s.report()
 	r.Schema = Schema
 	if err := json.NewEncoder(c).Encode(r); err != nil {

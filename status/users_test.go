@@ -195,3 +195,39 @@ func TestForeignServerRefused(t *testing.T) {
 		t.Errorf("root queried a directory anyone may write: %v", err)
 	}
 }
+
+// TestForeignPeerHoldsNoSlot: while this user's peers hold every slot,
+// another user's peer is refused at once, not after a slot comes free.
+func TestForeignPeerHoldsNoSlot(t *testing.T) {
+	requireRoot(t)
+	base, bin := sharedBase(t)
+	release := make(chan struct{})
+	inside := make(chan struct{}, maxPeers)
+	s, err := Listen(filepath.Join(base, "state"), "serve", func() Report {
+		inside <- struct{}{}
+		<-release
+		return Report{}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer close(release)
+	// Open to everyone, so that only the credentials check refuses.
+	os.Chmod(filepath.Dir(s.Path()), 0o755)
+	os.Chmod(s.Path(), 0o666)
+	for range maxPeers {
+		c, err := net.Dial("unix", s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for range maxPeers {
+		<-inside
+	}
+	out := runAs(t, bin, 65534, "fetch", s.Path())
+	if !strings.Contains(out, "closed without an answer") {
+		t.Errorf("uid 65534, with every slot held: want refused at once, got:\n%s", out)
+	}
+}
