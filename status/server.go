@@ -39,7 +39,15 @@ type Server struct {
 	slots  chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// Refusals are logged at most once per refusalLogEvery, with how
+	// many were refused since: another user must not fill the log.
+	// Only the accepting goroutine touches these.
+	refusedAt    time.Time
+	refusedSince int
 }
+
+const refusalLogEvery = 10 * time.Second
 
 // Listen makes dir (mode 0700) when missing, removes the sockets dead
 // processes left there, and listens on SocketName(role, os.Getpid()) in it,
@@ -134,7 +142,10 @@ func (s *Server) serve() {
 func (s *Server) admit(c *net.UnixConn) bool {
 	uid, err := peerUID(c)
 	if err != nil || (uid != 0 && uid != os.Geteuid()) {
-		s.log.Warn("status socket: refused a peer of another user", "socket", s.path, "uid", uid, "err", err)
+		if s.refusedSince++; time.Since(s.refusedAt) >= refusalLogEvery {
+			s.log.Warn("status socket: refused a peer of another user", "socket", s.path, "uid", uid, "err", err, "refused_since_last", s.refusedSince)
+			s.refusedAt, s.refusedSince = time.Now(), 0
+		}
 		return false
 	}
 	return true
