@@ -75,15 +75,24 @@ type Client struct {
 	// a tunnel, each time one does.
 	NoTunnel func(why string)
 	// OnState, when set, hears each change of state: "connecting" before
-	// the first dial, "up" each time a tunnel (with Flows, a connection)
-	// is, "reconnecting" with the reason each time one is lost or a dial
-	// fails and another will follow.
+	// the first dial, and with the reason each time a dial fails before
+	// any tunnel was up and another will follow (with Persist); "up" each
+	// time a tunnel (with Flows, a connection) is; "reconnecting" with
+	// the reason each time one that was up is lost, or a dial after that
+	// fails, and another will follow. State's NextTry says when.
 	OnState func(state string, why error)
+	// AttemptWithin bounds, for Probe, one connection attempt: the dial,
+	// the tunnel's opening and configuration, the device's setup. An
+	// attempt that runs longer counts as stuck. Zero: two minutes. Give
+	// more than Dial's own bound; a Dial that waits for a person at a
+	// prompt has none, and Probe is for services, which cannot prompt.
+	AttemptWithin time.Duration
 	// Log may be nil.
 	Log *slog.Logger
 
 	conn  connection
 	state state
+	loop  loop
 }
 
 // Backoff bounds: the first retry comes after about minBackoff, later ones
@@ -117,11 +126,13 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	t := &tunnel{client: c, log: log}
+	defer c.loop.end()
 	defer t.stop(cancel)
 	defer c.conn.end()
-	c.onState("connecting", nil)
+	c.onState(Connecting, nil)
 	for attempt := 0; ; attempt++ {
 		c.state.dialing()
+		c.loop.begin("a connection attempt", c.attemptWithin())
 		up, err := t.session(ctx)
 		if ctx.Err() != nil {
 			return t.ended()
@@ -136,8 +147,14 @@ func (c *Client) Run(ctx context.Context) error {
 			attempt = 0 // that tunnel lived: start the backoff over
 		}
 		wait := backoff(attempt)
-		c.onState("reconnecting", err)
-		c.state.waiting(err, time.Now().Add(wait), t.everUp)
+		next := time.Now().Add(wait)
+		// State first: OnState's listener may ask it when the next try is.
+		c.state.waiting(err, next, t.everUp)
+		if t.everUp {
+			c.onState(Reconnecting, err)
+		} else {
+			c.onState(Connecting, err)
+		}
 		if !t.everUp {
 			log.Warn("cannot connect; retrying", "err", err, "in", wait.Round(time.Millisecond))
 		} else if t.local == nil {
@@ -145,17 +162,38 @@ func (c *Client) Run(ctx context.Context) error {
 		} else {
 			log.Warn("tunnel down; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
-		select {
-		case <-ctx.Done():
+		if !c.await(ctx, wait) {
 			return t.ended()
-		case <-time.After(wait):
 		}
 	}
 }
 
+// await waits d, answering probes, and says whether ctx is still live.
+func (c *Client) await(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	c.loop.wait(time.Now().Add(d))
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-c.loop.probes():
+		case <-timer.C:
+			return true
+		}
+	}
+}
+
+func (c *Client) attemptWithin() time.Duration {
+	if c.AttemptWithin > 0 {
+		return c.AttemptWithin
+	}
+	return defaultAttemptWithin
+}
+
 func (c *Client) onState(state string, why error) {
 	if c.OnState != nil {
-		c.OnState(state, why)
+		c.loop.hook("OnState", func() { c.OnState(state, why) })
 	}
 }
 
@@ -272,7 +310,7 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 	defer c.conn.down(errors.New("the connection to the server was lost"))
 	why := ""
 	if c.Flows && c.SkipTunnel != nil {
-		why = c.SkipTunnel(sc.ServerVersion())
+		c.loop.hook("SkipTunnel", func() { why = c.SkipTunnel(sc.ServerVersion()) })
 	}
 	var (
 		ch     ssh.Channel
@@ -332,10 +370,10 @@ func (t *tunnel) session(ctx context.Context) (up time.Time, err error) {
 // announce marks the run as up, and tells Client.Up the first time.
 func (t *tunnel) announce() {
 	t.everUp = true
-	t.client.onState("up", nil)
+	t.client.onState(Up, nil)
 	if c := t.client; c.Up != nil && !t.announced {
 		t.announced = true
-		c.Up()
+		c.loop.hook("Up", c.Up)
 	}
 }
 
@@ -349,8 +387,8 @@ func (t *tunnel) flowsOnly(ctx context.Context, sc *ssh.Client, why string, stop
 		t.log.Info("no tunnel on this connection: TCP flows go as direct-tcpip channels, UDP through the proxies is off", "why", why)
 		t.noTunnel = why
 	}
-	if t.client.NoTunnel != nil {
-		t.client.NoTunnel(why)
+	if c := t.client; c.NoTunnel != nil {
+		c.loop.hook("NoTunnel", func() { c.NoTunnel(why) })
 	}
 	t.log.Info("connection up", "server", string(sc.ServerVersion()))
 	t.client.state.up(sc.ServerVersion(), "", nil)
@@ -464,6 +502,37 @@ func (t *tunnel) setup(ctx context.Context, cfg *relay.TunnelConfig) error {
 	return nil
 }
 
+// watch waits, answering probes, until ctx ends (nil), the connection is
+// lost, the attached channel fails or the Pump stops.
+func (t *tunnel) watch(ctx context.Context, lost <-chan error, a *attachment) error {
+	var attached <-chan struct{}
+	if a != nil {
+		attached = a.done
+	}
+	t.client.loop.wait(time.Time{})
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.client.loop.probes():
+		case err := <-lost:
+			return &sessionError{err}
+		case <-attached:
+			if errors.Is(a.err, net.ErrClosed) { // the Pump stopped and closed the remote
+				return t.stopped()
+			}
+			return &sessionError{fmt.Errorf("tunnel channel: %w", a.err)}
+		case <-t.pumpDone: // nil, never ready, before the first tunnel
+			return t.stopped()
+		}
+	}
+}
+
+// closeWithin bounds, for Probe, leaving a connection: a disconnect
+// message, closing the channel and the connection, and waiting for the
+// keepalive to end.
+const closeWithin = 30 * time.Second
+
 // carry attaches the channel to the remote side until the connection, the
 // channel or the local device fails, or ctx ends. Every goroutine it starts
 // has ended when it returns.
@@ -488,24 +557,11 @@ func (t *tunnel) carry(ctx context.Context, sc *ssh.Client, channel relay.Device
 	// Without a channel (a connection for flows only) nothing is
 	// attached, and a Pump, if one runs, keeps waiting for the next one.
 	var a *attachment
-	var attached <-chan struct{}
 	if channel != nil {
 		a = t.remote.attach(channel)
-		attached = a.done
 	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-lost:
-		err = &sessionError{err}
-	case <-attached:
-		err = &sessionError{fmt.Errorf("tunnel channel: %w", a.err)}
-		if errors.Is(a.err, net.ErrClosed) { // the Pump stopped and closed the remote
-			err = t.stopped()
-		}
-	case <-t.pumpDone: // nil, never ready, before the first tunnel
-		err = t.stopped()
-	}
+	err := t.watch(ctx, lost, a)
+	t.client.loop.begin("closing the connection", closeWithin)
 	if ctx.Err() != nil {
 		// The user is leaving: SSH_MSG_DISCONNECT, as ssh sends it, so
 		// the server tears down a tunnel the user ended rather than one it

@@ -82,8 +82,21 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// The Pump counts a packet once the channel's Write returned, which
+	// may be after the gateway has it.
+	counted := func(n uint64) reconnect.State {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			s := c.State()
+			if s.Out.Packets >= n || time.Now().After(deadline) {
+				return s
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	send(0)
-	s := c.State()
+	s := counted(1)
 	if s.Phase != reconnect.Up || !s.Tunnel || s.PeerVersion != "SSH-2.0-sshvpn" || s.Channel == "" || s.Config == nil ||
 		s.Out.Packets == 0 || s.Reconnects != 0 || s.Since.IsZero() {
 		t.Errorf("with the tunnel up: %+v", s)
@@ -92,7 +105,7 @@ func TestClientReconnectsAndKeepsTheDevice(t *testing.T) {
 	conns[0].Close() // the connection dies
 	mu.Unlock()
 	send(1)
-	if s := c.State(); s.Phase != reconnect.Up || s.Reconnects != 1 || s.LastError == "" || s.Out.Packets < 2 {
+	if s := counted(2); s.Phase != reconnect.Up || s.Reconnects != 1 || s.LastError == "" || s.Out.Packets < 2 {
 		t.Errorf("after a reconnect: %+v; want up again, one reconnect, the loss and both packets out", s)
 	}
 	if setups.Load() != 1 {

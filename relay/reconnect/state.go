@@ -9,7 +9,7 @@ import (
 
 // The phases of a Run, as State reports them.
 const (
-	Connecting   = "connecting"   // the first dial, before anything was up
+	Connecting   = "connecting"   // before anything was up: dialling, or waiting to retry
 	Up           = "up"           // a connection (and its tunnel, when it has one) is up
 	Reconnecting = "reconnecting" // after a loss, waiting for or making the next dial
 )
@@ -19,10 +19,13 @@ type State struct {
 	Phase string
 	// LastError is why the last connection ended or the last dial
 	// failed; NextTry is when the next dial is due, while reconnecting.
-	LastError  string
-	NextTry    time.Time
-	Since      time.Time // when the current connection came up
-	Reconnects uint64    // dials after the first
+	LastError string
+	NextTry   time.Time
+	Since     time.Time // when the current connection came up
+	// Reconnects counts connections that came up after an earlier one
+	// was: losses mended, not dials (failed ones and those before the
+	// first success count for nothing).
+	Reconnects uint64
 	// PeerVersion is the server's SSH version, Channel the tunnel's
 	// channel type and Config what an sshvpn gateway said of it: those of
 	// the current connection, or the last one.
@@ -71,14 +74,12 @@ func (st *state) counting(in, out *relay.Counters) {
 	st.mu.Unlock()
 }
 
-// dialing notes a dial starting: the first is connecting, any later one
-// reconnecting.
+// dialing notes a dial starting; the phase stays what waiting made it
+// (connecting until the first connection was up).
 func (st *state) dialing() {
 	st.update(func(s *State) {
 		if s.Phase == "" {
 			s.Phase = Connecting
-		} else {
-			s.Reconnects++
 		}
 		s.NextTry = time.Time{}
 	})
@@ -87,6 +88,9 @@ func (st *state) dialing() {
 // up notes a connection up, with a tunnel when channel is set.
 func (st *state) up(peer []byte, channel string, cfg *relay.TunnelConfig) {
 	st.update(func(s *State) {
+		if !s.Since.IsZero() {
+			s.Reconnects++ // an earlier connection was up
+		}
 		s.Phase, s.Since, s.PeerVersion, s.Tunnel = Up, time.Now(), string(peer), channel != ""
 		if channel != "" {
 			s.Channel = channel
