@@ -66,8 +66,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	service := &clientNotifier{n: serviceNotifier(log), server: net.JoinHostPort(cfg.HostName, strconv.Itoa(cfg.Port))}
-	defer service.watchdog(ctx, log)()
+	service := &clientNotifier{n: serviceNotifier(log), server: net.JoinHostPort(cfg.HostName, strconv.Itoa(cfg.Port)), persist: c.persist}
 	defer afterDone(ctx, func() { service.n.Stopping() })()
 	if up := ready; up != nil {
 		ready = func() { up(); service.up() }
@@ -102,9 +101,17 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	st := newClientStatus(cfg.User, cfg.HostName, cfg.Port, string(c.backend), mode)
 	st.addrs, st.routes = c.addrs, c.routes
+	service.keepAliveWithin = time.Duration(max(count, 1)+1) * interval
 	keepAlive := func(ctx context.Context, sc *ssh.Client) error {
-		return keepalive.Watch(ctx, sc, interval, count, st.keptAlive)
+		return keepalive.Watch(ctx, sc, interval, count, func(rtt time.Duration) {
+			st.keptAlive(rtt)
+			service.keptAlive(rtt)
+		})
 	}
+	// A connection attempt may take Dial's ConnectTimeout for each address
+	// and hop, and a few seconds more for the tunnel; past this, the
+	// watchdog takes it for stuck.
+	attemptWithin := max(2*time.Minute, 4*cfg.ConnectTimeout)
 	if c.backend == backendNetstack {
 		if mode != relay.PointToPoint {
 			return errors.New("--backend netstack carries the proxies' UDP on a point-to-point tunnel: drop -o Tunnel=ethernet")
@@ -120,8 +127,11 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			Up:        ready,
 			OnState:   service.change,
 			Log:       log.With("host", cfg.HostName, "port", cfg.Port),
+
+			AttemptWithin: attemptWithin,
 		}
-		st.client = client
+		st.client, service.client = client, client
+		defer service.watchdog(ctx, log)()
 		self.set(st.report)
 		defer serveStatus(c.stateDir, "connect", self.report, log)()
 		return exitStatus(connectNetstack(ctx, c, client, st, log))
@@ -183,7 +193,11 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		Up:      ready,
 		OnState: service.change,
 		Log:     log.With("host", cfg.HostName, "port", cfg.Port),
+
+		AttemptWithin: attemptWithin,
 	}
+	service.client = client
+	defer service.watchdog(ctx, log)()
 	st.client, st.device = client, func() string {
 		if d := device(); d != nil {
 			return d.Name()

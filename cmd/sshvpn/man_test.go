@@ -2,13 +2,8 @@ package main
 
 import (
 	"bytes"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/sshvpn/sshvpn/sdnotify"
 )
 
 func TestRoffEscapes(t *testing.T) {
@@ -53,44 +48,5 @@ func TestManPagesHaveEveryFlag(t *testing.T) {
 		if strings.Contains(page, roff(dashed("state-dir"))) && !strings.Contains(page, roff(stateDirDefault)) {
 			t.Errorf("sshvpn-%s(1) gives --state-dir the builder's default, not every user's", name)
 		}
-	}
-}
-
-func TestClientNotifierStatus(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	n, err := sdnotify.Open(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &clientNotifier{n: n, server: "gw.example:22"}
-	read := func() string {
-		buf := make([]byte, 512)
-		conn.SetReadDeadline(time.Now().Add(time.Second))
-		k, err := conn.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(buf[:k])
-	}
-	c.change("connecting", nil)
-	if got := read(); got != "STATUS=connecting gw.example:22\n" {
-		t.Errorf("connecting: %q", got)
-	}
-	c.up()
-	if got := read(); got != "READY=1\n" {
-		t.Errorf("up: %q", got)
-	}
-	c.change("up", nil)
-	if got := read(); got != "STATUS=tunnel up to gw.example:22\n" {
-		t.Errorf("up: %q", got)
-	}
-	c.change("reconnecting", net.ErrClosed)
-	if got := read(); got != "STATUS=reconnecting gw.example:22: "+net.ErrClosed.Error()+"\n" {
-		t.Errorf("reconnecting: %q", got)
 	}
 }
