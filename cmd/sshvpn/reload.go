@@ -146,8 +146,12 @@ func errorLines(errs []error) string {
 	return errors.Join(errs...).Error()
 }
 
-// reloadOnHangup calls reload on every SIGHUP until stop. systemd hears
-// of each reload's start and end: systemctl reload waits for them.
+// reloadOnHangup calls reload on every SIGHUP until stop, telling systemd
+// of each reload's start (RELOADING=1) and end (READY=1). systemctl
+// reload does not wait for the end: the units' ExecReload=/bin/kill -HUP
+// returns once the signal is sent. Waiting needs Type=notify-reload
+// (systemd 253 and later; Debian 12 has 252); the log says when a reload
+// is done.
 func reloadOnHangup(r *reloader, notify *sdnotify.Notifier) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
