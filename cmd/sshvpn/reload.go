@@ -5,8 +5,6 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
@@ -153,25 +151,11 @@ func errorLines(errs []error) string {
 // (systemd 253 and later; Debian 12 has 252); the log says when a reload
 // is done.
 func reloadOnHangup(r *reloader, notify *sdnotify.Notifier) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-				notify.Reloading()
-				r.reload()
-				notify.Ready()
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-	}
+	return onSignal(syscall.SIGHUP, func() {
+		notify.Reloading()
+		r.reload()
+		notify.Ready()
+	})
 }
 
 // newReloader is the reloader of a gateway started with c and fs.

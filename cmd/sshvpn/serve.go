@@ -371,24 +371,32 @@ func kernelBackend(c *serveConfig, log *slog.Logger) (*kernel.Gateway, func() er
 // kernel, so that the heap and the process's resident size are what is
 // live, not garbage the runtime would give back over minutes.
 func footprintOnUSR1(log *slog.Logger) (stop func()) {
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
+	return onSignal(syscall.SIGUSR1, func() {
+		debug.FreeOSMemory()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		log.Info("footprint", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "sys", m.Sys)
+	})
+}
+
+// onSignal calls fn for each sig, one at a time, until stop: a signal
+// that comes while fn runs is handled after it, and more of them as one.
+func onSignal(sig os.Signal, fn func()) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-usr1:
-				debug.FreeOSMemory()
-				var m runtime.MemStats
-				runtime.ReadMemStats(&m)
-				log.Info("footprint", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "sys", m.Sys)
+			case <-ch:
+				fn()
 			case <-done:
 				return
 			}
 		}
 	}()
 	return func() {
-		signal.Stop(usr1)
+		signal.Stop(ch)
 		close(done)
 	}
 }
