@@ -3,7 +3,6 @@ package status
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -70,24 +69,4 @@ var errForeignServer = errors.New("not sshvpn's status of your processes")
 func foreignServer(path string, uid int) error {
 	return fmt.Errorf("status socket %s is served by %s, not by you (uid %d) or root: %w; remove it, or give --state-dir a directory of your own",
 		path, uidName(uid), os.Geteuid(), errForeignServer)
-}
-
-// peerUID is the uid of the process at c's other end: the one that
-// connected, or for a client the one that listened.
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if serr != nil {
-		return -1, fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	return int(cred.Uid), nil
 }
