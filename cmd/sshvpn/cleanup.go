@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/sshvpn/sshvpn/kernel"
+	"github.com/sshvpn/sshvpn/status"
 )
 
 // cleanupAbout heads cleanup's -h and its man page.
@@ -43,6 +44,8 @@ func cleanup(args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(stderr, slog.LevelInfo, *format)
 	n, err := kernel.Recover(*dir, log)
+	// And the status sockets of the processes that were killed.
+	status.RemoveStale(*dir)
 	fmt.Fprintf(stdout, "sshvpn cleanup: %d host changes undone from %s\n", n, *dir)
 	return err
 }

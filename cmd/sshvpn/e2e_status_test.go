@@ -185,7 +185,6 @@ func TestStatus(t *testing.T) {
 		if g := rs[0].Gateway; g.Totals.In.Bytes < 4<<20 {
 			t.Errorf("gateway totals %+v after 4 MiB up", g.Totals)
 		}
-		mAfter := scrape()
 		in := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 			f := fams[name]
 			if f == nil {
@@ -206,6 +205,13 @@ func TestStatus(t *testing.T) {
 			}
 			return 0
 		}
+		// The page renders at most every 250 ms: wait for one after the transfer.
+		var mAfter map[string]*dto.MetricFamily
+		nstest.WaitFor(t, 5*time.Second, "a metrics page with the upload and the drop", func() bool {
+			mAfter = scrape()
+			f := mAfter["sshvpn_tunnel_drops_total"]
+			return f != nil && in(mAfter, "sshvpn_tunnel_bytes_total", "direction", "in") >= in(mBefore, "sshvpn_tunnel_bytes_total", "direction", "in")+4<<20
+		})
 		if b, a := in(mBefore, "sshvpn_tunnel_bytes_total", "direction", "in"), in(mAfter, "sshvpn_tunnel_bytes_total", "direction", "in"); a < b+4<<20 {
 			t.Errorf("sshvpn_tunnel_bytes_total{direction=in}: %v → %v after 4 MiB up", b, a)
 		}
