@@ -115,7 +115,7 @@ func TestParseConnectErrors(t *testing.T) {
 		{[]string{"--backend", "rootless", "gw"}, `unknown backend "rootless" (want netstack or kernel)`},
 		{[]string{"-D", "host:port:x", "gw"}, "-D"},
 		{[]string{"-z", "gw"}, "unknown option -z"},
-		{[]string{"--nope", "gw"}, "unknown flag -nope (sshvpn connect -h lists the flags)"},
+		{[]string{"--nope", "gw"}, "unknown flag --nope (sshvpn connect -h lists the flags)"},
 		{[]string{"gw", "-p"}, "needs an argument"},
 		{[]string{"-4", "-6", "gw"}, "-4 and -6 together"},
 		{[]string{"--address", "198.18.3.2/24", "--address", "198.18.3.2/24", "gw"}, "--address 198.18.3.2/24 given twice"},

@@ -135,8 +135,12 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, about string)
 	if err != nil {
 		msg := err.Error()
 		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+			bare := strings.TrimLeft(name, "-")
+			if len(bare) > 1 {
+				name = "--" + bare // as the flags are written: the flag package says -name
+			}
 			msg = "unknown flag " + name
-			if near := nearestFlag(fs, strings.TrimLeft(name, "-")); near != "" {
+			if near := nearestFlag(fs, bare); near != "" {
 				msg += ": did you mean --" + near + "?"
 			}
 		}

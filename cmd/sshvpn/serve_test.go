@@ -87,7 +87,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--ciphers", "aes128-gcm@openssh.com,3des-cbc"}, "insecure"},
 		{[]string{"--backend", "kernel", "--mtu", "16380"}, "--mtu 16380: an ethernet tunnel's frames would exceed"},
 		{[]string{"extra"}, "serve takes no arguments"},
-		{[]string{"--bogus"}, "unknown flag -bogus (sshvpn serve -h lists the flags)"},
+		{[]string{"--bogus"}, "unknown flag --bogus (sshvpn serve -h lists the flags)"},
 	} {
 		var stderr bytes.Buffer
 		_, err := parseServe(tt.args, &stderr)
@@ -268,11 +268,11 @@ func TestSuggestions(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--max-tunnel-per-key", "3"}, "unknown flag -max-tunnel-per-key: did you mean --max-tunnels-per-key? (sshvpn serve -h lists the flags)"},
+		{[]string{"--max-tunnel-per-key", "3"}, "unknown flag --max-tunnel-per-key: did you mean --max-tunnels-per-key? (sshvpn serve -h lists the flags)"},
 		{[]string{"--authorised-keys", "f"}, "did you mean --authorized-keys?"},
 		{[]string{"--permit-tunel", "yes"}, "did you mean --permit-tunnel?"},
 		{[]string{"--max-client"}, "did you mean --max-client-memory?"},
-		{[]string{"--bogus"}, "unknown flag -bogus (sshvpn serve -h lists the flags)"},
+		{[]string{"--bogus"}, "unknown flag --bogus (sshvpn serve -h lists the flags)"},
 	} {
 		if _, err := parseServe(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("serve %q: %v, want %q", c.args, err, c.want)
