@@ -191,6 +191,17 @@ func TestPointToPoint(t *testing.T) {
 		before := rxStats(t, tp.client, "tun0")
 		down := nstest.Transfer(t, tp.gw, tunGW.Addr().String()+":0", tp.client, tunGW.Addr().String(), 50<<20, true)
 		t.Logf("OpenSSH %s client → sshvpn (as %s): upload %v, download %v", o.Version, mine, up, down)
+		// sshvpn status sees the kernel gateway's tunnel: its tun, the
+		// address the client took, and the 100 MiB it carried.
+		rs := statusJSON(t, "0", tp.stateDir)
+		if len(rs) != 1 || rs[0].Gateway == nil || rs[0].Gateway.Backend != "kernel" || len(rs[0].Gateway.Connections) != 1 ||
+			len(rs[0].Gateway.Connections[0].Tunnels) != 1 {
+			t.Fatalf("status of the kernel gateway: %+v", rs)
+		}
+		if tun := rs[0].Gateway.Connections[0].Tunnels[0]; !strings.HasPrefix(tun.Device, "tun") || tun.Backend != "kernel" ||
+			tun.Channel != "tun@openssh.com" || tun.In.Bytes < 50<<20 || tun.Out.Bytes < 50<<20 || len(tun.Addresses) == 0 {
+			t.Errorf("status of the kernel gateway's tunnel: %+v", tun)
+		}
 		// The gateway merges runs of TCP segments toward the client's own
 		// address, so ssh writes its tun once per 16 KiB rather than once
 		// per MTU; unmerged, 50 MiB take some 36,000 packets of 1,500 bytes.
