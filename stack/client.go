@@ -264,11 +264,8 @@ func newClient(cfg clientConfig) (*client, error) {
 // spoofing (it answers from any), with catch-all routes back to the
 // client, and gives it the gateway's own addresses.
 func (c *client) setup(local []netip.Prefix) error {
-	if err := c.s.SetPromiscuousMode(nicID, true); err != nil {
-		return fmt.Errorf("stack: promiscuous NIC: %s", err)
-	}
-	if err := c.s.SetSpoofing(nicID, true); err != nil {
-		return fmt.Errorf("stack: spoofing NIC: %s", err)
+	if err := terminateAll(c.s); err != nil {
+		return err
 	}
 	for _, p := range local {
 		proto := ipv4.ProtocolNumber
@@ -283,7 +280,21 @@ func (c *client) setup(local []netip.Prefix) error {
 		}
 		c.local = append(c.local, p.Addr())
 	}
-	c.s.SetRouteTable([]tcpip.Route{
+	return nil
+}
+
+// terminateAll makes s's NIC promiscuous (it accepts packets to any
+// address) and spoofing (it answers from any), with catch-all routes back
+// through it: a stack that terminates every flow, whatever its
+// destination.
+func terminateAll(s *stack.Stack) error {
+	if err := s.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("stack: promiscuous NIC: %s", err)
+	}
+	if err := s.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("stack: spoofing NIC: %s", err)
+	}
+	s.SetRouteTable([]tcpip.Route{
 		{Destination: header.IPv4EmptySubnet, NIC: nicID},
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})

@@ -33,6 +33,12 @@
 //     and Update; local_dial.go its TCP dial, whose errors wrap errnos;
 //     local_udp.go its dual-family UDP socket; local_dns.go its lookups
 //     through the tunnel's name servers, never the host's.
+//   - flow.go: FlowTerminator, the kernel client's --transport flow: a
+//     relay.Device in front of its tun that terminates TCP in a stack of
+//     its own and carries each connection as a stream Dial opens;
+//     flow_splice.go the handshake after the dial and the two copies;
+//     flow_packet.go the headers it reads and the resets and ICMP
+//     unreachables it writes.
 //   - ethernet.go: an ethernet tunnel: the same stack behind a segment
 //     (package segment) with a DHCP server (package dhcpd), its MTU, its
 //     status text, and the SLAAC addresses each key holds.
