@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -415,12 +416,19 @@ func TestFlowCloseLeavesNothing(t *testing.T) {
 	base := runtime.NumGoroutine()
 	srv := tcpListener(t, "tcp4", "127.0.0.1:0")
 	slow := netip.MustParseAddrPort("198.18.1.2:80")
+	var dialReturned, streamClosed atomic.Bool
 	r := newFlowRig(t, FlowConfig{Dial: func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 		if dst == slow {
+			defer dialReturned.Store(true)
 			<-ctx.Done()
+			time.Sleep(100 * time.Millisecond) // a dial takes a moment to stop
 			return nil, ctx.Err()
 		}
-		return dialLoopback(srv)(ctx, src, dst)
+		c, err := dialLoopback(srv)(ctx, src, dst)
+		if err != nil {
+			return nil, err
+		}
+		return closeRecorder{c, &streamClosed}, nil
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -434,6 +442,10 @@ func TestFlowCloseLeavesNothing(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	r.stop() // the pump closes the terminator, which closes the app's tun
+	// Close waited for the dial and for the connection's copies.
+	if !dialReturned.Load() || !streamClosed.Load() {
+		t.Errorf("Close returned before the dial (returned %v) or the connection (stream closed %v) ended", dialReturned.Load(), streamClosed.Load())
+	}
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("the carried connection survived Close")
 	}
@@ -441,3 +453,18 @@ func TestFlowCloseLeavesNothing(t *testing.T) {
 	cancel()
 	settleGoroutines(t, base+1) // the listener's, ended by its cleanup
 }
+
+// closeRecorder records that its connection was closed.
+type closeRecorder struct {
+	net.Conn
+	closed *atomic.Bool
+}
+
+// Close takes a moment, as closing a channel does.
+func (c closeRecorder) Close() error {
+	time.Sleep(50 * time.Millisecond)
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+func (c closeRecorder) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
