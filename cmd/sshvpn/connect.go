@@ -23,6 +23,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay/keepalive"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
 	"github.com/sshvpn/sshvpn/relay/sshclient"
+	"github.com/sshvpn/sshvpn/stack"
 )
 
 func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
@@ -150,6 +151,9 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if len(c.via) > 0 && mode != relay.Ethernet {
 		return errors.New("--via names a next hop on an ethernet tunnel (-o Tunnel=ethernet); a point-to-point tunnel routes through the device itself")
 	}
+	if c.transport.terminates() && mode != relay.PointToPoint {
+		return errors.New("--transport flow terminates TCP on a point-to-point tunnel: drop -o Tunnel=ethernet, or use --transport packet")
+	}
 	if c.dhcp && mode != relay.Ethernet {
 		return errors.New("--dhcp asks for an address on an ethernet tunnel's link: add -o Tunnel=ethernet")
 	}
@@ -163,32 +167,61 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		// and the leaving one read it.
 		devMu sync.Mutex
 		dev   *kernel.Local
+		term  *stack.FlowTerminator // with --transport flow
 	)
 	device := func() *kernel.Local {
 		devMu.Lock()
 		defer devMu.Unlock()
 		return dev
 	}
+	// With --transport flow the device's TCP goes as flows, dialled as
+	// the proxies' are.
+	tcpFlows := &flows{log: log}
 	client := &reconnect.Client{
 		Dial:      func(ctx context.Context) (*ssh.Client, error) { return d.Dial(ctx, cfg) },
 		Retryable: sshclient.Retryable,
 		KeepAlive: keepAlive,
 		Mode:      mode,
 		Unit:      remote,
-		// A tun or tap on Linux passes super-packets whole when asked (tun.Config.GSO, kernel/tun).
-		GSO: true,
+		// A tun or tap on Linux passes super-packets whole when asked
+		// (tun.Config.GSO, kernel/tun); the flow terminator takes plain
+		// packets.
+		GSO: !c.transport.terminates(),
 		Setup: func(gw *relay.TunnelConfig) (relay.Device, error) {
 			lc.Transport = transport.list()
+			if gw != nil && c.transport.terminates() {
+				plain := *gw
+				plain.GSO = false
+				gw = &plain
+			}
 			l, err := kernel.OpenLocal(lc, gw)
 			if err != nil {
 				return nil, err // not a typed nil in the interface
 			}
+			var local relay.Device = l
+			var t *stack.FlowTerminator
+			if c.transport.terminates() {
+				if t, err = stack.NewFlowTerminator(l, stack.FlowConfig{Dial: tcpFlows.dialDevice, Log: log}); err != nil {
+					l.Close()
+					return nil, err
+				}
+				local = t
+				log.Info("TCP goes as flows: each connection a direct-tcpip channel")
+			}
 			devMu.Lock()
-			dev = l
+			dev, term = l, t
 			devMu.Unlock()
-			return l, nil
+			return local, nil
 		},
-		Update:  func(gw *relay.TunnelConfig) error { return device().Update(gw) },
+		Update: func(gw *relay.TunnelConfig) error {
+			devMu.Lock()
+			t := term
+			devMu.Unlock()
+			if t != nil {
+				t.Resume() // a new connection may allow forwarding again
+			}
+			return device().Update(gw)
+		},
 		Persist: c.persist,
 		Up:      ready,
 		OnState: service.change,
@@ -196,6 +229,7 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 
 		AttemptWithin: attemptWithin,
 	}
+	tcpFlows.client = client
 	service.client = client
 	defer service.watchdog(ctx, log)()
 	st.client, st.device = client, func() string {

@@ -34,6 +34,9 @@ type connectConfig struct {
 	// kernel for a tun/tap; unset, it is netstack exactly when proxies are
 	// asked for and -w is not.
 	backend backend
+	// transport is how the device's TCP crosses: flow or packet (auto:
+	// packet for now); unset when not given.
+	transport transport
 	// The rootless proxies: -D, --http-proxy and -L as given, checked as
 	// they parse; socksAuth is --socks-auth's file; gatewayPorts is -g.
 	dynamic, httpProxy, forwards []string
@@ -176,6 +179,7 @@ func connectFlags(c *connectConfig, v *connectFlagValues) *flag.FlagSet {
 	fs.BoolVar(&c.dnsGlobal, "dns-global", false, "with no per-link resolver (systemd-resolved), write the gateway's name servers to /etc/resolv.conf, restored on exit")
 	fs.BoolVar(&c.persist, "persist", false, "keep retrying when the first connection fails (ssh gives up; after a tunnel was up sshvpn always reconnects)")
 	fs.Var(&c.backend, "backend", "the `backend` packets go to: kernel (a local tun/tap: root, or a device root made for you) or netstack (no device: the proxies' own stack) (default: netstack when -D, -L or --http-proxy is given without -w, else kernel)")
+	fs.Var(&c.transport, "transport", "how the device's TCP crosses the tunnel: flow (each connection terminated here and carried as a direct-tcpip channel, judged as a forward; UDP, ICMP and the rest as packets), packet (every packet on the tunnel channel) or auto (provisional: packet, until the benchmark decides) (default auto)")
 	fs.Var(specList{&c.dynamic, checkDynamic}, "D", "SOCKS5 and SOCKS4a proxy on `[bind:]port` (as ssh -D; loopback unless a bind address or -g is given), with UDP ASSOCIATE through the tunnel; it also answers HTTP proxy requests")
 	fs.Var(specList{&c.httpProxy, checkDynamic}, "http-proxy", "HTTP proxy (CONNECT and plain requests) on `[bind:]port` (loopback unless a bind address or -g is given); may be the -D port")
 	fs.Var(specList{&c.forwards, checkLocal}, "L", "forward `[bind:]port:host:hostport` to host:hostport at the far end (as ssh -L); host is resolved there")
@@ -343,9 +347,14 @@ func (c *connectConfig) chooseBackend() error {
 		return errors.New("--socks-auth protects the proxies: give -D or --http-proxy with it")
 	}
 	if c.backend != backendNetstack {
+		if c.transport == "" {
+			c.transport = transportAuto
+		}
 		return nil
 	}
 	switch {
+	case c.transport != "":
+		return errors.New("--transport applies to the tunnel's device: -D, -L and --http-proxy carry TCP as direct-tcpip channels already (drop --transport, or add -w for a device)")
 	case !c.proxies():
 		return errors.New("--backend netstack serves the far network through local proxies: give -D, --http-proxy or -L (or run as root, or on a device root made for you, with --backend kernel)")
 	case c.tunnel != "" && !remoteUnitOnly(c.tunnel):

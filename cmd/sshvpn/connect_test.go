@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -10,7 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshvpn/sshvpn/proxy"
 	"github.com/sshvpn/sshvpn/relay"
+	"github.com/sshvpn/sshvpn/stack"
 )
 
 func keyFiles(t *testing.T, names ...string) []string {
@@ -168,6 +173,56 @@ func TestConnectBackendChoice(t *testing.T) {
 		c, err := parseConnect(tt.args, io.Discard)
 		if err != nil || c.backend != tt.want {
 			t.Errorf("%q: backend %v, %v; want %s", tt.args, c, err, tt.want)
+		}
+	}
+}
+
+// --transport: the three names, auto by default, and only with a device.
+func TestParseConnectTransport(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    transport
+		wantErr string
+	}{
+		{args: []string{"gw"}, want: transportAuto},
+		{args: []string{"--transport", "flow", "gw"}, want: transportFlow},
+		{args: []string{"--transport=packet", "gw"}, want: transportPacket},
+		{args: []string{"--transport", "auto", "-w", "any:0", "-D", "1080", "gw"}, want: transportAuto},
+		{args: []string{"--transport", "tcp", "gw"}, wantErr: `unknown transport "tcp"`},
+		{args: []string{"--transport", "flow", "-D", "1080", "gw"}, wantErr: "--transport applies to the tunnel's device"},
+	} {
+		c, err := parseConnect(tc.args, io.Discard)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: err %v, want %q", tc.args, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case c.transport != tc.want || c.transport.terminates() != (tc.want == transportFlow):
+			t.Errorf("%q: transport %q, want %q", tc.args, c.transport, tc.want)
+		}
+	}
+}
+
+// A direct-tcpip refusal, as flowError words it, in the terminator's terms.
+func TestDeviceFlowError(t *testing.T) {
+	for _, tc := range []struct {
+		oe   *ssh.OpenChannelError
+		want error
+	}{
+		{&ssh.OpenChannelError{Reason: ssh.Prohibited, Message: "port forwarding refused"}, stack.ErrFlowProhibited},
+		{&ssh.OpenChannelError{Reason: ssh.ConnectionFailed, Message: "Connection refused"}, stack.ErrFlowRefused},
+		{&ssh.OpenChannelError{Reason: ssh.ConnectionFailed, Message: "Connection timed out"}, proxy.ErrTimeout},
+	} {
+		err := deviceFlowError(flowError("198.18.2.2:80", tc.oe))
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.oe, err, tc.want)
+		}
+		for _, other := range []error{stack.ErrFlowProhibited, stack.ErrFlowRefused} {
+			if other != tc.want && errors.Is(err, other) {
+				t.Errorf("%v: %v is also %v", tc.oe, err, other)
+			}
 		}
 	}
 }

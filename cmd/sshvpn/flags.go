@@ -33,6 +33,40 @@ func (b *backend) Set(s string) error {
 	return fmt.Errorf("unknown backend %q (want netstack or kernel)", s)
 }
 
+// transport is --transport: how the device's TCP crosses the tunnel.
+type transport string
+
+const (
+	// transportPacket carries every packet on the tunnel channel, TCP too.
+	transportPacket transport = "packet"
+	// transportFlow terminates TCP in the client and carries each
+	// connection as a direct-tcpip channel; the rest goes as packets.
+	transportFlow transport = "flow"
+	// transportAuto is packet for now: the benchmark decides.
+	transportAuto transport = "auto"
+)
+
+func (t *transport) String() string { return string(*t) }
+
+// Choices are the values the completions offer.
+func (t *transport) Choices() []string {
+	return []string{string(transportAuto), string(transportFlow), string(transportPacket)}
+}
+
+// Set implements flag.Value.
+func (t *transport) Set(s string) error {
+	switch transport(s) {
+	case transportAuto, transportFlow, transportPacket:
+		*t = transport(s)
+		return nil
+	}
+	return fmt.Errorf("unknown transport %q (want flow, packet or auto)", s)
+}
+
+// terminates reports whether the device's TCP goes as flows. auto is
+// packet until the benchmark shows flow ahead (bench/README.md).
+func (t transport) terminates() bool { return t == transportFlow }
+
 // listFlag is a repeatable flag of comma-separated values, appended to
 // *items as they parse.
 type listFlag[T fmt.Stringer] struct {
