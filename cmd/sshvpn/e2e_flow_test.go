@@ -68,7 +68,7 @@ func TestConnectFlowTransportFallsBack(t *testing.T) {
 			t.Fatalf("HTTP to the LAN through the fallback: %q %v\n%s", body, err, c.Tail(20))
 		}
 	}
-	if n := strings.Count(c.Log(), "the server refuses TCP forwarding"); n != 1 {
+	if n := strings.Count(c.Log(), `msg="the server refuses TCP forwarding`); n != 1 {
 		t.Errorf("the fallback was logged %d times, want once:\n%s", n, c.Log())
 	}
 	r := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 50<<20, true)
