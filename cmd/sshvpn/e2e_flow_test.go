@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/sshvpn/sshvpn/internal/nstest"
+	"github.com/sshvpn/sshvpn/stack"
 )
 
 // --transport flow: the client's TCP crosses as direct-tcpip channels, the
@@ -77,7 +78,7 @@ func TestConnectFlowTransportFallsBack(t *testing.T) {
 
 // checkFlowTransport runs everything --transport flow promises through a
 // tunnel that is up: the LAN sees the gateway's address, a refused port
-// fails at once, 100 MiB each way byte for byte, UDP (DNS) and ping on the
+// fails at once, a missing host as soon as the far end knows, 100 MiB each way byte for byte, UDP (DNS) and ping on the
 // same tunnel, and 1,000 connections at once leave the client as it was.
 func checkFlowTransport(t *testing.T, tp *topo, c *nstest.Proc, wantSrc netip.Addr, server string) {
 	t.Helper()
@@ -96,6 +97,21 @@ func checkFlowTransport(t *testing.T, tp *topo, c *nstest.Proc, wantSrc netip.Ad
 	}
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("a refused port took %v to fail, want well under a second", d)
+	}
+	// No host answers ARP for this address: the far dial fails with "no
+	// route to host" after the neighbour's retries, and the application
+	// hears so from an ICMP unreachable, before its own SYN retries end.
+	start = time.Now()
+	conn, err = tp.client.Connect("tcp", "198.18.2.99:80")
+	if err == nil {
+		conn.Close()
+		t.Fatal("connected to a host that does not exist")
+	}
+	if !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("a host that does not exist: %v, want EHOSTUNREACH", err)
+	}
+	if d := time.Since(start); d > stack.DefaultFlowDialTimeout+time.Second {
+		t.Errorf("a host that does not exist took %v to fail, want the far dial's failure or the dial timeout", d)
 	}
 	up := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, false)
 	down := nstest.Transfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), 100<<20, true)
