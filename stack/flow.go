@@ -315,13 +315,15 @@ func (f *FlowTerminator) unclaimed(fl *flow) {
 	}
 }
 
-// failed tells the application its connection failed, as a host or
-// router would, and forgets the flow.
+// failed forgets the flow and tells the application its connection
+// failed, as a host or router would: forgotten first, so that a SYN the
+// application sends once it knows dials again rather than waits.
 func (f *FlowTerminator) failed(fl *flow, t tcpPacket, err error, timedOut bool) {
 	f.mu.Lock()
 	syn := fl.syn
 	fl.syn = nil
 	f.mu.Unlock()
+	f.end(fl)
 	switch {
 	case f.ctx.Err() != nil:
 		// Closing: nobody to tell.
@@ -342,7 +344,6 @@ func (f *FlowTerminator) failed(fl *flow, t tcpPacket, err error, timedOut bool)
 		f.log.Debug("flow unreachable", "src", fl.key.src, "dst", fl.key.dst, "err", err, "timed_out", timedOut)
 		f.reply(unreachableFor(syn, t, relay.Headroom))
 	}
-	f.end(fl)
 }
 
 // end forgets fl: a later SYN of the same connection dials again.
