@@ -3,7 +3,6 @@ package stack
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -472,7 +471,10 @@ func (f *FlowTerminator) Close() error {
 		f.writer.Wait()
 		f.s.Destroy()
 		err = f.tun.Close()
-		f.log.Debug("flow terminator closed", "stats", fmt.Sprintf("%+v", f.Stats()))
+		st := f.Stats()
+		f.log.Info("flow terminator closed", "flows", st.Total, "refused", st.Refused, "unreachable", st.Unreachable,
+			"prohibited", st.Prohibited, "at_limit", st.AtLimit, "passed_through", st.PassedThrough,
+			"bytes_up", st.BytesUp, "bytes_down", st.BytesDown)
 	})
 	return err
 }

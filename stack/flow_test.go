@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -161,6 +162,39 @@ func TestFlowHalfCloseFromServer(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the server never saw the application's data and EOF")
+	}
+}
+
+// A stream that breaks (its destination reset it, or the SSH connection
+// went) resets the application's connection rather than ending it
+// cleanly: the application must not take a cut transfer for a whole one.
+func TestFlowStreamResetResetsApplication(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("partial"))
+		time.Sleep(100 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0) // Close sends a reset
+		c.Close()
+	}()
+	r := newFlowRig(t, FlowConfig{Dial: dialLoopback(l.Addr().(*net.TCPAddr).AddrPort())})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := r.app.DialTCP(ctx, flowDst4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if string(got) != "partial" || !errors.Is(err, syscall.ECONNRESET) && (err == nil || !strings.Contains(err.Error(), "reset")) {
+		t.Fatalf("read %q, %v: want the partial data, then a reset", got, err)
 	}
 }
 
