@@ -191,3 +191,48 @@ func thousandFlows(t *testing.T, tp *topo, c *nstest.Proc) {
 	})
 	t.Logf("after %d concurrent flows: fds %d → %d, goroutines %d → %d", n, fd0, fd1, g0, g1)
 }
+
+// A reconnect does not resurrect flows: a transfer whose SSH connection
+// dies fails at once with a reset (where --transport packet carries it
+// over), and new connections go as flows on the next connection.
+func TestConnectFlowTransportReconnect(t *testing.T) {
+	nstest.RequireRoot(t)
+	o := nstest.OpenSSHs(t)[0]
+	tp := newTopo(t)
+	tp.lanServices(t)
+	priv, pub := tp.key(t, o, "client")
+	sshd := tp.stockServer(t, o, pub, "tun")
+	tp.routeBack(t)
+	c := tp.client.Start(t, connectArgs(priv, sshd.KnownHosts, "--transport", "flow", "-w", "any:0",
+		"--address", tunClient.String(), "--route", lanHost.Masked().String(), "root@198.18.1.1")...)
+	waitUp(t, c, 1)
+	sessions := sshdSessions(t, tp.gw, sshd.PID())
+	if len(sessions) == 0 {
+		t.Fatal("found no sshd session process to kill")
+	}
+	const size, threshold = 1 << 30, 8 << 20
+	tr := nstest.StartTransfer(t, tp.lan, lanHost.Addr().String()+":0", tp.client, lanHost.Addr().String(), size, true)
+	select {
+	case <-tr.Reached(threshold):
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the transfer did not reach %d bytes in 30 s: %d received", threshold, tr.Received())
+	}
+	for _, pid := range sessions {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill sshd session %d: %v", pid, err)
+		}
+	}
+	killed := time.Now()
+	if _, err := tr.Wait(); err == nil {
+		t.Fatal("a flow survived its SSH connection's death whole")
+	} else if d := time.Since(killed); d > 10*time.Second {
+		t.Errorf("the cut flow failed %v after its connection died, want at once: %v", d, err)
+	} else {
+		t.Logf("the cut flow failed %v after the kill: %v", d.Round(time.Millisecond), err)
+	}
+	waitUp(t, c, 2)
+	body, err := httpGet(t, tp.client, "http://"+lanHost.Addr().String()+"/")
+	if err != nil || !strings.Contains(body, "hello from the lan, "+lanGW.Addr().String()+":") {
+		t.Fatalf("a new flow after the reconnect: %q %v\n%s", body, err, c.Tail(20))
+	}
+}
