@@ -89,8 +89,12 @@ type FlowTerminator struct {
 	mu       sync.Mutex
 	flows    map[flowKey]*flow // guarded by mu
 	passed   [][]byte          // held SYNs to pass on, guarded by mu
-	passThru atomic.Bool       // the server refused forwarding
-	warned   atomic.Bool
+	passThru atomic.Bool       // the server refused forwarding: SYNs pass
+	// mixed says some connections went as packets: those of a
+	// connection the terminator does not know pass too, for the
+	// connections carried as packets outlive a Resume.
+	mixed  atomic.Bool
+	warned atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -196,7 +200,7 @@ func (f *FlowTerminator) classify(p []byte) bool {
 		return true
 	}
 	if !t.opens {
-		if f.passThru.Load() && !f.known(t) {
+		if f.mixed.Load() && !f.known(t) {
 			f.passedThrough.Add(1)
 			return true
 		}
@@ -328,6 +332,7 @@ func (f *FlowTerminator) failed(fl *flow, t tcpPacket, err error, timedOut bool)
 		// Closing: nobody to tell.
 	case errors.Is(err, ErrFlowProhibited):
 		f.prohibited.Add(1)
+		f.mixed.Store(true)
 		if !f.passThru.Swap(true) {
 			f.log.Warn("the server refuses TCP forwarding: TCP goes as packets through the tunnel from now on", "err", err)
 		}
@@ -435,8 +440,9 @@ func (f *FlowTerminator) BatchSize() int { return f.tun.BatchSize() }
 // MTU implements relay.Device.
 func (f *FlowTerminator) MTU() int { return f.tun.MTU() }
 
-// Resume ends pass-through: a new SSH connection may allow forwarding
-// again, so its connections are dialled again.
+// Resume ends pass-through for new connections: a new SSH connection may
+// allow forwarding again, so their SYNs are dialled again. Connections
+// that went as packets go on as packets.
 func (f *FlowTerminator) Resume() { f.passThru.Store(false) }
 
 // Stats returns a copy of the counters.

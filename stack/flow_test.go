@@ -413,6 +413,41 @@ func TestFlowProhibitedPassesThrough(t *testing.T) {
 	}
 }
 
+// After Resume (a new SSH connection) a new connection is dialled again,
+// while one that went as packets before goes on as packets: to the stack
+// it is unknown, and it would reset it.
+func TestFlowResumeKeepsPacketConnections(t *testing.T) {
+	var dials atomic.Int32
+	f, tun := newRawTerminator(t, FlowConfig{Dial: func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
+		if dials.Add(1) == 1 {
+			return nil, ErrFlowProhibited
+		}
+		<-ctx.Done() // the second stays pending
+		return nil, ctx.Err()
+	}})
+	out := reader(f)
+	old := netip.AddrPortFrom(flowApp4.Addr(), 40000)
+	tun.Inject(synPacket(old, flowDst4, header.TCPFlagSyn))
+	for f.Stats().Prohibited == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	f.Resume()
+	ack := synPacket(old, flowDst4, header.TCPFlagAck)
+	tun.Inject(ack)
+	for {
+		if p := next(t, out); bytes.Equal(p, ack) {
+			break // the held SYN may come first
+		}
+	}
+	tun.Inject(synPacket(netip.AddrPortFrom(flowApp4.Addr(), 40001), flowDst4, header.TCPFlagSyn))
+	for dials.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if st := f.Stats(); st.Active != 1 {
+		t.Errorf("stats %+v: want the new connection dialling", st)
+	}
+}
+
 func TestFlowMaxFlows(t *testing.T) {
 	f, tun := newRawTerminator(t, FlowConfig{MaxFlows: 1, DialTimeout: time.Minute, Dial: func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
 		<-ctx.Done() // the first flow holds its slot
