@@ -52,6 +52,7 @@ var (
 // FlowStats are a FlowTerminator's counters. Active is a gauge; the rest
 // only grow. Up is from the application to the destination.
 type FlowStats struct {
+	MaxFlows                              int // the limit Active is held to
 	Active, Total                         uint64
 	Refused, Unreachable, Prohibited      uint64 // dial failures by kind
 	AtLimit                               uint64 // SYNs reset at MaxFlows
@@ -448,6 +449,7 @@ func (f *FlowTerminator) Resume() { f.passThru.Store(false) }
 // Stats returns a copy of the counters.
 func (f *FlowTerminator) Stats() FlowStats {
 	return FlowStats{
+		MaxFlows:         f.cfg.MaxFlows,
 		Active:           uint64(max(f.active.Load(), 0)),
 		Total:            f.total.Load(),
 		Refused:          f.refused.Load(),

@@ -232,6 +232,15 @@ func connect(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	tcpFlows.client = client
 	service.client = client
 	defer service.watchdog(ctx, log)()
+	st.flows = func() (stack.FlowStats, bool) {
+		devMu.Lock()
+		t := term
+		devMu.Unlock()
+		if t == nil {
+			return stack.FlowStats{}, false
+		}
+		return t.Stats(), true
+	}
 	st.client, st.device = client, func() string {
 		if d := device(); d != nil {
 			return d.Name()

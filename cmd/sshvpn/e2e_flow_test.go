@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,7 @@ func checkFlowTransport(t *testing.T, tp *topo, c *nstest.Proc, wantSrc netip.Ad
 	if err != nil || !strings.Contains(body, "hello from the lan, "+wantSrc.String()+":") {
 		t.Fatalf("HTTP to the LAN: %q %v: want it from %s, the gateway's address\n%s", body, err, wantSrc, c.Tail(20))
 	}
+	checkFlowStatus(t, c)
 	start := time.Now()
 	conn, err := tp.client.Connect("tcp", lanHost.Addr().String()+":9")
 	if err == nil {
@@ -235,4 +237,25 @@ func TestConnectFlowTransportReconnect(t *testing.T) {
 	if err != nil || !strings.Contains(body, "hello from the lan, "+lanGW.Addr().String()+":") {
 		t.Fatalf("a new flow after the reconnect: %q %v\n%s", body, err, c.Tail(20))
 	}
+}
+
+// checkFlowStatus wants sshvpn status to show the terminator's flows
+// against their limit on the client's tunnel.
+func checkFlowStatus(t *testing.T, c *nstest.Proc) {
+	t.Helper()
+	args := c.Cmd.Args
+	i := slices.Index(args, "--state-dir")
+	if i < 0 {
+		t.Fatalf("no --state-dir in %q", args)
+	}
+	for _, r := range statusJSON(t, "0", args[i+1]) {
+		if r.Client == nil || r.Client.Tunnel == nil {
+			continue
+		}
+		if f := r.Client.Tunnel.Flows; f == nil || f.Limit != stack.DefaultMaxFlows {
+			t.Fatalf("the client's tunnel shows flows %+v, want the terminator's, limit %d", f, stack.DefaultMaxFlows)
+		}
+		return
+	}
+	t.Fatal("sshvpn status shows no client tunnel")
 }

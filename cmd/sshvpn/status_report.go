@@ -13,6 +13,7 @@ import (
 	"github.com/sshvpn/sshvpn/relay"
 	"github.com/sshvpn/sshvpn/relay/gateway"
 	"github.com/sshvpn/sshvpn/relay/reconnect"
+	"github.com/sshvpn/sshvpn/stack"
 	"github.com/sshvpn/sshvpn/stack/dnsproxy"
 	"github.com/sshvpn/sshvpn/status"
 )
@@ -57,8 +58,11 @@ type clientStatus struct {
 	mode    relay.Mode
 	rtt     atomic.Int64 // the last keepalive's round trip
 
-	mu      sync.Mutex
-	device  func() string // the local device's name, once there is one
+	mu     sync.Mutex
+	device func() string // the local device's name, once there is one
+	// flows are the device's flow terminator's counters (--transport
+	// flow), false without one.
+	flows   func() (stack.FlowStats, bool)
 	addrs   []netip.Prefix
 	routes  []netip.Prefix
 	proxies []proxyListener
@@ -104,6 +108,9 @@ func (cs *clientStatus) report() status.Report {
 		if cs.device != nil {
 			t.Device = cs.device()
 		}
+		if fs, ok := flowStats(cs.flows); ok {
+			t.Flows = &status.Usage{Used: int64(fs.Active), Limit: int64(fs.MaxFlows), Refused: fs.AtLimit}
+		}
 		c.Tunnel = t
 	}
 	for _, l := range cs.proxies {
@@ -112,6 +119,13 @@ func (cs *clientStatus) report() status.Report {
 			Conns: status.Usage{Used: s.Active, Limit: proxy.DefaultMaxConns, Refused: s.Refused}})
 	}
 	return status.Report{Role: "client", Client: c}
+}
+
+func flowStats(f func() (stack.FlowStats, bool)) (stack.FlowStats, bool) {
+	if f == nil {
+		return stack.FlowStats{}, false
+	}
+	return f()
 }
 
 func counters(s relay.Snapshot) status.Counters {
