@@ -26,8 +26,8 @@ import (
 // --transport flow: the client's TCP crosses as direct-tcpip channels, the
 // rest as packets on the same tunnel. Against a stock sshd (which dials
 // from the gateway's LAN address, where packets would come from the
-// tunnel's) and the rootless gateway. The kernel gateway forwards no
-// direct-tcpip: there the client falls back to packets, logged once.
+// tunnel's), the rootless gateway and the kernel gateway, which dials
+// from the host as sshd does.
 func TestConnectFlowTransport(t *testing.T) {
 	forEachOpenSSH(t, func(t *testing.T, o nstest.OpenSSH) {
 		t.Run("sshd", func(t *testing.T) {
@@ -41,6 +41,15 @@ func TestConnectFlowTransport(t *testing.T) {
 			waitUp(t, c, 1)
 			checkFlowTransport(t, tp, c, lanGW.Addr(), "OpenSSH "+o.Version+" sshd")
 		})
+		t.Run("kernel", func(t *testing.T) {
+			tp := newTopo(t)
+			tp.lanServices(t)
+			priv, pub := tp.key(t, o, "client")
+			tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(), "--nat", "--route", lanHost.Masked().String())
+			c := tp.client.Start(t, connectArgs(priv, "", "--transport", "flow", "-p", "2222", "root@198.18.1.1")...)
+			waitUp(t, c, 1)
+			checkFlowTransport(t, tp, c, lanGW.Addr(), "the kernel gateway")
+		})
 		t.Run("rootless", func(t *testing.T) {
 			tp := newTopo(t)
 			tp.lanServices(t)
@@ -53,15 +62,15 @@ func TestConnectFlowTransport(t *testing.T) {
 	})
 }
 
-// The kernel gateway refuses direct-tcpip (its backend carries tunnels
-// only): TCP goes on as packets, and the client says so once.
+// A key with no-port-forwarding may not open direct-tcpip, but its tunnel
+// is allowed: TCP goes on as packets, and the client says so once.
 func TestConnectFlowTransportFallsBack(t *testing.T) {
 	nstest.RequireRoot(t)
 	o := nstest.OpenSSHs(t)[0]
 	tp := newTopo(t)
 	tp.lanServices(t)
 	priv, pub := tp.key(t, o, "client")
-	tp.startGateway(t, pub+"\n", "--tun-address", tunGW.String(), "--nat", "--route", lanHost.Masked().String())
+	tp.startGateway(t, "no-port-forwarding "+pub+"\n", "--tun-address", tunGW.String(), "--nat", "--route", lanHost.Masked().String())
 	c := tp.client.Start(t, connectArgs(priv, "", "--transport", "flow", "-p", "2222", "root@198.18.1.1")...)
 	waitUp(t, c, 1)
 	for range 2 {
