@@ -20,7 +20,7 @@ VCS_LDFLAGS = $(shell git rev-parse HEAD >/dev/null 2>&1 && \
 	"-X main.vcsTime=$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ)" \
 	"-X main.vcsModified=$$(test -z "$$(git status --porcelain --untracked-files=no)" && echo false || echo true)")
 
-.PHONY: help build install uninstall test unit integration fmt-check vet vet-cross fuzz bench clean
+.PHONY: help build install uninstall test unit integration fmt-check vet vet-cross fuzz bench bench-sweep clean
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ bench: ## micro-benchmarks, then the comparison harness in namespaces (root; BEN
 	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/ && \
 	$(GO) test -tags integration -run '^$$' -bench '^BenchmarkPaths$$' -benchtime 1x -timeout 30m ./bench/; \
 	code=$$?; echo "make bench: $$((SECONDS - start)) s wall"; exit $$code
+
+bench-sweep: ## the loss sweep alone: 1, 32, 128 parallel downloads per transport, with its floors (root; see bench/README.md)
+	$(GO) test -tags integration -run '^$$' -bench '^BenchmarkSweep$$' -benchtime 1x -timeout 30m ./bench/
 
 clean: ## remove build output
 	rm -rf bin integration.log

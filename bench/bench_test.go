@@ -173,10 +173,13 @@ func makePlan(b *testing.B) plan {
 }
 
 // pick returns the named configurations, in the tables' order.
-func pick(b *testing.B, names []string) []configSpec {
+func pick(b *testing.B, names []string) []configSpec { return pickFrom(b, configs, names) }
+
+// pickFrom returns the named rows of all, in all's order.
+func pickFrom(b *testing.B, all []configSpec, names []string) []configSpec {
 	norm := strings.NewReplacer("<->", "⇄", "->", "→")
 	var out []configSpec
-	for _, c := range configs {
+	for _, c := range all {
 		for _, n := range names {
 			if norm.Replace(strings.TrimSpace(n)) == c.name {
 				out = append(out, c)
@@ -185,7 +188,7 @@ func pick(b *testing.B, names []string) []configSpec {
 	}
 	if len(out) != len(names) {
 		var known []string
-		for _, c := range configs {
+		for _, c := range all {
 			known = append(known, c.name)
 		}
 		b.Fatalf("unknown configuration in %q; known: %s", names, strings.Join(known, ", "))

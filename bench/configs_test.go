@@ -30,6 +30,17 @@ type env struct {
 	o  nstest.OpenSSH
 	pr profileSpec
 	l2 bool // Tunnel=ethernet: taps, and routes via the gateway's address
+	// transport is sshvpn connect's --transport value (the sweep's rows);
+	// "" passes no --transport.
+	transport string
+}
+
+// transportArgs are the flags that ask sshvpn connect for e's transport.
+func (e *env) transportArgs() []string {
+	if e.transport == "" {
+		return nil
+	}
+	return []string{"--transport", e.transport}
 }
 
 // path is a started configuration: where iperf3 and ping aim from the
@@ -407,8 +418,8 @@ func startConnectToSSHD(e *env) *path {
 	p := lanPath(t)
 	p.cipher = func() string { return negotiatedCipher(s.Log()) }
 	c := connectLoop(tb, p, func() []string {
-		return connectArgs(tb.TempDir(), key, s.KnownHosts, "-w", "any:0", "--address", tunClient.String(),
-			"--route", lanNet.String(), "root@"+underGW.Addr().String())
+		return connectArgs(tb.TempDir(), key, s.KnownHosts, append(e.transportArgs(), "-w", "any:0", "--address", tunClient.String(),
+			"--route", lanNet.String(), "root@"+underGW.Addr().String())...)
 	}, func() { sshdReleased(t.gw, s) })
 	p.alive = func() error { return connectAlive(c()) }
 	return p
@@ -430,7 +441,7 @@ func startConnectToServe(e *env, netstack bool) *path {
 	p := lanPath(t)
 	p.cipher = func() string { return serveCipher() + inferred }
 	c := connectLoop(tb, p, func() []string {
-		return connectArgs(tb.TempDir(), key, "", "-p", sshvpnPort, "-o", "Tunnel="+e.tunnelMode(), "root@"+underGW.Addr().String())
+		return connectArgs(tb.TempDir(), key, "", append(e.transportArgs(), "-p", sshvpnPort, "-o", "Tunnel="+e.tunnelMode(), "root@"+underGW.Addr().String())...)
 	}, func() { serveReleased(gw) })
 	p.alive = func() error {
 		if err := exitedIf("sshvpn serve", gw); err != nil {

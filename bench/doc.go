@@ -19,6 +19,12 @@
 //     turns a configuration's Fatal into that row's error;
 //   - measure_test.go: iperf3, ping, CPU and RSS from /proc, time to the
 //     first packet;
+//   - sweep_test.go (integration tag): BenchmarkSweep, the loss sweep:
+//     1, 32 and 128 parallel downloads through raw, sshuttle and sshvpn's
+//     transports (packet, flow, auto) on every profile; flows.go reads
+//     iperf3's per-stream JSON into a FlowSample (aggregate, slowest flow,
+//     longest stall) and sweep.go renders the sweep and checks its floors,
+//     unit-tested by flows_test.go and sweep_report_test.go;
 //   - report.go and chart.go: pure functions from a Run to markdown, JSON
 //     and SVG, unit-tested without root by report_test.go; results.go
 //     writes them under results/ and into README.md (rerender_test.go
