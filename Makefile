@@ -82,10 +82,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzSOCKSRequest$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzUDPHeader$$' -fuzztime $(FUZZTIME) ./proxy/
 
-bench: ## micro-benchmarks, then the comparison harness in namespaces (root; BENCH=quick|full, see bench/README.md)
+bench: ## micro-benchmarks, then the comparison harness and the loss sweep in namespaces (root; BENCH=quick|full, see bench/README.md)
 	@start=$$SECONDS; \
 	$(GO) test -run '^$$' -bench . -benchmem ./relay/... ./kernel/ && \
-	$(GO) test -tags integration -run '^$$' -bench '^BenchmarkPaths$$' -benchtime 1x -timeout 30m ./bench/; \
+	$(GO) test -tags integration -run '^$$' -bench '^Benchmark(Paths|Sweep)$$' -benchtime 1x -timeout 45m ./bench/; \
 	code=$$?; echo "make bench: $$((SECONDS - start)) s wall"; exit $$code
 
 bench-sweep: ## the loss sweep alone: 1, 32, 128 parallel downloads per transport, with its floors (root; see bench/README.md)
