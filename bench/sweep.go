@@ -65,6 +65,23 @@ const (
 	transportSep    = "/"
 )
 
+// ListsFlag reports whether help, a command's -h output as the flag
+// package prints it (sshvpn's commands print theirs that way), lists the
+// flag name: "  -name" or "  --name" at the start of a line.
+func ListsFlag(help []byte, name string) bool {
+	for line := range strings.Lines(string(help)) {
+		f, ok := strings.CutPrefix(strings.TrimLeft(line, " \t"), "-")
+		if !ok || !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
+			continue
+		}
+		f = strings.TrimPrefix(f, "-")
+		if rest, ok := strings.CutPrefix(f, name); ok && (rest == "" || strings.ContainsAny(rest[:1], " \t\n=")) {
+			return true
+		}
+	}
+	return false
+}
+
 // The floors of the sweep, checked on aggregate throughput and stalls.
 const (
 	// FloorProfile is where the flow transport's floors apply: a long

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +107,30 @@ func TestSweepMarkdown(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestListsFlag reads -h output as the flag package prints it, the way
+// the sweep tells whether sshvpn connect has --transport.
+func TestListsFlag(t *testing.T) {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs.String("transport", "packet", "how flows are carried: flow, packet or auto")
+	fs.Bool("transport-stats", false, "a longer name that starts the same")
+	fs.String("address", "", "mentions -transport in its text, not as a flag")
+	var out strings.Builder
+	fs.SetOutput(&out)
+	fs.PrintDefaults()
+	help := []byte("about connect\n" + out.String())
+	if !ListsFlag(help, "transport") {
+		t.Errorf("-transport not found in:\n%s", help)
+	}
+	fs2 := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs2.Bool("transport-stats", false, "a longer name that starts the same")
+	fs2.String("address", "", "see -transport")
+	out.Reset()
+	fs2.SetOutput(&out)
+	fs2.PrintDefaults()
+	if ListsFlag([]byte(out.String()), "transport") {
+		t.Errorf("-transport found in help that has only -transport-stats and a mention:\n%s", out.String())
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,13 +52,11 @@ func transportRow(pairing, transport string, start func(*env) *path) configSpec 
 	}}
 }
 
-var transportFlagRE = regexp.MustCompile(`(?m)^\s+--?transport\b`)
-
 // hasTransportFlag reports whether the sshvpn under test lists
 // --transport in `sshvpn connect -h`.
 var hasTransportFlag = sync.OnceValue(func() bool {
 	out, _ := exec.Command(sshvpnBin, "connect", "-h").CombinedOutput()
-	return transportFlagRE.Match(out)
+	return ListsFlag(out, "transport")
 })
 
 // The sweep's shape. Three seconds measured, so that a stall of more
