@@ -1,7 +1,12 @@
 package bench
 
 import (
+	"encoding/json"
 	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +137,38 @@ func TestListsFlag(t *testing.T) {
 	fs2.PrintDefaults()
 	if ListsFlag([]byte(out.String()), "transport") {
 		t.Errorf("-transport found in help that has only -transport-stats and a mention:\n%s", out.String())
+	}
+}
+
+// TestWriteSweep writes a full and a partial sweep: the full one as
+// latest-sweep.*, the partial one as dev-sweep.* (never over the
+// published figures), each JSON reading back as the run.
+func TestWriteSweep(t *testing.T) {
+	dir := t.TempDir()
+	r := sampleSweep()
+	r.Floors = CheckFloors(r)
+	for _, c := range []struct {
+		partial bool
+		base    string
+	}{{false, "latest-sweep"}, {true, "dev-sweep"}} {
+		written, err := WriteSweep(dir, r, c.partial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{filepath.Join(dir, "results", c.base+".json"), filepath.Join(dir, "results", c.base+".md")}
+		if !slices.Equal(written, want) {
+			t.Errorf("partial=%v wrote %v, want %v", c.partial, written, want)
+		}
+		js, err := os.ReadFile(want[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back SweepRun
+		if err := json.Unmarshal(js, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, r) {
+			t.Errorf("%s.json reads back as\n%+v\nwant\n%+v", c.base, back, r)
+		}
 	}
 }
