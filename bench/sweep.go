@@ -47,8 +47,11 @@ type SweepProfile struct {
 
 // SweepConfig is every sample of one row in one profile.
 type SweepConfig struct {
-	Name    string       `json:"name"`
-	Error   string       `json:"error,omitempty"`
+	Name  string `json:"name"`
+	Error string `json:"error,omitempty"`
+	// Skipped says why the row did not run (its transport has not
+	// landed); it stays in the table, where its figures will go.
+	Skipped string       `json:"skipped,omitempty"`
 	Samples []FlowSample `json:"samples"`
 }
 
@@ -206,6 +209,9 @@ func measuredSample(p SweepProfile, row string, n int) (FlowSample, string) {
 	}
 	if s, ok := c.sample(n); ok {
 		return s, ""
+	}
+	if c.Skipped != "" {
+		return FlowSample{}, row + " skipped"
 	}
 	if c.Error != "" {
 		return FlowSample{}, row + ": " + c.Error

@@ -228,7 +228,7 @@ func runSweepProfile(b *testing.B, o nstest.OpenSSH, ps profileSpec, pl sweepPla
 			// Named without the profile: a row that cannot run skips
 			// every profile alike, and one note says so.
 			notes = append(notes, fmt.Sprintf("%s: skipped: %s", spec.name, a.msg))
-			l.dead, l.res = true, nil
+			l.dead, l.res.Skipped = true, a.msg
 		case err != nil:
 			progress("%s: %s did not start: %v", ps.name, spec.name, firstLine(err.Error()))
 			l.fail(&failed, ps, "start: "+err.Error())
@@ -244,9 +244,7 @@ func runSweepProfile(b *testing.B, o nstest.OpenSSH, ps profileSpec, pl sweepPla
 		}
 	}
 	for _, l := range ls {
-		if l.res != nil {
-			p.Configs = append(p.Configs, *l.res)
-		}
+		p.Configs = append(p.Configs, *l.res)
 	}
 	return p, notes, failed
 }
