@@ -148,10 +148,22 @@ func checkDNS(t *testing.T, ns *nstest.NS, server string) {
 	}
 }
 
-// thousandFlows opens 1,000 connections to the LAN's web server at once
-// and wants every answer, and the client's descriptors and goroutines
-// back where they were afterwards (as TestRootlessClientThousandFlows).
+// thousandFlows opens 1,000 connections to the LAN's web server through
+// the tunnel's device at once and wants every answer, and the client's
+// descriptors and goroutines back where they were afterwards.
 func thousandFlows(t *testing.T, tp *topo, c *nstest.Proc) {
+	t.Helper()
+	concurrentFlows(t, tp, c, 1000, "hello from the lan", func(int) (net.Conn, error) {
+		return net.DialTimeout("tcp", lanHost.Addr().String()+":80", 20*time.Second)
+	}, 30*time.Second)
+}
+
+// concurrentFlows dials n connections with dial (inside the client's
+// namespace: the dialer's sockets are made on the calling thread), then
+// asks each for a page at once and wants want in every answer; then the
+// client c's descriptors and goroutines must be back to what they were
+// before, within settle.
+func concurrentFlows(t *testing.T, tp *topo, c *nstest.Proc, n int, want string, dial func(i int) (net.Conn, error), settle time.Duration) {
 	t.Helper()
 	fds := func() int {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.PID()))
@@ -167,12 +179,11 @@ func thousandFlows(t *testing.T, tp *topo, c *nstest.Proc) {
 		return counter(c.Log(), "goroutines")
 	}
 	fd0, g0 := fds(), goroutines()
-	const n = 1000
 	conns := make([]net.Conn, n)
 	tp.client.Do(t, func() {
 		for i := range conns {
 			var err error
-			if conns[i], err = net.DialTimeout("tcp", lanHost.Addr().String()+":80", 20*time.Second); err != nil {
+			if conns[i], err = dial(i); err != nil {
 				t.Fatalf("connection %d of %d: %v\n%s", i+1, n, err, c.Tail(20))
 			}
 		}
@@ -185,18 +196,18 @@ func thousandFlows(t *testing.T, tp *topo, c *nstest.Proc) {
 			conn.SetDeadline(time.Now().Add(60 * time.Second))
 			fmt.Fprintf(conn, "GET /?flow=%d HTTP/1.0\r\nHost: lan.test\r\n\r\n", i)
 			body, err := io.ReadAll(conn)
-			if err == nil && strings.Contains(string(body), "hello from the lan") {
+			if err == nil && strings.Contains(string(body), want) {
 				done.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	if done.Load() != n {
+	if done.Load() != int32(n) {
 		t.Fatalf("%d of %d concurrent flows completed\n%s", done.Load(), n, c.Tail(20))
 	}
 	var fd1 int
 	var g1 int64
-	nstest.WaitFor(t, 30*time.Second, "fds and goroutines back to the baseline", func() bool {
+	nstest.WaitFor(t, settle, "fds and goroutines back to the baseline", func() bool {
 		fd1, g1 = fds(), goroutines()
 		return fd1 <= fd0 && g1 <= g0+2
 	})

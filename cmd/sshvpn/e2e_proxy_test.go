@@ -18,8 +18,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -527,25 +525,10 @@ func TestRootlessClientThousandFlows(t *testing.T) {
 	tp.startRootless(t, pub+"\n")
 	c := rootlessClient(t, tp.client, w, priv, "-D", "127.0.0.1:"+socksPort, "-p", "2222", "root@"+underGW.Addr().String())
 	nstest.WaitFor(t, 10*time.Second, "the client's tunnel stack", func() bool { return strings.Contains(c.Log(), "tunnel stack up") })
-	fds := func() int {
-		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.PID()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(ents)
-	}
-	goroutines := func() int64 {
-		n := strings.Count(c.Log(), `msg=footprint`)
-		c.Signal(syscall.SIGUSR1)
-		nstest.WaitFor(t, 5*time.Second, "footprint line", func() bool { return strings.Count(c.Log(), `msg=footprint`) > n })
-		return counter(c.Log(), "goroutines")
-	}
 	// One flow first, so that what is made once is in the baseline.
 	if _, err := socksGet(tp.client, "--socks5-hostname", "http://lan.test:"+webPort+"/"); err != nil {
 		t.Fatal(err)
 	}
-	fd0, g0 := fds(), goroutines()
-	const n = 1000
 	var socks proxy.Dialer
 	tp.client.Do(t, func() {
 		var err error
@@ -554,41 +537,9 @@ func TestRootlessClientThousandFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// Every connection is dialled from the namespace (the dialer's
-	// sockets are made on the calling thread), then all are used at once.
-	conns := make([]net.Conn, n)
-	tp.client.Do(t, func() {
-		for i := range conns {
-			var err error
-			if conns[i], err = socks.Dial("tcp", "lan.test:"+webPort); err != nil {
-				t.Fatalf("SOCKS connection %d of %d: %v\n%s", i+1, n, err, c.Tail(20))
-			}
-		}
-	})
-	var done atomic.Int32
-	var wg sync.WaitGroup
-	for i, conn := range conns {
-		wg.Go(func() {
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(60 * time.Second))
-			fmt.Fprintf(conn, "GET /?flow=%d HTTP/1.0\r\nHost: lan.test\r\n\r\n", i)
-			body, err := io.ReadAll(conn)
-			if err == nil && strings.Contains(string(body), "hello from the lan web") {
-				done.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if done.Load() != n {
-		t.Fatalf("%d of %d concurrent SOCKS flows completed\n%s", done.Load(), n, c.Tail(20))
-	}
-	var fd1 int
-	var g1 int64
-	nstest.WaitFor(t, 20*time.Second, "fds and goroutines back to the baseline", func() bool {
-		fd1, g1 = fds(), goroutines()
-		return fd1 <= fd0 && g1 <= g0+2
-	})
-	t.Logf("after %d concurrent flows: fds %d → %d, goroutines %d → %d", n, fd0, fd1, g0, g1)
+	concurrentFlows(t, tp, c, 1000, "hello from the lan web", func(int) (net.Conn, error) {
+		return socks.Dial("tcp", "lan.test:"+webPort)
+	}, 20*time.Second)
 }
 
 // 6: the listeners stay up while the client reconnects; a flow in the gap
