@@ -43,6 +43,20 @@ type flowRig struct {
 	stop   func()
 }
 
+// connect is the application's connection to dst through the
+// terminator, made within d or the test fails; the test's end closes it.
+func (r *flowRig) connect(t *testing.T, dst netip.AddrPort, d time.Duration) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	c, err := r.app.DialTCP(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func newFlowRig(t *testing.T, cfg FlowConfig) *flowRig {
 	t.Helper()
 	app, err := NewLocal(LocalConfig{Addresses: []netip.Prefix{flowApp4, flowApp6}})
@@ -85,13 +99,7 @@ func TestFlowTransfer(t *testing.T) {
 	for _, dst := range []netip.AddrPort{flowDst4, flowDst6} {
 		t.Run(dst.Addr().String(), func(t *testing.T) {
 			r := newFlowRig(t, FlowConfig{Dial: dialLoopback(srv)})
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := r.app.DialTCP(ctx, dst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := r.connect(t, dst, 20*time.Second)
 			up := make([]byte, 4<<20)
 			rand.Read(up)
 			go func() {
@@ -138,13 +146,7 @@ func TestFlowHalfCloseFromServer(t *testing.T) {
 		gotUp <- b
 	}()
 	r := newFlowRig(t, FlowConfig{Dial: dialLoopback(l.Addr().(*net.TCPAddr).AddrPort())})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := r.app.DialTCP(ctx, flowDst4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := r.connect(t, flowDst4, 20*time.Second)
 	got, err := io.ReadAll(c) // ends at the destination's half-close
 	if err != nil || !bytes.Equal(got, down) {
 		t.Fatalf("read %d bytes, err %v: want the %d the server sent", len(got), err, len(down))
@@ -160,7 +162,7 @@ func TestFlowHalfCloseFromServer(t *testing.T) {
 		if !bytes.Equal(b, up) {
 			t.Fatalf("server read %d bytes, want the %d sent", len(b), len(up))
 		}
-	case <-ctx.Done():
+	case <-time.After(20 * time.Second):
 		t.Fatal("the server never saw the application's data and EOF")
 	}
 }
@@ -185,13 +187,7 @@ func TestFlowStreamResetResetsApplication(t *testing.T) {
 		c.Close()
 	}()
 	r := newFlowRig(t, FlowConfig{Dial: dialLoopback(l.Addr().(*net.TCPAddr).AddrPort())})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := r.app.DialTCP(ctx, flowDst4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := r.connect(t, flowDst4, 10*time.Second)
 	got, err := io.ReadAll(c)
 	if string(got) != "partial" || !errors.Is(err, syscall.ECONNRESET) && (err == nil || !strings.Contains(err.Error(), "reset")) {
 		t.Fatalf("read %q, %v: want the partial data, then a reset", got, err)
